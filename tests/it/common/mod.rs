@@ -1,0 +1,91 @@
+//! Shared helpers for the integration tests: a fresh, isolated olm home per
+//! test, the path of the built binary, and the real test models.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The repository's `tests/models` directory (filled by `scripts/fetch-test-models.sh`).
+pub fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("models")
+}
+
+/// SmolLM2-135M-Instruct Q4_1: llama arch, with a chat template.
+pub fn smollm2() -> PathBuf {
+    require_model("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// gemma-3-270m Q4_K_M: gemma3 arch.
+pub fn gemma3() -> PathBuf {
+    require_model("gemma-3-270m-q4_k_m.gguf")
+}
+
+fn require_model(name: &str) -> PathBuf {
+    let path = models_dir().join(name);
+    assert!(
+        path.is_file(),
+        "test model {} is missing: run scripts/fetch-test-models.sh",
+        path.display()
+    );
+    path
+}
+
+/// An isolated environment: its own OLM_HOME and Hugging Face cache in a temp dir.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("olm-it-")
+            .tempdir()
+            .expect("create temp dir for test");
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `olm` with this environment's home and cache, no terminal, no colour.
+    pub fn olm(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_olm"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.path())
+            .env("OLM_HOME", self.path().join("olm-home"))
+            .env("HF_HOME", self.path().join("hf-home"))
+            .env("HF_HUB_OFFLINE", "1")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        command
+    }
+}
+
+/// Run a command to completion, capturing its output.
+pub fn run(command: &mut Command) -> Output {
+    command.output().expect("spawn olm")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Assert the process exited normally with `code` (not killed by a signal),
+/// showing both streams when it did not.
+#[track_caller]
+pub fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "expected exit {code}, got {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        stdout(output),
+        stderr(output)
+    );
+}
