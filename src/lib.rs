@@ -1,4 +1,10 @@
 //! olm's modules, public so that integration tests and fuzz targets reach the
 //! pure parts. The binary's entry point is `main.rs`.
 
+pub mod cli;
+pub mod commands;
+pub mod engine;
+pub mod env;
 pub mod gguf;
+pub mod store;
+pub mod ui;

@@ -50,6 +50,12 @@ impl TestEnv {
     /// `olm` with this environment's home and cache, no terminal, no colour.
     pub fn olm(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_olm"));
+        self.olm_env(&mut command);
+        command
+    }
+
+    /// Give any command (a shell running olm, say) this environment.
+    pub fn olm_env<'a>(&self, command: &'a mut Command) -> &'a mut Command {
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -58,8 +64,7 @@ impl TestEnv {
             .env("HF_HOME", self.path().join("hf-home"))
             .env("HF_HUB_OFFLINE", "1")
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        command
+            .stdin(Stdio::null())
     }
 }
 

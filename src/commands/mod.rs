@@ -1,0 +1,131 @@
+//! One module per subcommand: glue between the CLI arguments and the parts
+//! that do the work (store, gguf, engine, ui). Also the one place that maps
+//! errors to exit codes and hints.
+//!
+//! Only `main` imports this module.
+
+mod run;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+use crate::engine::EngineError;
+use crate::gguf::GgufError;
+use crate::store::StoreError;
+use crate::ui::Printer;
+
+/// Run the chosen subcommand.
+pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(args, printer),
+    }
+}
+
+/// `olm --version`: olm's version and commit, and the llama.cpp it links
+/// with the CPU features and backends that build uses.
+pub fn long_version() -> String {
+    let commit = option_env!("OLM_GIT_COMMIT").unwrap_or("unknown");
+    format!(
+        "{}\ncommit: {commit}\nllama.cpp: vendored by llama-cpp-sys-2 {}\nsystem: {}",
+        env!("CARGO_PKG_VERSION"),
+        crate::engine::LLAMA_CPP_SYS_VERSION,
+        crate::engine::system_info(),
+    )
+}
+
+/// Exit codes of design.md.
+pub mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const NOT_FOUND: u8 = 3;
+    pub const INTEGRITY: u8 = 5;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// An invalid argument found after parsing (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct UsageError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl UsageError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), hint: None }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// Generation was interrupted (exit 130); the message is not shown.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
+/// The exit code for an error: the first classified error in its chain.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if cause.is::<UsageError>() {
+            return exit::USAGE;
+        }
+        if cause.is::<Interrupted>() {
+            return exit::INTERRUPTED;
+        }
+        if cause.is::<GgufError>() {
+            return exit::INTEGRITY;
+        }
+        if let Some(store) = cause.downcast_ref::<StoreError>() {
+            return match store {
+                StoreError::EmptyReference => exit::USAGE,
+                StoreError::NoSuchFile(_) | StoreError::NotInStore(_) => exit::NOT_FOUND,
+            };
+        }
+        if let Some(engine) = cause.downcast_ref::<EngineError>() {
+            return match engine {
+                EngineError::InvalidSchema(_) => exit::USAGE,
+                EngineError::Load { .. } => exit::INTEGRITY,
+                _ => exit::FAILURE,
+            };
+        }
+    }
+    exit::FAILURE
+}
+
+/// Advice to print under the error line, if any.
+pub fn hint(error: &anyhow::Error) -> Option<String> {
+    for cause in error.chain() {
+        if let Some(usage) = cause.downcast_ref::<UsageError>() {
+            return usage.hint.clone();
+        }
+        if let Some(store) = cause.downcast_ref::<StoreError>() {
+            return store.hint();
+        }
+        if let Some(engine) = cause.downcast_ref::<EngineError>() {
+            return match engine {
+                EngineError::PromptTooLong { n_ctx_train, .. } => Some(format!(
+                    "shorten the input, or raise --ctx-size (up to {n_ctx_train} for this model)"
+                )),
+                EngineError::Template(_) => Some(
+                    "the model's chat template is unusable; pass --chat-template FILE|NAME \
+                     (e.g. chatml) or --raw"
+                        .into(),
+                ),
+                _ => None,
+            };
+        }
+    }
+    None
+}
+
+/// Whether the error is a closed pipe (`olm run ... | head`), which ends quietly.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

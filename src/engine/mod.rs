@@ -1,0 +1,277 @@
+//! The inference engine: the only module that talks to llama.cpp.
+//!
+//! Owns: the llama.cpp backend (initialised once per process), loading models,
+//! tokenizing, chat templates, sampling and the generation loop. It emits text
+//! pieces and statistics through plain callbacks and values.
+//!
+//! Must not touch: terminals, HTTP, the model store, `std::process::exit`.
+//! Inputs are checked before they reach llama.cpp, which aborts the process on
+//! some invalid ones (token ids, positions, batch sizes).
+
+mod generate;
+mod sampling;
+mod template;
+pub mod text;
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+
+pub use generate::{GenerateRequest, Session, SessionOptions, Stats, StopReason};
+pub use sampling::{Constraint, SamplingConfig};
+pub use template::{Message, TemplateError, TemplateSource};
+
+use template::ChatTemplate;
+
+/// Errors from the engine. Each carries what a user needs to act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("llama.cpp could not be initialised: {0}")]
+    Backend(String),
+    #[error("llama.cpp could not load {path}")]
+    Load { path: PathBuf },
+    #[error("llama.cpp could not create a context of {n_ctx} tokens: {reason}")]
+    Context { n_ctx: u32, reason: String },
+    #[error(
+        "the prompt is {prompt_tokens} tokens but the context holds {n_ctx} \
+         (this model supports up to {n_ctx_train})"
+    )]
+    PromptTooLong { prompt_tokens: usize, n_ctx: u32, n_ctx_train: u32 },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("the input is {bytes} bytes; the limit is {limit} bytes")]
+    InputTooLarge { bytes: usize, limit: usize },
+    #[error("invalid JSON schema: {0}")]
+    InvalidSchema(String),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("llama.cpp failed while evaluating: {0}")]
+    Decode(String),
+}
+
+/// The llama.cpp backend, created once per process.
+fn backend() -> Result<&'static LlamaBackend, EngineError> {
+    static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+    if let Some(backend) = BACKEND.get() {
+        return Ok(backend);
+    }
+    let backend = LlamaBackend::init().map_err(|error| EngineError::Backend(error.to_string()))?;
+    Ok(BACKEND.get_or_init(|| backend))
+}
+
+/// Route llama.cpp's log lines to `tracing` (shown with `--verbose`) or
+/// silence them. Call before loading anything.
+pub fn configure_logging(verbose: bool) {
+    llama_cpp_2::send_logs_to_tracing(
+        llama_cpp_2::LogOptions::default().with_logs_enabled(verbose),
+    );
+}
+
+/// The llama-cpp-sys-2 release whose vendored llama.cpp this build links.
+pub const LLAMA_CPP_SYS_VERSION: &str = "0.1.161";
+
+/// llama.cpp's system line: the CPU features and backends it was built with,
+/// e.g. `CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | ...`.
+pub fn system_info() -> String {
+    // SAFETY: llama_print_system_info returns a pointer to a static,
+    // NUL-terminated buffer owned by llama.cpp.
+    let info = unsafe { std::ffi::CStr::from_ptr(llama_cpp_sys_2::llama_print_system_info()) };
+    info.to_string_lossy().trim().to_owned()
+}
+
+/// Physical CPU cores (llama.cpp's own default for threads): hyperthread
+/// siblings share a core's math units and slow each other down.
+pub fn physical_cores() -> u32 {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical;
+    };
+    let mut cores = std::collections::HashSet::new();
+    let mut physical_id = String::new();
+    for line in cpuinfo.lines() {
+        let Some((key, value)) = line.split_once(':') else { continue };
+        match key.trim() {
+            "physical id" => physical_id = value.trim().to_owned(),
+            "core id" => {
+                cores.insert((physical_id.clone(), value.trim().to_owned()));
+            }
+            _ => {}
+        }
+    }
+    match cores.len() {
+        0 => logical,
+        found => (found as u32).min(logical),
+    }
+}
+
+/// How to load a model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Layers to offload to a GPU; `None` keeps llama.cpp's default.
+    pub gpu_layers: Option<u32>,
+    /// Chat template to use instead of the model's own.
+    pub chat_template: Option<TemplateSource>,
+}
+
+/// A prompt: either a conversation rendered with the chat template, or raw text.
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    Chat(Vec<Message>),
+    Raw(String),
+}
+
+/// Tokens of a prompt, ready for [`Session::generate`].
+#[derive(Debug, Clone, Default)]
+pub struct PromptTokens {
+    tokens: Vec<LlamaToken>,
+}
+
+impl PromptTokens {
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+/// Largest prompt text accepted (llama.cpp's tokenizer counts in i32).
+const MAX_PROMPT_BYTES: usize = 256 << 20;
+
+/// A loaded model (weights memory-mapped) with its chat template.
+pub struct Model {
+    inner: LlamaModel,
+    template: ChatTemplate,
+    description: String,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Model").field("description", &self.description).finish()
+    }
+}
+
+impl Model {
+    /// Load a GGUF file. The caller must have validated it with
+    /// [`crate::gguf::inspect`]: llama.cpp trusts what the file says.
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<Self, EngineError> {
+        let backend = backend()?;
+        let mut params = LlamaModelParams::default().with_use_mmap(true);
+        if let Some(layers) = options.gpu_layers {
+            params = params.with_n_gpu_layers(layers);
+        }
+        let inner = LlamaModel::load_from_file(backend, path, &params)
+            .map_err(|_| EngineError::Load { path: path.to_owned() })?;
+        let source = match &options.chat_template {
+            Some(source) => source.clone(),
+            None => match inner.chat_template(None).ok().and_then(|t| t.to_string().ok()) {
+                Some(text) => TemplateSource::Jinja(text),
+                None => default_template(&inner),
+            },
+        };
+        let template = ChatTemplate::new(&inner, source)?;
+        let description = describe_model(&inner);
+        Ok(Self { inner, template, description })
+    }
+
+    /// e.g. `llama 135M Q4_1`, as llama.cpp describes the model.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// The context length the model was trained with.
+    pub fn n_ctx_train(&self) -> u32 {
+        self.inner.n_ctx_train()
+    }
+
+    pub fn n_params(&self) -> u64 {
+        self.inner.n_params()
+    }
+
+    /// Bytes of weights.
+    pub fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    /// The prompt text the model sees for `prompt`.
+    pub fn render(&self, prompt: &Prompt) -> Result<String, EngineError> {
+        match prompt {
+            Prompt::Raw(text) => Ok(text.clone()),
+            Prompt::Chat(messages) => Ok(self.template.render(&self.inner, messages)?),
+        }
+    }
+
+    /// Render (for chat prompts) and tokenize a prompt.
+    pub fn tokenize(&self, prompt: &Prompt) -> Result<PromptTokens, EngineError> {
+        let text = self.render(prompt)?;
+        if text.len() > MAX_PROMPT_BYTES {
+            return Err(EngineError::InputTooLarge { bytes: text.len(), limit: MAX_PROMPT_BYTES });
+        }
+        let vocab = self.inner.vocab();
+        let bos = self.template.bos_token();
+        let tokens = match prompt {
+            // The template wrote BOS itself: parse it as the special token and add no second one.
+            Prompt::Chat(_) if !bos.is_empty() && text.starts_with(bos) => {
+                vocab.tokenize(text.as_bytes(), false, true)
+            }
+            Prompt::Chat(_) => vocab.tokenize(text.as_bytes(), true, true),
+            Prompt::Raw(_) => vocab.tokenize(text.as_bytes(), true, false),
+        };
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        Ok(PromptTokens { tokens })
+    }
+
+    /// A context for generation.
+    pub fn session(&self, options: &SessionOptions) -> Result<Session<'_>, EngineError> {
+        Session::new(self, options)
+    }
+
+    /// A context size that fits `prompt_tokens` plus `answer_budget`, rounded
+    /// up to a multiple of 256 and capped at the trained context.
+    pub fn context_for(&self, prompt_tokens: usize, answer_budget: u32) -> u32 {
+        let wanted = prompt_tokens as u64 + u64::from(answer_budget);
+        let rounded = wanted.div_ceil(256) * 256;
+        let limit = u64::from(self.n_ctx_train().max(1));
+        NonZeroU32::new(rounded.min(limit) as u32).map_or(256, NonZeroU32::get)
+    }
+}
+
+/// The built-in template for a model whose file carries none: its family's
+/// own format where llama.cpp knows it, ChatML otherwise (llama.cpp's default).
+fn default_template(model: &LlamaModel) -> TemplateSource {
+    let architecture = model.meta_val_str("general.architecture").unwrap_or_default();
+    let name = match architecture.as_str() {
+        "gemma" | "gemma2" | "gemma3" | "gemma3n" => "gemma",
+        "phi3" => "phi3",
+        "command-r" | "cohere2" => "command-r",
+        _ => "chatml",
+    };
+    tracing::info!("the model has no chat template; using llama.cpp's built-in '{name}'");
+    TemplateSource::Builtin(name.to_owned())
+}
+
+fn describe_model(model: &LlamaModel) -> String {
+    let architecture = model
+        .meta_val_str("general.architecture")
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("{architecture} {}", human_count(model.n_params()))
+}
+
+/// 134515008 -> "135M", 7615616512 -> "7.6B".
+pub fn human_count(count: u64) -> String {
+    let count = count as f64;
+    match count {
+        c if c >= 1e9 => format!("{:.1}B", c / 1e9),
+        c if c >= 1e6 => format!("{:.0}M", c / 1e6),
+        c if c >= 1e3 => format!("{:.0}K", c / 1e3),
+        c => format!("{c}"),
+    }
+}

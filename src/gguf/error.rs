@@ -1,0 +1,232 @@
+//! Why a file was refused: one variant per check, carrying the values that
+//! failed, each displayed as one lowercase sentence. Names and keys read from
+//! the file go through [`printable`] first so a hostile file cannot put
+//! terminal escapes or line breaks into olm's output.
+
+use std::io;
+use std::path::PathBuf;
+
+use super::types::GgmlType;
+use super::{MAX_ALIGNMENT, MAX_DIMENSIONS};
+
+/// A GGUF file that olm refuses to hand to llama.cpp, or could not read.
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    #[error("cannot open {}: {source}", path.display())]
+    Open { path: PathBuf, source: io::Error },
+
+    #[error("{} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+
+    #[error("cannot read the file at byte {offset}: {source}")]
+    Read { offset: u64, source: io::Error },
+
+    #[error("not a GGUF file: the file is empty")]
+    Empty,
+
+    #[error("not a GGUF file: bad magic {}", hex_bytes(.magic))]
+    BadMagic { magic: Vec<u8> },
+
+    #[error("file truncated: expected {expected} bytes, found {found}")]
+    Truncated { expected: u64, found: u64 },
+
+    #[error("unsupported GGUF version {version} (supported: 2, 3)")]
+    UnsupportedVersion { version: u32 },
+
+    #[error("big-endian GGUF files are not supported (the version field reads {version:#010x})")]
+    BigEndian { version: u32 },
+
+    #[error("{what} count {count} exceeds what the file can hold (at most {max})")]
+    CountExceedsFile {
+        what: &'static str,
+        count: u64,
+        max: u64,
+    },
+
+    #[error("{what} count {count} exceeds the limit of {limit}")]
+    CountTooLarge {
+        what: &'static str,
+        count: u64,
+        limit: u64,
+    },
+
+    #[error("{field}: string length {length} exceeds the file size")]
+    StringExceedsFile { field: String, length: u64 },
+
+    #[error("{field}: string length {length} exceeds the limit of {limit} bytes")]
+    StringTooLong {
+        field: String,
+        length: u64,
+        limit: u64,
+    },
+
+    #[error("metadata key #{index} is empty")]
+    EmptyKey { index: u64 },
+
+    #[error("metadata key #{index} is not valid UTF-8")]
+    KeyNotUtf8 { index: u64 },
+
+    #[error("duplicate metadata key '{key}'")]
+    DuplicateKey { key: String },
+
+    #[error("metadata key '{key}': unknown value type {type_id}")]
+    UnknownValueType { key: String, type_id: u32 },
+
+    #[error("metadata key '{key}': arrays of arrays are not supported")]
+    NestedArray { key: String },
+
+    #[error("metadata key '{key}': array of {length} elements exceeds the file size")]
+    ArrayExceedsFile { key: String, length: u64 },
+
+    #[error("metadata key '{key}': array of {length} elements exceeds the limit of {limit}")]
+    ArrayTooLong { key: String, length: u64, limit: u64 },
+
+    #[error("metadata needs more than {limit} bytes of memory")]
+    MetadataTooLarge { limit: u64 },
+
+    #[error("metadata key '{key}' must be {expected}, found {found}")]
+    WrongType {
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
+
+    #[error("general.alignment {alignment} is invalid: it must be a power of two from 1 to {MAX_ALIGNMENT}")]
+    InvalidAlignment { alignment: u32 },
+
+    #[error("tensor #{index} has an empty name")]
+    EmptyTensorName { index: u64 },
+
+    #[error("tensor #{index}: name is not valid UTF-8")]
+    TensorNameNotUtf8 { index: u64 },
+
+    #[error("tensor '{name}': name is {length} bytes long (limit {limit})")]
+    TensorNameTooLong {
+        name: String,
+        length: u64,
+        limit: u64,
+    },
+
+    #[error("duplicate tensor name '{name}'")]
+    DuplicateTensor { name: String },
+
+    #[error("tensor '{name}' has {dimensions} dimensions (supported: 1 to {MAX_DIMENSIONS})")]
+    DimensionCount { name: String, dimensions: u32 },
+
+    #[error("tensor '{name}': dimension {axis} is zero")]
+    ZeroDimension { name: String, axis: usize },
+
+    #[error("tensor '{name}': dimension product overflows (shape {shape:?})")]
+    ShapeOverflow { name: String, shape: Vec<u64> },
+
+    #[error("tensor '{name}': byte size overflows (shape {shape:?}, type {ggml_type})")]
+    ByteSizeOverflow {
+        name: String,
+        shape: Vec<u64>,
+        ggml_type: GgmlType,
+    },
+
+    #[error("tensor '{name}' has unsupported ggml type id {type_id}")]
+    UnknownTensorType { name: String, type_id: i32 },
+
+    #[error("tensor '{name}': row of {row} elements is not a multiple of the {ggml_type} block size {block_size}")]
+    RowNotBlockMultiple {
+        name: String,
+        ggml_type: GgmlType,
+        row: u64,
+        block_size: u64,
+    },
+
+    #[error("tensor '{name}': data offset {offset} is not a multiple of the alignment {alignment}")]
+    MisalignedTensor {
+        name: String,
+        offset: u64,
+        alignment: u64,
+    },
+
+    #[error("tensor '{name}': data offset {offset} is beyond any possible file size")]
+    TensorOffsetOverflow { name: String, offset: u64 },
+
+    #[error("tensors '{first}' and '{second}' overlap")]
+    OverlappingTensors { first: String, second: String },
+
+    #[error("tensor '{name}': data offset {offset} should be {expected} (tensor data must follow the tensor list in order, without gaps)")]
+    UnexpectedTensorOffset {
+        name: String,
+        offset: u64,
+        expected: u64,
+    },
+
+    #[error("metadata key '{key}': token id {id} is out of range for a vocabulary of {vocab_size} tokens")]
+    TokenIdOutOfRange {
+        key: String,
+        id: i128,
+        vocab_size: u64,
+    },
+
+    #[error("metadata key '{key}' has {length} entries but the vocabulary has {vocab_size} tokens")]
+    VocabLengthMismatch {
+        key: String,
+        length: u64,
+        vocab_size: u64,
+    },
+
+    #[error("metadata key '{key}' is {declared} but 'tokenizer.ggml.tokens' has {tokens} tokens")]
+    VocabSizeMismatch {
+        key: String,
+        declared: u64,
+        tokens: u64,
+    },
+
+    #[error("token {index} is {length} bytes long (limit {limit})")]
+    TokenTooLong { index: u64, length: u64, limit: u64 },
+
+    #[error("token {index} '{text}' is marked as a byte token but is not of the form <0xHH>")]
+    BadByteToken { index: u64, text: String },
+
+    #[error("metadata key '{key}' is {value}, above the limit of {limit}")]
+    ValueTooLarge { key: String, value: u64, limit: u64 },
+
+    #[error("metadata key '{key}' is {block_count} but the file has tensors for {layers} layers")]
+    BlockCountMismatch {
+        key: String,
+        block_count: u64,
+        layers: u64,
+    },
+
+    #[error("metadata key '{key}' is {embedding_length} but tensor 'token_embd.weight' has rows of {row} elements")]
+    EmbeddingLengthMismatch {
+        key: String,
+        embedding_length: u64,
+        row: u64,
+    },
+
+    #[error("metadata key 'split.no' is {index} but 'split.count' is {count}")]
+    InvalidSplit { index: u64, count: u64 },
+}
+
+/// Longest name or key (in characters) quoted in an error message.
+const MAX_QUOTED_CHARS: usize = 96;
+
+/// `text` made safe to print on one line: control characters, quotes and
+/// backslashes escaped, cut to a readable length.
+pub fn printable(text: &str) -> String {
+    let mut quoted = String::new();
+    for (index, character) in text.chars().enumerate() {
+        if index == MAX_QUOTED_CHARS {
+            quoted.push('…');
+            break;
+        }
+        quoted.extend(character.escape_debug());
+    }
+    quoted
+}
+
+/// Bytes as space-separated lowercase hex ("46 55 47 47").
+fn hex_bytes(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

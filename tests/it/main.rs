@@ -1,0 +1,7 @@
+//! The single integration-test binary: every test runs the real `olm` binary
+//! on the real test models (see `scripts/fetch-test-models.sh`).
+
+mod common;
+
+mod cli;
+mod run;
