@@ -15,8 +15,10 @@
 #
 # Usage:  bin=$(bench/build-llama-tools.sh)
 # The bin directory is the ONLY line on stdout; progress goes to stderr.
-# Idempotent: when the three binaries exist and are newer than the source
-# stamp, nothing is done.
+# Idempotent: when the three binaries exist, are newer than the source stamp
+# (llama-src-*/.olm-source-stamp) and were built with the same cmake options
+# (llama-build-*/.olm-build-stamp), nothing is done. The tools are linked
+# statically (like olm links llama-cpp-sys-2), so bin/ is self-contained.
 #
 # Environment:
 #   OLM_BENCH_CACHE         cache dir (default ~/.cache/olm/bench)

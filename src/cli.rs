@@ -113,7 +113,7 @@ pub struct GenerationArgs {
     pub ctx_size: Option<u32>,
 
     /// CPU threads for generation [default: physical cores].
-    #[arg(short = 't', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = "Generation")]
+    #[arg(short = 't', long, value_name = "N", env = "OLM_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = "Generation")]
     pub threads: Option<u32>,
 
     /// Number of layers to offload to the GPU (when olm is built with a GPU backend).

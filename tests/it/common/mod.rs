@@ -64,6 +64,9 @@ impl TestEnv {
             .env("HF_HOME", self.path().join("hf-home"))
             .env("HF_HUB_OFFLINE", "1")
             .env("NO_COLOR", "1")
+            // Tests run in parallel on few cores: one llama.cpp thread each
+            // avoids oversubscribing them (OpenMP threads spin while waiting).
+            .env("OLM_THREADS", "1")
             .stdin(Stdio::null())
     }
 }
