@@ -34,12 +34,139 @@ pub enum Command {
     /// "Write a commit message"` works. Only the answer goes to stdout; status
     /// and statistics go to stderr.
     Run(RunArgs),
+
+    /// Chat with a model in the terminal.
+    ///
+    /// The answer streams as it is generated; the conversation stays in the
+    /// model's cache, so each turn evaluates only what is new. `"""` starts
+    /// and ends a multi-line message, a line ending in `\` continues. Ctrl-C
+    /// stops an answer, Ctrl-D or /bye quits, /help lists the commands
+    /// (/set, /system, /show, /stats, /save, /load, /clear, /model). The
+    /// line history is kept in olm's data directory (`OLM_HOME`).
+    Chat(ChatArgs),
+
+    /// Measure prompt and generation speed, llama-bench style.
+    ///
+    /// Tests: ppN evaluates a prompt of N random tokens in batches; tgN
+    /// generates N tokens one decode at a time. Each test runs after a
+    /// warm-up, `-r` times on an empty KV cache, and reports mean ± standard
+    /// deviation in tokens per second. List-valued flags (`-p 128,512`) run
+    /// every combination. Progress goes to stderr, the report to stdout.
+    Bench(BenchArgs),
+
+    /// Download a model into the store, or register a local .gguf file.
+    ///
+    /// MODEL is a catalog alias (`qwen-7b`, `qwen-7b:q8_0`), a Hugging Face
+    /// repo (`owner/repo[:QUANT]`, also `hf.co/owner/repo`), or a path to a
+    /// .gguf file with `--name`. Files go into the Hugging Face cache with a
+    /// progress bar; an interrupted pull resumes where it stopped; every file
+    /// is checked against the hub's sha256 before it becomes visible.
+    /// Exit codes: 3 no such model or quant, 4 network or hub error,
+    /// 5 integrity (hash or size mismatch, invalid file), 6 not enough disk,
+    /// 130 interrupted (the partial download is kept).
+    Pull(PullArgs),
+
+    /// List the models in the store and GGUF files already in the Hugging Face cache.
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+
+    /// Show a model's metadata: architecture, parameters, quant, context, template, license, files.
+    Show(ShowArgs),
+
+    /// Remove models from the store (and their files, unless another name uses them).
+    Rm(RmArgs),
+
+    /// Re-hash stored files against their manifests; exit 1 if any changed.
+    Verify(VerifyArgs),
+}
+
+/// Arguments of `olm pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The model: alias[:quant], owner/repo[:quant], hf.co/owner/repo[:quant], or a .gguf path.
+    pub model: String,
+
+    /// The quant to download (e.g. Q4_K_M, q8_0); wins over a `:QUANT` tag.
+    #[arg(long, value_name = "QUANT")]
+    pub quant: Option<String>,
+
+    /// Store name for a local file (required with a path).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Check the hub again and re-verify files already in the store.
+    #[arg(long)]
+    pub force: bool,
+
+    /// List every quant with its size and whether it fits this machine; download nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Resolve from the local cache only (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// Arguments of `olm list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `olm show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The model: a store name, repo or .gguf path.
+    pub model: String,
+
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print only the chat template.
+    #[arg(long, conflicts_with = "license")]
+    pub template: bool,
+
+    /// Print only the license.
+    #[arg(long)]
+    pub license: bool,
+}
+
+/// Arguments of `olm rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Store names to remove.
+    #[arg(required = true)]
+    pub models: Vec<String>,
+
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+/// Arguments of `olm verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Store names to check [default: all].
+    pub models: Vec<String>,
+}
+
+/// Arguments of `olm chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The model: a path to a .gguf file or a name, as for `olm run`.
+    pub model: String,
+
+    #[command(flatten)]
+    pub generation: GenerationArgs,
 }
 
 /// Arguments of `olm run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The model: a path to a .gguf file.
+    /// The model: a name in the store (see `olm list`), owner/repo[:QUANT], or a path to a .gguf file.
     pub model: String,
 
     /// The prompt. Several words are joined with spaces.
@@ -65,6 +192,71 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub generation: GenerationArgs,
+}
+
+/// Arguments of `olm bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The model: a path to a .gguf file or a model name.
+    pub model: String,
+
+    /// Prompt sizes to test (ppN); 0 skips prompt tests.
+    #[arg(short = 'p', long = "n-prompt", value_name = "N,...", value_delimiter = ',', default_value = "512")]
+    pub prompts: Vec<u32>,
+
+    /// Generation lengths to test (tgN); 0 skips generation tests.
+    #[arg(short = 'n', long = "n-gen", value_name = "N,...", value_delimiter = ',', default_value = "128")]
+    pub generations: Vec<u32>,
+
+    /// Repetitions of each test.
+    #[arg(short = 'r', long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repetitions: u32,
+
+    /// CPU threads [default: physical cores].
+    #[arg(short = 't', long, value_name = "N,...", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Vec<u32>,
+
+    /// Logical batch sizes: prompt tokens per llama.cpp call.
+    #[arg(short = 'b', long, value_name = "N,...", value_delimiter = ',', default_value = "2048", value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: Vec<u32>,
+
+    /// Physical batch sizes: tokens per compute step.
+    #[arg(long = "ubatch-size", visible_alias = "ub", value_name = "N,...", value_delimiter = ',', default_value = "512", value_parser = clap::value_parser!(u32).range(1..))]
+    pub ubatch_size: Vec<u32>,
+
+    /// Sequences generating at once through one batched decode (serving
+    /// throughput); reported as aggregate tokens per second.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "1", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: Vec<u32>,
+
+    /// Number of layers to offload to the GPU (when built with a GPU backend).
+    #[arg(long, value_name = "N")]
+    pub gpu_layers: Option<u32>,
+
+    /// Report format.
+    #[arg(short = 'o', long, value_enum, default_value = "md", value_name = "FORMAT")]
+    pub output: BenchFormat,
+
+    /// Skip the warm-up run before each test.
+    #[arg(long)]
+    pub no_warmup: bool,
+
+    /// Show llama.cpp's own log lines on stderr.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+/// Report formats of `olm bench -o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchFormat {
+    /// A markdown table, as llama-bench prints.
+    Md,
+    /// A JSON array of records with llama-bench's field names.
+    Json,
+    /// One JSON record per line.
+    Jsonl,
+    /// Comma-separated values with a header line.
+    Csv,
 }
 
 /// Generation flags shared by `run`, `chat` and `serve`.

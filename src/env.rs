@@ -8,3 +8,45 @@ pub const OLM_LOG: &str = "OLM_LOG";
 
 /// Default for `--threads` (CPU threads for generation).
 pub const OLM_THREADS: &str = "OLM_THREADS";
+
+/// olm's own state: manifests (store names), imported blobs, `config.toml`.
+/// Default: the platform data directory (`~/.local/share/olm` on Linux).
+pub const OLM_HOME: &str = "OLM_HOME";
+
+/// Hugging Face home; the model cache is `$HF_HOME/hub` unless `HF_HUB_CACHE`
+/// says otherwise. Default: `~/.cache/huggingface`.
+pub const HF_HOME: &str = "HF_HOME";
+
+/// The Hugging Face model cache directory itself (wins over `HF_HOME`).
+pub const HF_HUB_CACHE: &str = "HF_HUB_CACHE";
+
+/// Base URL of the Hugging Face hub or a mirror. Default: `https://huggingface.co`.
+pub const HF_ENDPOINT: &str = "HF_ENDPOINT";
+
+/// Access token for gated or private repos, sent only to `HF_ENDPOINT`'s host.
+pub const HF_TOKEN: &str = "HF_TOKEN";
+
+/// `1`/`true`/`yes`/`on`: `olm pull` resolves from the local cache only, like `--offline`.
+pub const HF_HUB_OFFLINE: &str = "HF_HUB_OFFLINE";
+
+/// Seconds without a received byte before a download counts as stalled and is
+/// retried from where it stopped. Default: 30.
+pub const OLM_STALL_TIMEOUT: &str = "OLM_STALL_TIMEOUT";
+
+/// Milliseconds of the first retry's back-off (doubled on each retry). Default: 500.
+pub const OLM_RETRY_BASE_MS: &str = "OLM_RETRY_BASE_MS";
+
+/// Parallel ranged connections for one large file. Default: 4.
+pub const OLM_CONNECTIONS: &str = "OLM_CONNECTIONS";
+
+/// Whether a boolean environment variable is set to a true value.
+pub fn flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|value| {
+        matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+    })
+}
+
+/// A numeric environment variable, or `default` when unset or unparsable.
+pub fn number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|value| value.trim().parse().ok()).unwrap_or(default)
+}

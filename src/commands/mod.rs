@@ -4,13 +4,21 @@
 //!
 //! Only `main` imports this module.
 
+mod bench;
+mod chat;
+mod list;
+mod pull;
+mod rm;
 mod run;
+mod show;
+mod verify;
 
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 use crate::engine::EngineError;
 use crate::gguf::GgufError;
+use crate::hub::HubError;
 use crate::store::StoreError;
 use crate::ui::Printer;
 
@@ -18,6 +26,13 @@ use crate::ui::Printer;
 pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args, printer),
+        Command::Chat(args) => chat::run(args, printer),
+        Command::Bench(args) => bench::run(args, printer),
+        Command::Pull(args) => pull::run(args, printer),
+        Command::List(args) => list::run(args, printer),
+        Command::Show(args) => show::run(args, printer),
+        Command::Rm(args) => rm::run(args, printer),
+        Command::Verify(args) => verify::run(args, printer),
     }
 }
 
@@ -38,7 +53,9 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const NOT_FOUND: u8 = 3;
+    pub const NETWORK: u8 = 4;
     pub const INTEGRITY: u8 = 5;
+    pub const DISK_FULL: u8 = 6;
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -79,10 +96,16 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
             return exit::INTEGRITY;
         }
         if let Some(store) = cause.downcast_ref::<StoreError>() {
-            return match store {
-                StoreError::EmptyReference => exit::USAGE,
-                StoreError::NoSuchFile(_) | StoreError::NotInStore(_) => exit::NOT_FOUND,
+            return store_exit_code(store);
+        }
+        if let Some(hub) = cause.downcast_ref::<HubError>() {
+            return match hub {
+                HubError::Store(store) => store_exit_code(store),
+                other => other.exit_code(),
             };
+        }
+        if cause.is::<crate::catalog::CatalogError>() {
+            return exit::USAGE;
         }
         if let Some(engine) = cause.downcast_ref::<EngineError>() {
             return match engine {
@@ -95,6 +118,16 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     exit::FAILURE
 }
 
+fn store_exit_code(error: &StoreError) -> u8 {
+    match error {
+        StoreError::EmptyReference | StoreError::InvalidReference { .. } => exit::USAGE,
+        StoreError::NoSuchFile(_) | StoreError::NotInStore(_) => exit::NOT_FOUND,
+        StoreError::CorruptManifest { .. } | StoreError::InvalidModel { .. } => exit::INTEGRITY,
+        StoreError::Io { .. } if error.is_disk_full() => exit::DISK_FULL,
+        StoreError::Io { .. } => exit::FAILURE,
+    }
+}
+
 /// Advice to print under the error line, if any.
 pub fn hint(error: &anyhow::Error) -> Option<String> {
     for cause in error.chain() {
@@ -103,6 +136,9 @@ pub fn hint(error: &anyhow::Error) -> Option<String> {
         }
         if let Some(store) = cause.downcast_ref::<StoreError>() {
             return store.hint();
+        }
+        if let Some(hub) = cause.downcast_ref::<HubError>() {
+            return hub.hint();
         }
         if let Some(engine) = cause.downcast_ref::<EngineError>() {
             return match engine {

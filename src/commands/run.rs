@@ -17,7 +17,7 @@ use crate::engine::{
     SessionOptions, Stats, StopReason, TemplateSource,
 };
 use crate::gguf;
-use crate::store::ModelRef;
+use crate::store::{ModelRef, Store};
 use crate::ui::Printer;
 
 /// Tokens an answer may take when `--max-tokens` is not given; the context is
@@ -34,6 +34,10 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     engine::configure_logging(args.generation.verbose);
     let cancel = install_interrupt_flag()?;
 
+    // No prompt on a terminal: hold a conversation instead (design.md).
+    if args.prompt.is_empty() && !args.json && !args.raw && io::stdin().is_terminal() {
+        return super::chat::converse(&args.model, &args.generation, printer, &cancel);
+    }
     let input = read_input(&args.prompt)?;
     let path = resolve_model(&args.model)?;
     let prompt = build_prompt(&args, input)?;
@@ -94,7 +98,7 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
 
 /// Ctrl-C sets the flag (generation stops at the next token, exit 130); a
 /// second Ctrl-C exits at once.
-fn install_interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
+pub(super) fn install_interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag))
@@ -141,9 +145,10 @@ fn read_input(words: &[String]) -> anyhow::Result<String> {
     Ok(input)
 }
 
-/// Resolve MODEL and check the file before llama.cpp sees it.
-fn resolve_model(reference: &str) -> anyhow::Result<PathBuf> {
-    let path = ModelRef::parse(reference)?.resolve()?;
+/// Resolve MODEL (a .gguf path, a store name, or a repo already in the
+/// Hugging Face cache) and check the file before llama.cpp sees it.
+pub(super) fn resolve_model(reference: &str) -> anyhow::Result<PathBuf> {
+    let path = Store::from_env().resolve(&ModelRef::parse(reference)?)?.path;
     gguf::inspect(&path).with_context(|| format!("{} is not a usable model", path.display()))?;
     Ok(path)
 }

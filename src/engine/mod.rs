@@ -8,6 +8,7 @@
 //! Inputs are checked before they reach llama.cpp, which aborts the process on
 //! some invalid ones (token ids, positions, batch sizes).
 
+mod bench;
 mod generate;
 mod sampling;
 mod template;
@@ -22,6 +23,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
+pub use bench::{BenchContext, BenchParams};
 pub use generate::{GenerateRequest, Session, SessionOptions, Stats, StopReason};
 pub use sampling::{Constraint, SamplingConfig};
 pub use template::{Message, TemplateError, TemplateSource};

@@ -79,7 +79,11 @@ pub enum GgufError {
     ArrayExceedsFile { key: String, length: u64 },
 
     #[error("metadata key '{key}': array of {length} elements exceeds the limit of {limit}")]
-    ArrayTooLong { key: String, length: u64, limit: u64 },
+    ArrayTooLong {
+        key: String,
+        length: u64,
+        limit: u64,
+    },
 
     #[error("metadata needs more than {limit} bytes of memory")]
     MetadataTooLarge { limit: u64 },
@@ -137,7 +141,9 @@ pub enum GgufError {
         block_size: u64,
     },
 
-    #[error("tensor '{name}': data offset {offset} is not a multiple of the alignment {alignment}")]
+    #[error(
+        "tensor '{name}': data offset {offset} is not a multiple of the alignment {alignment}"
+    )]
     MisalignedTensor {
         name: String,
         offset: u64,
@@ -164,7 +170,9 @@ pub enum GgufError {
         vocab_size: u64,
     },
 
-    #[error("metadata key '{key}' has {length} entries but the vocabulary has {vocab_size} tokens")]
+    #[error(
+        "metadata key '{key}' has {length} entries but the vocabulary has {vocab_size} tokens"
+    )]
     VocabLengthMismatch {
         key: String,
         length: u64,

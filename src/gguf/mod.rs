@@ -41,7 +41,7 @@ pub const MAX_KEY_LENGTH: u64 = (1 << 16) - 1;
 /// Most elements in one metadata array (llama.cpp allows 2^30).
 pub const MAX_ARRAY_LENGTH: u64 = 16 << 20;
 /// Most memory all metadata may take once read.
-pub const MAX_METADATA_BYTES: u64 = 256 << 20;
+pub const MAX_METADATA_BYTES: u64 = 128 << 20;
 /// Most metadata entries in one file.
 pub const MAX_METADATA_COUNT: u64 = 1 << 16;
 /// Most tensors in one file.
@@ -268,9 +268,9 @@ impl GgufFile {
 
     /// Sum of all tensors' element counts.
     pub fn parameter_count(&self) -> u64 {
-        self.tensors
-            .iter()
-            .fold(0, |total, tensor| total.saturating_add(tensor.element_count()))
+        self.tensors.iter().fold(0, |total, tensor| {
+            total.saturating_add(tensor.element_count())
+        })
     }
 
     /// Sum of all tensors' data sizes in bytes.

@@ -173,7 +173,13 @@ pub fn read_header<R: Read>(source: &mut Source<R>) -> Result<Header, GgufError>
     check_version(version)?;
     let tensor_count = source.u64()?;
     let metadata_count = source.u64()?;
-    check_count("tensor", tensor_count, MIN_TENSOR_INFO_BYTES, MAX_TENSOR_COUNT, source)?;
+    check_count(
+        "tensor",
+        tensor_count,
+        MIN_TENSOR_INFO_BYTES,
+        MAX_TENSOR_COUNT,
+        source,
+    )?;
     check_count(
         "metadata",
         metadata_count,
@@ -275,12 +281,12 @@ struct MetadataReader<'a, R> {
 
 impl<R: Read> MetadataReader<'_, R> {
     fn charge(&mut self, bytes: u64) -> Result<(), GgufError> {
-        self.memory_left = self
-            .memory_left
-            .checked_sub(bytes)
-            .ok_or(GgufError::MetadataTooLarge {
-                limit: MAX_METADATA_BYTES,
-            })?;
+        self.memory_left =
+            self.memory_left
+                .checked_sub(bytes)
+                .ok_or(GgufError::MetadataTooLarge {
+                    limit: MAX_METADATA_BYTES,
+                })?;
         Ok(())
     }
 
@@ -308,10 +314,11 @@ impl<R: Read> MetadataReader<'_, R> {
     }
 
     fn value(&mut self, key: &str, type_id: u32) -> Result<Value, GgufError> {
-        let value_type = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
-            key: printable(key),
-            type_id,
-        })?;
+        let value_type =
+            ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
+                key: printable(key),
+                type_id,
+            })?;
         let source = &mut *self.source;
         Ok(match value_type {
             ValueType::U8 => Value::U8(source.u8()?),
@@ -398,7 +405,9 @@ impl<R: Read> MetadataReader<'_, R> {
     fn strings(&mut self, key: &str, length: usize) -> Result<Vec<String>, GgufError> {
         let mut strings = Vec::with_capacity(length);
         for index in 0..length {
-            strings.push(self.string(|| format!("metadata key '{}' element {index}", printable(key)))?);
+            strings.push(
+                self.string(|| format!("metadata key '{}' element {index}", printable(key)))?,
+            );
         }
         Ok(strings)
     }

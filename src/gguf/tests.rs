@@ -79,7 +79,13 @@ fn every_valid_sample_parses() {
 #[test]
 fn t_a1_header() {
     assert_refused!("a1-empty", GgufError::Empty);
-    assert_refused!("a1-magic-only", GgufError::Truncated { expected: 8, found: 4 });
+    assert_refused!(
+        "a1-magic-only",
+        GgufError::Truncated {
+            expected: 8,
+            found: 4
+        }
+    );
     assert_refused!("a1-bad-magic", GgufError::BadMagic { .. });
     assert_refused!("a1-text-file", GgufError::BadMagic { .. });
     assert_refused!("a1-version-0", GgufError::UnsupportedVersion { version: 0 });
@@ -88,91 +94,233 @@ fn t_a1_header() {
     assert_refused!("a1-big-endian", GgufError::BigEndian { .. });
     assert_refused!(
         "a1-tensor-count-max",
-        GgufError::CountExceedsFile { what: "tensor", count: u64::MAX, .. }
+        GgufError::CountExceedsFile {
+            what: "tensor",
+            count: u64::MAX,
+            ..
+        }
     );
     assert_refused!(
         "a1-metadata-count-max",
-        GgufError::CountExceedsFile { what: "metadata", count: u64::MAX, .. }
+        GgufError::CountExceedsFile {
+            what: "metadata",
+            count: u64::MAX,
+            ..
+        }
     );
-    assert_refused!("a1-tensor-count-over-limit", GgufError::CountTooLarge { what: "tensor", .. });
-    assert_refused!("a1-cut-in-header", GgufError::Truncated { expected: 16, found: 10 });
+    assert_refused!(
+        "a1-tensor-count-over-limit",
+        GgufError::CountTooLarge { what: "tensor", .. }
+    );
+    assert_refused!(
+        "a1-cut-in-header",
+        GgufError::Truncated {
+            expected: 16,
+            found: 10
+        }
+    );
 }
 
 #[test]
 fn short_files_are_judged_by_what_they_hold() {
-    assert!(matches!(parse_bytes(b"GG"), Err(GgufError::Truncated { expected: 4, found: 2 })));
-    assert!(matches!(parse_bytes(b"{}"), Err(GgufError::BadMagic { .. })));
+    assert!(matches!(
+        parse_bytes(b"GG"),
+        Err(GgufError::Truncated {
+            expected: 4,
+            found: 2
+        })
+    ));
+    assert!(matches!(
+        parse_bytes(b"{}"),
+        Err(GgufError::BadMagic { .. })
+    ));
 }
 
 #[test]
 fn t_a2_metadata_strings_and_arrays() {
-    assert_refused!("a2-string-length-2^63", GgufError::StringExceedsFile { length: 0x8000_0000_0000_0000, .. });
+    assert_refused!(
+        "a2-string-length-2^63",
+        GgufError::StringExceedsFile {
+            length: 0x8000_0000_0000_0000,
+            ..
+        }
+    );
     assert_refused!("a2-key-length-2^63", GgufError::StringExceedsFile { .. });
-    assert_refused!("a2-string-16MiB+1", GgufError::StringTooLong { length: 16_777_217, .. });
-    assert_refused!("a2-string-array-64Mi+1-small-file", GgufError::ArrayExceedsFile { .. });
-    assert_refused!("a2-string-array-64Mi+1", GgufError::ArrayTooLong { length: 67_108_865, .. });
-    assert_refused!("a2-string-array-over-memory-limit", GgufError::MetadataTooLarge { .. });
-    assert_refused!("a2-u8-array-2^40", GgufError::ArrayExceedsFile { length: 1_099_511_627_776, .. });
+    assert_refused!(
+        "a2-string-16MiB+1",
+        GgufError::StringTooLong {
+            length: 16_777_217,
+            ..
+        }
+    );
+    assert_refused!(
+        "a2-string-array-64Mi+1-small-file",
+        GgufError::ArrayExceedsFile { .. }
+    );
+    assert_refused!(
+        "a2-string-array-64Mi+1",
+        GgufError::ArrayTooLong {
+            length: 67_108_865,
+            ..
+        }
+    );
+    assert_refused!(
+        "a2-string-array-over-memory-limit",
+        GgufError::MetadataTooLarge { .. }
+    );
+    assert_refused!(
+        "a2-u8-array-2^40",
+        GgufError::ArrayExceedsFile {
+            length: 1_099_511_627_776,
+            ..
+        }
+    );
     assert_refused!("a2-empty-key", GgufError::EmptyKey { index: 0 });
     assert_refused!("a2-key-not-utf8", GgufError::KeyNotUtf8 { index: 0 });
-    assert_refused!("a2-key-too-long", GgufError::StringTooLong { limit: 65_535, .. });
+    assert_refused!(
+        "a2-key-too-long",
+        GgufError::StringTooLong { limit: 65_535, .. }
+    );
     assert_refused!("a2-duplicate-key", GgufError::DuplicateKey { .. });
-    assert_refused!("a2-value-type-13", GgufError::UnknownValueType { type_id: 13, .. });
-    assert_refused!("a2-array-element-type-13", GgufError::UnknownValueType { type_id: 13, .. });
+    assert_refused!(
+        "a2-value-type-13",
+        GgufError::UnknownValueType { type_id: 13, .. }
+    );
+    assert_refused!(
+        "a2-array-element-type-13",
+        GgufError::UnknownValueType { type_id: 13, .. }
+    );
     assert_refused!("a2-nested-array", GgufError::NestedArray { .. });
     assert_refused!("a2-key-with-escapes", GgufError::DuplicateKey { .. });
 }
 
 #[test]
 fn t_a3_alignment() {
-    assert_refused!("a3-alignment-0", GgufError::InvalidAlignment { alignment: 0 });
-    assert_refused!("a3-alignment-13", GgufError::InvalidAlignment { alignment: 13 });
-    assert_refused!("a3-alignment-2^31", GgufError::InvalidAlignment { alignment: 0x8000_0000 });
-    assert_refused!("a3-alignment-int32", GgufError::WrongType { expected: "u32", .. });
+    assert_refused!(
+        "a3-alignment-0",
+        GgufError::InvalidAlignment { alignment: 0 }
+    );
+    assert_refused!(
+        "a3-alignment-13",
+        GgufError::InvalidAlignment { alignment: 13 }
+    );
+    assert_refused!(
+        "a3-alignment-2^31",
+        GgufError::InvalidAlignment {
+            alignment: 0x8000_0000
+        }
+    );
+    assert_refused!(
+        "a3-alignment-int32",
+        GgufError::WrongType {
+            expected: "u32",
+            ..
+        }
+    );
 }
 
 #[test]
 fn t_a4_tensor_descriptors() {
-    assert_refused!("a4-five-dimensions", GgufError::DimensionCount { dimensions: 5, .. });
-    assert_refused!("a4-zero-dimensions", GgufError::DimensionCount { dimensions: 0, .. });
-    assert_refused!("a4-zero-dimension", GgufError::ZeroDimension { axis: 1, .. });
-    assert_refused!("a4-product-overflow-2^63x2", GgufError::ShapeOverflow { .. });
-    assert_refused!("a4-product-overflow-i64max", GgufError::ShapeOverflow { .. });
+    assert_refused!(
+        "a4-five-dimensions",
+        GgufError::DimensionCount { dimensions: 5, .. }
+    );
+    assert_refused!(
+        "a4-zero-dimensions",
+        GgufError::DimensionCount { dimensions: 0, .. }
+    );
+    assert_refused!(
+        "a4-zero-dimension",
+        GgufError::ZeroDimension { axis: 1, .. }
+    );
+    assert_refused!(
+        "a4-product-overflow-2^63x2",
+        GgufError::ShapeOverflow { .. }
+    );
+    assert_refused!(
+        "a4-product-overflow-i64max",
+        GgufError::ShapeOverflow { .. }
+    );
     assert_refused!("a4-byte-size-overflow", GgufError::ByteSizeOverflow { .. });
     assert_refused!("a4-rows-2^42+1", GgufError::Truncated { .. });
     assert_refused!(
         "a4-q4_0-row-31",
-        GgufError::RowNotBlockMultiple { row: 31, block_size: 32, ggml_type: GgmlType::Q4_0, .. }
+        GgufError::RowNotBlockMultiple {
+            row: 31,
+            block_size: 32,
+            ggml_type: GgmlType::Q4_0,
+            ..
+        }
     );
-    assert_refused!("a4-type-9999", GgufError::UnknownTensorType { type_id: 9999, .. });
-    assert_refused!("a4-type-negative", GgufError::UnknownTensorType { type_id: -1, .. });
-    assert_refused!("a4-type-removed-q4_2", GgufError::UnknownTensorType { type_id: 4, .. });
-    assert_refused!("a4-type-removed-q4_0_4_4", GgufError::UnknownTensorType { type_id: 31, .. });
-    assert_refused!("a4-name-64-bytes", GgufError::TensorNameTooLong { length: 64, .. });
+    assert_refused!(
+        "a4-type-9999",
+        GgufError::UnknownTensorType { type_id: 9999, .. }
+    );
+    assert_refused!(
+        "a4-type-negative",
+        GgufError::UnknownTensorType { type_id: -1, .. }
+    );
+    assert_refused!(
+        "a4-type-removed-q4_2",
+        GgufError::UnknownTensorType { type_id: 4, .. }
+    );
+    assert_refused!(
+        "a4-type-removed-q4_0_4_4",
+        GgufError::UnknownTensorType { type_id: 31, .. }
+    );
+    assert_refused!(
+        "a4-name-64-bytes",
+        GgufError::TensorNameTooLong { length: 64, .. }
+    );
     assert_refused!("a4-name-empty", GgufError::EmptyTensorName { index: 1 });
     assert_refused!("a4-duplicate-name", GgufError::DuplicateTensor { .. });
-    assert_refused!("a4-offset-unaligned", GgufError::MisalignedTensor { offset: 1793, alignment: 32, .. });
+    assert_refused!(
+        "a4-offset-unaligned",
+        GgufError::MisalignedTensor {
+            offset: 1793,
+            alignment: 32,
+            ..
+        }
+    );
 }
 
 #[test]
 fn tensor_errors_name_the_tensor() {
     let error = sample("a4-zero-dimension").parse().expect_err("refused");
-    assert_eq!(error.to_string(), "tensor 'blk.0.attn_q.weight': dimension 1 is zero");
+    assert_eq!(
+        error.to_string(),
+        "tensor 'blk.0.attn_q.weight': dimension 1 is zero"
+    );
 }
 
 #[test]
 fn t_a5_tensor_data_and_truncation() {
     let full_len = tiny_model().to_bytes().len() as u64;
-    let error = sample("a5-last-tensor-past-end").parse().expect_err("refused");
+    let error = sample("a5-last-tensor-past-end")
+        .parse()
+        .expect_err("refused");
     assert!(
         matches!(error, GgufError::Truncated { expected, found } if expected == full_len && found == full_len - 1),
         "{error:?}"
     );
     assert_refused!("a5-cut-at-half", GgufError::Truncated { .. });
     assert_refused!("a5-cut-before-data", GgufError::Truncated { .. });
-    assert_refused!("a5-overlapping-tensors", GgufError::OverlappingTensors { .. });
-    assert_refused!("a5-gap-between-tensors", GgufError::UnexpectedTensorOffset { offset: 1824, expected: 1792, .. });
-    assert_refused!("a5-out-of-order", GgufError::UnexpectedTensorOffset { expected: 0, .. });
+    assert_refused!(
+        "a5-overlapping-tensors",
+        GgufError::OverlappingTensors { .. }
+    );
+    assert_refused!(
+        "a5-gap-between-tensors",
+        GgufError::UnexpectedTensorOffset {
+            offset: 1824,
+            expected: 1792,
+            ..
+        }
+    );
+    assert_refused!(
+        "a5-out-of-order",
+        GgufError::UnexpectedTensorOffset { expected: 0, .. }
+    );
     assert_refused!("a5-offset-overflow", GgufError::TensorOffsetOverflow { .. });
 }
 
@@ -182,39 +330,130 @@ fn truncation_reports_expected_and_found_sizes() {
     let error = parse_bytes(&bytes[..bytes.len() - 1]).expect_err("refused");
     assert_eq!(
         error.to_string(),
-        format!("file truncated: expected {} bytes, found {}", bytes.len(), bytes.len() - 1)
+        format!(
+            "file truncated: expected {} bytes, found {}",
+            bytes.len(),
+            bytes.len() - 1
+        )
     );
 }
 
 #[test]
 fn t_a6_vocabulary() {
-    assert_refused!("a6-bos-out-of-range", GgufError::TokenIdOutOfRange { id: 5, vocab_size: 5, .. });
+    assert_refused!(
+        "a6-bos-out-of-range",
+        GgufError::TokenIdOutOfRange {
+            id: 5,
+            vocab_size: 5,
+            ..
+        }
+    );
     assert_refused!("a6-eos-out-of-range", GgufError::TokenIdOutOfRange { .. });
-    assert_refused!("a6-unk-negative", GgufError::TokenIdOutOfRange { id: -1, .. });
-    assert_refused!("a6-eot-out-of-range", GgufError::TokenIdOutOfRange { id: 99, .. });
-    assert_refused!("a6-tokens-shorter-than-vocab-size", GgufError::VocabSizeMismatch { declared: 6, tokens: 5, .. });
-    assert_refused!("a6-token-type-length", GgufError::VocabLengthMismatch { length: 4, vocab_size: 5, .. });
-    assert_refused!("a6-scores-length", GgufError::VocabLengthMismatch { length: 6, .. });
+    assert_refused!(
+        "a6-unk-negative",
+        GgufError::TokenIdOutOfRange { id: -1, .. }
+    );
+    assert_refused!(
+        "a6-eot-out-of-range",
+        GgufError::TokenIdOutOfRange { id: 99, .. }
+    );
+    assert_refused!(
+        "a6-tokens-shorter-than-vocab-size",
+        GgufError::VocabSizeMismatch {
+            declared: 6,
+            tokens: 5,
+            ..
+        }
+    );
+    assert_refused!(
+        "a6-token-type-length",
+        GgufError::VocabLengthMismatch {
+            length: 4,
+            vocab_size: 5,
+            ..
+        }
+    );
+    assert_refused!(
+        "a6-scores-length",
+        GgufError::VocabLengthMismatch { length: 6, .. }
+    );
     assert_refused!("a6-token-type-wrong-type", GgufError::WrongType { .. });
     assert_refused!("a6-tokens-wrong-type", GgufError::WrongType { .. });
-    assert_refused!("a6-byte-token-negative", GgufError::BadByteToken { index: 3, .. });
-    assert_refused!("a6-byte-token-not-hex", GgufError::BadByteToken { index: 3, .. });
-    assert_refused!("a6-token-64KiB+1", GgufError::TokenTooLong { index: 4, length: 65_537, .. });
-    assert_refused!("a6-token-100MB", GgufError::StringTooLong { length: 104_857_600, .. });
+    assert_refused!(
+        "a6-byte-token-negative",
+        GgufError::BadByteToken { index: 3, .. }
+    );
+    assert_refused!(
+        "a6-byte-token-not-hex",
+        GgufError::BadByteToken { index: 3, .. }
+    );
+    assert_refused!(
+        "a6-token-64KiB+1",
+        GgufError::TokenTooLong {
+            index: 4,
+            length: 65_537,
+            ..
+        }
+    );
+    assert_refused!(
+        "a6-token-100MB",
+        GgufError::StringTooLong {
+            length: 104_857_600,
+            ..
+        }
+    );
 }
 
 #[test]
 fn t_a8_metadata_that_drives_allocation() {
-    assert_refused!("a8-block-count-100000", GgufError::ValueTooLarge { value: 100_000, .. });
-    assert_refused!("a8-block-count-above-layers", GgufError::BlockCountMismatch { block_count: 3, layers: 2, .. });
-    assert_refused!("a8-embedding-length-2^30", GgufError::ValueTooLarge { value: 1_073_741_824, .. });
-    assert_refused!("a8-embedding-length-mismatch", GgufError::EmbeddingLengthMismatch { embedding_length: 64, row: 32, .. });
-    assert_refused!("a8-context-length-2^32", GgufError::ValueTooLarge { value: 4_294_967_296, .. });
+    assert_refused!(
+        "a8-block-count-100000",
+        GgufError::ValueTooLarge { value: 100_000, .. }
+    );
+    assert_refused!(
+        "a8-block-count-above-layers",
+        GgufError::BlockCountMismatch {
+            block_count: 3,
+            layers: 2,
+            ..
+        }
+    );
+    assert_refused!(
+        "a8-embedding-length-2^30",
+        GgufError::ValueTooLarge {
+            value: 1_073_741_824,
+            ..
+        }
+    );
+    assert_refused!(
+        "a8-embedding-length-mismatch",
+        GgufError::EmbeddingLengthMismatch {
+            embedding_length: 64,
+            row: 32,
+            ..
+        }
+    );
+    assert_refused!(
+        "a8-context-length-2^32",
+        GgufError::ValueTooLarge {
+            value: 4_294_967_296,
+            ..
+        }
+    );
     assert_refused!("a8-block-count-string", GgufError::WrongType { .. });
-    assert_refused!("a8-vocab-size-without-tokens", GgufError::ValueTooLarge { .. });
+    assert_refused!(
+        "a8-vocab-size-without-tokens",
+        GgufError::ValueTooLarge { .. }
+    );
     assert_refused!("a8-architecture-not-string", GgufError::WrongType { .. });
-    assert_refused!("a8-split-index-out-of-range", GgufError::InvalidSplit { index: 3, count: 3 });
-    assert_refused!("a8-split-count-zero", GgufError::InvalidSplit { index: 0, count: 0 });
+    assert_refused!(
+        "a8-split-index-out-of-range",
+        GgufError::InvalidSplit { index: 3, count: 3 }
+    );
+    assert_refused!(
+        "a8-split-count-zero",
+        GgufError::InvalidSplit { index: 0, count: 0 }
+    );
 }
 
 #[test]
@@ -227,7 +466,10 @@ fn large_context_length_is_exposed_not_refused() {
 fn split_first_part_is_validated_alone() {
     let file = sample("valid-split-first-part").parse().expect("valid");
     assert_eq!(file.split_count(), 3);
-    assert_eq!(sample("valid-tiny").parse().expect("valid").split_count(), 1);
+    assert_eq!(
+        sample("valid-tiny").parse().expect("valid").split_count(),
+        1
+    );
 }
 
 #[test]
@@ -244,7 +486,9 @@ fn tiny_model_accessors() {
     assert_eq!(file.block_count(), Some(2));
     assert_eq!(file.vocab_size(), Some(5));
     assert_eq!(file.file_type_name().as_deref(), Some("Q4_0"));
-    assert!(file.chat_template().is_some_and(|template| template.contains("messages")));
+    assert!(file
+        .chat_template()
+        .is_some_and(|template| template.contains("messages")));
     assert_eq!(file.parameter_count(), 32 * 5 + 2 * 32 * 32 + 32);
     assert_eq!(file.tensor_data_size(), 640 + 2 * 576 + 128);
     assert_eq!(file.get_u64("tokenizer.ggml.bos_token_id"), Some(1));
@@ -277,7 +521,12 @@ fn writer_round_trips_byte_for_byte() {
         let file = sample.parse().expect("valid sample");
         let rewritten = GgufBuilder::from_file(&file).to_bytes();
         assert_eq!(rewritten, sample.bytes, "{}", sample.name);
-        assert_eq!(parse_bytes(&rewritten).expect("rewritten parses"), file, "{}", sample.name);
+        assert_eq!(
+            parse_bytes(&rewritten).expect("rewritten parses"),
+            file,
+            "{}",
+            sample.name
+        );
     }
 }
 
@@ -313,7 +562,10 @@ fn every_value_type_round_trips() {
     let file = parse_bytes(&bytes).expect("valid");
     assert_eq!(file.metadata.len(), 25);
     assert_eq!(file.get("string"), Some(&Value::String("text ✓".into())));
-    assert_eq!(file.get("array.string").map(Value::describe).as_deref(), Some("array of 3 str"));
+    assert_eq!(
+        file.get("array.string").map(Value::describe).as_deref(),
+        Some("array of 3 str")
+    );
     assert_eq!(GgufBuilder::from_file(&file).to_bytes(), bytes);
 }
 
@@ -328,7 +580,9 @@ fn invalid_utf8_in_values_is_replaced_not_refused() {
         .string_bytes(b"\xe4\xb8")
         .into_bytes();
     let file = parse_bytes(&bytes).expect("valid");
-    let tokens = file.get_array("tokenizer.ggml.tokens").and_then(Array::as_strings);
+    let tokens = file
+        .get_array("tokenizer.ggml.tokens")
+        .and_then(Array::as_strings);
     assert_eq!(tokens, Some(&["\u{fffd}".to_owned()][..]));
 }
 
@@ -339,7 +593,10 @@ fn a_bool_is_any_nonzero_byte_like_llama_cpp() {
         .u32(ValueType::Bool.id())
         .bytes(&[2])
         .into_bytes();
-    assert_eq!(parse_bytes(&bytes).expect("valid").get("flag"), Some(&Value::Bool(true)));
+    assert_eq!(
+        parse_bytes(&bytes).expect("valid").get("flag"),
+        Some(&Value::Bool(true))
+    );
 }
 
 #[test]
@@ -352,7 +609,10 @@ fn names_and_keys_are_escaped_in_messages() {
 #[test]
 fn inspect_refuses_what_is_not_a_regular_file() {
     let directory = tempfile::tempdir().expect("temp dir");
-    assert!(matches!(inspect(directory.path()), Err(GgufError::NotAFile { .. })));
+    assert!(matches!(
+        inspect(directory.path()),
+        Err(GgufError::NotAFile { .. })
+    ));
     let missing = directory.path().join("missing.gguf");
     assert!(matches!(inspect(&missing), Err(GgufError::Open { .. })));
 }
@@ -381,17 +641,26 @@ fn read_errors_are_reported_with_their_offset() {
     let bytes = tiny_model().to_bytes();
     let length = bytes.len() as u64;
     let error = parse(FailingReader(Cursor::new(bytes)), length).expect_err("refused");
-    assert!(matches!(error, GgufError::Read { offset: 8, .. }), "{error:?}");
+    assert!(
+        matches!(error, GgufError::Read { offset: 8, .. }),
+        "{error:?}"
+    );
 }
 
 // The real test models (scripts/fetch-test-models.sh).
 
+#[expect(clippy::print_stderr, reason = "the skip note belongs in the test log")]
 fn real_model(name: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/models")
+        .join(name);
     if path.is_file() {
         Some(path)
     } else {
-        eprintln!("skipped: {} is missing (run scripts/fetch-test-models.sh)", path.display());
+        eprintln!(
+            "skipped: {} is missing (run scripts/fetch-test-models.sh)",
+            path.display()
+        );
         None
     }
 }
@@ -433,7 +702,11 @@ fn assert_writer_reproduces_header(path: &Path, file: &GgufFile) {
         .and_then(|mut reader| reader.read_exact(&mut original))
         .expect("read header");
     assert_eq!(written.len(), original.len());
-    assert!(written == original, "the writer does not reproduce {}", path.display());
+    assert!(
+        written == original,
+        "the writer does not reproduce {}",
+        path.display()
+    );
 }
 
 #[test]
@@ -444,7 +717,11 @@ fn smollm2_parses() {
     let file = inspect(&path).expect("SmolLM2 is valid");
     assert_eq!(file.architecture(), Some("llama"));
     assert_eq!(file.file_type_name().as_deref(), Some("Q4_1"));
-    assert!((130_000_000..140_000_000).contains(&file.parameter_count()), "{}", file.parameter_count());
+    assert!(
+        (130_000_000..140_000_000).contains(&file.parameter_count()),
+        "{}",
+        file.parameter_count()
+    );
     assert!(file.chat_template().is_some());
     assert_eq!(file.vocab_size(), Some(49_152));
     assert!(file.context_length().is_some());
@@ -462,8 +739,11 @@ fn gemma3_parses() {
     let file = inspect(&path).expect("gemma 3 is valid");
     assert_eq!(file.architecture(), Some("gemma3"));
     assert_eq!(file.file_type_name().as_deref(), Some("Q4_K_M"));
-    assert!((250_000_000..300_000_000).contains(&file.parameter_count()), "{}", file.parameter_count());
-    assert!(file.chat_template().is_some());
+    assert!(
+        (250_000_000..300_000_000).contains(&file.parameter_count()),
+        "{}",
+        file.parameter_count()
+    );
     assert_eq!(file.vocab_size(), Some(262_144));
     assert_truncated_copies_are_refused(&path, &file);
     assert_writer_reproduces_header(&path, &file);

@@ -5,8 +5,7 @@
 use super::error::{printable, GgufError};
 use super::value::{Array, Value};
 use super::{
-    GgufFile, TensorInfo, MAX_BLOCK_COUNT, MAX_EMBEDDING_LENGTH, MAX_TOKEN_LENGTH,
-    MAX_VOCAB_SIZE,
+    GgufFile, TensorInfo, MAX_BLOCK_COUNT, MAX_EMBEDDING_LENGTH, MAX_TOKEN_LENGTH, MAX_VOCAB_SIZE,
 };
 
 const TOKENS_KEY: &str = "tokenizer.ggml.tokens";

@@ -3,7 +3,7 @@
 //! tensor data is written as zeros. Not for writing models.
 
 use super::validate::align_up;
-use super::{GgmlType, GgufFile, Value, DEFAULT_ALIGNMENT};
+use super::{GgmlType, GgufFile, Value, DEFAULT_ALIGNMENT, MAX_ALIGNMENT};
 
 /// Most tensor data [`GgufBuilder::to_bytes`] writes: a hostile descriptor
 /// that claims more gets a short (truncated) file instead of an allocation
@@ -110,7 +110,8 @@ impl GgufBuilder {
 
     /// Removes every entry named `key`.
     pub fn remove_metadata(mut self, key: &str) -> Self {
-        self.metadata.retain(|(existing_key, _)| existing_key != key);
+        self.metadata
+            .retain(|(existing_key, _)| existing_key != key);
         self
     }
 
@@ -144,12 +145,16 @@ impl GgufBuilder {
         self
     }
 
-    /// `general.alignment` when it is a usable `u32`, else the default.
+    /// `general.alignment` when the reader would accept it, else the default.
     fn alignment(&self) -> u64 {
         self.metadata
             .iter()
             .find_map(|(key, value)| match value {
-                Value::U32(alignment) if key == "general.alignment" && alignment.is_power_of_two() => {
+                Value::U32(alignment)
+                    if key == "general.alignment"
+                        && alignment.is_power_of_two()
+                        && u64::from(*alignment) <= MAX_ALIGNMENT =>
+                {
                     Some(u64::from(*alignment))
                 }
                 _ => None,
@@ -186,9 +191,7 @@ impl GgufBuilder {
         }
         let offsets = self.placed_offsets();
         for (spec, offset) in self.tensors.iter().zip(&offsets) {
-            out = out
-                .string(&spec.name)
-                .u32(spec.dimensions.len() as u32);
+            out = out.string(&spec.name).u32(spec.dimensions.len() as u32);
             for &size in &spec.dimensions {
                 out = out.u64(size);
             }
@@ -292,17 +295,35 @@ fn push_array(out: &mut Vec<u8>, array: &super::Array) {
     out.extend((array.len() as u64).to_le_bytes());
     match array {
         Array::U8(values) => out.extend(values),
-        Array::I8(values) => values.iter().for_each(|value| out.extend(value.to_le_bytes())),
-        Array::U16(values) => values.iter().for_each(|value| out.extend(value.to_le_bytes())),
-        Array::I16(values) => values.iter().for_each(|value| out.extend(value.to_le_bytes())),
-        Array::U32(values) => values.iter().for_each(|value| out.extend(value.to_le_bytes())),
-        Array::I32(values) => values.iter().for_each(|value| out.extend(value.to_le_bytes())),
-        Array::F32(values) => values.iter().for_each(|value| out.extend(value.to_le_bytes())),
+        Array::I8(values) => values
+            .iter()
+            .for_each(|value| out.extend(value.to_le_bytes())),
+        Array::U16(values) => values
+            .iter()
+            .for_each(|value| out.extend(value.to_le_bytes())),
+        Array::I16(values) => values
+            .iter()
+            .for_each(|value| out.extend(value.to_le_bytes())),
+        Array::U32(values) => values
+            .iter()
+            .for_each(|value| out.extend(value.to_le_bytes())),
+        Array::I32(values) => values
+            .iter()
+            .for_each(|value| out.extend(value.to_le_bytes())),
+        Array::F32(values) => values
+            .iter()
+            .for_each(|value| out.extend(value.to_le_bytes())),
         Array::Bool(values) => values.iter().for_each(|&value| out.push(u8::from(value))),
         Array::String(values) => values.iter().for_each(|text| push_string(out, text)),
-        Array::U64(values) => values.iter().for_each(|value| out.extend(value.to_le_bytes())),
-        Array::I64(values) => values.iter().for_each(|value| out.extend(value.to_le_bytes())),
-        Array::F64(values) => values.iter().for_each(|value| out.extend(value.to_le_bytes())),
+        Array::U64(values) => values
+            .iter()
+            .for_each(|value| out.extend(value.to_le_bytes())),
+        Array::I64(values) => values
+            .iter()
+            .for_each(|value| out.extend(value.to_le_bytes())),
+        Array::F64(values) => values
+            .iter()
+            .for_each(|value| out.extend(value.to_le_bytes())),
     }
 }
 
@@ -319,15 +340,29 @@ pub fn tiny_model() -> GgufBuilder {
         .metadata("llama.embedding_length", EMBEDDING as u32)
         .metadata("llama.block_count", 2u32)
         .metadata("tokenizer.ggml.model", "llama")
-        .metadata("tokenizer.ggml.tokens", vec!["<unk>", "<s>", "</s>", "<0x0A>", "a"])
+        .metadata(
+            "tokenizer.ggml.tokens",
+            vec!["<unk>", "<s>", "</s>", "<0x0A>", "a"],
+        )
         .metadata("tokenizer.ggml.token_type", vec![2i32, 3, 3, 6, 1])
         .metadata("tokenizer.ggml.scores", vec![0f32; 5])
         .metadata("tokenizer.ggml.bos_token_id", 1u32)
         .metadata("tokenizer.ggml.eos_token_id", 2u32)
         .metadata("tokenizer.ggml.unknown_token_id", 0u32)
-        .metadata("tokenizer.chat_template", "{% for m in messages %}{{ m.content }}{% endfor %}")
+        .metadata(
+            "tokenizer.chat_template",
+            "{% for m in messages %}{{ m.content }}{% endfor %}",
+        )
         .tensor("token_embd.weight", GgmlType::F32, &[EMBEDDING, 5])
-        .tensor("blk.0.attn_q.weight", GgmlType::Q4_0, &[EMBEDDING, EMBEDDING])
-        .tensor("blk.1.attn_q.weight", GgmlType::Q4_0, &[EMBEDDING, EMBEDDING])
+        .tensor(
+            "blk.0.attn_q.weight",
+            GgmlType::Q4_0,
+            &[EMBEDDING, EMBEDDING],
+        )
+        .tensor(
+            "blk.1.attn_q.weight",
+            GgmlType::Q4_0,
+            &[EMBEDDING, EMBEDDING],
+        )
         .tensor("output_norm.weight", GgmlType::F32, &[EMBEDDING])
 }

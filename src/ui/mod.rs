@@ -5,10 +5,12 @@
 //! terminal), the `error:`/`hint:` format, and the spinner. Must not know
 //! engine internals or decide exit codes.
 
+mod progress;
 mod spinner;
 
 use std::io::{self, IsTerminal, Write};
 
+pub use progress::PullProgress;
 pub use spinner::Spinner;
 
 /// Where output goes and how it looks.

@@ -3,5 +3,8 @@
 
 mod common;
 
+mod bad_models;
+mod bench;
+mod chat;
 mod cli;
 mod run;

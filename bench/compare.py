@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of olm against llama.cpp's own tools.
+
+Both sides run the same model, with the same threads, in the same run,
+interleaved in ABBA order (A B, B A, A B, ...); each ratio is the median of
+the pairwise ratios olm/llama.cpp. An A/A pass (llama.cpp against itself)
+gives the error bar of the method on this machine.
+
+Measured:
+  pp512 / tg128   `olm bench` vs `llama-bench` (or `olm run --json` when
+                  `olm bench` is not available)
+  ttft            wall time of a cold one-shot run to its first answer
+                  token: `olm run -n 1` vs `llama-completion -n 1`
+  peak RSS        of those one-shot runs
+
+Usage: bench/compare.py [--pairs N] [--threads T] [--out docs/BENCHMARKS.md]
+Needs: a release build of olm (cargo build --release) and the tools from
+bench/build-llama-tools.sh; both are found automatically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = {
+    "SmolLM2-135M Q4_1": REPO / "tests/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+    "gemma-3-270m Q4_K_M": REPO / "tests/models/gemma-3-270m-q4_k_m.gguf",
+}
+TTFT_PROMPT = "Explain in one paragraph what a memory-mapped file is."
+
+
+def log(message: str) -> None:
+    print(f"compare: {message}", file=sys.stderr, flush=True)
+
+
+def default_olm() -> Path:
+    target = os.environ.get("CARGO_TARGET_DIR") or str(
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "olm-target"
+    )
+    return Path(target) / "release" / "olm"
+
+
+def tools_dir() -> Path:
+    out = subprocess.run(
+        [str(REPO / "bench/build-llama-tools.sh")], check=True, capture_output=True, text=True
+    )
+    return Path(out.stdout.strip())
+
+
+def run_measured(argv: list[str], env: dict | None = None) -> tuple[float, float, int, bytes]:
+    """Run argv; return (seconds to first stdout byte, total seconds, peak RSS KiB, stdout)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env
+    )
+    assert process.stdout is not None
+    first = process.stdout.read(1)
+    first_byte = time.perf_counter() - started
+    rest = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    total = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited {process.returncode}")
+    return first_byte, total, usage.ru_maxrss, first + rest
+
+
+# --- speed: pp512 and tg128 -------------------------------------------------------
+
+
+def llama_bench(tools: Path, model: Path, threads: int, test: str) -> float:
+    args = ["-p", "512", "-n", "0"] if test == "pp512" else ["-p", "0", "-n", "128"]
+    out = subprocess.run(
+        [str(tools / "llama-bench"), "-m", str(model), "-t", str(threads), "-r", "3", "-o", "json", *args],
+        check=True, capture_output=True, text=True,
+    )
+    records = json.loads(out.stdout)
+    return float(records[0]["avg_ts"])
+
+
+def olm_has_bench(olm: Path) -> bool:
+    return subprocess.run([str(olm), "bench", "--help"], capture_output=True).returncode == 0
+
+
+def olm_speed(olm: Path, model: Path, threads: int, test: str) -> float:
+    if olm_has_bench(olm):
+        args = ["-p", "512", "-n", "0"] if test == "pp512" else ["-p", "0", "-n", "128"]
+        out = subprocess.run(
+            [str(olm), "bench", str(model), "-t", str(threads), "-r", "3", "-o", "json", *args],
+            check=True, capture_output=True, text=True,
+        )
+        return float(json.loads(out.stdout)[0]["avg_ts"])
+    return olm_run_speed(olm, model, threads, test)
+
+
+def olm_run_speed(olm: Path, model: Path, threads: int, test: str) -> float:
+    """`olm run --json` as a stand-in: a raw 512-token prompt for pp, 128 tokens for tg."""
+    if test == "pp512":
+        prompt = " ".join(["hello"] * 511)
+        args = ["--raw", prompt, "-n", "1", "-c", "1024"]
+        field = "prompt_tokens_per_second"
+    else:
+        prompt = "1, 2, 3, 4, 5,"
+        args = ["--raw", prompt, "-n", "128", "--temperature", "0", "-c", "256"]
+        field = "generation_tokens_per_second"
+    out = subprocess.run(
+        [str(olm), "run", str(model), *args, "-t", str(threads), "--json"],
+        check=True, capture_output=True, text=True,
+    )
+    report = json.loads(out.stdout)
+    if test == "tg128" and report["generated_tokens"] < 64:
+        raise RuntimeError(f"olm stopped after {report['generated_tokens']} tokens")
+    return float(report[field])
+
+
+# --- cold start ---------------------------------------------------------------------
+
+
+def olm_cold(olm: Path, model: Path, threads: int) -> tuple[float, float, int]:
+    first, total, rss, _ = run_measured(
+        [str(olm), "run", str(model), TTFT_PROMPT, "-n", "1", "--temperature", "0", "-t", str(threads)]
+    )
+    return first, total, rss
+
+
+def completion_cold(tools: Path, model: Path, threads: int) -> tuple[float, float, int]:
+    first, total, rss, _ = run_measured(
+        [
+            str(tools / "llama-completion"), "-m", str(model), "-p", TTFT_PROMPT, "-n", "1",
+            "--temp", "0", "-t", str(threads), "--no-display-prompt", "-no-cnv",
+        ]
+    )
+    return first, total, rss
+
+
+# --- method -------------------------------------------------------------------------
+
+
+def abba(pairs: int, measure_a, measure_b) -> tuple[list, list]:
+    """Interleave A and B as A B, B A, A B, ... and return both series."""
+    series_a, series_b = [], []
+    for index in range(pairs):
+        order = [("a", measure_a), ("b", measure_b)]
+        if index % 2:
+            order.reverse()
+        for name, measure in order:
+            (series_a if name == "a" else series_b).append(measure())
+    return series_a, series_b
+
+
+def median_ratio(a: list[float], b: list[float]) -> float:
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def machine_description() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        found = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if re.search(rf"\b{f}\b", text)]
+        flags = ", ".join(found)
+    except OSError:
+        pass
+    return f"{cpu} ({os.cpu_count()} CPUs; {flags}), {platform.system()} {platform.release()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--olm", type=Path, default=default_olm())
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--pairs", type=int, default=6, help="ABBA pairs per measurement")
+    parser.add_argument("--out", type=Path, help="write the markdown report here")
+    parser.add_argument("--skip", default="", help="comma-separated: speed,cold,aa")
+    options = parser.parse_args()
+    skip = set(filter(None, options.skip.split(",")))
+
+    if not options.olm.exists():
+        log(f"{options.olm} missing: run `cargo build --release` first")
+        return 1
+    tools = tools_dir()
+    rows = []
+    for label, model in MODELS.items():
+        if not model.exists():
+            log(f"{model} missing: run scripts/fetch-test-models.sh")
+            return 1
+        if "speed" not in skip:
+            for test in ("pp512", "tg128"):
+                log(f"{label} {test}: {options.pairs} ABBA pairs")
+                olm, llama = abba(
+                    options.pairs,
+                    lambda: olm_speed(options.olm, model, options.threads, test),
+                    lambda: llama_bench(tools, model, options.threads, test),
+                )
+                rows.append((label, f"{test} t/s", statistics.median(olm), statistics.median(llama),
+                             median_ratio(olm, llama), "≥ 0.98"))
+        if "cold" not in skip:
+            log(f"{label} cold start: {options.pairs} ABBA pairs")
+            olm, llama = abba(
+                options.pairs,
+                lambda: olm_cold(options.olm, model, options.threads),
+                lambda: completion_cold(tools, model, options.threads),
+            )
+            rows.append((label, "time to first token, s", statistics.median(x[0] for x in olm),
+                         statistics.median(x[0] for x in llama),
+                         median_ratio([x[0] for x in olm], [x[0] for x in llama]), "≤ 0.5"))
+            rows.append((label, "peak RSS, MiB", statistics.median(x[2] for x in olm) / 1024,
+                         statistics.median(x[2] for x in llama) / 1024,
+                         median_ratio([x[2] for x in olm], [x[2] for x in llama]), "≤ 1.05"))
+    aa_rows = []
+    if "aa" not in skip:
+        model = next(iter(MODELS.values()))
+        for test in ("pp512", "tg128"):
+            log(f"A/A llama-bench {test}: {options.pairs} pairs")
+            a, b = abba(
+                options.pairs,
+                lambda: llama_bench(tools, model, options.threads, test),
+                lambda: llama_bench(tools, model, options.threads, test),
+            )
+            aa_rows.append((f"llama-bench vs itself, {next(iter(MODELS))} {test}", median_ratio(a, b)))
+
+    report = render(rows, aa_rows, options)
+    print(report)
+    if options.out:
+        options.out.parent.mkdir(parents=True, exist_ok=True)
+        options.out.write_text(report)
+        log(f"wrote {options.out}")
+    return 0
+
+
+def render(rows, aa_rows, options) -> str:
+    lines = [
+        "# olm vs llama.cpp",
+        "",
+        f"Machine: {machine_description()}. Threads: {options.threads}. "
+        f"Method: {options.pairs} ABBA pairs per row, median of pairwise ratios.",
+        "",
+        "| model | measure | olm | llama.cpp | olm / llama.cpp | target |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for label, measure, olm, llama, ratio, target in rows:
+        lines.append(f"| {label} | {measure} | {olm:.3f} | {llama:.3f} | {ratio:.3f} | {target} |")
+    if aa_rows:
+        lines += ["", "A/A (the method's error bar on this machine):", ""]
+        lines += [f"- {name}: {ratio:.3f}" for name, ratio in aa_rows]
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,486 @@
+//! The chat loop: read a line (rustyline), run a slash command or answer a
+//! message with the loaded model, print, repeat.
+//!
+//! One engine `Session` lives for as long as one model is loaded, so its KV
+//! cache holds the conversation: each turn evaluates only the tokens that are
+//! new since the last one. When the conversation outgrows the context, the
+//! oldest turns are dropped (never the system prompt) and the rest is
+//! evaluated once more, which is said on stderr.
+//!
+//! Owns: the line editor and its history file, the order of events in a turn,
+//! and what the user sees. The answer goes to stdout as it is generated;
+//! everything olm says goes to stderr through `ui::Printer`. Must not touch:
+//! the server, the hub, the store, `std::process::exit` (Ctrl-C arrives as
+//! the `cancel` flag, set by the caller's signal handler).
+
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use rustyline::error::ReadlineError;
+use rustyline::history::FileHistory;
+use rustyline::{Config, Editor};
+
+use super::command::{self, ShowTopic, SlashCommand, HELP};
+use super::conversation::{prompt_budget, Conversation};
+use super::input::MultilineInput;
+use super::settings;
+use super::transcript;
+use crate::engine::{
+    self, GenerateRequest, LoadOptions, Message, Model, Prompt, Session, SessionOptions, Stats,
+    StopReason,
+};
+use crate::ui::Printer;
+
+/// Context size when `--ctx-size` is not given (capped by what the model was trained for).
+const DEFAULT_CONTEXT: u32 = 8192;
+/// Largest batch of prompt tokens evaluated at once (llama.cpp's default).
+const MAX_BATCH: u32 = 2048;
+const PROMPT: &str = ">>> ";
+const CONTINUATION_PROMPT: &str = "... ";
+
+/// A model to chat with: the name the user typed and the file it resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelChoice {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl ModelChoice {
+    /// A path is shown by its file stem (`SmolLM2-135M-Instruct.Q4_1`), a name as typed.
+    pub fn new(reference: &str, path: PathBuf) -> Self {
+        let typed_a_path = Path::new(reference) == path || reference.ends_with(".gguf");
+        let stem = path.file_stem().map(|stem| stem.to_string_lossy().into_owned());
+        let name = match stem {
+            Some(stem) if typed_a_path => stem,
+            _ => reference.to_owned(),
+        };
+        Self { name, path }
+    }
+}
+
+/// Resolves `/model NAME` to a checked model file, exactly as the command line does.
+pub type Resolver<'a> = dyn Fn(&str) -> anyhow::Result<PathBuf> + 'a;
+
+/// Everything a chat needs, resolved by `commands::chat`.
+pub struct ChatSetup<'a> {
+    pub model: ModelChoice,
+    pub load_options: LoadOptions,
+    pub request: GenerateRequest,
+    pub system: Option<String>,
+    /// Context size in tokens; `None`: 8192, or less when the model was trained for less.
+    pub ctx_size: Option<u32>,
+    pub threads: u32,
+    pub resolve: &'a Resolver<'a>,
+}
+
+/// Hold a conversation until `/bye` or Ctrl-D.
+pub fn run(setup: ChatSetup<'_>, printer: &Printer, cancel: &AtomicBool) -> anyhow::Result<()> {
+    let mut current = setup.model.clone();
+    let mut model = load_model(&current, &setup.load_options, printer)?;
+    let mut chat = Chat {
+        editor: LineEditor::open(printer)?,
+        input: MultilineInput::default(),
+        conversation: Conversation::new(setup.system.clone()),
+        request: setup.request.clone(),
+        last_turn: None,
+        printer,
+        cancel,
+    };
+    loop {
+        let Next::Switch(wanted) = chat.converse(&model, &current, &setup)? else {
+            return Ok(());
+        };
+        drop(model);
+        model = match load_model(&wanted, &setup.load_options, printer) {
+            Ok(loaded) => {
+                current = wanted;
+                loaded
+            }
+            Err(error) => {
+                printer.error(&format!("{error:#}"), Some(&format!("back to {}", current.name)));
+                load_model(&current, &setup.load_options, printer)?
+            }
+        };
+    }
+}
+
+fn load_model(choice: &ModelChoice, options: &LoadOptions, printer: &Printer) -> anyhow::Result<Model> {
+    let _spinner = printer.spinner(&format!("loading {}", choice.name));
+    Model::load(&choice.path, options).with_context(|| format!("cannot load {}", choice.path.display()))
+}
+
+/// What happens after a model's conversation loop ends.
+enum Next {
+    Quit,
+    Switch(ModelChoice),
+}
+
+/// What one line of input amounted to.
+enum Input {
+    Message(String),
+    Command(SlashCommand),
+    Quit,
+    Nothing,
+}
+
+/// Counts of the last answer, for `/stats`.
+struct LastTurn {
+    stats: Stats,
+    context_used: usize,
+}
+
+/// The chat's state across models.
+struct Chat<'a> {
+    editor: LineEditor,
+    input: MultilineInput,
+    conversation: Conversation,
+    request: GenerateRequest,
+    last_turn: Option<LastTurn>,
+    printer: &'a Printer,
+    cancel: &'a AtomicBool,
+}
+
+impl Chat<'_> {
+    /// Talk with `model` until the user quits or picks another model.
+    fn converse(&mut self, model: &Model, choice: &ModelChoice, setup: &ChatSetup<'_>) -> anyhow::Result<Next> {
+        let n_ctx = setup.ctx_size.unwrap_or_else(|| DEFAULT_CONTEXT.min(model.n_ctx_train().max(1)));
+        let options = SessionOptions { n_ctx, threads: setup.threads, n_batch: n_ctx.min(MAX_BATCH) };
+        let mut session = model.session(&options)?;
+        self.printer.status(&format!(
+            "{} · {} context · /help for commands",
+            choice.name,
+            short_count(session.n_ctx())
+        ));
+        loop {
+            let flow = match self.read()? {
+                Input::Nothing => continue,
+                Input::Quit => return Ok(Next::Quit),
+                Input::Message(text) => {
+                    self.answer(model, &mut session, text)?;
+                    continue;
+                }
+                Input::Command(command) => self.run_command(command, model, choice, &session, setup),
+            };
+            if let Some(next) = flow? {
+                return Ok(next);
+            }
+        }
+    }
+
+    /// Read one line and say what it means.
+    fn read(&mut self) -> anyhow::Result<Input> {
+        let prompt = if self.input.is_continuing() { CONTINUATION_PROMPT } else { PROMPT };
+        let line = match self.editor.readline(prompt) {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => {
+                if self.input.is_continuing() {
+                    self.input.reset();
+                    self.printer.status("message discarded");
+                } else {
+                    self.printer.status("use /bye or Ctrl-D to quit");
+                }
+                return Ok(Input::Nothing);
+            }
+            Err(ReadlineError::Eof) => return Ok(Input::Quit),
+            Err(error) => return Err(error).context("cannot read from the terminal"),
+        };
+        let Some(text) = self.input.feed(&line) else {
+            return Ok(Input::Nothing);
+        };
+        if text.trim().is_empty() {
+            return Ok(Input::Nothing);
+        }
+        self.editor.remember(&text, self.printer);
+        match command::parse(&text) {
+            Some(Ok(command)) => Ok(Input::Command(command)),
+            Some(Err(error)) => {
+                self.printer.warn(&error.to_string());
+                Ok(Input::Nothing)
+            }
+            None if text.trim_start().starts_with('/') => Ok(Input::Message(text.trim_start().to_owned())),
+            None => Ok(Input::Message(text)),
+        }
+    }
+
+    /// One turn: fit the conversation into the context, generate, stream.
+    fn answer(&mut self, model: &Model, session: &mut Session<'_>, text: String) -> anyhow::Result<()> {
+        self.conversation.push_user(text);
+        let budget = prompt_budget(session.n_ctx(), self.request.max_tokens);
+        let trim = self.conversation.trim_to_fit(budget, |messages| {
+            model.tokenize(&Prompt::Chat(messages.to_vec())).map(|tokens| tokens.len())
+        })?;
+        if !trim.fits {
+            self.conversation.pop_user();
+            self.printer.warn(&format!(
+                "that message is {} tokens with the system prompt; the context holds {} with room for the answer; \
+                 shorten it or restart with a larger --ctx-size",
+                trim.prompt_tokens, budget
+            ));
+            return Ok(());
+        }
+        if trim.dropped_turns > 0 {
+            self.printer.status(&format!(
+                "the conversation outgrew the context of {} tokens: dropped the {} oldest turn(s), \
+                 kept the system prompt; reading the rest again ({} tokens)",
+                session.n_ctx(),
+                trim.dropped_turns,
+                trim.prompt_tokens
+            ));
+        }
+        let tokens = model.tokenize(&Prompt::Chat(self.conversation.prompt_messages()))?;
+        let (answer, stats) = self.generate(session, &tokens)?;
+        self.conversation.push_assistant(answer);
+        self.report_stop(&stats, session.n_ctx());
+        self.last_turn = Some(LastTurn { stats, context_used: session.cached_tokens() });
+        Ok(())
+    }
+
+    /// Stream the answer to stdout; returns its text exactly as generated.
+    fn generate(
+        &mut self,
+        session: &mut Session<'_>,
+        tokens: &engine::PromptTokens,
+    ) -> anyhow::Result<(String, Stats)> {
+        self.cancel.store(false, Ordering::SeqCst);
+        let mut spinner = self.printer.spinner("thinking");
+        let mut answer = String::new();
+        let mut stdout = io::stdout().lock();
+        let result = session.generate(tokens, &self.request, self.cancel, |piece| {
+            spinner.finish();
+            answer.push_str(piece);
+            stdout.write_all(piece.as_bytes())?;
+            stdout.flush()
+        });
+        spinner.finish();
+        self.cancel.store(false, Ordering::SeqCst);
+        let stats = result?.context("cannot write the answer to stdout")?;
+        if !answer.is_empty() && !answer.ends_with('\n') || stats.stop_reason == StopReason::Cancelled {
+            stdout.write_all(b"\n").context("cannot write the answer to stdout")?;
+        }
+        stdout.flush().context("cannot write the answer to stdout")?;
+        Ok((answer, stats))
+    }
+
+    fn report_stop(&self, stats: &Stats, n_ctx: u32) {
+        match stats.stop_reason {
+            StopReason::Cancelled => self.printer.status("stopped; the partial answer stays in the conversation"),
+            StopReason::ContextFull => self.printer.warn(&format!(
+                "the answer was cut: the context of {n_ctx} tokens is full; \
+                 the oldest turns will be dropped on your next message"
+            )),
+            _ => {}
+        }
+    }
+
+    /// Run a slash command; `Some` ends this model's loop.
+    fn run_command(
+        &mut self,
+        command: SlashCommand,
+        model: &Model,
+        choice: &ModelChoice,
+        session: &Session<'_>,
+        setup: &ChatSetup<'_>,
+    ) -> anyhow::Result<Option<Next>> {
+        let printer = self.printer;
+        match command {
+            SlashCommand::Help => printer.status(HELP),
+            SlashCommand::Bye => return Ok(Some(Next::Quit)),
+            SlashCommand::Clear => {
+                self.conversation.clear();
+                printer.status("conversation cleared (the system prompt stays)");
+            }
+            SlashCommand::System(system) => {
+                let message = if system.is_some() { "system prompt set" } else { "system prompt removed" };
+                self.conversation.set_system(system);
+                printer.status(message);
+            }
+            SlashCommand::Set(setting) => {
+                setting.apply(&mut self.request);
+                printer.status(&format!("set {}", describe_params(&self.request, Some(setting))));
+            }
+            SlashCommand::Show(topic) => self.show(topic, model, choice, session)?,
+            SlashCommand::Stats => self.show_stats(session),
+            SlashCommand::Save(path) => self.save(&path, choice),
+            SlashCommand::Load(path) => self.load(&path),
+            SlashCommand::Model(name) => match (setup.resolve)(&name) {
+                Ok(path) => return Ok(Some(Next::Switch(ModelChoice::new(&name, path)))),
+                Err(error) => printer.error(&format!("{error:#}"), Some("the conversation goes on with the current model")),
+            },
+        }
+        Ok(None)
+    }
+
+    fn show(&self, topic: ShowTopic, model: &Model, choice: &ModelChoice, session: &Session<'_>) -> anyhow::Result<()> {
+        let text = match topic {
+            ShowTopic::Info => format!(
+                "model: {} ({}, {:.0} MiB)\nfile: {}\ncontext: {} tokens (trained for {})\nconversation: {} messages",
+                choice.name,
+                model.description(),
+                model.size() as f64 / f64::from(1 << 20),
+                choice.path.display(),
+                session.n_ctx(),
+                model.n_ctx_train(),
+                self.conversation.turns().len()
+            ),
+            ShowTopic::Params => describe_params(&self.request, None),
+            ShowTopic::System => self.conversation.system().unwrap_or("(no system prompt)").to_owned(),
+            ShowTopic::Template => {
+                let mut messages = self.conversation.prompt_messages();
+                messages.push(Message::new("user", "(your next message)"));
+                format!("the conversation as the model sees it:\n{}", model.render(&Prompt::Chat(messages))?)
+            }
+        };
+        self.printer.status(&text);
+        Ok(())
+    }
+
+    fn show_stats(&self, session: &Session<'_>) {
+        let context = format!("context: {} of {} tokens used", session.cached_tokens(), session.n_ctx());
+        let Some(last) = &self.last_turn else {
+            self.printer.status(&format!("no answer yet; {context}"));
+            return;
+        };
+        let stats = &last.stats;
+        self.printer.status(&format!(
+            "prompt: {} tokens, {} evaluated ({} from cache) at {:.1} t/s\n\
+             answer: {} tokens at {:.1} t/s, first token after {} ms, stop: {}\n\
+             context: {} of {} tokens used",
+            stats.prompt_tokens,
+            stats.prompt_tokens_evaluated,
+            stats.prompt_tokens.saturating_sub(stats.prompt_tokens_evaluated),
+            stats.prompt_tokens_per_second(),
+            stats.generated_tokens,
+            stats.generation_tokens_per_second(),
+            stats.time_to_first_token.as_millis(),
+            stop_reason_name(stats.stop_reason),
+            last.context_used,
+            session.n_ctx(),
+        ));
+    }
+
+    fn save(&self, path: &Path, choice: &ModelChoice) {
+        match transcript::save(path, &choice.name, &self.conversation) {
+            Ok(()) => self.printer.status(&format!(
+                "saved {} messages to {}",
+                self.conversation.prompt_messages().len(),
+                path.display()
+            )),
+            Err(error) => self.printer.error(&error.to_string(), None),
+        }
+    }
+
+    fn load(&mut self, path: &Path) {
+        match transcript::load(path) {
+            Ok(conversation) => {
+                self.conversation = conversation;
+                self.printer.status(&format!(
+                    "loaded {} messages from {}; the model reads them with your next message",
+                    self.conversation.prompt_messages().len(),
+                    path.display()
+                ));
+            }
+            Err(error) => self.printer.error(&error.to_string(), None),
+        }
+    }
+}
+
+/// `temperature = 0.8, top-k = 40, ...`, or only the one just set.
+fn describe_params(request: &GenerateRequest, only: Option<settings::Setting>) -> String {
+    let wanted = only.map(|setting| setting.parameter());
+    settings::describe(request)
+        .into_iter()
+        .filter(|(parameter, _)| wanted.is_none_or(|wanted| wanted == *parameter))
+        .map(|(parameter, value)| format!("{parameter} = {value}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn stop_reason_name(reason: StopReason) -> &'static str {
+    match reason {
+        StopReason::Eog => "end of turn",
+        StopReason::MaxTokens => "max-tokens",
+        StopReason::ContextFull => "context full",
+        StopReason::StopSequence => "stop sequence",
+        StopReason::Cancelled => "cancelled",
+    }
+}
+
+/// 8192 -> "8k", 32768 -> "32k", 1000 -> "1000".
+fn short_count(tokens: u32) -> String {
+    if tokens >= 1024 && tokens % 1024 == 0 {
+        format!("{}k", tokens / 1024)
+    } else {
+        tokens.to_string()
+    }
+}
+
+/// rustyline with olm's history file.
+struct LineEditor {
+    editor: Editor<(), FileHistory>,
+    history_file: Option<PathBuf>,
+    history_warned: bool,
+}
+
+impl LineEditor {
+    fn open(printer: &Printer) -> anyhow::Result<Self> {
+        let config = Config::builder()
+            .auto_add_history(false)
+            .max_history_size(10_000)
+            .and_then(|builder| builder.history_ignore_dups(true))
+            .context("cannot configure the line editor")?
+            .build();
+        let mut editor = Editor::with_config(config).context("cannot start the line editor")?;
+        let history_file = super::history_file();
+        if let Some(path) = history_file.as_deref().filter(|path| path.exists()) {
+            if let Err(error) = editor.load_history(path) {
+                printer.warn(&format!("cannot read the chat history {}: {error}", path.display()));
+            }
+        }
+        Ok(Self { editor, history_file, history_warned: false })
+    }
+
+    fn readline(&mut self, prompt: &str) -> Result<String, ReadlineError> {
+        self.editor.readline(prompt)
+    }
+
+    /// Add an entry to the history and append it to the history file.
+    fn remember(&mut self, entry: &str, printer: &Printer) {
+        // An entry the history ignores (a duplicate) needs no saving.
+        if !self.editor.add_history_entry(entry).unwrap_or(false) {
+            return;
+        }
+        let Some(path) = &self.history_file else { return };
+        let result = match path.parent() {
+            Some(parent) => std::fs::create_dir_all(parent).map_err(ReadlineError::from),
+            None => Ok(()),
+        }
+        .and_then(|()| self.editor.append_history(path));
+        if let Err(error) = result {
+            if !self.history_warned {
+                printer.warn(&format!("cannot write the chat history {}: {error}", path.display()));
+                self.history_warned = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_shows_as_its_file_stem_and_a_name_as_typed() {
+        let path = PathBuf::from("/models/SmolLM2.Q4_1.gguf");
+        assert_eq!(ModelChoice::new("/models/SmolLM2.Q4_1.gguf", path.clone()).name, "SmolLM2.Q4_1");
+        assert_eq!(ModelChoice::new("smollm2", path).name, "smollm2");
+    }
+
+    #[test]
+    fn context_sizes_read_short() {
+        assert_eq!(short_count(8192), "8k");
+        assert_eq!(short_count(32768), "32k");
+        assert_eq!(short_count(1000), "1000");
+    }
+}

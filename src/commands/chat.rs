@@ -1,0 +1,42 @@
+//! `olm chat`: glue between the command line and `chat` (the REPL).
+//!
+//! Resolves MODEL exactly as `olm run` does, turns the generation flags into
+//! an engine request, installs the Ctrl-C flag and hands over. `olm run MODEL`
+//! with no prompt on a terminal comes here too, through [`converse`].
+
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use super::run::{build_request, install_interrupt_flag, load_options, resolve_model};
+use crate::chat::{self, ChatSetup, ModelChoice};
+use crate::cli::{ChatArgs, GenerationArgs};
+use crate::engine;
+use crate::ui::Printer;
+
+pub fn run(args: ChatArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
+    crate::ui::init_tracing(args.generation.verbose);
+    engine::configure_logging(args.generation.verbose);
+    let cancel = install_interrupt_flag()?;
+    converse(&args.model, &args.generation, printer, &cancel)
+}
+
+/// Chat with `model` until the user quits (exit 0).
+pub(super) fn converse(
+    model: &str,
+    generation: &GenerationArgs,
+    printer: &Printer,
+    cancel: &AtomicBool,
+) -> anyhow::Result<ExitCode> {
+    let path = resolve_model(model)?;
+    let setup = ChatSetup {
+        model: ModelChoice::new(model, path),
+        load_options: load_options(generation)?,
+        request: build_request(generation)?,
+        system: generation.system.clone(),
+        ctx_size: generation.ctx_size,
+        threads: generation.threads.unwrap_or_else(engine::physical_cores),
+        resolve: &resolve_model,
+    };
+    chat::run(setup, printer, cancel)?;
+    Ok(ExitCode::SUCCESS)
+}

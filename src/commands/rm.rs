@@ -1,0 +1,39 @@
+//! `olm rm`: remove store names, and files no other name uses.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use super::UsageError;
+use crate::cli::RmArgs;
+use crate::store::{Manifest, ModelRef, Store, StoreError};
+use crate::ui::Printer;
+
+pub fn run(args: RmArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
+    let store = Store::from_env();
+    let mut targets: Vec<Manifest> = Vec::new();
+    for text in &args.models {
+        let reference = ModelRef::parse_name(text)?;
+        let manifest = store.find(&reference)?.ok_or_else(|| StoreError::NotInStore(reference.to_string()))?;
+        targets.push(manifest);
+    }
+    if !args.yes && printer.is_interactive() && std::io::stdin().is_terminal() {
+        let names: Vec<&str> = targets.iter().map(|manifest| manifest.name.as_str()).collect();
+        let confirmed = dialoguer::Confirm::new()
+            .with_prompt(format!("remove {}?", names.join(", ")))
+            .default(false)
+            .interact()
+            .unwrap_or(false);
+        if !confirmed {
+            return Err(UsageError::new("nothing removed").into());
+        }
+    }
+    for manifest in &targets {
+        let removed = store.remove(manifest)?;
+        let files = match removed.len() {
+            0 => "its files are shared with another name and were kept".to_owned(),
+            count => format!("{count} file(s) deleted"),
+        };
+        printer.status(&format!("removed {} ({files})", manifest.name));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,148 @@
+//! Raw speed measurements, the way llama-bench takes them: prompt
+//! processing of N random tokens in batches, and generation of N tokens one
+//! decode at a time (random tokens, no sampling), each on a cleared KV cache.
+//! Generation can also run several sequences at once in one batch per step,
+//! which is how a batching server decodes.
+
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::token::LlamaToken;
+
+use super::{backend, EngineError, Model};
+
+/// Context settings for a benchmark.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchParams {
+    pub n_ctx: u32,
+    pub n_batch: u32,
+    pub n_ubatch: u32,
+    pub threads: u32,
+    /// Sequences decoded together (1 for llama-bench's tests).
+    pub sequences: u32,
+}
+
+/// A context dedicated to measuring.
+pub struct BenchContext<'model> {
+    context: LlamaContext<'model>,
+    batch: LlamaBatch<'static>,
+    n_vocab: i32,
+    bos: Option<LlamaToken>,
+    params: BenchParams,
+    random: u64,
+}
+
+impl Model {
+    /// A context for [`BenchContext::prompt`] and [`BenchContext::generate`].
+    pub fn bench_context(&self, params: BenchParams) -> Result<BenchContext<'_>, EngineError> {
+        let threads = i32::try_from(params.threads.max(1)).unwrap_or(i32::MAX);
+        let context_params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(params.n_ctx.max(1)))
+            .with_n_batch(params.n_batch.max(1))
+            .with_n_ubatch(params.n_ubatch.clamp(1, params.n_batch.max(1)))
+            .with_n_seq_max(params.sequences.max(1))
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let context = self
+            .inner
+            .new_context(backend()?, context_params)
+            .map_err(|error| EngineError::Context { n_ctx: params.n_ctx, reason: error.to_string() })?;
+        let vocab = self.inner.vocab();
+        let bos = vocab.should_add_bos().then(|| vocab.bos());
+        let capacity = params.n_batch.max(params.sequences).max(1) as usize;
+        Ok(BenchContext {
+            context,
+            batch: LlamaBatch::new(capacity, params.sequences.max(1) as i32),
+            n_vocab: self.inner.n_vocab(),
+            bos,
+            params,
+            random: 0x9E37_79B9_7F4A_7C15,
+        })
+    }
+}
+
+impl BenchContext<'_> {
+    /// Empty the KV cache (not part of any measurement).
+    pub fn clear(&mut self) {
+        self.context.clear_kv_cache();
+    }
+
+    /// Evaluate `n_tokens` random prompt tokens in batches of `n_batch`;
+    /// returns the time taken.
+    pub fn prompt(&mut self, n_tokens: u32) -> Result<Duration, EngineError> {
+        self.check_fits(n_tokens, 1)?;
+        let started = Instant::now();
+        let chunk = self.params.n_batch.max(1);
+        let mut processed = 0;
+        while processed < n_tokens {
+            let count = chunk.min(n_tokens - processed);
+            self.batch.clear();
+            for offset in 0..count {
+                let position = processed + offset;
+                let token = match (position, self.bos) {
+                    (0, Some(bos)) => bos,
+                    _ => self.random_token(),
+                };
+                self.batch
+                    .add(token, position as i32, &[0], offset + 1 == count)
+                    .map_err(|error| EngineError::Decode(error.to_string()))?;
+            }
+            self.decode()?;
+            processed += count;
+        }
+        self.context.synchronize();
+        Ok(started.elapsed())
+    }
+
+    /// Decode `n_tokens` steps of one token per sequence, all sequences in one
+    /// batch per step; returns the time taken.
+    pub fn generate(&mut self, n_tokens: u32) -> Result<Duration, EngineError> {
+        let sequences = self.params.sequences.max(1);
+        self.check_fits(n_tokens, sequences)?;
+        let started = Instant::now();
+        let mut token = self.bos.unwrap_or(LlamaToken(0));
+        for position in 0..n_tokens {
+            self.batch.clear();
+            for sequence in 0..sequences {
+                self.batch
+                    .add(token, position as i32, &[sequence as i32], true)
+                    .map_err(|error| EngineError::Decode(error.to_string()))?;
+            }
+            self.decode()?;
+            token = self.random_token();
+        }
+        self.context.synchronize();
+        Ok(started.elapsed())
+    }
+
+    fn check_fits(&self, n_tokens: u32, sequences: u32) -> Result<(), EngineError> {
+        let needed = u64::from(n_tokens) * u64::from(sequences);
+        let n_ctx = self.context.n_ctx();
+        if needed > u64::from(n_ctx) {
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens: needed as usize,
+                n_ctx,
+                n_ctx_train: n_ctx,
+            });
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self) -> Result<(), EngineError> {
+        self.context
+            .decode(&mut self.batch)
+            .map_err(|error| EngineError::Decode(error.to_string()))
+    }
+
+    /// A token id in `0..n_vocab` (xorshift64*: cheap and deterministic).
+    fn random_token(&mut self) -> LlamaToken {
+        self.random ^= self.random >> 12;
+        self.random ^= self.random << 25;
+        self.random ^= self.random >> 27;
+        let value = self.random.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        LlamaToken((value % self.n_vocab.max(1) as u64) as i32)
+    }
+}

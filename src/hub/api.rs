@@ -1,0 +1,265 @@
+//! The hub's HTTP API: the file listing of a repo, the headers of a file's
+//! resolve URL, and sending requests with redirects, credentials and retries.
+
+use std::io::Read;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::{Hub, HubError, PullReporter, MAX_ATTEMPTS, MAX_JSON_BYTES, MAX_REDIRECTS};
+use crate::store::names::{check_repo_file_name, escaped, is_commit, is_sha256};
+use crate::store::RepoId;
+
+/// A file in a repo's listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    /// Path inside the repo, validated.
+    pub name: String,
+    pub size: u64,
+    /// The LFS sha256, when the file is stored in LFS.
+    pub sha256: Option<String>,
+}
+
+/// What the resolve URL of a file says about it.
+#[derive(Debug, Clone)]
+pub struct FileHead {
+    /// The commit the file was resolved at (40 hex digits).
+    pub commit: String,
+    /// The sha256 of the content (64 hex digits).
+    pub sha256: String,
+    pub size: u64,
+    /// Where to GET the bytes.
+    pub url: String,
+}
+
+#[derive(Deserialize)]
+struct TreeEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    path: String,
+    #[serde(default)]
+    size: u64,
+    lfs: Option<LfsInfo>,
+}
+
+#[derive(Deserialize)]
+struct LfsInfo {
+    oid: String,
+    size: u64,
+}
+
+/// Why one attempt failed, and whether another may succeed.
+pub(crate) enum Failure {
+    Fatal(HubError),
+    Retry(HubError, Option<Duration>),
+}
+
+impl Hub {
+    /// Every file of `repo` at `main`, with sizes and LFS hashes.
+    pub fn list_files(&self, repo: &RepoId, reporter: &dyn PullReporter) -> Result<Vec<RemoteFile>, HubError> {
+        let url = format!("{}/api/models/{repo}/tree/main?recursive=true", self.endpoint);
+        let response = self.send_with_retries("GET", &url, None, reporter).map_err(|error| match error {
+            HubError::Status { status: 404, .. } => HubError::RepoNotFound(repo.to_string()),
+            other => other,
+        })?;
+        let entries: Vec<TreeEntry> = read_json(response, &url)?;
+        let mut files = Vec::new();
+        for entry in entries.into_iter().filter(|entry| entry.kind == "file") {
+            check_repo_file_name(&entry.path)
+                .map_err(|_| HubError::BadMetadata { what: "file name", value: escaped(&entry.path) })?;
+            let (size, sha256) = match entry.lfs {
+                Some(lfs) if is_sha256(&lfs.oid) => (lfs.size, Some(lfs.oid)),
+                Some(lfs) => return Err(HubError::BadMetadata { what: "LFS object id", value: escaped(&lfs.oid) }),
+                None => (entry.size, None),
+            };
+            files.push(RemoteFile { name: entry.path, size, sha256 });
+        }
+        Ok(files)
+    }
+
+    /// The commit, sha256, size and download URL of one file.
+    pub fn head_file(&self, repo: &RepoId, name: &str, reporter: &dyn PullReporter) -> Result<FileHead, HubError> {
+        let url = format!("{}/{repo}/resolve/main/{}", self.endpoint, encode_path(name));
+        let response = self.with_retries(reporter, || self.send_once("HEAD", &url, None, 0))?;
+        let commit = response.header("x-repo-commit").unwrap_or_default().trim().to_owned();
+        if !is_commit(&commit) {
+            return Err(HubError::BadMetadata { what: "commit", value: escaped(&commit) });
+        }
+        let etag = response.header("x-linked-etag").or_else(|| response.header("etag")).unwrap_or_default();
+        let sha256 = etag.trim().trim_start_matches("W/").trim_matches('"').to_owned();
+        if !is_sha256(&sha256) {
+            return Err(HubError::BadMetadata { what: "etag (expected a sha256)", value: escaped(&sha256) });
+        }
+        let size_text = response.header("x-linked-size").or_else(|| response.header("content-length")).unwrap_or_default();
+        let size = size_text
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| HubError::BadMetadata { what: "size", value: escaped(size_text) })?;
+        let download = match response.header("location") {
+            Some(location) if (300..400).contains(&response.status()) => join_url(&url, location),
+            _ => url,
+        };
+        Ok(FileHead { commit, sha256, size, url: download })
+    }
+
+    /// One request, following up to [`MAX_REDIRECTS`] redirects when `follow`
+    /// is non-zero. The token goes only to the endpoint's own origin; a
+    /// redirect from https to http is refused.
+    pub(crate) fn send_once(&self, method: &str, url: &str, range: Option<(u64, u64)>, follow: u32) -> Result<ureq::Response, Failure> {
+        let mut current = url.to_owned();
+        for _ in 0..=follow {
+            let mut request = self.agent.request(method, &current);
+            if let (Some(token), true) = (&self.token, origin(&current) == origin(&self.endpoint)) {
+                request = request.set("Authorization", &format!("Bearer {token}"));
+            }
+            if let Some((start, end)) = range {
+                request = request.set("Range", &format!("bytes={start}-{}", end.saturating_sub(1)));
+            }
+            let response = match request.call() {
+                Ok(response) => response,
+                Err(ureq::Error::Status(status, response)) => return Err(status_failure(&current, status, &response)),
+                Err(ureq::Error::Transport(transport)) => {
+                    return Err(Failure::Retry(HubError::Network { url: current, message: transport.to_string() }, None))
+                }
+            };
+            let status = response.status();
+            if !(300..400).contains(&status) || follow == 0 {
+                return Ok(response);
+            }
+            let Some(location) = response.header("location") else {
+                return Err(Failure::Fatal(HubError::Status { url: current, status }));
+            };
+            let next = join_url(&current, location);
+            if current.starts_with("https://") && !next.starts_with("https://") {
+                return Err(Failure::Fatal(HubError::Network { url: next, message: "refused a redirect from https to http".into() }));
+            }
+            current = next;
+        }
+        Err(Failure::Fatal(HubError::Network { url: url.to_owned(), message: format!("more than {MAX_REDIRECTS} redirects") }))
+    }
+
+    fn send_with_retries(&self, method: &str, url: &str, range: Option<(u64, u64)>, reporter: &dyn PullReporter) -> Result<ureq::Response, HubError> {
+        self.with_retries(reporter, || self.send_once(method, url, range, MAX_REDIRECTS))
+    }
+
+    /// Run `attempt` until it succeeds, fails fatally, or [`MAX_ATTEMPTS`] are spent.
+    pub(crate) fn with_retries<T>(&self, reporter: &dyn PullReporter, mut attempt: impl FnMut() -> Result<T, Failure>) -> Result<T, HubError> {
+        let mut failures = 0;
+        loop {
+            if self.cancelled() {
+                return Err(HubError::Interrupted);
+            }
+            match attempt() {
+                Ok(value) => return Ok(value),
+                Err(Failure::Fatal(error)) => return Err(error),
+                Err(Failure::Retry(error, retry_after)) => {
+                    failures += 1;
+                    if failures >= MAX_ATTEMPTS {
+                        return Err(error);
+                    }
+                    let delay = retry_after.unwrap_or_else(|| self.backoff(failures));
+                    reporter.retrying(&error.to_string(), delay);
+                    self.sleep(delay)?;
+                }
+            }
+        }
+    }
+
+    /// Exponential back-off: base, 2×base, 4×base, … at most 30 s.
+    pub(crate) fn backoff(&self, failures: u32) -> Duration {
+        let factor = 1u32 << failures.saturating_sub(1).min(10);
+        (self.retry_base * factor).min(Duration::from_secs(30))
+    }
+
+    /// Sleep, waking early with [`HubError::Interrupted`] on Ctrl-C.
+    pub(crate) fn sleep(&self, delay: Duration) -> Result<(), HubError> {
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            if self.cancelled() {
+                return Err(HubError::Interrupted);
+            }
+            thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
+        }
+        Ok(())
+    }
+}
+
+fn status_failure(url: &str, status: u16, response: &ureq::Response) -> Failure {
+    let error = match status {
+        401 | 403 => return Failure::Fatal(HubError::Unauthorized(url.to_owned())),
+        _ => HubError::Status { url: url.to_owned(), status },
+    };
+    if status == 429 || status >= 500 {
+        let retry_after = response
+            .header("retry-after")
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map(|seconds| Duration::from_secs(seconds.min(60)));
+        Failure::Retry(error, retry_after)
+    } else {
+        Failure::Fatal(error)
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(response: ureq::Response, url: &str) -> Result<T, HubError> {
+    let mut body = Vec::new();
+    response
+        .into_reader()
+        .take(MAX_JSON_BYTES + 1)
+        .read_to_end(&mut body)
+        .map_err(|error| HubError::Network { url: url.to_owned(), message: error.to_string() })?;
+    if body.len() as u64 > MAX_JSON_BYTES {
+        return Err(HubError::Network { url: url.to_owned(), message: "the answer is larger than 16 MiB".into() });
+    }
+    serde_json::from_slice(&body)
+        .map_err(|error| HubError::Network { url: url.to_owned(), message: format!("the answer is not the expected JSON: {error}") })
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map(|index| index + 3).unwrap_or(0);
+    match url[after_scheme..].find('/') {
+        Some(slash) => &url[..after_scheme + slash],
+        None => url,
+    }
+}
+
+/// Resolve a redirect's `Location` against the URL it came from.
+fn join_url(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_owned()
+    } else if location.starts_with('/') {
+        format!("{}{location}", origin(base))
+    } else {
+        let directory = base.rsplit_once('/').map(|(directory, _)| directory).unwrap_or(base);
+        format!("{directory}/{location}")
+    }
+}
+
+/// Percent-encode a repo file path, keeping `/`.
+fn encode_path(name: &str) -> String {
+    let mut encoded = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/') {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(origin("https://hf.co/a/b"), "https://hf.co");
+        assert_eq!(origin("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(join_url("http://h:1/a/b", "/c"), "http://h:1/c");
+        assert_eq!(join_url("http://h:1/a/b", "c"), "http://h:1/a/c");
+        assert_eq!(join_url("http://h:1/a/b", "https://x/y"), "https://x/y");
+        assert_eq!(encode_path("a b/c#d.gguf"), "a%20b/c%23d.gguf");
+    }
+}

@@ -1,0 +1,39 @@
+//! Crash-safe file writes: a temp file in the same directory, `sync_all`,
+//! rename over the target, then `sync_all` on the directory.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+/// Write `bytes` to `path` so that a crash leaves either the old or the new file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let directory = path.parent().ok_or_else(|| std::io::Error::other("path has no parent"))?;
+    fs::create_dir_all(directory)?;
+    let file_name = path.file_name().ok_or_else(|| std::io::Error::other("path has no file name"))?;
+    let temp = directory.join(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)?;
+        sync_directory(directory)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Make a rename or unlink in `directory` durable.
+pub fn sync_directory(directory: &Path) -> std::io::Result<()> {
+    File::open(directory)?.sync_all()
+}
+
+/// Rename `from` to `to` and make it durable.
+pub fn rename_durable(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::rename(from, to)?;
+    match to.parent() {
+        Some(directory) => sync_directory(directory),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,326 @@
+//! `olm chat` driven through a real pseudo-terminal (tmux): turns, the KV
+//! cache reuse between turns, multi-line input, slash commands, transcripts,
+//! Ctrl-C and Ctrl-D, context trimming and the history file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::common::{smollm2, TestEnv};
+
+/// How long any one expected screen may take to appear (model load and a
+/// short answer on one thread take a few seconds; CI runs tests in parallel).
+const WAIT: Duration = Duration::from_secs(90);
+const PROMPT: &str = ">>> ";
+
+/// A tmux server of its own running one olm command; killed on drop, even when
+/// the test fails.
+struct Terminal {
+    socket: PathBuf,
+}
+
+impl Terminal {
+    /// Start `olm ARGS` in a 160x50 terminal. When olm ends, the pane prints
+    /// `[olm exited CODE]` and stays open to be read.
+    fn start(env: &TestEnv, args: &[&str]) -> Self {
+        let socket = env.path().join("tmux.sock");
+        let mut words = vec![shell_quote(env!("CARGO_BIN_EXE_olm"))];
+        words.extend(args.iter().map(|arg| shell_quote(arg)));
+        let script = format!("cd {} && {}; echo \"[olm exited $?]\"; sleep 600", shell_quote_path(env.path()), words.join(" "));
+        let mut command = Command::new("tmux");
+        env.olm_env(&mut command).env("TERM", "xterm-256color").args([
+            "-S",
+            path_text(&socket),
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "olm",
+            "-x",
+            "160",
+            "-y",
+            "50",
+            &script,
+        ]);
+        let output = tmux_output(&mut command);
+        assert!(output.status.success(), "tmux new-session failed: {}", String::from_utf8_lossy(&output.stderr));
+        let terminal = Self { socket };
+        terminal.tmux(&["set-option", "-t", "olm", "history-limit", "100000"]);
+        terminal
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let output = tmux_output(Command::new("tmux").args(["-S", path_text(&self.socket)]).args(args));
+        assert!(output.status.success(), "tmux {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Type `text` and press Enter.
+    fn send_line(&self, text: &str) {
+        self.tmux(&["send-keys", "-t", "olm", "-l", text]);
+        self.send_key("Enter");
+    }
+
+    /// Press a key such as `C-c` or `C-d`.
+    fn send_key(&self, key: &str) {
+        self.tmux(&["send-keys", "-t", "olm", key]);
+    }
+
+    /// The whole pane, scrollback included, wrapped lines joined.
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-J", "-t", "olm", "-S", "-100000"])
+    }
+
+    /// Wait until `condition` holds for the screen; fail with the screen after [`WAIT`].
+    #[track_caller]
+    fn wait_until(&self, what: &str, condition: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.screen();
+            if condition(&screen) {
+                return screen;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; the screen:\n{screen}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    #[track_caller]
+    fn wait_for(&self, needle: &str) -> String {
+        self.wait_until(&format!("{needle:?}"), |screen| screen.contains(needle))
+    }
+
+    /// Wait for the `count`th prompt (counting from the first, after start).
+    #[track_caller]
+    fn wait_for_prompt(&self, count: usize) -> String {
+        self.wait_until(&format!("prompt number {count}"), |screen| prompts(screen) >= count)
+    }
+
+    /// Send a line and wait for the prompt after it.
+    #[track_caller]
+    fn say(&self, text: &str) -> String {
+        let before = prompts(&self.screen());
+        self.send_line(text);
+        self.wait_for_prompt(before + 1)
+    }
+
+    /// Wait for olm to end and return its exit code.
+    #[track_caller]
+    fn wait_for_exit(&self) -> i32 {
+        let screen = self.wait_for("[olm exited ");
+        let (_, rest) = screen.rsplit_once("[olm exited ").expect("exit line");
+        let code = rest.split(']').next().unwrap_or_default();
+        code.parse().unwrap_or_else(|_| panic!("bad exit line in:\n{screen}"))
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["-S", path_text(&self.socket), "kill-server"]).output();
+    }
+}
+
+fn tmux_output(command: &mut Command) -> Output {
+    command.output().unwrap_or_else(|error| {
+        panic!("cannot run tmux ({error}); install it (scripts/setup-build-deps.sh does)")
+    })
+}
+
+fn path_text(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+fn shell_quote_path(path: &Path) -> String {
+    shell_quote(path_text(path))
+}
+
+/// Prompts shown so far (lines that start with `>>> `).
+fn prompts(screen: &str) -> usize {
+    screen.lines().filter(|line| line.starts_with(PROMPT)).count()
+}
+
+/// The numbers of the last `/stats` prompt line:
+/// `prompt: P tokens, E evaluated (C from cache) ...` -> (P, E).
+fn last_prompt_stats(screen: &str) -> (usize, usize) {
+    let line = screen
+        .lines()
+        .rev()
+        .find(|line| line.starts_with("prompt: ") && line.contains(" evaluated"))
+        .unwrap_or_else(|| panic!("no /stats line in:\n{screen}"));
+    let numbers: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty())
+        .map(|part| part.parse().expect("digits"))
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+fn chat(env: &TestEnv, extra: &[&str]) -> Terminal {
+    let model = smollm2();
+    let mut args = vec!["chat", path_text(&model), "--temperature", "0"];
+    args.extend_from_slice(extra);
+    let terminal = Terminal::start(env, &args);
+    terminal.wait_for("/help for commands");
+    terminal.wait_for_prompt(1);
+    terminal
+}
+
+/// Issue 5: each turn evaluates only its new tokens; the KV cache keeps the rest.
+#[test]
+fn three_turns_evaluate_only_new_tokens() {
+    let env = TestEnv::new();
+    let terminal = chat(&env, &["-n", "24"]);
+
+    terminal.say("What is the capital of France?");
+    let screen = terminal.say("/stats");
+    let (first_prompt, first_evaluated) = last_prompt_stats(&screen);
+    assert_eq!(first_prompt, first_evaluated, "turn 1 evaluates its whole prompt:\n{screen}");
+
+    terminal.say("And of Italy?");
+    let screen = terminal.say("/stats");
+    let (second_prompt, second_evaluated) = last_prompt_stats(&screen);
+    // "And of Italy?" is 4 tokens; the template adds `<|im_end|>\n<|im_start|>user\n`
+    // before it and `<|im_end|>\n<|im_start|>assistant\n` after it, and the
+    // previous answer's last token is evaluated again when it hit -n.
+    assert!(
+        second_evaluated <= 4 + 12,
+        "turn 2 evaluated {second_evaluated} of {second_prompt} prompt tokens:\n{screen}"
+    );
+    assert!(second_prompt > first_prompt + 4, "turn 2's prompt holds turn 1:\n{screen}");
+
+    terminal.say("Which one is bigger?");
+    let screen = terminal.say("/stats");
+    let (third_prompt, third_evaluated) = last_prompt_stats(&screen);
+    assert!(third_evaluated <= 5 + 12, "turn 3 evaluated {third_evaluated} of {third_prompt}:\n{screen}");
+    assert_eq!(prompts(&screen), 7, "three answers and three /stats:\n{screen}");
+
+    terminal.send_line("/bye");
+    assert_eq!(terminal.wait_for_exit(), 0);
+    let history = std::fs::read_to_string(env.path().join("olm-home").join("chat_history"))
+        .expect("the history file is written in OLM_HOME");
+    for entry in ["What is the capital of France?", "And of Italy?", "/stats", "/bye"] {
+        assert!(history.contains(entry), "history lacks {entry:?}:\n{history}");
+    }
+}
+
+#[test]
+fn multi_line_input_commands_and_transcripts() {
+    let env = TestEnv::new();
+    let terminal = chat(&env, &["-n", "12"]);
+
+    terminal.send_line("\"\"\"");
+    terminal.wait_until("a continuation prompt", |screen| screen.contains("... "));
+    terminal.send_line("Say hello");
+    terminal.send_line("in one word.\"\"\"");
+    terminal.wait_for_prompt(2);
+
+    let screen = terminal.say("/set temperature 0.2");
+    assert!(screen.contains("set temperature = 0.2"), "{screen}");
+    let screen = terminal.say("/set top-p 7");
+    assert!(screen.contains("top-p must be between 0 and 1"), "{screen}");
+    let screen = terminal.say("/system You are terse.");
+    assert!(screen.contains("system prompt set"), "{screen}");
+    let screen = terminal.say("/show system");
+    assert!(screen.lines().any(|line| line == "You are terse."), "{screen}");
+    let screen = terminal.say("/show params");
+    assert!(screen.contains("temperature = 0.2, top-k = 40"), "{screen}");
+    let screen = terminal.say("/frobnicate");
+    assert!(screen.contains("unknown command /frobnicate; /help lists the commands"), "{screen}");
+
+    terminal.say("/save talk.md");
+    let screen = terminal.say("/save talk.json");
+    assert!(screen.contains("saved 3 messages to talk.json"), "{screen}");
+    let markdown = std::fs::read_to_string(env.path().join("talk.md")).expect("talk.md");
+    assert!(markdown.contains("## System\n\nYou are terse.\n\n## User\n\nSay hello\nin one word.\n\n## Assistant\n\n"), "{markdown}");
+
+    let screen = terminal.say("/clear");
+    assert!(screen.contains("conversation cleared"), "{screen}");
+    let screen = terminal.say("/show info");
+    assert!(screen.contains("conversation: 0 messages"), "{screen}");
+    let screen = terminal.say("/load talk.json");
+    assert!(screen.contains("loaded 3 messages from talk.json"), "{screen}");
+    let screen = terminal.say("/show template");
+    assert!(screen.contains("<|im_start|>user\nSay hello\nin one word.<|im_end|>"), "{screen}");
+
+    terminal.say("Thanks!");
+    let screen = terminal.say("/stats");
+    let (_, evaluated) = last_prompt_stats(&screen);
+    assert!(evaluated > 20, "a loaded conversation is read in full once: {evaluated}\n{screen}");
+
+    terminal.send_key("C-d");
+    assert_eq!(terminal.wait_for_exit(), 0);
+}
+
+#[test]
+fn ctrl_c_stops_an_answer_and_the_next_turn_works() {
+    let env = TestEnv::new();
+    let terminal = chat(&env, &["-n", "2000"]);
+
+    terminal.send_line("Write a long story about a dragon who learns to bake bread.");
+    terminal.wait_until("the answer to start", |screen| {
+        screen
+            .split_once("bake bread.")
+            .is_some_and(|(_, answer)| answer.trim().len() > 40)
+    });
+    terminal.send_key("C-c");
+    let screen = terminal.wait_for_prompt(2);
+    assert!(screen.contains("stopped; the partial answer stays in the conversation"), "{screen}");
+    let screen = terminal.say("/stats");
+    assert!(screen.contains("stop: cancelled"), "{screen}");
+
+    terminal.say("Now say hi.");
+    let screen = terminal.say("/show template");
+    assert!(screen.contains("<|im_start|>assistant\nOnce upon") || screen.matches("<|im_start|>assistant\n").count() >= 3, "{screen}");
+
+    terminal.send_key("C-c");
+    terminal.wait_for("use /bye or Ctrl-D to quit");
+    terminal.send_key("C-d");
+    assert_eq!(terminal.wait_for_exit(), 0);
+}
+
+/// Issue 5: when the conversation outgrows the context, the oldest turns go
+/// (the system prompt stays) and the user is told.
+#[test]
+fn a_long_conversation_drops_its_oldest_turns() {
+    let env = TestEnv::new();
+    let terminal = chat(&env, &["-c", "256", "-n", "48", "--system", "You answer in English."]);
+    let questions = [
+        "Tell me about the moon.",
+        "Tell me about the sun.",
+        "Tell me about the sea.",
+        "Tell me about mountains.",
+        "Tell me about rivers.",
+        "Tell me about forests.",
+    ];
+    for question in questions {
+        let screen = terminal.say(question);
+        if screen.contains("oldest turn(s)") {
+            break;
+        }
+    }
+    let screen = terminal.screen();
+    assert!(screen.contains("the conversation outgrew the context of 256 tokens: dropped the"), "{screen}");
+    let screen = terminal.say("/show template");
+    assert!(screen.contains("You answer in English."), "the system prompt stays:\n{screen}");
+    assert!(!screen.contains("Tell me about the moon."), "the oldest turn is gone:\n{screen}");
+    terminal.send_line("/bye");
+    assert_eq!(terminal.wait_for_exit(), 0);
+}
+
+/// design.md: `olm run MODEL` with no prompt on a terminal is `olm chat MODEL`.
+#[test]
+fn run_without_a_prompt_on_a_terminal_chats() {
+    let env = TestEnv::new();
+    let model = smollm2();
+    let terminal = Terminal::start(&env, &["run", path_text(&model), "-n", "8", "--temperature", "0"]);
+    terminal.wait_for("/help for commands");
+    terminal.wait_for_prompt(1);
+    terminal.say("Hi");
+    terminal.send_key("C-d");
+    assert_eq!(terminal.wait_for_exit(), 0);
+}
