@@ -78,6 +78,18 @@ pub enum Command {
 
     /// Re-hash stored files against their manifests; exit 1 if any changed.
     Verify(VerifyArgs),
+
+    /// Serve the OpenAI- and Ollama-compatible HTTP API.
+    ///
+    /// Listens on 127.0.0.1 only unless --host says otherwise, and then only
+    /// with an API key. Models load on first use: store names (see `olm
+    /// list`) and the MODELs given here (a .gguf path is named by its file
+    /// stem). Requests share one batched decode loop per model with
+    /// --parallel sequences; more wait in a bounded queue, beyond it 503.
+    /// Routes: /v1/models, /v1/chat/completions, /v1/completions, /api/chat,
+    /// /api/generate, /api/tags, /api/show, /api/ps, /api/version, /health,
+    /// /metrics. SIGINT or SIGTERM lets running requests finish, then exits 0.
+    Serve(ServeArgs),
 }
 
 /// Arguments of `olm pull`.
@@ -144,6 +156,66 @@ pub struct RmArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
+}
+
+/// Arguments of `olm serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Models the API may use besides store names: a name, repo or .gguf path.
+    #[arg(value_name = "MODEL")]
+    pub models: Vec<String>,
+
+    /// Address to listen on; anything but loopback requires --api-key.
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on (0 picks a free one; the address is printed on stderr).
+    #[arg(short = 'p', long, value_name = "PORT", default_value_t = 11435)]
+    pub port: u16,
+
+    /// Sequences generated together per model (one batched decode).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+
+    /// Requests that may wait for a free sequence; more get 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub max_queue: usize,
+
+    /// API key required as `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long, value_name = "KEY", env = "OLM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// A browser origin allowed to call the API (exact, e.g. http://localhost:3000); repeatable.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+
+    /// Context of each sequence in tokens [default: the model's, at most 4096].
+    #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub ctx_size: Option<u32>,
+
+    /// Seconds an idle model stays loaded.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub keep_alive: u64,
+
+    /// Largest request body in MiB (413 above).
+    #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_body_mib: u64,
+
+    /// CPU threads for generation [default: physical cores].
+    #[arg(short = 't', long, value_name = "N", env = "OLM_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+
+    /// Number of layers to offload to the GPU (when olm is built with a GPU backend).
+    #[arg(long, value_name = "N")]
+    pub gpu_layers: Option<u32>,
+
+    /// Chat template to use instead of each model's own: a Jinja file or a llama.cpp built-in name.
+    #[arg(long, value_name = "FILE|NAME")]
+    pub chat_template: Option<String>,
+
+    /// Show llama.cpp's own log lines and request logs on stderr.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 /// Arguments of `olm verify`.

@@ -9,6 +9,10 @@ pub const OLM_LOG: &str = "OLM_LOG";
 /// Default for `--threads` (CPU threads for generation).
 pub const OLM_THREADS: &str = "OLM_THREADS";
 
+/// Default for `olm serve --api-key`: the key clients must send as
+/// `Authorization: Bearer KEY`.
+pub const OLM_API_KEY: &str = "OLM_API_KEY";
+
 /// olm's own state: manifests (store names), imported blobs, `config.toml`.
 /// Default: the platform data directory (`~/.local/share/olm` on Linux).
 pub const OLM_HOME: &str = "OLM_HOME";

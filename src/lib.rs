@@ -10,5 +10,6 @@ pub mod engine;
 pub mod env;
 pub mod gguf;
 pub mod hub;
+pub mod server;
 pub mod store;
 pub mod ui;

@@ -28,8 +28,8 @@ use super::input::MultilineInput;
 use super::settings;
 use super::transcript;
 use crate::engine::{
-    self, GenerateRequest, LoadOptions, Message, Model, Prompt, Session, SessionOptions, Stats,
-    StopReason,
+    GenerateRequest, LoadOptions, Message, Model, Prompt, PromptTokens, Session, SessionOptions,
+    Stats, StopReason,
 };
 use crate::ui::Printer;
 
@@ -85,6 +85,7 @@ pub fn run(setup: ChatSetup<'_>, printer: &Printer, cancel: &AtomicBool) -> anyh
         conversation: Conversation::new(setup.system.clone()),
         request: setup.request.clone(),
         last_turn: None,
+        evaluated: None,
         printer,
         cancel,
     };
@@ -131,6 +132,16 @@ struct LastTurn {
     context_used: usize,
 }
 
+/// The prompt text of the last turn followed by its answer, and the tokens
+/// the session saw and generated for them. The next prompt is tokenized as
+/// these tokens plus only what the template adds after them, so the answer
+/// keeps the tokens it was generated as and the KV cache matches up to the
+/// new message.
+struct Evaluated {
+    text: String,
+    tokens: PromptTokens,
+}
+
 /// The chat's state across models.
 struct Chat<'a> {
     editor: LineEditor,
@@ -138,6 +149,8 @@ struct Chat<'a> {
     conversation: Conversation,
     request: GenerateRequest,
     last_turn: Option<LastTurn>,
+    /// What the current session has evaluated; `None` after a model switch.
+    evaluated: Option<Evaluated>,
     printer: &'a Printer,
     cancel: &'a AtomicBool,
 }
@@ -148,6 +161,7 @@ impl Chat<'_> {
         let n_ctx = setup.ctx_size.unwrap_or_else(|| DEFAULT_CONTEXT.min(model.n_ctx_train().max(1)));
         let options = SessionOptions { n_ctx, threads: setup.threads, n_batch: n_ctx.min(MAX_BATCH) };
         let mut session = model.session(&options)?;
+        self.evaluated = None;
         self.printer.status(&format!(
             "{} · {} context · /help for commands",
             choice.name,
@@ -229,8 +243,16 @@ impl Chat<'_> {
                 trim.prompt_tokens
             ));
         }
-        let tokens = model.tokenize(&Prompt::Chat(self.conversation.prompt_messages()))?;
+        let prompt = Prompt::Chat(self.conversation.prompt_messages());
+        let rendered = model.render(&prompt)?;
+        let tokens = match self.evaluated.take() {
+            Some(evaluated) if rendered.starts_with(&evaluated.text) => {
+                model.tokenize_after(&evaluated.tokens, &rendered[evaluated.text.len()..])?
+            }
+            _ => model.tokenize(&prompt)?,
+        };
         let (answer, stats) = self.generate(session, &tokens)?;
+        self.evaluated = Some(Evaluated { text: rendered + &answer, tokens: session.transcript() });
         self.conversation.push_assistant(answer);
         self.report_stop(&stats, session.n_ctx());
         self.last_turn = Some(LastTurn { stats, context_used: session.cached_tokens() });
@@ -241,7 +263,7 @@ impl Chat<'_> {
     fn generate(
         &mut self,
         session: &mut Session<'_>,
-        tokens: &engine::PromptTokens,
+        tokens: &PromptTokens,
     ) -> anyhow::Result<(String, Stats)> {
         self.cancel.store(false, Ordering::SeqCst);
         let mut spinner = self.printer.spinner("thinking");

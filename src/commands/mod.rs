@@ -10,6 +10,7 @@ mod list;
 mod pull;
 mod rm;
 mod run;
+mod serve;
 mod show;
 mod verify;
 
@@ -33,6 +34,7 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Show(args) => show::run(args, printer),
         Command::Rm(args) => rm::run(args, printer),
         Command::Verify(args) => verify::run(args, printer),
+        Command::Serve(args) => serve::run(args, printer),
     }
 }
 

@@ -107,6 +107,10 @@ pub struct Session<'model> {
     batch: LlamaBatch<'static>,
     /// Tokens whose keys and values are in the cache, in position order.
     cached: Vec<LlamaToken>,
+    /// The last answer token when generation stopped before evaluating it
+    /// (a token budget, the context limit, a stop string): part of the
+    /// answer, not yet of the cache. See [`Session::transcript`].
+    unevaluated: Option<LlamaToken>,
     n_ctx: u32,
     n_batch: u32,
 }
@@ -133,6 +137,7 @@ impl<'model> Session<'model> {
             context,
             batch: LlamaBatch::new(n_batch as usize, 1),
             cached: Vec::new(),
+            unevaluated: None,
             n_ctx,
             n_batch,
         })
@@ -152,6 +157,20 @@ impl<'model> Session<'model> {
     pub fn clear(&mut self) {
         self.context.clear_kv_cache();
         self.cached.clear();
+        self.unevaluated = None;
+    }
+
+    /// The last prompt followed by the answer's tokens exactly as they were
+    /// sampled (without the end-of-generation token).
+    ///
+    /// A chat's next prompt should start with these tokens rather than with
+    /// a fresh tokenization of the answer's text, which can split the same
+    /// text differently and would then evaluate the whole answer again; see
+    /// [`Model::tokenize_after`].
+    pub fn transcript(&self) -> PromptTokens {
+        let mut tokens = self.cached.clone();
+        tokens.extend(self.unevaluated);
+        PromptTokens { tokens }
     }
 
     /// Generate an answer to `prompt`, calling `on_text` with each piece of
@@ -166,6 +185,7 @@ impl<'model> Session<'model> {
         mut on_text: impl FnMut(&str) -> Result<(), E>,
     ) -> Result<Result<Stats, E>, EngineError> {
         let started = Instant::now();
+        self.unevaluated = None;
         let prompt = &prompt.tokens;
         self.check_fits(prompt.len())?;
         let grammar = request.constraint.as_ref().map(Constraint::to_grammar).transpose()?;
@@ -224,14 +244,18 @@ impl<'model> Session<'model> {
                     return Ok(Err(error));
                 }
             }
-            if scan == StopScan::Stopped {
-                break StopReason::StopSequence;
-            }
-            if stats.generated_tokens >= budget {
-                break StopReason::MaxTokens;
-            }
-            if self.cached.len() + 1 > self.n_ctx as usize {
-                break StopReason::ContextFull;
+            let stop = if scan == StopScan::Stopped {
+                Some(StopReason::StopSequence)
+            } else if stats.generated_tokens >= budget {
+                Some(StopReason::MaxTokens)
+            } else if self.cached.len() + 1 > self.n_ctx as usize {
+                Some(StopReason::ContextFull)
+            } else {
+                None
+            };
+            if let Some(reason) = stop {
+                self.unevaluated = Some(token);
+                break reason;
             }
 
             let step = Instant::now();

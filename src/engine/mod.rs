@@ -8,9 +8,11 @@
 //! Inputs are checked before they reach llama.cpp, which aborts the process on
 //! some invalid ones (token ids, positions, batch sizes).
 
+mod admission;
 mod bench;
 mod generate;
 mod sampling;
+mod scheduler;
 mod template;
 pub mod text;
 
@@ -26,6 +28,7 @@ use llama_cpp_2::token::LlamaToken;
 pub use bench::{BenchContext, BenchParams};
 pub use generate::{GenerateRequest, Session, SessionOptions, Stats, StopReason};
 pub use sampling::{Constraint, SamplingConfig};
+pub use scheduler::{Event, EventSink, Scheduler, SchedulerError, SchedulerMetrics, SchedulerOptions};
 pub use template::{Message, TemplateError, TemplateSource};
 
 use template::ChatTemplate;
@@ -225,6 +228,25 @@ impl Model {
             Prompt::Chat(_) => vocab.tokenize(text.as_bytes(), true, true),
             Prompt::Raw(_) => vocab.tokenize(text.as_bytes(), true, false),
         };
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        Ok(PromptTokens { tokens })
+    }
+
+    /// `base` followed by the tokens of `text`, which continues it: special
+    /// tokens in `text` are parsed, and no BOS is added.
+    ///
+    /// For a chat's next turn: `base` is [`Session::transcript`] and `text`
+    /// is what the chat template renders after the previous prompt and
+    /// answer, so the answer keeps the tokens it was generated as and the KV
+    /// cache is reused up to the new message.
+    pub fn tokenize_after(&self, base: &PromptTokens, text: &str) -> Result<PromptTokens, EngineError> {
+        if text.len() > MAX_PROMPT_BYTES {
+            return Err(EngineError::InputTooLarge { bytes: text.len(), limit: MAX_PROMPT_BYTES });
+        }
+        let mut tokens = base.tokens.clone();
+        tokens.extend(self.inner.vocab().tokenize(text.as_bytes(), false, true));
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }

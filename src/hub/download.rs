@@ -18,7 +18,7 @@ use crate::store::{self, RepoCache};
 /// Files at least this large are fetched in parallel ranged parts.
 pub const PARALLEL_THRESHOLD: u64 = 64 << 20;
 /// Bytes between durable checkpoints of a parallel download.
-const CHECKPOINT_BYTES: u64 = 16 << 20;
+const CHECKPOINT_BYTES: u64 = 4 << 20;
 const BUFFER_BYTES: usize = 256 << 10;
 
 /// One byte range of the file and how much of it is on disk.

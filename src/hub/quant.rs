@@ -59,7 +59,7 @@ pub fn select(files: &[RemoteFile], quant: &str, pattern: Option<&str>) -> Optio
 
 fn set_name(name: &str) -> String {
     match (split_part(name), name.strip_suffix(".gguf")) {
-        (Some(_), Some(stem)) => format!("{}.gguf", stem.rsplitn(3, '-').nth(2).unwrap_or(stem)),
+        (Some(_), Some(stem)) => format!("{}.gguf", stem.rsplitn(4, '-').nth(3).unwrap_or(stem)),
         _ => name.to_owned(),
     }
 }

@@ -456,7 +456,7 @@ pub fn quant_in_name(name: &str) -> Option<String> {
     let file_name = name.rsplit('/').next().unwrap_or(name);
     let stem = file_name.strip_suffix(".gguf").or_else(|| file_name.strip_suffix(".GGUF"))?;
     let stem = match split_part(file_name) {
-        Some(_) => stem.rsplitn(3, '-').nth(2).unwrap_or(stem),
+        Some(_) => stem.rsplitn(4, '-').nth(3).unwrap_or(stem),
         None => stem,
     };
     stem.rsplit(['-', '.']).map(str::to_ascii_uppercase).find(|token| looks_like_quant(token))

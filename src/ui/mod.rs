@@ -101,18 +101,6 @@ pub fn escape_controls(text: &str) -> String {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escape_sequences_are_made_visible() {
-        assert_eq!(escape_controls("a\x1b[2Jb"), "a\\u{1b}[2Jb");
-        assert_eq!(escape_controls("line\r\nnext"), "line\\r\nnext");
-        assert_eq!(escape_controls("plain"), "plain");
-    }
-}
-
 /// Send tracing output (olm's, and llama.cpp's logs when the engine routes
 /// them into tracing) to stderr when `verbose`.
 pub fn init_tracing(verbose: bool) {
@@ -127,4 +115,16 @@ pub fn init_tracing(verbose: bool) {
         .with_target(false)
         .without_time()
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_are_made_visible() {
+        assert_eq!(escape_controls("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(escape_controls("line\r\nnext"), "line\\r\nnext");
+        assert_eq!(escape_controls("plain"), "plain");
+    }
 }

@@ -3,8 +3,13 @@
 
 mod common;
 
+mod architecture;
 mod bad_models;
 mod bench;
 mod chat;
 mod cli;
+mod fakehub;
+mod pull;
 mod run;
+mod store;
+mod templates;

@@ -1,0 +1,100 @@
+//! `olm serve`: check the bind and key, resolve the MODELs given on the
+//! command line, and run the HTTP server until SIGINT or SIGTERM.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::UsageError;
+use crate::cli::ServeArgs;
+use crate::engine::{self, LoadOptions, SchedulerOptions, TemplateSource};
+use crate::server::{self, is_loopback, is_wildcard, AccessPolicy, ModelSettings, ServerConfig};
+use crate::store::ModelRef;
+use crate::ui::Printer;
+
+/// Context of each sequence when `--ctx-size` is not given (capped at the model's own).
+const DEFAULT_CONTEXT_PER_SEQUENCE: u32 = 4096;
+/// Tokens one decode step may carry (prompt chunks plus one per generating sequence).
+const BATCH_SIZE: u32 = 512;
+/// How long running requests may take to finish after SIGINT/SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub fn run(args: ServeArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
+    crate::ui::init_tracing(args.verbose);
+    engine::configure_logging(args.verbose);
+    let access = access_policy(&args)?;
+    let models = command_line_models(&args.models)?;
+    let config = ServerConfig {
+        host: args.host.clone(),
+        port: args.port,
+        access,
+        models,
+        settings: ModelSettings {
+            scheduler: SchedulerOptions {
+                parallel: args.parallel,
+                context_per_sequence: args.ctx_size.unwrap_or(DEFAULT_CONTEXT_PER_SEQUENCE),
+                queue_capacity: args.max_queue,
+                threads: args.threads.unwrap_or_else(engine::physical_cores),
+                batch_size: BATCH_SIZE,
+            },
+            load: load_options(&args)?,
+            keep_alive: Duration::from_secs(args.keep_alive),
+        },
+        body_limit: usize::try_from(args.max_body_mib << 20).unwrap_or(usize::MAX),
+        shutdown_grace: SHUTDOWN_GRACE,
+    };
+    server::run(config, |address| printer.status(&format!("listening on http://{address}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loopback needs nothing; any other address needs a key (T-D1).
+fn access_policy(args: &ServeArgs) -> anyhow::Result<AccessPolicy> {
+    let api_key = args.api_key.clone().filter(|key| !key.is_empty());
+    let loopback = is_loopback(&args.host);
+    if !loopback && api_key.is_none() {
+        return Err(UsageError::new(format!("refusing to listen on {} without an API key", args.host))
+            .with_hint("pass --api-key KEY (or set OLM_API_KEY), or keep the default --host 127.0.0.1")
+            .into());
+    }
+    let wildcard = is_wildcard(&args.host);
+    let extra_hosts = if loopback || wildcard { Vec::new() } else { vec![args.host.clone()] };
+    Ok(AccessPolicy { extra_hosts, any_host: wildcard, origins: args.cors_origins.clone(), api_key })
+}
+
+/// MODELs from the command line by API name: a path is named by its file
+/// stem, anything else by what was typed.
+fn command_line_models(references: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut models = BTreeMap::new();
+    for reference in references {
+        let path = super::run::resolve_model(reference)?;
+        let name = match ModelRef::parse(reference)? {
+            ModelRef::Path(given) => file_stem(&given),
+            _ => reference.clone(),
+        };
+        if models.insert(name.clone(), path).is_some() {
+            return Err(UsageError::new(format!("two MODELs are both named '{name}'")).into());
+        }
+    }
+    Ok(models)
+}
+
+fn file_stem(path: &Path) -> String {
+    let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    name.strip_suffix(".gguf").map(str::to_owned).unwrap_or(name)
+}
+
+fn load_options(args: &ServeArgs) -> anyhow::Result<LoadOptions> {
+    let chat_template = match &args.chat_template {
+        None => None,
+        Some(value) if Path::new(value).is_file() => {
+            let text = std::fs::read_to_string(value)
+                .with_context(|| format!("cannot read chat template {value}"))?;
+            Some(TemplateSource::Jinja(text))
+        }
+        Some(name) => Some(TemplateSource::Builtin(name.clone())),
+    };
+    Ok(LoadOptions { gpu_layers: args.gpu_layers, chat_template })
+}

@@ -1,0 +1,667 @@
+//! Continuous batching for `olm serve`: one llama.cpp context per loaded
+//! model, shared by up to `parallel` sequences, driven by one thread.
+//!
+//! Owns: the generation thread (a llama.cpp context is not `Send`, so it is
+//! created and used only there), admission between decode steps, the step
+//! batch (one next token of every generating sequence, then prompt chunks in
+//! what room is left), per-sequence samplers, KV ranges, UTF-8 joining and
+//! stop strings, cancellation, and the counters `/metrics` reads.
+//!
+//! Must not touch: HTTP, async runtimes, the store. Callers hand in tokens
+//! from [`Model::tokenize`] and receive [`Event`]s through an [`EventSink`].
+//!
+//! The step loop: admit waiting requests into free slots; drop sequences
+//! whose client left; build one batch with the pending token of every
+//! generating sequence plus prompt chunks of prefilling ones (up to
+//! `n_batch` tokens); `llama_decode` once; sample the next token of every
+//! sequence that has logits; stream its text; finish sequences that hit
+//! end of generation, a stop string, their token budget or the context.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+
+use super::admission::{prefill_shares, AdmissionQueue, QueueFull, SlotPool};
+use super::sampling::{build_sampler, Constraint};
+use super::text::{StopMatcher, StopScan, Utf8Joiner};
+use super::{backend, EngineError, GenerateRequest, Model, PromptTokens, Stats, StopReason};
+
+/// How to run a model's scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Sequences decoded together (llama.cpp's `n_seq_max`).
+    pub parallel: u32,
+    /// Context of each sequence in tokens (prompt plus answer).
+    pub context_per_sequence: u32,
+    /// Requests that may wait for a free sequence; more are turned away.
+    pub queue_capacity: usize,
+    /// Threads for llama.cpp.
+    pub threads: u32,
+    /// Largest number of tokens in one decode call.
+    pub batch_size: u32,
+}
+
+/// What a request produces, in order: text pieces, then `Done` or `Failed`.
+#[derive(Debug)]
+pub enum Event {
+    /// A piece of the answer: complete UTF-8, never part of a stop string.
+    Text(String),
+    /// Generation ended normally (or was cancelled).
+    Done(Stats),
+    /// Generation could not run or continue.
+    Failed(SchedulerError),
+}
+
+/// Where a request's events go. Implemented by the server over its channel.
+pub trait EventSink: Send {
+    /// Deliver an event; `false` when the receiver is gone (the client left).
+    fn send(&mut self, event: Event) -> bool;
+    /// Whether the receiver is gone; checked before every decode step.
+    fn is_closed(&self) -> bool;
+}
+
+/// Why a request was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("the server is busy: {capacity} requests are already waiting")]
+    QueueFull { capacity: usize },
+    #[error("the prompt is {prompt_tokens} tokens but the context holds {n_ctx}; context length exceeded")]
+    PromptTooLong { prompt_tokens: usize, n_ctx: u32 },
+    #[error("the model is shutting down")]
+    Stopped,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// A snapshot of the scheduler's counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SchedulerMetrics {
+    pub queued: usize,
+    pub active: usize,
+    pub prompt_tokens: u64,
+    pub generated_tokens: u64,
+    pub finished: u64,
+    pub cancelled: u64,
+    pub rejected: u64,
+}
+
+/// A running scheduler: a handle to the generation thread of one model.
+/// Dropping it stops the thread (waiting requests fail with `Stopped`).
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    context_per_sequence: u32,
+    parallel: u32,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Scheduler")
+            .field("parallel", &self.parallel)
+            .field("context_per_sequence", &self.context_per_sequence)
+            .finish()
+    }
+}
+
+/// A request waiting for, or holding, a sequence.
+struct Job {
+    tokens: Vec<LlamaToken>,
+    request: GenerateRequest,
+    grammar: Option<String>,
+    sink: Box<dyn EventSink>,
+    submitted: Instant,
+}
+
+/// What the handle and the thread share.
+struct Shared {
+    queue: Mutex<AdmissionQueue<Job>>,
+    wake: Condvar,
+    stopping: AtomicBool,
+    active: AtomicUsize,
+    queued: AtomicUsize,
+    prompt_tokens: AtomicU64,
+    generated_tokens: AtomicU64,
+    finished: AtomicU64,
+    cancelled: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl Shared {
+    fn lock_queue(&self) -> MutexGuard<'_, AdmissionQueue<Job>> {
+        // A panic elsewhere cannot leave the queue itself inconsistent.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How long the idle thread sleeps before it looks at the queue again.
+const IDLE_WAIT: Duration = Duration::from_millis(250);
+
+impl Scheduler {
+    /// Start the generation thread for `model` and create its context there.
+    pub fn start(model: Arc<Model>, options: &SchedulerOptions) -> Result<Self, EngineError> {
+        let parallel = options.parallel.clamp(1, 256);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(AdmissionQueue::new(options.queue_capacity)),
+            wake: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            prompt_tokens: AtomicU64::new(0),
+            generated_tokens: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+        });
+        let (ready_sender, ready) = mpsc::channel();
+        let thread_shared = Arc::clone(&shared);
+        let thread_options = SchedulerOptions { parallel, ..options.clone() };
+        let thread = std::thread::Builder::new()
+            .name("olm-generation".into())
+            .spawn(move || generation_thread(&model, &thread_options, thread_shared, ready_sender))
+            .map_err(|error| EngineError::Backend(format!("cannot start the generation thread: {error}")))?;
+        let context_per_sequence = match ready.recv() {
+            Ok(Ok(context_per_sequence)) => context_per_sequence,
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                return Err(error);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(EngineError::Backend("the generation thread ended while starting".into()));
+            }
+        };
+        Ok(Self { shared, thread: Some(thread), context_per_sequence, parallel })
+    }
+
+    /// Tokens one sequence may hold (prompt plus answer).
+    pub fn context_per_sequence(&self) -> u32 {
+        self.context_per_sequence
+    }
+
+    pub fn parallel(&self) -> u32 {
+        self.parallel
+    }
+
+    /// Queue a request. Checked here, before llama.cpp sees anything: the
+    /// prompt must leave room for an answer in one sequence's context, and a
+    /// constraint must turn into a grammar. Fails at once when the queue is full.
+    pub fn submit(
+        &self,
+        prompt: &PromptTokens,
+        request: GenerateRequest,
+        sink: Box<dyn EventSink>,
+    ) -> Result<(), SchedulerError> {
+        if prompt.len() >= self.context_per_sequence as usize {
+            return Err(SchedulerError::PromptTooLong {
+                prompt_tokens: prompt.len(),
+                n_ctx: self.context_per_sequence,
+            });
+        }
+        if self.shared.stopping.load(Ordering::Relaxed) {
+            return Err(SchedulerError::Stopped);
+        }
+        let grammar = request.constraint.as_ref().map(Constraint::to_grammar).transpose()?;
+        let job = Job { tokens: prompt.tokens.clone(), request, grammar, sink, submitted: Instant::now() };
+        let mut queue = self.shared.lock_queue();
+        match queue.push(job) {
+            Ok(()) => {
+                self.shared.queued.store(queue.len(), Ordering::Relaxed);
+                drop(queue);
+                self.shared.wake.notify_one();
+                Ok(())
+            }
+            Err(QueueFull(_)) => {
+                self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(SchedulerError::QueueFull { capacity: queue.len() })
+            }
+        }
+    }
+
+    pub fn metrics(&self) -> SchedulerMetrics {
+        let shared = &self.shared;
+        SchedulerMetrics {
+            queued: shared.queued.load(Ordering::Relaxed),
+            active: shared.active.load(Ordering::Relaxed),
+            prompt_tokens: shared.prompt_tokens.load(Ordering::Relaxed),
+            generated_tokens: shared.generated_tokens.load(Ordering::Relaxed),
+            finished: shared.finished.load(Ordering::Relaxed),
+            cancelled: shared.cancelled.load(Ordering::Relaxed),
+            rejected: shared.rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether requests are waiting or running.
+    pub fn is_busy(&self) -> bool {
+        let metrics = self.metrics();
+        metrics.active > 0 || metrics.queued > 0
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The thread's body: create the context, report readiness, run the loop.
+fn generation_thread(
+    model: &Model,
+    options: &SchedulerOptions,
+    shared: Arc<Shared>,
+    ready: mpsc::Sender<Result<u32, EngineError>>,
+) {
+    let (context, context_per_sequence) = match create_context(model, options) {
+        Ok(created) => created,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(context_per_sequence));
+    let batch_size = options.batch_size.max(options.parallel) as usize;
+    let mut worker = Worker {
+        model,
+        context,
+        batch: LlamaBatch::new(batch_size, 1),
+        batch_size,
+        sequences: Vec::with_capacity(options.parallel as usize),
+        slots: SlotPool::new(options.parallel),
+        context_per_sequence: context_per_sequence as usize,
+        shared,
+        piece: Vec::with_capacity(64),
+    };
+    worker.run();
+}
+
+/// A context of `parallel` sequences with separate KV ranges of
+/// `context_per_sequence` tokens each (rounded up to llama.cpp's 256).
+fn create_context<'model>(
+    model: &'model Model,
+    options: &SchedulerOptions,
+) -> Result<(LlamaContext<'model>, u32), EngineError> {
+    let per_sequence = options.context_per_sequence.clamp(1, model.n_ctx_train().max(256));
+    let per_sequence = per_sequence.div_ceil(256) * 256;
+    let n_ctx = per_sequence.saturating_mul(options.parallel);
+    let batch_size = options.batch_size.max(options.parallel);
+    let threads = i32::try_from(options.threads.max(1)).unwrap_or(i32::MAX);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(batch_size)
+        .with_n_ubatch(batch_size.min(512))
+        .with_n_seq_max(options.parallel)
+        .with_kv_unified(false)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let context = model
+        .inner
+        .new_context(backend()?, params)
+        .map_err(|error| EngineError::Context { n_ctx, reason: error.to_string() })?;
+    let actual = (context.n_ctx() / options.parallel).min(per_sequence);
+    Ok((context, actual))
+}
+
+/// One request holding a sequence slot.
+struct Sequence {
+    slot: u32,
+    job: Job,
+    sampler: LlamaSampler,
+    joiner: Utf8Joiner,
+    stops: StopMatcher,
+    /// Prompt tokens already in the KV cache.
+    prefilled: usize,
+    /// Tokens of this sequence in the KV cache (the next position).
+    position: usize,
+    /// The last sampled token, to be evaluated in the next step.
+    pending: Option<LlamaToken>,
+    /// Where this sequence's logits are in the current step's batch.
+    logits_index: Option<i32>,
+    /// Prompt tokens added to the current step's batch.
+    prefill_share: usize,
+    budget: usize,
+    generated: usize,
+    admitted: Instant,
+    first_token: Option<Instant>,
+    stats: Stats,
+}
+
+impl Sequence {
+    fn is_prefilling(&self) -> bool {
+        self.pending.is_none() && self.prefilled < self.job.tokens.len()
+    }
+}
+
+/// The generation thread's state.
+struct Worker<'model> {
+    model: &'model Model,
+    context: LlamaContext<'model>,
+    batch: LlamaBatch<'static>,
+    batch_size: usize,
+    sequences: Vec<Sequence>,
+    slots: SlotPool,
+    context_per_sequence: usize,
+    shared: Arc<Shared>,
+    piece: Vec<u8>,
+}
+
+impl Worker<'_> {
+    fn run(&mut self) {
+        loop {
+            self.admit_waiting();
+            self.drop_abandoned();
+            if self.shared.stopping.load(Ordering::Relaxed) {
+                self.stop_everything();
+                return;
+            }
+            if self.sequences.is_empty() {
+                self.wait_for_work();
+                continue;
+            }
+            if let Err(error) = self.step() {
+                self.fail_all(&error);
+            }
+        }
+    }
+
+    fn wait_for_work(&self) {
+        let queue = self.shared.lock_queue();
+        if queue.is_empty() && !self.shared.stopping.load(Ordering::Relaxed) {
+            let _ = self.shared.wake.wait_timeout(queue, IDLE_WAIT);
+        }
+    }
+
+    /// Move waiting requests into free slots; forget waiters that left.
+    fn admit_waiting(&mut self) {
+        let jobs = {
+            let mut queue = self.shared.lock_queue();
+            let abandoned = queue.remove_abandoned(|job| job.sink.is_closed());
+            self.shared.cancelled.fetch_add(abandoned.len() as u64, Ordering::Relaxed);
+            let jobs = queue.admit(self.slots.free_count());
+            self.shared.queued.store(queue.len(), Ordering::Relaxed);
+            jobs
+        };
+        for job in jobs {
+            self.start(job);
+        }
+        self.shared.active.store(self.sequences.len(), Ordering::Relaxed);
+    }
+
+    fn start(&mut self, mut job: Job) {
+        let Some(slot) = self.slots.acquire() else {
+            // admit() never hands out more jobs than free slots.
+            job.sink.send(Event::Failed(SchedulerError::Stopped));
+            return;
+        };
+        let sampler = match build_sampler(self.model, &job.request.sampling, job.grammar.as_deref()) {
+            Ok(sampler) => sampler,
+            Err(error) => {
+                job.sink.send(Event::Failed(error.into()));
+                self.slots.release(slot);
+                return;
+            }
+        };
+        self.forget_slot(slot);
+        let room = self.context_per_sequence.saturating_sub(job.tokens.len());
+        let budget = job.request.max_tokens.map_or(room, |max| (max as usize).min(room));
+        let stats = Stats {
+            stop_reason: StopReason::Eog,
+            prompt_tokens: job.tokens.len(),
+            prompt_tokens_evaluated: job.tokens.len(),
+            generated_tokens: 0,
+            prompt_time: Duration::ZERO,
+            time_to_first_token: Duration::ZERO,
+            generation_time: Duration::ZERO,
+            decoded_tokens: 0,
+        };
+        self.sequences.push(Sequence {
+            slot,
+            stops: StopMatcher::new(&job.request.stop),
+            job,
+            sampler,
+            joiner: Utf8Joiner::default(),
+            prefilled: 0,
+            position: 0,
+            pending: None,
+            logits_index: None,
+            prefill_share: 0,
+            budget,
+            generated: 0,
+            admitted: Instant::now(),
+            first_token: None,
+            stats,
+        });
+    }
+
+    /// Clear a slot's KV range.
+    fn forget_slot(&mut self, slot: u32) {
+        let _ = self.context.clear_kv_cache_seq(Some(slot), None, None);
+    }
+
+    /// Sequences whose client went away end now, before the next decode.
+    fn drop_abandoned(&mut self) {
+        let mut index = 0;
+        while index < self.sequences.len() {
+            if self.sequences[index].job.sink.is_closed() {
+                let sequence = self.sequences.swap_remove(index);
+                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+                self.release(sequence.slot);
+            } else {
+                index += 1;
+            }
+        }
+        self.shared.active.store(self.sequences.len(), Ordering::Relaxed);
+    }
+
+    fn release(&mut self, slot: u32) {
+        self.forget_slot(slot);
+        self.slots.release(slot);
+    }
+
+    /// One decode: every generating sequence's pending token, then prompt chunks.
+    fn step(&mut self) -> Result<(), EngineError> {
+        self.fill_batch()?;
+        self.context
+            .decode(&mut self.batch)
+            .map_err(|error| EngineError::Decode(error.to_string()))?;
+        for sequence in &mut self.sequences {
+            if sequence.pending.take().is_some() {
+                sequence.position += 1;
+            }
+            sequence.prefilled += sequence.prefill_share;
+            sequence.position += sequence.prefill_share;
+            sequence.prefill_share = 0;
+        }
+        self.sample_all();
+        Ok(())
+    }
+
+    fn fill_batch(&mut self) -> Result<(), EngineError> {
+        let add_error = |error: llama_cpp_2::llama_batch::BatchAddError| EngineError::Decode(error.to_string());
+        self.batch.clear();
+        let mut generating = 0;
+        for sequence in &mut self.sequences {
+            sequence.logits_index = None;
+            if let Some(token) = sequence.pending {
+                sequence.logits_index = Some(self.batch.n_tokens());
+                self.batch
+                    .add(token, to_position(sequence.position), &[sequence.slot as i32], true)
+                    .map_err(add_error)?;
+                generating += 1;
+            }
+        }
+        let remaining: Vec<usize> = self
+            .sequences
+            .iter()
+            .filter(|sequence| sequence.is_prefilling())
+            .map(|sequence| sequence.job.tokens.len() - sequence.prefilled)
+            .collect();
+        let shares = prefill_shares(self.batch_size, generating, &remaining);
+        let prefilling = self.sequences.iter_mut().filter(|sequence| sequence.is_prefilling());
+        for (sequence, share) in prefilling.zip(shares) {
+            sequence.prefill_share = share;
+            let end = sequence.prefilled + share;
+            for position in sequence.prefilled..end {
+                let is_last = position + 1 == sequence.job.tokens.len();
+                if is_last {
+                    sequence.logits_index = Some(self.batch.n_tokens());
+                }
+                self.batch
+                    .add(sequence.job.tokens[position], to_position(position), &[sequence.slot as i32], is_last)
+                    .map_err(add_error)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sample the next token of every sequence with logits in this step and
+    /// finish those that are done.
+    fn sample_all(&mut self) {
+        let mut finished = Vec::new();
+        for (index, sequence) in self.sequences.iter_mut().enumerate() {
+            let Some(logits_index) = sequence.logits_index.take() else { continue };
+            let token = sequence.sampler.sample(&self.context, logits_index);
+            if let Some(reason) = accept_token(
+                self.model,
+                sequence,
+                token,
+                self.context_per_sequence,
+                &mut self.piece,
+                &self.shared,
+            ) {
+                finished.push((index, reason));
+            }
+        }
+        // Highest index first, so swap_remove never moves one still to remove.
+        for (index, reason) in finished.into_iter().rev() {
+            let sequence = self.sequences.swap_remove(index);
+            self.finish(sequence, reason);
+        }
+        self.shared.active.store(self.sequences.len(), Ordering::Relaxed);
+    }
+
+    fn finish(&mut self, mut sequence: Sequence, reason: StopReason) {
+        let slot = sequence.slot;
+        if reason == StopReason::Cancelled {
+            self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let reason = flush_text(&mut sequence, reason);
+            sequence.stats.stop_reason = reason;
+            sequence.stats.generated_tokens = sequence.generated;
+            sequence.stats.decoded_tokens = sequence.generated.saturating_sub(1);
+            if let Some(first) = sequence.first_token {
+                sequence.stats.generation_time = first.elapsed();
+            }
+            let stats = sequence.stats.clone();
+            sequence.job.sink.send(Event::Done(stats));
+            self.shared.finished.fetch_add(1, Ordering::Relaxed);
+        }
+        self.release(slot);
+    }
+
+    /// A decode failed: every active request gets the error, the cache is reset.
+    fn fail_all(&mut self, error: &EngineError) {
+        for mut sequence in std::mem::take(&mut self.sequences) {
+            let failure = SchedulerError::Engine(EngineError::Decode(error.to_string()));
+            sequence.job.sink.send(Event::Failed(failure));
+            self.slots.release(sequence.slot);
+        }
+        self.context.clear_kv_cache();
+        self.shared.active.store(0, Ordering::Relaxed);
+    }
+
+    fn stop_everything(&mut self) {
+        let waiting = self.shared.lock_queue().drain_all();
+        for mut job in waiting {
+            job.sink.send(Event::Failed(SchedulerError::Stopped));
+        }
+        for mut sequence in std::mem::take(&mut self.sequences) {
+            sequence.job.sink.send(Event::Failed(SchedulerError::Stopped));
+        }
+        self.shared.queued.store(0, Ordering::Relaxed);
+        self.shared.active.store(0, Ordering::Relaxed);
+    }
+}
+
+fn to_position(position: usize) -> i32 {
+    // Positions are below the context size, which llama.cpp keeps in 32 bits.
+    i32::try_from(position).unwrap_or(i32::MAX)
+}
+
+/// Take a sampled token: stream its text and decide whether the sequence
+/// ends. Returns the reason when it does.
+fn accept_token(
+    model: &Model,
+    sequence: &mut Sequence,
+    token: LlamaToken,
+    context_per_sequence: usize,
+    piece: &mut Vec<u8>,
+    shared: &Shared,
+) -> Option<StopReason> {
+    if sequence.first_token.is_none() {
+        let now = Instant::now();
+        sequence.first_token = Some(now);
+        sequence.stats.time_to_first_token = now - sequence.job.submitted;
+        sequence.stats.prompt_time = now - sequence.admitted;
+        shared.prompt_tokens.fetch_add(sequence.job.tokens.len() as u64, Ordering::Relaxed);
+    }
+    let vocab = model.inner.vocab();
+    if vocab.is_eog(token) {
+        return Some(StopReason::Eog);
+    }
+    sequence.generated += 1;
+    shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
+
+    piece.clear();
+    vocab.token_to_piece_into(token, piece, false, None);
+    let mut decoded = String::new();
+    sequence.joiner.push(piece, &mut decoded);
+    let mut release = String::new();
+    let scan = sequence.stops.push(&decoded, &mut release);
+    if !release.is_empty() && !sequence.job.sink.send(Event::Text(release)) {
+        return Some(StopReason::Cancelled);
+    }
+    if scan == StopScan::Stopped {
+        Some(StopReason::StopSequence)
+    } else if sequence.generated >= sequence.budget {
+        Some(StopReason::MaxTokens)
+    } else if sequence.position >= context_per_sequence {
+        Some(StopReason::ContextFull)
+    } else {
+        sequence.pending = Some(token);
+        None
+    }
+}
+
+/// Emit text still held by the UTF-8 joiner or the stop matcher; a stop
+/// string completed by that last text changes the reason.
+fn flush_text(sequence: &mut Sequence, reason: StopReason) -> StopReason {
+    if reason == StopReason::StopSequence {
+        return reason;
+    }
+    let mut decoded = String::new();
+    sequence.joiner.finish(&mut decoded);
+    let mut release = String::new();
+    let reason = if sequence.stops.push(&decoded, &mut release) == StopScan::Stopped {
+        StopReason::StopSequence
+    } else {
+        sequence.stops.finish(&mut release);
+        reason
+    };
+    if !release.is_empty() {
+        sequence.job.sink.send(Event::Text(release));
+    }
+    reason
+}

@@ -1,0 +1,310 @@
+//! `olm serve`: the OpenAI- and Ollama-compatible HTTP API.
+//!
+//! Owns: the router (every route in [`router`]), the access guard (Host,
+//! Origin, API key, CORS), body limits, `/health`, `/metrics`, the tokio
+//! runtime, and graceful shutdown. The only module that imports axum.
+//! Uses: `engine` (one scheduler per loaded model), `store` (model names).
+//! Must not touch: the terminal (the command prints), llama.cpp directly.
+
+mod access;
+mod error;
+mod generation;
+mod models;
+mod ollama;
+mod openai;
+mod request;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+pub use access::{is_loopback, is_wildcard, keys_match, AccessPolicy};
+pub use models::ModelSettings;
+
+use error::{ApiError, Flavor};
+use models::Registry;
+
+/// Everything `olm serve` was asked for.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub access: AccessPolicy,
+    /// Names given on the command line and their files.
+    pub models: BTreeMap<String, PathBuf>,
+    pub settings: ModelSettings,
+    /// Largest request body in bytes (413 above).
+    pub body_limit: usize,
+    /// How long in-flight requests may run after SIGINT/SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Shared by every handler.
+#[derive(Debug)]
+pub struct AppState {
+    registry: Registry,
+    access: AccessPolicy,
+    requests: RequestCounters,
+}
+
+/// Requests per route, for `/metrics` (fixed routes only: no label from input).
+#[derive(Debug, Default)]
+struct RequestCounters {
+    counts: [AtomicU64; ROUTES.len()],
+    refused: AtomicU64,
+}
+
+const ROUTES: [&str; 12] = [
+    "/health",
+    "/metrics",
+    "/v1/models",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/api/chat",
+    "/api/generate",
+    "/api/tags",
+    "/api/show",
+    "/api/ps",
+    "/api/version",
+    "other",
+];
+
+impl RequestCounters {
+    fn count(&self, path: &str) {
+        let index = ROUTES.iter().position(|route| *route == path).unwrap_or(ROUTES.len() - 1);
+        self.counts[index].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Every route of the API, behind the access guard and the body limit.
+pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", post(openai::chat))
+        .route("/v1/completions", post(openai::completions))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/version", get(ollama::version))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), guard))
+        .with_state(state)
+}
+
+/// Run the server until SIGINT or SIGTERM; `announce` gets the bound address.
+pub fn run(config: ServerConfig, announce: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(serve(config, announce))
+}
+
+async fn serve(config: ServerConfig, announce: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+    let address = bind_address(&config.host, config.port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|source| ServeError::Bind { address: address.clone(), source })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Bind { address, source })?;
+    let state = Arc::new(AppState {
+        registry: Registry::new(config.models, config.settings),
+        access: config.access,
+        requests: RequestCounters::default(),
+    });
+    announce(local);
+
+    let unloader = tokio::spawn(unload_idle_models(Arc::clone(&state)));
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router(Arc::clone(&state), config.body_limit))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stopping.send(());
+        })
+        .into_future();
+    let grace = config.shutdown_grace;
+    let deadline = async move {
+        if stopped.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        result = server => result.map_err(ServeError::Serve),
+        () = deadline => {
+            tracing::warn!("requests still running after {grace:?}; stopping them");
+            Ok(())
+        }
+    };
+    unloader.abort();
+    state.registry.unload_all().await;
+    result
+}
+
+fn bind_address(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+async fn unload_idle_models(state: Arc<AppState>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        interval.tick().await;
+        state.registry.unload_idle().await;
+    }
+}
+
+/// Host allowlist, Origin allowlist (also for CORS "simple" requests), CORS
+/// preflights and headers, then the API key on every route but `/health`.
+async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let flavor = Flavor::for_path(&path);
+    state.requests.count(&path);
+    let headers = request.headers();
+    let host = header_text(headers, header::HOST.as_str());
+    if !state.access.host_allowed(host) {
+        state.requests.refused.fetch_add(1, Ordering::Relaxed);
+        return ApiError::new(StatusCode::FORBIDDEN, "this server does not answer to that Host header")
+            .into_response_for(flavor);
+    }
+    let origin = header_text(headers, header::ORIGIN.as_str()).map(str::to_owned);
+    if !state.access.origin_allowed(origin.as_deref()) {
+        state.requests.refused.fetch_add(1, Ordering::Relaxed);
+        return ApiError::new(StatusCode::FORBIDDEN, "requests from this web origin are not allowed; see --cors-origin")
+            .into_response_for(flavor);
+    }
+    if request.method() == Method::OPTIONS {
+        return with_cors(StatusCode::NO_CONTENT.into_response(), origin.as_deref(), true);
+    }
+    if path != "/health" && !state.access.authorized(header_text(headers, header::AUTHORIZATION.as_str())) {
+        state.requests.refused.fetch_add(1, Ordering::Relaxed);
+        return ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid API key (Authorization: Bearer KEY)")
+            .into_response_for(flavor);
+    }
+    let response = next.run(request).await;
+    with_cors(response, origin.as_deref(), false)
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// Echo an allowed origin (never `*`).
+fn with_cors(mut response: Response, origin: Option<&str>, preflight: bool) -> Response {
+    let Some(origin) = origin.and_then(|origin| HeaderValue::from_str(origin).ok()) else {
+        return response;
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    if preflight {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type"),
+        );
+        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    }
+    response
+}
+
+async fn not_found(request: Request) -> Response {
+    let flavor = Flavor::for_path(request.uri().path());
+    ApiError::not_found("no such route").into_response_for(flavor)
+}
+
+/// `GET /health`: open without a key, so load balancers can probe it.
+async fn health() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut text = String::new();
+    let _ = writeln!(text, "# TYPE olm_http_requests_total counter");
+    for (route, count) in ROUTES.iter().zip(&state.requests.counts) {
+        let _ = writeln!(text, "olm_http_requests_total{{route=\"{route}\"}} {}", count.load(Ordering::Relaxed));
+    }
+    let _ = writeln!(text, "# TYPE olm_http_refused_total counter");
+    let _ = writeln!(text, "olm_http_refused_total {}", state.requests.refused.load(Ordering::Relaxed));
+    let loaded = state.registry.loaded().await;
+    let _ = writeln!(text, "# TYPE olm_models_loaded gauge\nolm_models_loaded {}", loaded.len());
+    let families: [(&str, &str, fn(&crate::engine::SchedulerMetrics) -> u64); 7] = [
+        ("olm_queue_depth", "gauge", |m| m.queued as u64),
+        ("olm_active_sequences", "gauge", |m| m.active as u64),
+        ("olm_prompt_tokens_total", "counter", |m| m.prompt_tokens),
+        ("olm_generated_tokens_total", "counter", |m| m.generated_tokens),
+        ("olm_requests_finished_total", "counter", |m| m.finished),
+        ("olm_requests_cancelled_total", "counter", |m| m.cancelled),
+        ("olm_requests_rejected_total", "counter", |m| m.rejected),
+    ];
+    let snapshots: Vec<_> = loaded.iter().map(|model| (model, model.scheduler.metrics())).collect();
+    for (name, kind, value) in families {
+        let _ = writeln!(text, "# TYPE {name} {kind}");
+        for (model, snapshot) in &snapshots {
+            let _ = writeln!(text, "{name}{{model=\"{}\"}} {}", label(&model.name), value(snapshot));
+        }
+    }
+    let _ = writeln!(text, "# TYPE olm_model_load_seconds gauge");
+    for model in &loaded {
+        let _ = writeln!(text, "olm_model_load_seconds{{model=\"{}\"}} {:.3}", label(&model.name), model.load_time.as_secs_f64());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -1,0 +1,332 @@
+//! The Ollama API: `/api/chat` and `/api/generate` (NDJSON streaming by
+//! default), `/api/tags`, `/api/show`, `/api/ps`, `/api/version`.
+//!
+//! Owns: Ollama's request and response shapes and their translation to and
+//! from the engine. Must not touch: llama.cpp, the store.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::error::{ApiError, Flavor};
+use super::generation::{self, StreamFormat};
+use super::models::Available;
+use super::request::{finish_reason, json_body, rfc3339, SamplingRequest, Stop};
+use super::AppState;
+use crate::engine::{human_count, Constraint, Message, Prompt, Stats};
+
+#[derive(Debug, Deserialize)]
+struct ChatRequest {
+    model: String,
+    #[serde(default)]
+    messages: Vec<ChatMessage>,
+    stream: Option<bool>,
+    format: Option<Value>,
+    options: Option<Options>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatMessage {
+    role: String,
+    #[serde(default)]
+    content: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct GenerateRequest {
+    model: String,
+    #[serde(default)]
+    prompt: String,
+    system: Option<String>,
+    #[serde(default)]
+    raw: bool,
+    stream: Option<bool>,
+    format: Option<Value>,
+    options: Option<Options>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Options {
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    top_k: Option<i64>,
+    min_p: Option<f64>,
+    repeat_penalty: Option<f64>,
+    seed: Option<i64>,
+    num_predict: Option<i64>,
+    stop: Option<Stop>,
+}
+
+impl Options {
+    fn into_sampling(self) -> SamplingRequest {
+        SamplingRequest {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+            // Ollama: -1 means "until the context is full", -2 "fill the context".
+            max_tokens: self.num_predict.filter(|count| *count != -1 && *count != -2),
+            stop: self.stop,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ShowRequest {
+    #[serde(alias = "name")]
+    model: String,
+}
+
+/// `POST /api/chat`.
+pub async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    chat_inner(&state, body).await.unwrap_or_else(|error| error.into_response_for(Flavor::Ollama))
+}
+
+/// `POST /api/generate`.
+pub async fn generate(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    generate_inner(&state, body).await.unwrap_or_else(|error| error.into_response_for(Flavor::Ollama))
+}
+
+async fn chat_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let request: ChatRequest = json_body(body)?;
+    if request.messages.is_empty() {
+        // Ollama loads the model for an empty conversation.
+        state.registry.get(&request.model).await?;
+        return Ok(Json(loaded_reply(&request.model, Kind::Chat)).into_response());
+    }
+    let messages = chat_messages(request.messages)?;
+    let constraint = format_constraint(request.format)?;
+    let generate = request.options.unwrap_or_default().into_sampling().into_request(constraint)?;
+    respond(state, &request.model, Prompt::Chat(messages), generate, Kind::Chat, request.stream.unwrap_or(true)).await
+}
+
+async fn generate_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let request: GenerateRequest = json_body(body)?;
+    if request.prompt.is_empty() {
+        state.registry.get(&request.model).await?;
+        return Ok(Json(loaded_reply(&request.model, Kind::Generate)).into_response());
+    }
+    let prompt = if request.raw {
+        if request.system.is_some() {
+            return Err(ApiError::bad_request("system needs the chat template; drop raw"));
+        }
+        Prompt::Raw(request.prompt)
+    } else {
+        let mut messages = Vec::with_capacity(2);
+        if let Some(system) = request.system {
+            messages.push(Message::new("system", system));
+        }
+        messages.push(Message::new("user", request.prompt));
+        Prompt::Chat(messages)
+    };
+    let constraint = format_constraint(request.format)?;
+    let generate = request.options.unwrap_or_default().into_sampling().into_request(constraint)?;
+    respond(state, &request.model, prompt, generate, Kind::Generate, request.stream.unwrap_or(true)).await
+}
+
+async fn respond(
+    state: &AppState,
+    model: &str,
+    prompt: Prompt,
+    request: crate::engine::GenerateRequest,
+    kind: Kind,
+    stream: bool,
+) -> Result<Response, ApiError> {
+    let mut started = generation::start(state, model, prompt, request).await?;
+    let writer = LineWriter { model: model.to_owned(), kind, load_duration: started.model.load_time };
+    if stream {
+        let body = generation::stream_body(started, writer);
+        return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response());
+    }
+    let (text, stats) = generation::collect(&mut started).await?;
+    let mut reply = writer.piece(&text);
+    writer.add_final_fields(&mut reply, &stats);
+    Ok(Json(reply).into_response())
+}
+
+fn chat_messages(messages: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
+    messages
+        .into_iter()
+        .map(|message| match message.role.as_str() {
+            "system" | "user" | "assistant" => Ok(Message::new(message.role, message.content)),
+            other => Err(ApiError::bad_request(format!("unsupported message role '{other}'"))),
+        })
+        .collect()
+}
+
+/// `format`: `"json"` or a JSON schema object.
+fn format_constraint(format: Option<Value>) -> Result<Option<Constraint>, ApiError> {
+    match format {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(name)) if name.is_empty() => Ok(None),
+        Some(Value::String(name)) if name == "json" => Ok(Some(Constraint::JsonObject)),
+        Some(schema @ Value::Object(_)) => Ok(Some(Constraint::JsonSchema(schema.to_string()))),
+        Some(other) => Err(ApiError::bad_request(format!("unsupported format {other}"))),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Generate,
+}
+
+fn loaded_reply(model: &str, kind: Kind) -> Value {
+    let mut reply = json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": true, "done_reason": "load"});
+    match kind {
+        Kind::Chat => reply["message"] = json!({"role": "assistant", "content": ""}),
+        Kind::Generate => reply["response"] = json!(""),
+    }
+    reply
+}
+
+/// NDJSON: one object per piece, then a final object with `done: true`.
+struct LineWriter {
+    model: String,
+    kind: Kind,
+    load_duration: Duration,
+}
+
+impl LineWriter {
+    fn piece(&self, text: &str) -> Value {
+        let mut object = json!({"model": self.model, "created_at": rfc3339(SystemTime::now()), "done": false});
+        match self.kind {
+            Kind::Chat => object["message"] = json!({"role": "assistant", "content": text}),
+            Kind::Generate => object["response"] = json!(text),
+        }
+        object
+    }
+
+    fn add_final_fields(&self, object: &mut Value, stats: &Stats) {
+        let nanos = |duration: Duration| duration.as_nanos() as u64;
+        object["done"] = json!(true);
+        object["done_reason"] = json!(finish_reason(stats.stop_reason));
+        object["total_duration"] = json!(nanos(stats.time_to_first_token + stats.generation_time));
+        object["load_duration"] = json!(nanos(self.load_duration));
+        object["prompt_eval_count"] = json!(stats.prompt_tokens);
+        object["prompt_eval_duration"] = json!(nanos(stats.prompt_time));
+        object["eval_count"] = json!(stats.generated_tokens);
+        object["eval_duration"] = json!(nanos(stats.generation_time));
+    }
+}
+
+impl StreamFormat for LineWriter {
+    fn text(&mut self, text: &str) -> String {
+        format!("{}\n", self.piece(text))
+    }
+
+    fn done(&mut self, stats: &Stats) -> String {
+        let mut object = self.piece("");
+        self.add_final_fields(&mut object, stats);
+        format!("{object}\n")
+    }
+
+    fn failed(&mut self, error: &ApiError) -> String {
+        format!("{}\n", error.body(Flavor::Ollama))
+    }
+}
+
+/// `GET /api/tags`.
+pub async fn tags(State(state): State<Arc<AppState>>) -> Response {
+    let models: Vec<Value> = state.registry.available().iter().map(describe).collect();
+    Json(json!({ "models": models })).into_response()
+}
+
+/// `GET /api/ps`.
+pub async fn ps(State(state): State<Arc<AppState>>) -> Response {
+    let keep_alive = state.registry.settings().keep_alive;
+    let models: Vec<Value> = state
+        .registry
+        .loaded()
+        .await
+        .iter()
+        .map(|loaded| {
+            let available = Available { name: loaded.name.clone(), path: loaded.path.clone(), size: loaded.model.size(), modified: 0 };
+            let mut entry = describe(&available);
+            entry["expires_at"] = json!(rfc3339(loaded.expires_at(keep_alive)));
+            entry["size_vram"] = json!(0);
+            entry["context_length"] = json!(loaded.scheduler.context_per_sequence());
+            entry
+        })
+        .collect();
+    Json(json!({ "models": models })).into_response()
+}
+
+/// `GET /api/version`.
+pub async fn version() -> Response {
+    Json(json!({ "version": env!("CARGO_PKG_VERSION") })).into_response()
+}
+
+/// `POST /api/show`: metadata read from the file's header, without loading it.
+pub async fn show(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    show_inner(&state, body).await.unwrap_or_else(|error| error.into_response_for(Flavor::Ollama))
+}
+
+async fn show_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let request: ShowRequest = json_body(body)?;
+    let path = state.registry.resolve(&request.model)?;
+    let file = crate::gguf::inspect(&path)
+        .map_err(|_| ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "the model file is not usable"))?;
+    let architecture = file.architecture().unwrap_or("unknown").to_owned();
+    let mut info = Map::new();
+    info.insert("general.architecture".into(), json!(architecture));
+    info.insert("general.parameter_count".into(), json!(file.parameter_count()));
+    if let Some(name) = file.name() {
+        info.insert("general.name".into(), json!(name));
+    }
+    if let Some(length) = file.context_length() {
+        info.insert(format!("{architecture}.context_length"), json!(length));
+    }
+    if let Some(length) = file.embedding_length() {
+        info.insert(format!("{architecture}.embedding_length"), json!(length));
+    }
+    if let Some(count) = file.block_count() {
+        info.insert(format!("{architecture}.block_count"), json!(count));
+    }
+    let reply = json!({
+        "license": file.license().unwrap_or_default(),
+        "modelfile": "",
+        "parameters": "",
+        "template": file.chat_template().unwrap_or_default(),
+        "details": details(&file),
+        "model_info": info,
+        "capabilities": ["completion"],
+    });
+    Ok(Json(reply).into_response())
+}
+
+fn details(file: &crate::gguf::GgufFile) -> Value {
+    let family = file.architecture().unwrap_or("unknown");
+    json!({
+        "parent_model": "",
+        "format": "gguf",
+        "family": family,
+        "families": [family],
+        "parameter_size": human_count(file.parameter_count()),
+        "quantization_level": file.file_type_name().unwrap_or_default(),
+    })
+}
+
+/// One `/api/tags` or `/api/ps` entry.
+fn describe(model: &Available) -> Value {
+    let modified = UNIX_EPOCH + Duration::from_secs(model.modified);
+    let details = crate::gguf::inspect(&model.path).map_or(Value::Null, |file| details(&file));
+    json!({
+        "name": model.name,
+        "model": model.name,
+        "modified_at": rfc3339(modified),
+        "size": model.size,
+        "digest": "",
+        "details": details,
+    })
+}

@@ -1,0 +1,375 @@
+//! The OpenAI API: `GET /v1/models`, `POST /v1/chat/completions`,
+//! `POST /v1/completions`, streamed as server-sent events or not.
+//!
+//! Owns: OpenAI's request and response shapes and their translation to and
+//! from the engine. Must not touch: llama.cpp, the store.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, Flavor};
+use super::generation::{self, Started, StreamFormat};
+use super::request::{finish_reason, json_body, response_id, unix_seconds, SamplingRequest, Stop};
+use super::AppState;
+use crate::engine::{Constraint, Message, Prompt, Stats};
+
+/// OpenAI's default `max_tokens` for `/v1/completions`.
+const COMPLETIONS_DEFAULT_MAX_TOKENS: i64 = 16;
+
+#[derive(Debug, Deserialize)]
+struct ChatRequest {
+    model: String,
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+    response_format: Option<ResponseFormat>,
+    n: Option<u32>,
+    #[serde(flatten)]
+    sampling: OpenAiSampling,
+}
+
+#[derive(Debug, Deserialize)]
+struct CompletionRequest {
+    model: String,
+    prompt: PromptText,
+    #[serde(default)]
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+    n: Option<u32>,
+    #[serde(flatten)]
+    sampling: OpenAiSampling,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PromptText {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OpenAiSampling {
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    max_tokens: Option<i64>,
+    max_completion_tokens: Option<i64>,
+    stop: Option<Stop>,
+    seed: Option<i64>,
+}
+
+impl OpenAiSampling {
+    fn into_sampling(self, default_max_tokens: Option<i64>) -> SamplingRequest {
+        SamplingRequest {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_tokens: self.max_completion_tokens.or(self.max_tokens).or(default_max_tokens),
+            stop: self.stop,
+            seed: self.seed,
+            ..SamplingRequest::default()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatMessage {
+    role: String,
+    content: Option<Content>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaSpec },
+}
+
+#[derive(Debug, Deserialize)]
+struct JsonSchemaSpec {
+    schema: Option<Value>,
+}
+
+/// `GET /v1/models`.
+pub async fn models(State(state): State<Arc<AppState>>) -> Response {
+    let data: Vec<Value> = state
+        .registry
+        .available()
+        .into_iter()
+        .map(|model| json!({"id": model.name, "object": "model", "created": model.modified, "owned_by": "olm"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    chat_inner(&state, body).await.unwrap_or_else(|error| error.into_response_for(Flavor::OpenAi))
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    completions_inner(&state, body).await.unwrap_or_else(|error| error.into_response_for(Flavor::OpenAi))
+}
+
+async fn chat_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let request: ChatRequest = json_body(body)?;
+    check_n(request.n)?;
+    let messages = chat_messages(request.messages)?;
+    let constraint = constraint(request.response_format)?;
+    let generate = request.sampling.into_sampling(None).into_request(constraint)?;
+    let include_usage = request.stream_options.is_some_and(|options| options.include_usage);
+    let mut started = generation::start(state, &request.model, Prompt::Chat(messages), generate).await?;
+    let reply = Reply::new("chatcmpl", &request.model, Kind::Chat);
+    if request.stream {
+        return Ok(event_stream(started, ChunkWriter { reply, include_usage, sent_role: false }));
+    }
+    let (text, stats) = generation::collect(&mut started).await?;
+    Ok(Json(reply.complete(&text, &stats)).into_response())
+}
+
+async fn completions_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let request: CompletionRequest = json_body(body)?;
+    check_n(request.n)?;
+    let prompt = match request.prompt {
+        PromptText::One(prompt) => prompt,
+        PromptText::Many(mut prompts) if prompts.len() == 1 => prompts.remove(0),
+        PromptText::Many(_) => return Err(ApiError::bad_request("prompt must be one string")),
+    };
+    if prompt.is_empty() {
+        return Err(ApiError::bad_request("prompt is empty"));
+    }
+    let generate = request.sampling.into_sampling(Some(COMPLETIONS_DEFAULT_MAX_TOKENS)).into_request(None)?;
+    let include_usage = request.stream_options.is_some_and(|options| options.include_usage);
+    let mut started = generation::start(state, &request.model, Prompt::Raw(prompt), generate).await?;
+    let reply = Reply::new("cmpl", &request.model, Kind::Completion);
+    if request.stream {
+        return Ok(event_stream(started, ChunkWriter { reply, include_usage, sent_role: true }));
+    }
+    let (text, stats) = generation::collect(&mut started).await?;
+    Ok(Json(reply.complete(&text, &stats)).into_response())
+}
+
+fn check_n(n: Option<u32>) -> Result<(), ApiError> {
+    match n {
+        None | Some(1) => Ok(()),
+        Some(n) => Err(ApiError::bad_request(format!("n must be 1, got {n}"))),
+    }
+}
+
+fn chat_messages(messages: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::bad_request("messages must not be empty"));
+    }
+    messages
+        .into_iter()
+        .map(|message| {
+            if !matches!(message.role.as_str(), "system" | "developer" | "user" | "assistant") {
+                return Err(ApiError::bad_request(format!("unsupported message role '{}'", message.role)));
+            }
+            let role = if message.role == "developer" { "system".to_owned() } else { message.role };
+            let content = match message.content {
+                None => String::new(),
+                Some(Content::Text(text)) => text,
+                Some(Content::Parts(parts)) => text_parts(parts)?,
+            };
+            Ok(Message::new(role, content))
+        })
+        .collect()
+}
+
+fn text_parts(parts: Vec<ContentPart>) -> Result<String, ApiError> {
+    let mut text = String::new();
+    for part in parts {
+        match (part.kind.as_str(), part.text) {
+            ("text", Some(piece)) => text.push_str(&piece),
+            (kind, _) => return Err(ApiError::bad_request(format!("unsupported content part '{kind}'"))),
+        }
+    }
+    Ok(text)
+}
+
+fn constraint(format: Option<ResponseFormat>) -> Result<Option<Constraint>, ApiError> {
+    match format {
+        None | Some(ResponseFormat::Text) => Ok(None),
+        Some(ResponseFormat::JsonObject) => Ok(Some(Constraint::JsonObject)),
+        Some(ResponseFormat::JsonSchema { json_schema }) => match json_schema.schema {
+            Some(schema) => Ok(Some(Constraint::JsonSchema(schema.to_string()))),
+            None => Err(ApiError::bad_request("response_format.json_schema.schema is missing")),
+        },
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+/// What every object of one response shares.
+#[derive(Debug)]
+struct Reply {
+    id: String,
+    model: String,
+    created: u64,
+    kind: Kind,
+}
+
+impl Reply {
+    fn new(prefix: &str, model: &str, kind: Kind) -> Self {
+        Self { id: response_id(prefix), model: model.to_owned(), created: unix_seconds(), kind }
+    }
+
+    fn object(&self, streaming: bool) -> &'static str {
+        match (self.kind, streaming) {
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Completion, _) => "text_completion",
+        }
+    }
+
+    fn complete(&self, text: &str, stats: &Stats) -> Value {
+        let reason = finish_reason(stats.stop_reason);
+        let choice = match self.kind {
+            Kind::Chat => json!({
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": reason,
+                "logprobs": null,
+            }),
+            Kind::Completion => json!({"index": 0, "text": text, "finish_reason": reason, "logprobs": null}),
+        };
+        json!({
+            "id": self.id,
+            "object": self.object(false),
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": usage(stats),
+        })
+    }
+
+    fn chunk(&self, choices: Value, usage: Value) -> String {
+        let chunk = json!({
+            "id": self.id,
+            "object": self.object(true),
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "usage": usage,
+        });
+        format!("data: {chunk}\n\n")
+    }
+
+    fn choice(&self, text: &str, role: bool, finish: Option<&str>) -> Value {
+        match self.kind {
+            Kind::Chat if role => json!({"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": finish}),
+            Kind::Chat => json!({"index": 0, "delta": {"content": text}, "finish_reason": finish}),
+            Kind::Completion => json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": null}),
+        }
+    }
+}
+
+fn usage(stats: &Stats) -> Value {
+    json!({
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.generated_tokens,
+        "total_tokens": stats.prompt_tokens + stats.generated_tokens,
+    })
+}
+
+/// Server-sent events: one `data:` line per chunk, then `data: [DONE]`.
+struct ChunkWriter {
+    reply: Reply,
+    include_usage: bool,
+    sent_role: bool,
+}
+
+impl StreamFormat for ChunkWriter {
+    fn text(&mut self, text: &str) -> String {
+        let role = !self.sent_role;
+        self.sent_role = true;
+        self.reply.chunk(json!([self.reply.choice(text, role, None)]), Value::Null)
+    }
+
+    fn done(&mut self, stats: &Stats) -> String {
+        let role = !self.sent_role;
+        let finish = finish_reason(stats.stop_reason);
+        let mut out = self.reply.chunk(json!([self.reply.choice("", role, Some(finish))]), Value::Null);
+        if self.include_usage {
+            out.push_str(&self.reply.chunk(json!([]), usage(stats)));
+        }
+        out.push_str("data: [DONE]\n\n");
+        out
+    }
+
+    fn failed(&mut self, error: &ApiError) -> String {
+        format!("data: {}\n\n", error.body(Flavor::OpenAi))
+    }
+}
+
+fn event_stream(started: Started, writer: ChunkWriter) -> Response {
+    let body: Body = generation::stream_body(started, writer);
+    (
+        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_request_accepts_text_and_part_contents() {
+        let request: ChatRequest = serde_json::from_value(json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "!"}]},
+            ],
+            "max_tokens": 5,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+        }))
+        .expect("parses");
+        let messages = chat_messages(request.messages).expect("valid");
+        assert_eq!(messages[1], Message::new("user", "hi!"));
+        assert!(matches!(constraint(request.response_format), Ok(Some(Constraint::JsonSchema(_)))));
+    }
+
+    #[test]
+    fn bad_messages_are_refused() {
+        assert!(chat_messages(Vec::new()).is_err());
+        let tool = vec![ChatMessage { role: "wizard".into(), content: None }];
+        assert!(chat_messages(tool).is_err());
+        assert!(serde_json::from_value::<ChatRequest>(json!({"model": "m", "messages": "x"})).is_err());
+    }
+}

@@ -1,0 +1,251 @@
+//! `olm pull` against the fake hub: clean pulls, resume, corruption, hostile
+//! metadata, missing quants, gated repos, concurrency, kill -9, offline.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::{assert_exit, run, stderr, stdout, TestEnv};
+use crate::fakehub::{FakeHub, SMOL_FILE, SMOL_REPO, SMOL_SHA};
+
+const SMOL: &str = "test/SmolLM2-GGUF:Q4_1";
+
+fn cache(env: &TestEnv) -> PathBuf {
+    env.path().join("hf-home/hub/models--test--SmolLM2-GGUF")
+}
+
+fn blob(env: &TestEnv) -> PathBuf {
+    cache(env).join("blobs").join(SMOL_SHA)
+}
+
+fn sha256(path: &Path) -> String {
+    let output = run(std::process::Command::new("sha256sum").arg(path));
+    stdout(&output).split_whitespace().next().unwrap_or_default().to_owned()
+}
+
+fn manifests(env: &TestEnv) -> usize {
+    let output = run(env.olm().args(["list", "--json"]));
+    assert_exit(&output, 0);
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("list --json");
+    rows.as_array().map_or(0, |rows| rows.iter().filter(|row| row["source"] != "hf-cache").count())
+}
+
+#[test]
+fn clean_pull_verifies_registers_and_runs_offline() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    let output = run(hub.olm(&env).args(["pull", SMOL]));
+    assert_exit(&output, 0);
+    assert!(stderr(&output).contains("sha256 verified"), "{}", stderr(&output));
+    assert_eq!(sha256(&blob(&env)), SMOL_SHA);
+    let snapshot = cache(&env).join("snapshots/0123456789abcdef0123456789abcdef01234567").join(SMOL_FILE);
+    assert!(snapshot.symlink_metadata().unwrap().file_type().is_symlink());
+    assert_eq!(manifests(&env), 1);
+    let list = stdout(&run(env.olm().arg("list")));
+    assert!(list.contains(SMOL) && list.contains("Q4_1"), "{list}");
+    let show = run(env.olm().args(["show", SMOL, "--json"]));
+    assert_exit(&show, 0);
+    let details: serde_json::Value = serde_json::from_str(&stdout(&show)).unwrap();
+    assert_eq!(details["architecture"], "llama");
+    assert_eq!(details["sha256"], SMOL_SHA);
+    // A second pull finds the verified blob and downloads nothing.
+    let before = hub.range_starts().len();
+    assert_exit(&run(hub.olm(&env).args(["pull", SMOL])), 0);
+    assert_eq!(hub.range_starts().len(), before, "no bytes fetched again");
+    drop(hub);
+    let answer = run(env.olm().args(["run", SMOL, "Say hi", "-n", "4", "--temperature", "0"]));
+    assert_exit(&answer, 0);
+    assert_exit(&run(env.olm().arg("verify")), 0);
+}
+
+#[test]
+fn a_cut_connection_resumes_with_range() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    hub.set_faults(json!({"cut_after": 5_000_000, "cut_times": 3}));
+    let output = run(hub.olm(&env).args(["pull", SMOL]).env("OLM_CONNECTIONS", "1"));
+    assert_exit(&output, 0);
+    let starts = hub.range_starts();
+    assert!(starts.iter().filter(|&&start| start == 0).count() == 1, "only one request from 0: {starts:?}");
+    assert!(starts.iter().any(|&start| start >= 5_000_000), "resumed past the cut: {starts:?}");
+    assert_eq!(sha256(&blob(&env)), SMOL_SHA);
+}
+
+#[test]
+fn a_flipped_byte_is_rejected_and_nothing_registered() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    hub.set_faults(json!({"flip_byte": 1_000_000}));
+    let output = run(hub.olm(&env).args(["pull", SMOL]));
+    assert_exit(&output, 5);
+    assert!(stderr(&output).contains("sha256"), "{}", stderr(&output));
+    assert!(!blob(&env).exists());
+    assert!(!cache(&env).join("blobs").join(format!("{SMOL_SHA}.incomplete")).exists(), "bad partial removed");
+    assert_eq!(manifests(&env), 0);
+    // The next pull fetches fresh bytes and succeeds.
+    hub.set_faults(json!({}));
+    assert_exit(&run(hub.olm(&env).args(["pull", SMOL])), 0);
+    assert_eq!(sha256(&blob(&env)), SMOL_SHA);
+}
+
+#[test]
+fn hostile_hub_values_write_nothing_outside_the_cache() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    for faults in [
+        json!({"commit": "../../../../canary"}),
+        json!({"commit": "0123456789abcdef0123456789abcdef012345678"}),
+        json!({"etag": "../../../../canary/pwned"}),
+        json!({"etag": "a".repeat(63)}),
+        json!({"extra_files": ["../../x.gguf"]}),
+        json!({"extra_files": ["/abs/x.gguf"]}),
+        json!({"extra_files": ["a\\..\\b.gguf"]}),
+        json!({"extra_files": [format!("{}.gguf", "a".repeat(300))]}),
+    ] {
+        hub.set_faults(faults.clone());
+        let output = run(hub.olm(&env).args(["pull", SMOL]));
+        assert_exit(&output, 5);
+        assert!(stderr(&output).contains("invalid metadata from hub"), "{faults}: {}", stderr(&output));
+    }
+    assert_eq!(manifests(&env), 0);
+    let entries: Vec<String> = std::fs::read_dir(env.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("fakehub") && name != "hf-home")
+        .collect();
+    assert!(entries.is_empty(), "nothing created beside the cache: {entries:?}");
+    assert!(!cache(&env).join("snapshots").exists());
+}
+
+#[test]
+fn missing_quant_lists_what_exists() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    let output = run(hub.olm(&env).args(["pull", "test/SmolLM2-GGUF:q8_0"]));
+    assert_exit(&output, 3);
+    assert!(stderr(&output).contains("Q4_1 (98.4 MB)"), "{}", stderr(&output));
+    let dry = run(hub.olm(&env).args(["pull", SMOL_REPO, "--dry-run"]));
+    assert_exit(&dry, 0);
+    assert!(stdout(&dry).contains("Q4_1") && stdout(&dry).contains("yes"), "{}", stdout(&dry));
+    assert!(!cache(&env).join("blobs").exists(), "dry run downloads nothing");
+    assert_exit(&run(hub.olm(&env).args(["pull", "test/missing-GGUF"])), 3);
+}
+
+#[test]
+fn gated_repo_needs_a_token() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    let output = run(hub.olm(&env).args(["pull", "test/gated-GGUF"]));
+    assert_exit(&output, 4);
+    assert!(stderr(&output).contains("HF_TOKEN"), "{}", stderr(&output));
+    let output = run(hub.olm(&env).args(["pull", "test/gated-GGUF"]).env("HF_TOKEN", "secret-token"));
+    assert_exit(&output, 0);
+    assert!(hub.requests().iter().filter(|r| r["path"].as_str().unwrap_or("").starts_with("/cdn/")).all(|r| r["authorization"].is_string()), "same-origin requests carry the token");
+}
+
+#[test]
+fn server_errors_are_retried_then_exit_4() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    hub.set_faults(json!({"status": {"tree": 500}}));
+    let started = Instant::now();
+    let output = run(hub.olm(&env).args(["pull", SMOL]));
+    assert_exit(&output, 4);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(hub.requests().len(), 6, "six attempts");
+    hub.set_faults(json!({"status": {"cdn": 503}, "status_times": 2}));
+    assert_exit(&run(hub.olm(&env).args(["pull", SMOL])), 0);
+}
+
+#[test]
+fn two_concurrent_pulls_share_one_download() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    hub.set_faults(json!({"rate": 40_000_000}));
+    let first = hub.olm(&env).args(["pull", SMOL]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let second = hub.olm(&env).args(["pull", SMOL]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let (first, second) = (first.wait_with_output().unwrap(), second.wait_with_output().unwrap());
+    assert_exit(&first, 0);
+    assert_exit(&second, 0);
+    assert_eq!(sha256(&blob(&env)), SMOL_SHA);
+    let blobs = std::fs::read_dir(cache(&env).join("blobs")).unwrap().count();
+    assert_eq!(blobs, 1, "exactly one blob, no partial left");
+    let fetched_from_zero = hub.range_starts().iter().filter(|&&start| start == 0).count();
+    assert_eq!(fetched_from_zero, 1, "the file was fetched once");
+}
+
+#[test]
+fn kill_9_mid_pull_then_pull_again_resumes() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    // 4 MB/s per connection: after 3 s every part has passed a checkpoint.
+    hub.set_faults(json!({"rate": 4_000_000}));
+    let mut child = hub.olm(&env).args(["pull", SMOL]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(manifests(&env), 0, "a half-pulled model is never listed");
+    let before = hub.range_starts().len();
+    hub.set_faults(json!({}));
+    assert_exit(&run(hub.olm(&env).args(["pull", SMOL])), 0);
+    let resumed: Vec<u64> = hub.range_starts()[before..].to_vec();
+    assert!(!resumed.is_empty() && resumed.iter().all(|&start| start > 0), "every resumed request starts past zero: {resumed:?}");
+    assert_eq!(sha256(&blob(&env)), SMOL_SHA);
+    assert_exit(&run(env.olm().arg("verify")), 0);
+}
+
+#[test]
+fn ctrl_c_keeps_the_partial_and_exits_130() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    hub.set_faults(json!({"rate": 10_000_000}));
+    let mut child = hub.olm(&env).args(["pull", SMOL]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(cache(&env).join("blobs").join(format!("{SMOL_SHA}.incomplete")).exists());
+    assert_eq!(manifests(&env), 0);
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+#[test]
+fn offline_pull_uses_the_cache_only() {
+    let env = TestEnv::new();
+    let output = run(env.olm().args(["pull", SMOL]));
+    assert_exit(&output, 4);
+    assert!(stderr(&output).contains("offline"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_pulled_model_runs_without_any_network() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    assert_exit(&run(hub.olm(&env).args(["pull", SMOL])), 0);
+    drop(hub);
+    let probe = run(std::process::Command::new("unshare").args(["-rn", "true"]));
+    if !probe.status.success() {
+        eprintln!("skipped: unshare -rn is not permitted here: {}", stderr(&probe));
+        return;
+    }
+    let mut command = std::process::Command::new("unshare");
+    env.olm_env(&mut command);
+    command.args(["-rn", env!("CARGO_BIN_EXE_olm"), "run", SMOL, "hi", "-n", "4", "--temperature", "0"]);
+    assert_exit(&run(&mut command), 0);
+    let mut pull = std::process::Command::new("unshare");
+    env.olm_env(&mut pull);
+    pull.env_remove("HF_HUB_OFFLINE").env("HF_ENDPOINT", "http://127.0.0.1:9").env("OLM_RETRY_BASE_MS", "10");
+    pull.args(["-rn", env!("CARGO_BIN_EXE_olm"), "pull", "test/gemma-GGUF"]);
+    let started = Instant::now();
+    assert_exit(&run(&mut pull), 4);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
