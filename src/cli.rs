@@ -90,6 +90,28 @@ pub enum Command {
     /// /api/generate, /api/tags, /api/show, /api/ps, /api/version, /health,
     /// /metrics. SIGINT or SIGTERM lets running requests finish, then exits 0.
     Serve(ServeArgs),
+
+    /// Print a shell completion script to stdout.
+    ///
+    /// bash: `olm completions bash > ~/.local/share/bash-completion/completions/olm`;
+    /// zsh: `olm completions zsh > ~/.zfunc/_olm` (with ~/.zfunc in fpath);
+    /// fish: `olm completions fish > ~/.config/fish/completions/olm.fish`.
+    /// install.sh installs them for you.
+    Completions(CompletionsArgs),
+}
+
+/// Arguments of `olm completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Write the completion script for `shell` (generated from these definitions).
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "olm", out);
 }
 
 /// Arguments of `olm pull`.
@@ -433,6 +455,80 @@ fn probability(value: &str) -> Result<f32, String> {
         Ok(number)
     } else {
         Err(format!("{value} must be between 0 and 1"))
+    }
+}
+
+/// Files generated from these definitions and checked in: completion
+/// scripts and man pages. `generated_docs_are_current` compares them;
+/// `cargo test regenerate_docs -- --ignored` rewrites them.
+#[cfg(test)]
+mod generated {
+    use std::path::{Path, PathBuf};
+
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+
+    use super::*;
+
+    const REGENERATE: &str = "run `cargo test regenerate_docs -- --ignored` and commit the result";
+
+    fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn completion_file(shell: Shell) -> &'static str {
+        match shell {
+            Shell::Bash => "olm.bash",
+            Shell::Zsh => "_olm",
+            Shell::Fish => "olm.fish",
+            Shell::Elvish => "olm.elv",
+            Shell::PowerShell => "_olm.ps1",
+            _ => "olm.unknown",
+        }
+    }
+
+    /// Every generated file: (path relative to the repo, contents).
+    fn rendered() -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files = Vec::new();
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish, Shell::Elvish, Shell::PowerShell] {
+            let mut out = Vec::new();
+            write_completions(shell, &mut out);
+            files.push((Path::new("completions").join(completion_file(shell)), out));
+        }
+        let command = Cli::command();
+        files.push((Path::new("man").join("olm.1"), man_page(command.clone())));
+        for sub in command.get_subcommands() {
+            let name = format!("olm-{}", sub.get_name());
+            let page = sub.clone().name(name.clone()).display_name(format!("olm {}", sub.get_name()));
+            files.push((Path::new("man").join(format!("{name}.1")), man_page(page)));
+        }
+        files
+    }
+
+    fn man_page(command: clap::Command) -> Vec<u8> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(command).render(&mut out).expect("render man page");
+        out
+    }
+
+    #[test]
+    fn generated_docs_are_current() {
+        for (path, expected) in rendered() {
+            let actual = std::fs::read(root().join(&path)).unwrap_or_default();
+            assert!(actual == expected, "{} is stale: {REGENERATE}", path.display());
+        }
+    }
+
+    #[test]
+    #[ignore = "rewrites completions/ and man/"]
+    fn regenerate_docs() {
+        for directory in ["completions", "man"] {
+            let _ = std::fs::remove_dir_all(root().join(directory));
+            std::fs::create_dir_all(root().join(directory)).expect("create docs dir");
+        }
+        for (path, contents) in rendered() {
+            std::fs::write(root().join(path), contents).expect("write generated file");
+        }
     }
 }
 

@@ -35,6 +35,10 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Rm(args) => rm::run(args, printer),
         Command::Verify(args) => verify::run(args, printer),
         Command::Serve(args) => serve::run(args, printer),
+        Command::Completions(args) => {
+            crate::cli::write_completions(args.shell, &mut std::io::stdout().lock());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

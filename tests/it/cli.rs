@@ -29,3 +29,27 @@ fn llama_cpp_uses_avx2_when_the_cpu_has_it() {
         eprintln!("this CPU has no AVX2; nothing to check");
     }
 }
+
+#[test]
+fn bash_completion_script_loads_cleanly() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("completions/olm.bash");
+    let output = std::process::Command::new("bash")
+        .args(["--noprofile", "--norc", "-c"])
+        .arg(format!("source '{}' && complete -p olm", script.display()))
+        .output()
+        .expect("run bash");
+    assert_exit(&output, 0);
+    assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout(&output).contains("complete"), "{}", stdout(&output));
+}
+
+#[test]
+fn completions_command_prints_the_checked_in_script() {
+    let env = TestEnv::new();
+    for (shell, file) in [("bash", "olm.bash"), ("zsh", "_olm"), ("fish", "olm.fish")] {
+        let output = run(env.olm().args(["completions", shell]));
+        assert_exit(&output, 0);
+        let checked_in = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("completions").join(file)).unwrap();
+        assert!(output.stdout == checked_in, "completions/{file} differs from `olm completions {shell}`");
+    }
+}
