@@ -5,6 +5,7 @@
 #   ./install.sh              # installs to ~/.local/bin (or $PREFIX/bin)
 #   ./install.sh --no-demo    # skip the demo answer
 #   ./install.sh --uninstall  # remove what this script installed
+#   ./install.sh --cuda       # also build the CUDA backend (needs the CUDA toolkit)
 #
 # Idempotent: a second run rebuilds only what changed.
 set -euo pipefail
@@ -13,20 +14,32 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 prefix="${PREFIX:-$HOME/.local}"
 demo=1
 uninstall=0
+features=()
 for arg in "$@"; do
   case "$arg" in
     --no-demo) demo=0 ;;
     --uninstall) uninstall=1 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --cuda) features=(--features cuda) ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "error: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
 
 say() { printf '==> %s\n' "$*" >&2; }
 
+data_home="${XDG_DATA_HOME:-$HOME/.local/share}"
+config_home="${XDG_CONFIG_HOME:-$HOME/.config}"
+installed_files() {
+  echo "$prefix/bin/olm"
+  echo "$data_home/bash-completion/completions/olm"
+  echo "$data_home/zsh/site-functions/_olm"
+  echo "$config_home/fish/completions/olm.fish"
+  for page in man/*.1; do echo "$prefix/share/man/man1/$(basename "$page")"; done
+}
+
 if [ "$uninstall" -eq 1 ]; then
-  rm -f "$prefix/bin/olm"
-  say "removed $prefix/bin/olm (models and settings are kept)"
+  installed_files | while read -r file; do rm -f "$file"; done
+  say "removed olm, its completions and man pages (models and settings are kept)"
   exit 0
 fi
 
@@ -42,10 +55,17 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/olm
 export OLM_GIT_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
 say "building olm (release, native CPU features; the first build of llama.cpp takes a few minutes)"
-cargo build --release --locked
-mkdir -p "$prefix/bin"
-install -m 755 "$CARGO_TARGET_DIR/release/olm" "$prefix/bin/olm"
-say "installed $prefix/bin/olm"
+if [ ${#features[@]} -gt 0 ] && ! command -v nvcc >/dev/null 2>&1; then
+  echo "error: --cuda needs the CUDA toolkit (nvcc not found); install it or drop --cuda" >&2
+  exit 1
+fi
+cargo build --release --locked "${features[@]}"
+install -D -m 755 "$CARGO_TARGET_DIR/release/olm" "$prefix/bin/olm"
+install -D -m 644 completions/olm.bash "$data_home/bash-completion/completions/olm"
+install -D -m 644 completions/_olm "$data_home/zsh/site-functions/_olm"
+install -D -m 644 completions/olm.fish "$config_home/fish/completions/olm.fish"
+for page in man/*.1; do install -D -m 644 "$page" "$prefix/share/man/man1/$(basename "$page")"; done
+say "installed $prefix/bin/olm, shell completions and man pages (man olm, man olm-run, ...)"
 
 case ":$PATH:" in
   *":$prefix/bin:"*) ;;

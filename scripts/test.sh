@@ -12,5 +12,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/olm
 
 scripts/setup-build-deps.sh
 scripts/fetch-test-models.sh
+# The openai and ollama clients for the serve tests (tests/python).
+OLM_TEST_PYTHON="$(scripts/setup-python-clients.sh)"
+export OLM_TEST_PYTHON
 
 cargo test --locked --all-targets -- --test-threads 2

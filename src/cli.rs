@@ -499,7 +499,11 @@ mod generated {
         files.push((Path::new("man").join("olm.1"), man_page(command.clone())));
         for sub in command.get_subcommands() {
             let name = format!("olm-{}", sub.get_name());
-            let page = sub.clone().name(name.clone()).display_name(format!("olm {}", sub.get_name()));
+            let page = sub
+                .clone()
+                .name(name.clone())
+                .display_name(format!("olm {}", sub.get_name()))
+                .bin_name(format!("olm {}", sub.get_name()));
             files.push((Path::new("man").join(format!("{name}.1")), man_page(page)));
         }
         files

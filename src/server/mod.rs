@@ -68,6 +68,7 @@ pub struct AppState {
     registry: Registry,
     access: AccessPolicy,
     requests: RequestCounters,
+    body_limit: usize,
 }
 
 /// Requests per route, for `/metrics` (fixed routes only: no label from input).
@@ -139,6 +140,7 @@ async fn serve(config: ServerConfig, announce: impl FnOnce(SocketAddr)) -> Resul
         registry: Registry::new(config.models, config.settings),
         access: config.access,
         requests: RequestCounters::default(),
+        body_limit: config.body_limit,
     });
     announce(local);
 
@@ -225,6 +227,11 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
         return ApiError::new(StatusCode::FORBIDDEN, "requests from this web origin are not allowed; see --cors-origin")
             .into_response_for(flavor);
     }
+    if declared_length(headers).is_some_and(|length| length > state.body_limit) {
+        // Refused from the header alone, before any of the body is read.
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {} bytes", state.body_limit))
+            .into_response_for(flavor);
+    }
     if request.method() == Method::OPTIONS {
         return with_cors(StatusCode::NO_CONTENT.into_response(), origin.as_deref(), true);
     }
@@ -235,6 +242,10 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
     }
     let response = next.run(request).await;
     with_cors(response, origin.as_deref(), false)
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    header_text(headers, header::CONTENT_LENGTH.as_str())?.trim().parse().ok()
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

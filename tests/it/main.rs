@@ -11,5 +11,6 @@ mod cli;
 mod fakehub;
 mod pull;
 mod run;
+mod serve;
 mod store;
 mod templates;

