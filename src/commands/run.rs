@@ -40,6 +40,7 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     }
     let input = read_input(&args.prompt)?;
     let path = resolve_model(&args.model)?;
+    tracing::info!("model checked after {} ms", started.elapsed().as_millis());
     let prompt = build_prompt(&args, input)?;
     let request = build_request(&args.generation)?;
 
@@ -63,7 +64,9 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         threads: args.generation.threads.unwrap_or_else(engine::physical_cores),
         n_batch: n_ctx.min(MAX_BATCH),
     };
+    tracing::info!("model loaded after {} ms", load_time.as_millis());
     let mut session = model.session(&session_options)?;
+    tracing::info!("context of {} tokens ready after {} ms", session.n_ctx(), started.elapsed().as_millis());
     spinner.finish();
 
     let mut text = String::new();

@@ -24,8 +24,10 @@ impl<T> AdmissionQueue<T> {
     }
 
     /// Add a request at the back, or give it back when the queue is full.
-    pub fn push(&mut self, item: T) -> Result<(), QueueFull<T>> {
-        if self.waiting.len() >= self.capacity {
+    /// `free_slots` are sequences no request holds yet: waiters about to
+    /// take them do not count against the capacity.
+    pub fn push(&mut self, item: T, free_slots: usize) -> Result<(), QueueFull<T>> {
+        if self.waiting.len() >= self.capacity.saturating_add(free_slots) {
             return Err(QueueFull(item));
         }
         self.waiting.push_back(item);
@@ -51,6 +53,10 @@ impl<T> AdmissionQueue<T> {
     pub fn admit(&mut self, free_slots: usize) -> Vec<T> {
         let count = free_slots.min(self.waiting.len());
         self.waiting.drain(..count).collect()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     pub fn len(&self) -> usize {
@@ -122,24 +128,34 @@ mod tests {
     #[test]
     fn queue_turns_away_beyond_capacity() {
         let mut queue = AdmissionQueue::new(2);
-        assert_eq!(queue.push(1), Ok(()));
-        assert_eq!(queue.push(2), Ok(()));
-        assert_eq!(queue.push(3), Err(QueueFull(3)));
+        assert_eq!(queue.push(1, 0), Ok(()));
+        assert_eq!(queue.push(2, 0), Ok(()));
+        assert_eq!(queue.push(3, 0), Err(QueueFull(3)));
         assert_eq!(queue.len(), 2);
     }
 
+    /// T-E4: `--parallel 4` and a queue of 16 accept 20 at once, no more.
     #[test]
-    fn zero_capacity_queue_rejects_everything() {
+    fn free_slots_add_to_the_room() {
+        let mut queue = AdmissionQueue::new(16);
+        let accepted = (0..64).filter(|item| queue.push(*item, 4).is_ok()).count();
+        assert_eq!(accepted, 20);
+    }
+
+    #[test]
+    fn zero_capacity_queue_takes_only_what_free_slots_will_run() {
         let mut queue = AdmissionQueue::new(0);
-        assert_eq!(queue.push("a"), Err(QueueFull("a")));
+        assert_eq!(queue.push("a", 0), Err(QueueFull("a")));
         assert!(queue.is_empty());
+        assert_eq!(queue.push("b", 1), Ok(()));
+        assert_eq!(queue.push("c", 1), Err(QueueFull("c")));
     }
 
     #[test]
     fn admission_is_first_come_first_served_up_to_free_slots() {
         let mut queue = AdmissionQueue::new(8);
         for item in 1..=5 {
-            queue.push(item).expect("room");
+            queue.push(item, 0).expect("room");
         }
         assert_eq!(queue.admit(2), vec![1, 2]);
         assert_eq!(queue.admit(0), Vec::<i32>::new());
@@ -151,10 +167,10 @@ mod tests {
     fn abandoned_waiters_never_start_and_free_their_place() {
         let mut queue = AdmissionQueue::new(3);
         for item in [1, 2, 3] {
-            queue.push(item).expect("room");
+            queue.push(item, 0).expect("room");
         }
         assert_eq!(queue.remove_abandoned(|item| item % 2 == 1), vec![1, 3]);
-        assert_eq!(queue.push(4), Ok(()));
+        assert_eq!(queue.push(4, 0), Ok(()));
         assert_eq!(queue.admit(5), vec![2, 4]);
     }
 

@@ -72,7 +72,7 @@ pub trait EventSink: Send {
 /// Why a request was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
-    #[error("the server is busy: {capacity} requests are already waiting")]
+    #[error("the server is busy: every sequence is in use and {capacity} requests are already waiting")]
     QueueFull { capacity: usize },
     #[error("the prompt is {prompt_tokens} tokens but the context holds {n_ctx}; context length exceeded")]
     PromptTooLong { prompt_tokens: usize, n_ctx: u32 },
@@ -213,7 +213,8 @@ impl Scheduler {
         let grammar = request.constraint.as_ref().map(Constraint::to_grammar).transpose()?;
         let job = Job { tokens: prompt.tokens.clone(), request, grammar, sink, submitted: Instant::now() };
         let mut queue = self.shared.lock_queue();
-        match queue.push(job) {
+        let free_slots = (self.parallel as usize).saturating_sub(self.shared.active.load(Ordering::Relaxed));
+        match queue.push(job, free_slots) {
             Ok(()) => {
                 self.shared.queued.store(queue.len(), Ordering::Relaxed);
                 drop(queue);
@@ -222,7 +223,7 @@ impl Scheduler {
             }
             Err(QueueFull(_)) => {
                 self.shared.rejected.fetch_add(1, Ordering::Relaxed);
-                Err(SchedulerError::QueueFull { capacity: queue.len() })
+                Err(SchedulerError::QueueFull { capacity: queue.capacity() })
             }
         }
     }
@@ -391,6 +392,9 @@ impl Worker<'_> {
             self.shared.cancelled.fetch_add(abandoned.len() as u64, Ordering::Relaxed);
             let jobs = queue.admit(self.slots.free_count());
             self.shared.queued.store(queue.len(), Ordering::Relaxed);
+            // Counted as active before the lock is released, so `submit`
+            // never sees their slots as free.
+            self.shared.active.store(self.sequences.len() + jobs.len(), Ordering::Relaxed);
             jobs
         };
         for job in jobs {

@@ -227,7 +227,7 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
         return ApiError::new(StatusCode::FORBIDDEN, "requests from this web origin are not allowed; see --cors-origin")
             .into_response_for(flavor);
     }
-    if declared_length(headers).is_some_and(|length| length > state.body_limit) {
+    if declared_length(headers).is_some_and(|length| length > state.body_limit as u64) {
         // Refused from the header alone, before any of the body is read.
         return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {} bytes", state.body_limit))
             .into_response_for(flavor);

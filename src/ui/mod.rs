@@ -112,6 +112,7 @@ pub fn init_tracing(verbose: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal() && std::env::var_os(crate::env::NO_COLOR).is_none_or(|v| v.is_empty()))
         .with_target(false)
         .without_time()
         .try_init();

@@ -52,6 +52,20 @@ impl Server {
         Self { child, port, _env: env }
     }
 
+    /// Poll `/metrics` until it has every line in `wanted` (the generation
+    /// thread updates its counters just after the last event is sent).
+    fn wait_for_metrics(&self, wanted: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let metrics = self.get("/metrics").body;
+            if wanted.iter().all(|line| metrics.lines().any(|have| have == *line)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "expected {wanted:?} in:\n{metrics}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -284,9 +298,9 @@ fn eight_concurrent_streams_on_four_sequences_all_finish() {
         let text = streamed_chat_text(&reply);
         assert!(!text.trim().is_empty(), "empty answer: {}", reply.body);
     }
-    let metrics = server.get("/metrics").body;
-    assert!(metrics.contains(&format!("olm_requests_finished_total{{model=\"{MODEL}\"}} 8")), "{metrics}");
-    assert!(metrics.contains(&format!("olm_active_sequences{{model=\"{MODEL}\"}} 0")), "{metrics}");
+    let finished = format!("olm_requests_finished_total{{model=\"{MODEL}\"}} 8");
+    let idle = format!("olm_active_sequences{{model=\"{MODEL}\"}} 0");
+    server.wait_for_metrics(&[&finished, &idle]);
 }
 
 /// T-D4, T-D5: each bad request gets a 4xx in its API's shape.
@@ -431,8 +445,7 @@ fn disconnected_client_frees_its_sequence() {
     let reply = server.post("/v1/chat/completions", &chat_body("hi", 4, false));
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(started.elapsed() < Duration::from_secs(15), "the slot was not freed: {:?}", started.elapsed());
-    let metrics = server.get("/metrics").body;
-    assert!(metrics.contains(&format!("olm_requests_cancelled_total{{model=\"{MODEL}\"}} 1")), "{metrics}");
+    server.wait_for_metrics(&[&format!("olm_requests_cancelled_total{{model=\"{MODEL}\"}} 1")]);
 }
 
 /// T-E6: SIGTERM lets the server finish and exit 0.
