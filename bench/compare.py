@@ -12,6 +12,10 @@ Measured:
   ttft            wall time of a cold one-shot run to its first answer
                   token: `olm run -n 1` vs `llama-completion -n 1`
   peak RSS        of those one-shot runs
+  serve           aggregate generated tokens/s of `olm serve --parallel 8` vs
+                  `llama-server --parallel 8` at 1, 4 and 8 concurrent clients
+  ceiling         this machine's memory bandwidth / bytes of weights read per
+                  generated token: the most tg can reach
 
 Usage: bench/compare.py [--pairs N] [--threads T] [--out docs/BENCHMARKS.md]
 Needs: a release build of olm (cargo build --release) and the tools from
@@ -21,6 +25,7 @@ bench/build-llama-tools.sh; both are found automatically.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -28,7 +33,9 @@ import re
 import resource
 import statistics
 import subprocess
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -144,6 +151,129 @@ def completion_cold(tools: Path, model: Path, threads: int) -> tuple[float, floa
     return first, total, rss
 
 
+# --- serving throughput ---------------------------------------------------------------
+
+SERVE_PROMPT = "List the numbers from 1 to 100, separated by commas: 1, 2, 3,"
+SERVE_TOKENS = 64
+SERVE_CTX_PER_SEQUENCE = 512
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_healthy(port: int, process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("server did not become healthy")
+
+
+class Server:
+    """A server process on 127.0.0.1 that is stopped when the block ends."""
+
+    def __init__(self, argv: list[str], port: int, model_name: str):
+        self.argv, self.port, self.model_name = argv, port, model_name
+
+    def __enter__(self):
+        self.process = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_healthy(self.port, self.process)
+        self.complete(1)  # load the model and warm up before measuring
+        return self
+
+    def __exit__(self, *_):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def complete(self, max_tokens: int) -> int:
+        body = json.dumps({"model": self.model_name, "prompt": SERVE_PROMPT, "max_tokens": max_tokens,
+                           "temperature": 0, "seed": 1})
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
+        connection.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        payload = json.loads(response.read())
+        if response.status != 200:
+            raise RuntimeError(f"completion failed: {response.status} {payload}")
+        return int(payload["usage"]["completion_tokens"])
+
+    def throughput(self, clients: int, requests_per_client: int = 2) -> float:
+        """Aggregate generated tokens per second with `clients` at once."""
+        counts = [0] * clients
+        errors: list[Exception] = []
+
+        def client(index: int) -> None:
+            try:
+                for _ in range(requests_per_client):
+                    counts[index] += self.complete(SERVE_TOKENS)
+            except Exception as error:  # reported after the threads join
+                errors.append(error)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=600)
+        elapsed = time.perf_counter() - started
+        if errors:
+            raise errors[0]
+        return sum(counts) / elapsed
+
+
+def serve_rows(olm: Path, tools: Path, label: str, model: Path, threads: int, pairs: int) -> list:
+    olm_port, llama_port = free_port(), free_port()
+    parallel = 8
+    olm_server = Server(
+        [str(olm), "serve", "--port", str(olm_port), "--parallel", str(parallel), "-c",
+         str(SERVE_CTX_PER_SEQUENCE), "-t", str(threads), str(model)],
+        olm_port, model.stem,
+    )
+    llama_server = Server(
+        [str(tools / "llama-server"), "-m", str(model), "--host", "127.0.0.1", "--port", str(llama_port),
+         "--parallel", str(parallel), "-c", str(SERVE_CTX_PER_SEQUENCE * parallel), "-t", str(threads),
+        ],
+        llama_port, model.stem,
+    )
+    rows = []
+    with olm_server, llama_server:
+        for clients in (1, 4, 8):
+            log(f"{label} serve, {clients} clients: {pairs} ABBA pairs")
+            olm_ts, llama_ts = abba(pairs, lambda: olm_server.throughput(clients),
+                                    lambda: llama_server.throughput(clients))
+            rows.append((label, f"serve t/s, {clients} clients", statistics.median(olm_ts),
+                         statistics.median(llama_ts), median_ratio(olm_ts, llama_ts), "≥ 1.0"))
+    return rows
+
+
+# --- the ceiling ------------------------------------------------------------------------
+
+
+def memory_bandwidth_gbs() -> float:
+    """Copy bandwidth of one core (GB/s, read + write), best of 5 copies of 256 MiB."""
+    source = bytearray(256 << 20)
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        destination = bytes(source)
+        best = min(best, time.perf_counter() - started)
+        del destination
+    return 2 * len(source) / best / 1e9
+
+
 # --- method -------------------------------------------------------------------------
 
 
@@ -188,7 +318,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--pairs", type=int, default=6, help="ABBA pairs per measurement")
     parser.add_argument("--out", type=Path, help="write the markdown report here")
-    parser.add_argument("--skip", default="", help="comma-separated: speed,cold,aa")
+    parser.add_argument("--skip", default="", help="comma-separated: speed,cold,serve,aa")
     options = parser.parse_args()
     skip = set(filter(None, options.skip.split(",")))
 
@@ -224,6 +354,8 @@ def main() -> int:
             rows.append((label, "peak RSS, MiB", statistics.median(x[2] for x in olm) / 1024,
                          statistics.median(x[2] for x in llama) / 1024,
                          median_ratio([x[2] for x in olm], [x[2] for x in llama]), "≤ 1.05"))
+        if "serve" not in skip:
+            rows += serve_rows(options.olm, tools, label, model, options.threads, max(2, options.pairs // 2))
     aa_rows = []
     if "aa" not in skip:
         model = next(iter(MODELS.values()))
@@ -236,7 +368,9 @@ def main() -> int:
             )
             aa_rows.append((f"llama-bench vs itself, {next(iter(MODELS))} {test}", median_ratio(a, b)))
 
-    report = render(rows, aa_rows, options)
+    bandwidth = memory_bandwidth_gbs()
+    ceilings = [(label, bandwidth * 1e9 / model.stat().st_size) for label, model in MODELS.items()]
+    report = render(rows, aa_rows, options, bandwidth, ceilings)
     print(report)
     if options.out:
         options.out.parent.mkdir(parents=True, exist_ok=True)
@@ -245,7 +379,7 @@ def main() -> int:
     return 0
 
 
-def render(rows, aa_rows, options) -> str:
+def render(rows, aa_rows, options, bandwidth, ceilings) -> str:
     lines = [
         "# olm vs llama.cpp",
         "",
@@ -257,6 +391,9 @@ def render(rows, aa_rows, options) -> str:
     ]
     for label, measure, olm, llama, ratio, target in rows:
         lines.append(f"| {label} | {measure} | {olm:.3f} | {llama:.3f} | {ratio:.3f} | {target} |")
+    lines += ["", f"Memory bandwidth (one core, copy): {bandwidth:.1f} GB/s. Generation ceiling "
+              "(bandwidth / weight bytes read per token, one sequence):", ""]
+    lines += [f"- {label}: {ceiling:.0f} t/s" for label, ceiling in ceilings]
     if aa_rows:
         lines += ["", "A/A (the method's error bar on this machine):", ""]
         lines += [f"- {name}: {ratio:.3f}" for name, ratio in aa_rows]

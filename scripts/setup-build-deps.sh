@@ -15,6 +15,11 @@ has_libclang() {
 }
 has_libclang || missing+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
+# The chat tests drive `olm chat` through a pseudo-terminal with tmux.
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+# The pull tests run a fake Hugging Face hub (Python stdlib) and `unshare -rn`.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -28,7 +33,7 @@ if command -v apt-get >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
 elif command -v brew >/dev/null 2>&1; then
   echo "installing cmake and llvm with Homebrew" >&2
-  brew install cmake llvm >&2
+  brew install cmake llvm tmux >&2
 else
   echo "error: olm's build needs: ${missing[*]}; install them with your package manager" >&2
   exit 1

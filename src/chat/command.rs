@@ -106,7 +106,8 @@ fn required<'a>(argument: &'a str, usage: &'static str) -> Result<&'a str, Comma
 }
 
 fn parse_set(argument: &str) -> Result<Setting, CommandError> {
-    const USAGE: &str = "/set PARAM VALUE (temperature, top-k, top-p, min-p, seed, max-tokens, repeat-penalty)";
+    const USAGE: &str =
+        "/set PARAM VALUE (temperature, top-k, top-p, min-p, seed, max-tokens, repeat-penalty)";
     let Some((name, value)) = argument.split_once(char::is_whitespace) else {
         return Err(CommandError::Usage(USAGE));
     };
@@ -149,7 +150,10 @@ mod tests {
             Ok(SlashCommand::System(Some("You are terse.".into())))
         );
         assert_eq!(command("/system"), Ok(SlashCommand::System(None)));
-        assert_eq!(command("/set temperature 0.2"), Ok(SlashCommand::Set(Setting::Temperature(0.2))));
+        assert_eq!(
+            command("/set temperature 0.2"),
+            Ok(SlashCommand::Set(Setting::Temperature(0.2)))
+        );
         assert_eq!(command("/show params"), Ok(SlashCommand::Show(ShowTopic::Params)));
         assert_eq!(command("/show"), Ok(SlashCommand::Show(ShowTopic::Info)));
         assert_eq!(command("/save talk.md"), Ok(SlashCommand::Save("talk.md".into())));

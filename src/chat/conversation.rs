@@ -63,7 +63,9 @@ impl Conversation {
     /// Take back the last user message (it could not be answered).
     pub fn pop_user(&mut self) -> Option<String> {
         match self.messages.last() {
-            Some(message) if message.role == USER => self.messages.pop().map(|message| message.content),
+            Some(message) if message.role == USER => {
+                self.messages.pop().map(|message| message.content)
+            }
             _ => None,
         }
     }

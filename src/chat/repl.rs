@@ -107,9 +107,14 @@ pub fn run(setup: ChatSetup<'_>, printer: &Printer, cancel: &AtomicBool) -> anyh
     }
 }
 
-fn load_model(choice: &ModelChoice, options: &LoadOptions, printer: &Printer) -> anyhow::Result<Model> {
+fn load_model(
+    choice: &ModelChoice,
+    options: &LoadOptions,
+    printer: &Printer,
+) -> anyhow::Result<Model> {
     let _spinner = printer.spinner(&format!("loading {}", choice.name));
-    Model::load(&choice.path, options).with_context(|| format!("cannot load {}", choice.path.display()))
+    Model::load(&choice.path, options)
+        .with_context(|| format!("cannot load {}", choice.path.display()))
 }
 
 /// What happens after a model's conversation loop ends.
@@ -157,9 +162,16 @@ struct Chat<'a> {
 
 impl Chat<'_> {
     /// Talk with `model` until the user quits or picks another model.
-    fn converse(&mut self, model: &Model, choice: &ModelChoice, setup: &ChatSetup<'_>) -> anyhow::Result<Next> {
-        let n_ctx = setup.ctx_size.unwrap_or_else(|| DEFAULT_CONTEXT.min(model.n_ctx_train().max(1)));
-        let options = SessionOptions { n_ctx, threads: setup.threads, n_batch: n_ctx.min(MAX_BATCH) };
+    fn converse(
+        &mut self,
+        model: &Model,
+        choice: &ModelChoice,
+        setup: &ChatSetup<'_>,
+    ) -> anyhow::Result<Next> {
+        let n_ctx =
+            setup.ctx_size.unwrap_or_else(|| DEFAULT_CONTEXT.min(model.n_ctx_train().max(1)));
+        let options =
+            SessionOptions { n_ctx, threads: setup.threads, n_batch: n_ctx.min(MAX_BATCH) };
         let mut session = model.session(&options)?;
         self.evaluated = None;
         self.printer.status(&format!(
@@ -175,7 +187,9 @@ impl Chat<'_> {
                     self.answer(model, &mut session, text)?;
                     continue;
                 }
-                Input::Command(command) => self.run_command(command, model, choice, &session, setup),
+                Input::Command(command) => {
+                    self.run_command(command, model, choice, &session, setup)
+                }
             };
             if let Some(next) = flow? {
                 return Ok(next);
@@ -213,13 +227,20 @@ impl Chat<'_> {
                 self.printer.warn(&error.to_string());
                 Ok(Input::Nothing)
             }
-            None if text.trim_start().starts_with('/') => Ok(Input::Message(text.trim_start().to_owned())),
+            None if text.trim_start().starts_with('/') => {
+                Ok(Input::Message(text.trim_start().to_owned()))
+            }
             None => Ok(Input::Message(text)),
         }
     }
 
     /// One turn: fit the conversation into the context, generate, stream.
-    fn answer(&mut self, model: &Model, session: &mut Session<'_>, text: String) -> anyhow::Result<()> {
+    fn answer(
+        &mut self,
+        model: &Model,
+        session: &mut Session<'_>,
+        text: String,
+    ) -> anyhow::Result<()> {
         self.conversation.push_user(text);
         let budget = prompt_budget(session.n_ctx(), self.request.max_tokens);
         let trim = self.conversation.trim_to_fit(budget, |messages| {
@@ -278,7 +299,9 @@ impl Chat<'_> {
         spinner.finish();
         self.cancel.store(false, Ordering::SeqCst);
         let stats = result?.context("cannot write the answer to stdout")?;
-        if !answer.is_empty() && !answer.ends_with('\n') || stats.stop_reason == StopReason::Cancelled {
+        if !answer.is_empty() && !answer.ends_with('\n')
+            || stats.stop_reason == StopReason::Cancelled
+        {
             stdout.write_all(b"\n").context("cannot write the answer to stdout")?;
         }
         stdout.flush().context("cannot write the answer to stdout")?;
@@ -287,7 +310,9 @@ impl Chat<'_> {
 
     fn report_stop(&self, stats: &Stats, n_ctx: u32) {
         match stats.stop_reason {
-            StopReason::Cancelled => self.printer.status("stopped; the partial answer stays in the conversation"),
+            StopReason::Cancelled => {
+                self.printer.status("stopped; the partial answer stays in the conversation")
+            }
             StopReason::ContextFull => self.printer.warn(&format!(
                 "the answer was cut: the context of {n_ctx} tokens is full; \
                  the oldest turns will be dropped on your next message"
@@ -314,7 +339,8 @@ impl Chat<'_> {
                 printer.status("conversation cleared (the system prompt stays)");
             }
             SlashCommand::System(system) => {
-                let message = if system.is_some() { "system prompt set" } else { "system prompt removed" };
+                let message =
+                    if system.is_some() { "system prompt set" } else { "system prompt removed" };
                 self.conversation.set_system(system);
                 printer.status(message);
             }
@@ -328,13 +354,22 @@ impl Chat<'_> {
             SlashCommand::Load(path) => self.load(&path),
             SlashCommand::Model(name) => match (setup.resolve)(&name) {
                 Ok(path) => return Ok(Some(Next::Switch(ModelChoice::new(&name, path)))),
-                Err(error) => printer.error(&format!("{error:#}"), Some("the conversation goes on with the current model")),
+                Err(error) => printer.error(
+                    &format!("{error:#}"),
+                    Some("the conversation goes on with the current model"),
+                ),
             },
         }
         Ok(None)
     }
 
-    fn show(&self, topic: ShowTopic, model: &Model, choice: &ModelChoice, session: &Session<'_>) -> anyhow::Result<()> {
+    fn show(
+        &self,
+        topic: ShowTopic,
+        model: &Model,
+        choice: &ModelChoice,
+        session: &Session<'_>,
+    ) -> anyhow::Result<()> {
         let text = match topic {
             ShowTopic::Info => format!(
                 "model: {} ({}, {:.0} MiB)\nfile: {}\ncontext: {} tokens (trained for {})\nconversation: {} messages",
@@ -359,7 +394,8 @@ impl Chat<'_> {
     }
 
     fn show_stats(&self, session: &Session<'_>) {
-        let context = format!("context: {} of {} tokens used", session.cached_tokens(), session.n_ctx());
+        let context =
+            format!("context: {} of {} tokens used", session.cached_tokens(), session.n_ctx());
         let Some(last) = &self.last_turn else {
             self.printer.status(&format!("no answer yet; {context}"));
             return;
@@ -431,7 +467,7 @@ fn stop_reason_name(reason: StopReason) -> &'static str {
 
 /// 8192 -> "8k", 32768 -> "32k", 1000 -> "1000".
 fn short_count(tokens: u32) -> String {
-    if tokens >= 1024 && tokens % 1024 == 0 {
+    if tokens >= 1024 && tokens.is_multiple_of(1024) {
         format!("{}k", tokens / 1024)
     } else {
         tokens.to_string()
@@ -453,7 +489,9 @@ impl LineEditor {
             .and_then(|builder| builder.history_ignore_dups(true))
             .context("cannot configure the line editor")?
             .build();
-        let mut editor = Editor::with_config(config).context("cannot start the line editor")?;
+        let mut editor = keep_interrupt_handler(|| Editor::with_config(config))
+            .context("cannot start the line editor")?
+            .context("cannot start the line editor")?;
         let history_file = super::history_file();
         if let Some(path) = history_file.as_deref().filter(|path| path.exists()) {
             if let Err(error) = editor.load_history(path) {
@@ -488,6 +526,31 @@ impl LineEditor {
     }
 }
 
+/// Run `create` (which makes a rustyline editor) and put back the SIGINT
+/// handler that was installed before it.
+///
+/// rustyline takes SIGINT over for as long as an editor lives, to wake its
+/// reader; but at the prompt the terminal is in raw mode, where Ctrl-C is a
+/// key and never a signal. While the model answers the terminal is in cooked
+/// mode, and SIGINT must reach olm's cancel flag (set by `signal-hook`),
+/// so olm restores that handler. (rustyline's own `signal-hook` feature
+/// would avoid this, but in 17.0 it loses typed-ahead input: its reader
+/// waits on the terminal while keys sit in its buffer.)
+fn keep_interrupt_handler<T>(create: impl FnOnce() -> T) -> io::Result<T> {
+    // SAFETY: an all-zero sigaction is a valid value to be overwritten.
+    let mut previous: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: with a null new action, sigaction only reads the current one.
+    if unsafe { libc::sigaction(libc::SIGINT, std::ptr::null(), &mut previous) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let created = create();
+    // SAFETY: re-installs, unchanged, the action the kernel just gave us.
+    if unsafe { libc::sigaction(libc::SIGINT, &previous, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(created)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,7 +558,10 @@ mod tests {
     #[test]
     fn a_path_shows_as_its_file_stem_and_a_name_as_typed() {
         let path = PathBuf::from("/models/SmolLM2.Q4_1.gguf");
-        assert_eq!(ModelChoice::new("/models/SmolLM2.Q4_1.gguf", path.clone()).name, "SmolLM2.Q4_1");
+        assert_eq!(
+            ModelChoice::new("/models/SmolLM2.Q4_1.gguf", path.clone()).name,
+            "SmolLM2.Q4_1"
+        );
         assert_eq!(ModelChoice::new("smollm2", path).name, "smollm2");
     }
 

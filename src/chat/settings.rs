@@ -93,11 +93,8 @@ pub enum Setting {
 impl Setting {
     /// Parse `VALUE` for `parameter`, with the command-line flags' ranges.
     pub fn parse(parameter: Parameter, value: &str) -> Result<Self, SettingError> {
-        let invalid = |expected| SettingError::InvalidValue {
-            parameter,
-            value: value.to_owned(),
-            expected,
-        };
+        let invalid =
+            |expected| SettingError::InvalidValue { parameter, value: value.to_owned(), expected };
         let value = value.trim();
         let setting = match parameter {
             Parameter::Temperature => Setting::Temperature(

@@ -44,7 +44,8 @@ pub fn is_json(path: &Path) -> bool {
 
 /// Save `conversation` to `path`: JSON for `.json`, markdown otherwise.
 pub fn save(path: &Path, model: &str, conversation: &Conversation) -> Result<(), TranscriptError> {
-    let text = if is_json(path) { to_json(model, conversation) } else { to_markdown(model, conversation) };
+    let text =
+        if is_json(path) { to_json(model, conversation) } else { to_markdown(model, conversation) };
     write_atomically(path, text.as_bytes())
         .map_err(|source| TranscriptError::Write { path: path.to_owned(), source })
 }
@@ -94,7 +95,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let file_name = path.file_name().ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file")
     })?;
-    let temporary = directory.join(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
+    let temporary =
+        directory.join(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&temporary)?;
         file.write_all(bytes)?;
@@ -144,14 +146,20 @@ mod tests {
         save(&path, "smollm2", &conversation()).unwrap();
         let error = load(&path).unwrap_err().to_string();
         assert!(error.contains("not a JSON transcript"), "{error}");
-        assert!(matches!(load(&directory.path().join("missing.json")), Err(TranscriptError::Read { .. })));
+        assert!(matches!(
+            load(&directory.path().join("missing.json")),
+            Err(TranscriptError::Read { .. })
+        ));
     }
 
     #[test]
     fn no_temporary_file_is_left_behind() {
         let directory = tempfile::tempdir().unwrap();
         save(&directory.path().join("t.md"), "m", &conversation()).unwrap();
-        let names: Vec<_> = std::fs::read_dir(directory.path()).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(directory.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["t.md"]);
     }
 }

@@ -17,16 +17,53 @@ use super::models::LoadedModel;
 use super::AppState;
 use crate::engine::{EngineError, Event, EventSink, GenerateRequest, Prompt, SchedulerError, Stats};
 
-/// Sends engine events into a channel the handler reads.
-struct ChannelSink(UnboundedSender<Event>);
+/// How a request's text reaches its handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Each piece as soon as it is generated (streaming responses).
+    Stream,
+    /// All text at once when generation ends: no wake-up of the HTTP side
+    /// per token, which on few cores competes with the decode threads.
+    Whole,
+}
+
+impl Delivery {
+    pub fn for_stream(stream: bool) -> Self {
+        if stream {
+            Delivery::Stream
+        } else {
+            Delivery::Whole
+        }
+    }
+}
+
+/// Sends engine events into a channel the handler reads; with
+/// [`Delivery::Whole`] it gathers the text on the generation thread first.
+struct ChannelSink {
+    sender: UnboundedSender<Event>,
+    gathered: Option<String>,
+}
 
 impl EventSink for ChannelSink {
     fn send(&mut self, event: Event) -> bool {
-        self.0.send(event).is_ok()
+        match (&mut self.gathered, event) {
+            (Some(text), Event::Text(piece)) => {
+                text.push_str(&piece);
+                !self.sender.is_closed()
+            }
+            (Some(text), event) => {
+                let text = std::mem::take(text);
+                if !text.is_empty() && self.sender.send(Event::Text(text)).is_err() {
+                    return false;
+                }
+                self.sender.send(event).is_ok()
+            }
+            (None, event) => self.sender.send(event).is_ok(),
+        }
     }
 
     fn is_closed(&self) -> bool {
-        self.0.is_closed()
+        self.sender.is_closed()
     }
 }
 
@@ -43,6 +80,7 @@ pub async fn start(
     model_name: &str,
     prompt: Prompt,
     request: GenerateRequest,
+    delivery: Delivery,
 ) -> Result<Started, ApiError> {
     let model = state.registry.get(model_name).await?;
     let engine_model = Arc::clone(&model.model);
@@ -53,7 +91,10 @@ pub async fn start(
     let (sender, events) = unbounded_channel();
     model
         .scheduler
-        .submit(&tokens, request, Box::new(ChannelSink(sender)))
+        .submit(&tokens, request, Box::new(ChannelSink {
+            sender,
+            gathered: (delivery == Delivery::Whole).then(String::new),
+        }))
         .map_err(scheduler_error)?;
     Ok(Started { events, model })
 }

@@ -142,7 +142,8 @@ async fn respond(
     kind: Kind,
     stream: bool,
 ) -> Result<Response, ApiError> {
-    let mut started = generation::start(state, model, prompt, request).await?;
+    let delivery = generation::Delivery::for_stream(stream);
+    let mut started = generation::start(state, model, prompt, request, delivery).await?;
     let writer = LineWriter { model: model.to_owned(), kind, load_duration: started.model.load_time };
     if stream {
         let body = generation::stream_body(started, writer);

@@ -146,7 +146,8 @@ async fn chat_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -> Re
     let constraint = constraint(request.response_format)?;
     let generate = request.sampling.into_sampling(None).into_request(constraint)?;
     let include_usage = request.stream_options.is_some_and(|options| options.include_usage);
-    let mut started = generation::start(state, &request.model, Prompt::Chat(messages), generate).await?;
+    let delivery = generation::Delivery::for_stream(request.stream);
+    let mut started = generation::start(state, &request.model, Prompt::Chat(messages), generate, delivery).await?;
     let reply = Reply::new("chatcmpl", &request.model, Kind::Chat);
     if request.stream {
         return Ok(event_stream(started, ChunkWriter { reply, include_usage, sent_role: false }));
@@ -168,7 +169,8 @@ async fn completions_inner(state: &AppState, body: Result<Bytes, BytesRejection>
     }
     let generate = request.sampling.into_sampling(Some(COMPLETIONS_DEFAULT_MAX_TOKENS)).into_request(None)?;
     let include_usage = request.stream_options.is_some_and(|options| options.include_usage);
-    let mut started = generation::start(state, &request.model, Prompt::Raw(prompt), generate).await?;
+    let delivery = generation::Delivery::for_stream(request.stream);
+    let mut started = generation::start(state, &request.model, Prompt::Raw(prompt), generate, delivery).await?;
     let reply = Reply::new("cmpl", &request.model, Kind::Completion);
     if request.stream {
         return Ok(event_stream(started, ChunkWriter { reply, include_usage, sent_role: true }));

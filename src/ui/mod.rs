@@ -48,7 +48,14 @@ impl Printer {
 
     /// A status line on stderr, dim on a colour terminal.
     pub fn status(&self, message: &str) {
-        self.stderr_line(DIM, "", message);
+        let message = escape_controls(message);
+        let mut stderr = io::stderr().lock();
+        // A failing stderr has nowhere left to report to.
+        let _ = if self.color {
+            writeln!(stderr, "{DIM}{message}{RESET}")
+        } else {
+            writeln!(stderr, "{message}")
+        };
     }
 
     pub fn warn(&self, message: &str) {
