@@ -83,12 +83,21 @@ pub struct SlotPool {
 
 impl SlotPool {
     pub fn new(count: u32) -> Self {
-        // Reversed so that `acquire` hands out 0 first.
+        // Reversed so that, all else equal, slot 0 is handed out first.
         Self { free: (0..count).rev().collect(), count }
     }
 
-    pub fn acquire(&mut self) -> Option<u32> {
-        self.free.pop()
+    /// The free slot with the highest `score`, e.g. the one whose cache
+    /// shares most with a prompt. Ties go to the most recently freed slot
+    /// (slot 0 first when none has been used).
+    pub fn acquire_preferring(&mut self, score: impl Fn(u32) -> usize) -> Option<u32> {
+        let best = self
+            .free
+            .iter()
+            .enumerate()
+            .max_by_key(|&(index, &slot)| (score(slot), index))
+            .map(|(index, _)| index)?;
+        Some(self.free.remove(best))
     }
 
     /// Give a slot back. A slot that is out of range or already free is ignored.
@@ -123,6 +132,19 @@ pub fn prefill_shares(batch_capacity: usize, generating: usize, remaining: &[usi
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn preferred_slot_is_the_best_scoring_free_one() {
+        let mut pool = SlotPool::new(4);
+        assert_eq!(pool.acquire_preferring(|slot| if slot == 2 { 10 } else { 0 }), Some(2));
+        // Ties go to the most recently freed slot; unused slots count up from 0.
+        assert_eq!(pool.acquire_preferring(|_| 0), Some(0));
+        assert_eq!(pool.acquire_preferring(|slot| slot as usize), Some(3));
+        assert_eq!(pool.acquire_preferring(|_| 0), Some(1));
+        assert_eq!(pool.acquire_preferring(|_| 0), None);
+        pool.release(2);
+        assert_eq!(pool.acquire_preferring(|_| 5), Some(2));
+    }
+
     use super::*;
 
     #[test]
@@ -177,15 +199,15 @@ mod tests {
     #[test]
     fn slots_are_reused_after_release() {
         let mut pool = SlotPool::new(2);
-        assert_eq!(pool.acquire(), Some(0));
-        assert_eq!(pool.acquire(), Some(1));
-        assert_eq!(pool.acquire(), None);
+        assert_eq!(pool.acquire_preferring(|_| 0), Some(0));
+        assert_eq!(pool.acquire_preferring(|_| 0), Some(1));
+        assert_eq!(pool.acquire_preferring(|_| 0), None);
         assert_eq!(pool.free_count(), 0);
         pool.release(0);
         pool.release(0);
         pool.release(7);
         assert_eq!(pool.free_count(), 1);
-        assert_eq!(pool.acquire(), Some(0));
+        assert_eq!(pool.acquire_preferring(|_| 0), Some(0));
     }
 
     #[test]

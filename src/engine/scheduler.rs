@@ -284,6 +284,7 @@ fn generation_thread(
         context_per_sequence: context_per_sequence as usize,
         shared,
         piece: Vec::with_capacity(64),
+        cached: vec![Vec::new(); options.parallel as usize],
     };
     worker.run();
 }
@@ -324,6 +325,8 @@ struct Sequence {
     stops: StopMatcher,
     /// Prompt tokens already in the KV cache.
     prefilled: usize,
+    /// Generated tokens evaluated into the KV cache, in order.
+    decoded: Vec<LlamaToken>,
     /// Tokens of this sequence in the KV cache (the next position).
     position: usize,
     /// The last sampled token, to be evaluated in the next step.
@@ -356,6 +359,10 @@ struct Worker<'model> {
     context_per_sequence: usize,
     shared: Arc<Shared>,
     piece: Vec<u8>,
+    /// Per slot, the tokens its KV range holds: kept after a request ends so
+    /// that the next request with the same beginning (a chat's next turn, a
+    /// repeated system prompt) evaluates only what is new.
+    cached: Vec<Vec<LlamaToken>>,
 }
 
 impl Worker<'_> {
@@ -404,7 +411,9 @@ impl Worker<'_> {
     }
 
     fn start(&mut self, mut job: Job) {
-        let Some(slot) = self.slots.acquire() else {
+        let cached = &self.cached;
+        let Some(slot) = self.slots.acquire_preferring(|slot| common_prefix(&cached[slot as usize], &job.tokens))
+        else {
             // admit() never hands out more jobs than free slots.
             job.sink.send(Event::Failed(SchedulerError::Stopped));
             return;
@@ -417,13 +426,13 @@ impl Worker<'_> {
                 return;
             }
         };
-        self.forget_slot(slot);
+        let reused = self.reuse_prefix(slot, &job.tokens);
         let room = self.context_per_sequence.saturating_sub(job.tokens.len());
         let budget = job.request.max_tokens.map_or(room, |max| (max as usize).min(room));
         let stats = Stats {
             stop_reason: StopReason::Eog,
             prompt_tokens: job.tokens.len(),
-            prompt_tokens_evaluated: job.tokens.len(),
+            prompt_tokens_evaluated: job.tokens.len() - reused,
             generated_tokens: 0,
             prompt_time: Duration::ZERO,
             time_to_first_token: Duration::ZERO,
@@ -436,8 +445,9 @@ impl Worker<'_> {
             job,
             sampler,
             joiner: Utf8Joiner::default(),
-            prefilled: 0,
-            position: 0,
+            prefilled: reused,
+            position: reused,
+            decoded: Vec::new(),
             pending: None,
             logits_index: None,
             prefill_share: 0,
@@ -449,9 +459,27 @@ impl Worker<'_> {
         });
     }
 
+    /// Keep the longest prefix of `tokens` that `slot` already holds (but
+    /// at least the last token to evaluate, for its logits); drop the rest
+    /// of the slot's KV range. Returns how many tokens are kept.
+    fn reuse_prefix(&mut self, slot: u32, tokens: &[LlamaToken]) -> usize {
+        let cached = std::mem::take(&mut self.cached[slot as usize]);
+        let keep = common_prefix(&cached, tokens).min(tokens.len().saturating_sub(1));
+        let position = u32::try_from(keep).unwrap_or(u32::MAX);
+        let trimmed = keep > 0
+            && self.context.clear_kv_cache_seq(Some(slot), Some(position), None).unwrap_or(false);
+        if trimmed {
+            keep
+        } else {
+            self.forget_slot(slot);
+            0
+        }
+    }
+
     /// Clear a slot's KV range.
     fn forget_slot(&mut self, slot: u32) {
         let _ = self.context.clear_kv_cache_seq(Some(slot), None, None);
+        self.cached[slot as usize].clear();
     }
 
     /// Sequences whose client went away end now, before the next decode.
@@ -461,7 +489,7 @@ impl Worker<'_> {
             if self.sequences[index].job.sink.is_closed() {
                 let sequence = self.sequences.swap_remove(index);
                 self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
-                self.release(sequence.slot);
+                self.retire(sequence);
             } else {
                 index += 1;
             }
@@ -469,8 +497,13 @@ impl Worker<'_> {
         self.shared.active.store(self.sequences.len(), Ordering::Relaxed);
     }
 
-    fn release(&mut self, slot: u32) {
-        self.forget_slot(slot);
+    /// Free a finished sequence's slot, remembering what its KV range holds.
+    fn retire(&mut self, sequence: Sequence) {
+        let slot = sequence.slot;
+        let mut held = sequence.job.tokens;
+        held.truncate(sequence.prefilled);
+        held.extend_from_slice(&sequence.decoded);
+        self.cached[slot as usize] = held;
         self.slots.release(slot);
     }
 
@@ -481,7 +514,8 @@ impl Worker<'_> {
             .decode(&mut self.batch)
             .map_err(|error| EngineError::Decode(error.to_string()))?;
         for sequence in &mut self.sequences {
-            if sequence.pending.take().is_some() {
+            if let Some(token) = sequence.pending.take() {
+                sequence.decoded.push(token);
                 sequence.position += 1;
             }
             sequence.prefilled += sequence.prefill_share;
@@ -572,7 +606,8 @@ impl Worker<'_> {
             sequence.job.sink.send(Event::Done(stats));
             self.shared.finished.fetch_add(1, Ordering::Relaxed);
         }
-        self.release(slot);
+        debug_assert_eq!(slot, sequence.slot);
+        self.retire(sequence);
     }
 
     /// A decode failed: every active request gets the error, the cache is reset.
@@ -583,6 +618,7 @@ impl Worker<'_> {
             self.slots.release(sequence.slot);
         }
         self.context.clear_kv_cache();
+        self.cached.iter_mut().for_each(Vec::clear);
         self.shared.active.store(0, Ordering::Relaxed);
     }
 
@@ -597,6 +633,10 @@ impl Worker<'_> {
         self.shared.queued.store(0, Ordering::Relaxed);
         self.shared.active.store(0, Ordering::Relaxed);
     }
+}
+
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 fn to_position(position: usize) -> i32 {

@@ -97,9 +97,6 @@ impl Registry {
             )),
             _ => ApiError::internal(format!("cannot look up model '{shown}' in the store")),
         })?;
-        crate::gguf::inspect(&resolved.path).map_err(|_| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("model '{shown}' is not a usable GGUF file"))
-        })?;
         Ok(resolved.path)
     }
 
@@ -111,6 +108,7 @@ impl Registry {
             model.touch();
             return Ok(Arc::clone(model));
         }
+        check_file(name, &path).await?;
         let model = Arc::new(self.load(name, path.clone()).await?);
         loaded.insert(path, Arc::clone(&model));
         Ok(model)
@@ -216,5 +214,17 @@ fn short_engine_error(error: &crate::engine::EngineError) -> String {
     match error {
         crate::engine::EngineError::Load { .. } => "llama.cpp could not load the file".into(),
         other => other.to_string(),
+    }
+}
+
+/// Validate a model file before llama.cpp sees it (once, when it is loaded;
+/// not on every request).
+async fn check_file(name: &str, path: &std::path::Path) -> Result<(), ApiError> {
+    let shown = escaped(name);
+    let path = path.to_owned();
+    let checked = tokio::task::spawn_blocking(move || crate::gguf::inspect(&path).map(drop)).await;
+    match checked {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("model '{shown}' is not a usable GGUF file"))),
     }
 }

@@ -304,6 +304,9 @@ fn usage(stats: &Stats) -> Value {
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.generated_tokens,
         "total_tokens": stats.prompt_tokens + stats.generated_tokens,
+        "prompt_tokens_details": {
+            "cached_tokens": stats.prompt_tokens.saturating_sub(stats.prompt_tokens_evaluated),
+        },
     })
 }
 

@@ -499,3 +499,18 @@ fn python_openai_and_ollama_clients() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn a_repeated_prompt_reuses_the_cached_prefix() {
+    let server = Server::start(&[]);
+    let first = server.post("/v1/chat/completions", &chat_body("Tell me about the moon.", 8, false));
+    assert_eq!(first.status, 200, "{}", first.body);
+    let first = first.json();
+    assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0, "{first}");
+    let second = server.post("/v1/chat/completions", &chat_body("Tell me about the moon.", 8, false)).json();
+    let prompt_tokens = second["usage"]["prompt_tokens"].as_u64().unwrap();
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    assert_eq!(cached, prompt_tokens - 1, "all but the last prompt token come from the cache: {second}");
+    assert_eq!(second["choices"][0]["message"]["content"], first["choices"][0]["message"]["content"], "same greedy answer");
+}
+
