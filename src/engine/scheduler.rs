@@ -510,6 +510,7 @@ impl Worker<'_> {
     /// One decode: every generating sequence's pending token, then prompt chunks.
     fn step(&mut self) -> Result<(), EngineError> {
         self.fill_batch()?;
+        tracing::trace!(tokens = self.batch.n_tokens(), sequences = self.sequences.len(), "decode step");
         self.context
             .decode(&mut self.batch)
             .map_err(|error| EngineError::Decode(error.to_string()))?;

@@ -10,6 +10,7 @@ mod chat;
 mod cli;
 mod fakehub;
 mod pull;
+mod readme;
 mod run;
 mod serve;
 mod store;
