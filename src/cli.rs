@@ -108,10 +108,46 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-/// Write the completion script for `shell` (generated from these definitions).
+/// Write the completion script for `shell`. The script asks `olm` itself
+/// for candidates at each TAB (clap_complete's dynamic completion), so model
+/// names come from the store as it is now.
 pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    use clap_complete::env::EnvCompleter;
+    let completer: &dyn EnvCompleter = match shell {
+        clap_complete::Shell::Bash => &clap_complete::env::Bash,
+        clap_complete::Shell::Zsh => &clap_complete::env::Zsh,
+        clap_complete::Shell::Fish => &clap_complete::env::Fish,
+        clap_complete::Shell::Elvish => &clap_complete::env::Elvish,
+        _ => &clap_complete::env::Powershell,
+    };
+    // A failing stdout is reported by the caller's flush; nothing to add here.
+    let _ = completer.write_registration(COMPLETE_VAR, "olm", "olm", "olm", out);
+}
+
+/// The variable under which a shell asks `olm` for completions.
+const COMPLETE_VAR: &str = "COMPLETE";
+
+/// Answer a shell's completion request (`COMPLETE=bash olm -- ...`) and exit;
+/// does nothing when the variable is not set.
+pub fn complete_from_env() {
     use clap::CommandFactory;
-    clap_complete::generate(shell, &mut Cli::command(), "olm", out);
+    clap_complete::CompleteEnv::with_factory(Cli::command)
+        .var(COMPLETE_VAR)
+        .bin("olm")
+        .completer("olm")
+        .complete();
+}
+
+/// Model names in the store, offered when completing a MODEL argument. The
+/// one place the CLI definitions read anything: only when a shell asks.
+fn model_name_candidates() -> clap_complete::ArgValueCandidates {
+    clap_complete::ArgValueCandidates::new(|| {
+        let (manifests, _) = crate::store::Store::from_env().manifests_all();
+        manifests
+            .into_iter()
+            .map(|manifest| clap_complete::CompletionCandidate::new(manifest.name))
+            .collect::<Vec<_>>()
+    })
 }
 
 /// Arguments of `olm pull`.
@@ -153,6 +189,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// The model: a store name, repo or .gguf path.
+    #[arg(add = model_name_candidates())]
     pub model: String,
 
     /// Print one JSON object.
@@ -172,7 +209,7 @@ pub struct ShowArgs {
 #[derive(Debug, Args)]
 pub struct RmArgs {
     /// Store names to remove.
-    #[arg(required = true)]
+    #[arg(add = model_name_candidates(), required = true)]
     pub models: Vec<String>,
 
     /// Do not ask for confirmation.
@@ -184,7 +221,7 @@ pub struct RmArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Models the API may use besides store names: a name, repo or .gguf path.
-    #[arg(value_name = "MODEL")]
+    #[arg(add = model_name_candidates(), value_name = "MODEL")]
     pub models: Vec<String>,
 
     /// Address to listen on; anything but loopback requires --api-key.
@@ -244,6 +281,7 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Store names to check [default: all].
+    #[arg(add = model_name_candidates())]
     pub models: Vec<String>,
 }
 
@@ -251,6 +289,7 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct ChatArgs {
     /// The model: a path to a .gguf file or a name, as for `olm run`.
+    #[arg(add = model_name_candidates())]
     pub model: String,
 
     #[command(flatten)]
@@ -261,6 +300,7 @@ pub struct ChatArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The model: a name in the store (see `olm list`), owner/repo[:QUANT], or a path to a .gguf file.
+    #[arg(add = model_name_candidates())]
     pub model: String,
 
     /// The prompt. Several words are joined with spaces.
@@ -292,6 +332,7 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// The model: a path to a .gguf file or a model name.
+    #[arg(add = model_name_candidates())]
     pub model: String,
 
     /// Prompt sizes to test (ppN); 0 skips prompt tests.
@@ -388,7 +429,7 @@ pub struct GenerationArgs {
     ///
     /// Without it, generation stops at the model's end of turn or when the
     /// context is full.
-    #[arg(short = 'n', long, value_name = "N", help_heading = "Generation")]
+    #[arg(short = 'n', long, value_name = "N", env = "OLM_MAX_TOKENS", help_heading = "Generation")]
     pub max_tokens: Option<u32>,
 
     /// Context size in tokens (prompt plus answer).

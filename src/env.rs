@@ -54,3 +54,6 @@ pub fn flag(name: &str) -> bool {
 pub fn number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|value| value.trim().parse().ok()).unwrap_or(default)
 }
+
+/// Default for `--max-tokens` (answer length limit) of `run` and `chat`.
+pub const OLM_MAX_TOKENS: &str = "OLM_MAX_TOKENS";

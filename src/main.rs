@@ -10,6 +10,7 @@ use olm::commands;
 use olm::ui::Printer;
 
 fn main() -> ExitCode {
+    olm::cli::complete_from_env();
     let command = Cli::command().long_version(commands::long_version());
     let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|error| error.exit());
     let printer = Printer::new();

