@@ -47,10 +47,12 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
 pub fn long_version() -> String {
     let commit = option_env!("OLM_GIT_COMMIT").unwrap_or("unknown");
     format!(
-        "{}\ncommit: {commit}\nllama.cpp: vendored by llama-cpp-sys-2 {}\nsystem: {}",
+        "{}\ncommit: {commit}\nllama.cpp: vendored by llama-cpp-sys-2 {}\nsystem: {}\ndevices: {}\ngpu backends: {}",
         env!("CARGO_PKG_VERSION"),
         crate::engine::LLAMA_CPP_SYS_VERSION,
         crate::engine::system_info(),
+        crate::engine::devices().join(", "),
+        if cfg!(feature = "cuda") { "CUDA" } else { "none (build with --cuda for CUDA)" },
     )
 }
 

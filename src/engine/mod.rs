@@ -89,6 +89,14 @@ pub fn system_info() -> String {
     info.to_string_lossy().trim().to_owned()
 }
 
+/// The compute devices llama.cpp can use, e.g. `CPU (AMD EPYC)`, `CUDA0 (NVIDIA H100)`.
+pub fn devices() -> Vec<String> {
+    llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .map(|device| format!("{} ({})", device.name, device.description))
+        .collect()
+}
+
 /// Physical CPU cores (llama.cpp's own default for threads): hyperthread
 /// siblings share a core's math units and slow each other down.
 pub fn physical_cores() -> u32 {
