@@ -164,7 +164,9 @@ pub struct PullArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// Check the hub again and re-verify files already in the store.
+    /// Download again even when a verified copy is already stored.
+    ///
+    /// The stored file is replaced only after the new download is verified.
     #[arg(long)]
     pub force: bool,
 

@@ -151,7 +151,8 @@ fn pull_online(store: &Store, hub: &Hub, target: &Target, args: &PullArgs, print
     for file in &choice.files {
         let head = hub.head_file(&target.repo, &file.name, reporter)?;
         check_head(file, &head)?;
-        hub::fetch_file(hub, &store.repo_cache(&target.repo), &file.name, &head, reporter)?;
+        let existing = if args.force { hub::Existing::Replace } else { hub::Existing::KeepIfVerified };
+        hub::fetch_file(hub, &store.repo_cache(&target.repo), &file.name, &head, existing, reporter)?;
         commit.get_or_insert_with(|| head.commit.clone());
         entries.push(ManifestFile { name: file.name.clone(), sha256: head.sha256.clone(), size: head.size });
     }

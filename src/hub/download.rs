@@ -42,12 +42,29 @@ struct PartsState {
     segments: Vec<Segment>,
 }
 
+/// What to do with a blob that is already in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Keep it when its hash matches (the normal pull).
+    KeepIfVerified,
+    /// Download a fresh copy anyway (`--force`); the old blob is replaced
+    /// only once the new one is verified, never deleted before.
+    Replace,
+}
+
 /// Make `blobs/<sha256>` hold the file `head` describes, downloading what is
 /// missing. A blob already there is kept only if its hash matches.
-pub fn fetch_file(hub: &Hub, cache: &RepoCache, name: &str, head: &FileHead, reporter: &dyn PullReporter) -> Result<PathBuf, HubError> {
+pub fn fetch_file(
+    hub: &Hub,
+    cache: &RepoCache,
+    name: &str,
+    head: &FileHead,
+    existing: Existing,
+    reporter: &dyn PullReporter,
+) -> Result<PathBuf, HubError> {
     let _lock = lock(cache, &head.sha256, name, reporter)?;
     let blob = cache.blob(&head.sha256);
-    if fs::symlink_metadata(&blob).is_ok() {
+    if fs::symlink_metadata(&blob).is_ok() && existing == Existing::KeepIfVerified {
         if store::blob_matches(&blob, &head.sha256) {
             reporter.start_file(name, head.size, head.size);
             reporter.finish_file(name);

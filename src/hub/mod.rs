@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use api::{FileHead, RemoteFile};
-pub use download::fetch_file;
+pub use download::{fetch_file, Existing};
 
 use crate::store::StoreError;
 

@@ -54,6 +54,12 @@ fn clean_pull_verifies_registers_and_runs_offline() {
     let before = hub.range_starts().len();
     assert_exit(&run(hub.olm(&env).args(["pull", SMOL])), 0);
     assert_eq!(hub.range_starts().len(), before, "no bytes fetched again");
+    // --force downloads a fresh copy, verified before it replaces the old one.
+    let forced = run(hub.olm(&env).args(["pull", SMOL, "--force"]));
+    assert_exit(&forced, 0);
+    assert!(hub.range_starts().len() > before, "--force fetched the file again");
+    assert_eq!(sha256(&blob(&env)), SMOL_SHA);
+    assert_eq!(manifests(&env), 1);
     drop(hub);
     let answer = run(env.olm().args(["run", SMOL, "Say hi", "-n", "4", "--temperature", "0"]));
     assert_exit(&answer, 0);
