@@ -256,3 +256,37 @@ fn a_pulled_model_runs_without_any_network() {
     assert_exit(&run(&mut pull), 4);
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn t_b11_a_full_disk_is_refused_before_the_first_byte() {
+    // OLM_HOME and the cache on a 50 MiB tmpfs; the model is 98 MB.
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    let probe = run(std::process::Command::new("unshare").args(["-rm", "true"]));
+    if !probe.status.success() {
+        eprintln!("skipped: unshare -rm is not permitted here: {}", stderr(&probe));
+        return;
+    }
+    let small = env.path().join("small-disk");
+    std::fs::create_dir_all(&small).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=50m tmpfs '{dir}' && OLM_HOME='{dir}/olm' HF_HOME='{dir}/hf' exec '{olm}' pull {SMOL}",
+        dir = small.display(),
+        olm = env!("CARGO_BIN_EXE_olm"),
+    );
+    // The same environment `hub.olm` gives (it starts from an empty one).
+    let pull = hub.olm(&env);
+    let mut command = std::process::Command::new("unshare");
+    command.env_clear();
+    for (key, value) in pull.get_envs() {
+        if let Some(value) = value {
+            command.env(key, value);
+        }
+    }
+    command.stdin(Stdio::null()).args(["-rm", "sh", "-c", &script]);
+    let output = run(&mut command);
+    assert_exit(&output, 6);
+    let err = stderr(&output);
+    assert!(err.contains("error: not enough disk space") && err.contains("needed") && err.contains("free"), "{err}");
+    assert!(hub.range_starts().is_empty(), "no byte was downloaded: {:?}", hub.range_starts());
+}
