@@ -184,11 +184,16 @@ class Handler(BaseHTTPRequestHandler):
         limit = length
         if "cut_after" in faults and count("cut") <= faults.get("cut_times", 1):
             limit = min(length, faults["cut_after"])
-        self.send_body(path, start, limit, faults)
+        stall_at = None
+        if "stall_after" in faults and count("stall") <= faults.get("stall_times", 1):
+            stall_at = faults["stall_after"]
+        self.send_body(path, start, limit, faults, stall_at)
         if limit < length:
             self.close_connection = True
 
-    def send_body(self, path, start, limit, faults):
+    def send_body(self, path, start, limit, faults, stall_at=None):
+        """Send [start, start+limit); with stall_at, go silent after that many
+        bytes (the connection stays open, as a stuck server's would)."""
         rate = faults.get("rate")
         flip = faults.get("flip_byte")
         with open(path, "rb") as handle:
@@ -206,6 +211,9 @@ class Handler(BaseHTTPRequestHandler):
                 except (BrokenPipeError, ConnectionResetError):
                     return
                 sent += len(chunk)
+                if stall_at is not None and sent >= stall_at:
+                    time.sleep(faults.get("stall_seconds", 30))
+                    return
                 if rate:
                     time.sleep(len(chunk) / rate)
 

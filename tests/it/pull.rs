@@ -290,3 +290,18 @@ fn t_b11_a_full_disk_is_refused_before_the_first_byte() {
     assert!(err.contains("error: not enough disk space") && err.contains("needed") && err.contains("free"), "{err}");
     assert!(hub.range_starts().is_empty(), "no byte was downloaded: {:?}", hub.range_starts());
 }
+
+#[test]
+fn t_b6_a_stalled_download_is_retried_with_range() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    hub.set_faults(json!({"stall_after": 3_000_000, "stall_times": 1, "stall_seconds": 20}));
+    let started = Instant::now();
+    let output = run(hub.olm(&env).args(["pull", SMOL]).env("OLM_CONNECTIONS", "1").env("OLM_STALL_TIMEOUT", "2"));
+    assert_exit(&output, 0);
+    assert!(started.elapsed() < Duration::from_secs(15), "stall noticed quickly: {:?}", started.elapsed());
+    let starts = hub.range_starts();
+    assert_eq!(starts.iter().filter(|&&start| start == 0).count(), 1, "{starts:?}");
+    assert!(starts.iter().any(|&start| start >= 3_000_000), "resumed after the stall: {starts:?}");
+    assert_eq!(sha256(&blob(&env)), SMOL_SHA);
+}
