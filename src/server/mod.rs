@@ -282,6 +282,9 @@ async fn health() -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
+/// A per-model Prometheus family: name, type, and how to read it from a snapshot.
+type MetricFamily = (&'static str, &'static str, fn(&crate::engine::SchedulerMetrics) -> u64);
+
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = String::new();
     let _ = writeln!(text, "# TYPE olm_http_requests_total counter");
@@ -292,7 +295,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let _ = writeln!(text, "olm_http_refused_total {}", state.requests.refused.load(Ordering::Relaxed));
     let loaded = state.registry.loaded().await;
     let _ = writeln!(text, "# TYPE olm_models_loaded gauge\nolm_models_loaded {}", loaded.len());
-    let families: [(&str, &str, fn(&crate::engine::SchedulerMetrics) -> u64); 7] = [
+    let families: [MetricFamily; 7] = [
         ("olm_queue_depth", "gauge", |m| m.queued as u64),
         ("olm_active_sequences", "gauge", |m| m.active as u64),
         ("olm_prompt_tokens_total", "counter", |m| m.prompt_tokens),
