@@ -147,7 +147,11 @@ class Handler(BaseHTTPRequestHandler):
             return self.fail(404)
         sha = faults.get("etag", sha256_of(path))
         self.send_response(302)
-        self.send_header("Location", f"/cdn/{sha256_of(path)}")
+        location = f"/cdn/{sha256_of(path)}"
+        if faults.get("cdn_host"):
+            # An absolute redirect to another host name, as the real hub's CDN.
+            location = f"http://{faults['cdn_host']}:{self.server.server_address[1]}{location}"
+        self.send_header("Location", location)
         self.send_header("x-repo-commit", faults.get("commit", COMMIT))
         self.send_header("x-linked-etag", f'"{sha}"')
         self.send_header("x-linked-size", str(os.path.getsize(path)))

@@ -305,3 +305,21 @@ fn t_b6_a_stalled_download_is_retried_with_range() {
     assert!(starts.iter().any(|&start| start >= 3_000_000), "resumed after the stall: {starts:?}");
     assert_eq!(sha256(&blob(&env)), SMOL_SHA);
 }
+
+#[test]
+fn t_b9_a_redirect_to_another_host_never_gets_the_token() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    hub.set_faults(json!({"cdn_host": "localhost"}));
+    let output = run(hub.olm(&env).args(["pull", "test/gated-GGUF"]).env("HF_TOKEN", "secret-token"));
+    assert_exit(&output, 0);
+    let requests = hub.requests();
+    let downloads: Vec<_> = requests.iter().filter(|r| r["path"].as_str().unwrap_or("").starts_with("/cdn/")).collect();
+    assert!(!downloads.is_empty(), "the file came from the other host: {requests:?}");
+    assert!(downloads.iter().all(|r| r["authorization"].is_null()), "HF_TOKEN leaked to another host: {downloads:?}");
+    assert!(
+        requests.iter().any(|r| r["path"].as_str().unwrap_or("").contains("/resolve/") && r["authorization"].is_string()),
+        "the hub itself still got the token: {requests:?}"
+    );
+}
+
