@@ -61,7 +61,9 @@ pub struct Catalog {
 impl Catalog {
     /// The built-in catalog only.
     pub fn builtin() -> Result<Self, CatalogError> {
-        Ok(Self { entries: parse(BUILTIN, "built-in catalog")? })
+        Ok(Self {
+            entries: parse(BUILTIN, "built-in catalog")?,
+        })
     }
 
     /// The built-in catalog plus the `[[model]]` entries of `config` (which
@@ -71,17 +73,26 @@ impl Catalog {
         let text = match std::fs::read_to_string(config) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(catalog),
-            Err(error) => return Err(CatalogError { source_name: config.display().to_string(), message: error.to_string() }),
+            Err(error) => {
+                return Err(CatalogError {
+                    source_name: config.display().to_string(),
+                    message: error.to_string(),
+                })
+            }
         };
         for entry in parse(&text, &config.display().to_string())? {
-            catalog.entries.retain(|existing| existing.alias != entry.alias);
+            catalog
+                .entries
+                .retain(|existing| existing.alias != entry.alias);
             catalog.entries.push(entry);
         }
         Ok(catalog)
     }
 
     pub fn get(&self, alias: &str) -> Option<&CatalogEntry> {
-        self.entries.iter().find(|entry| entry.alias.eq_ignore_ascii_case(alias))
+        self.entries
+            .iter()
+            .find(|entry| entry.alias.eq_ignore_ascii_case(alias))
     }
 
     pub fn entries(&self) -> &[CatalogEntry] {
@@ -90,19 +101,33 @@ impl Catalog {
 }
 
 fn parse(text: &str, source_name: &str) -> Result<Vec<CatalogEntry>, CatalogError> {
-    let error = |message: String| CatalogError { source_name: source_name.to_owned(), message };
+    let error = |message: String| CatalogError {
+        source_name: source_name.to_owned(),
+        message,
+    };
     let file: CatalogFile = toml::from_str(text).map_err(|e| error(e.to_string()))?;
     file.model
         .into_iter()
         .map(|raw| {
-            check_part(&raw.alias).map_err(|reason| error(format!("alias '{}': {reason}", raw.alias)))?;
-            check_tag(&raw.quant).map_err(|reason| error(format!("quant of '{}': {reason}", raw.alias)))?;
+            check_part(&raw.alias)
+                .map_err(|reason| error(format!("alias '{}': {reason}", raw.alias)))?;
+            check_tag(&raw.quant)
+                .map_err(|reason| error(format!("quant of '{}': {reason}", raw.alias)))?;
             let repo = RepoId::parse(&raw.repo).map_err(|e| error(e.to_string()))?;
             if let Some(file) = &raw.file {
-                let sample = file.replace("{quant}", "q4_k_m").replace("{QUANT}", "Q4_K_M");
-                crate::store::names::check_repo_file_name(&sample).map_err(|reason| error(format!("file of '{}': {reason}", raw.alias)))?;
+                let sample = file
+                    .replace("{quant}", "q4_k_m")
+                    .replace("{QUANT}", "Q4_K_M");
+                crate::store::names::check_repo_file_name(&sample)
+                    .map_err(|reason| error(format!("file of '{}': {reason}", raw.alias)))?;
             }
-            Ok(CatalogEntry { alias: raw.alias, repo, quant: raw.quant.to_ascii_uppercase(), file: raw.file, description: raw.description })
+            Ok(CatalogEntry {
+                alias: raw.alias,
+                repo,
+                quant: raw.quant.to_ascii_uppercase(),
+                file: raw.file,
+                description: raw.description,
+            })
         })
         .collect()
 }
@@ -127,10 +152,21 @@ mod tests {
     fn user_entries_override() {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.toml");
-        std::fs::write(&config, "[[model]]\nalias = \"qwen-7b\"\nrepo = \"me/x-GGUF\"\nquant = \"q8_0\"\n").unwrap();
+        std::fs::write(
+            &config,
+            "[[model]]\nalias = \"qwen-7b\"\nrepo = \"me/x-GGUF\"\nquant = \"q8_0\"\n",
+        )
+        .unwrap();
         let catalog = Catalog::load(&config).unwrap();
-        assert_eq!(catalog.get("qwen-7b").unwrap().repo.to_string(), "me/x-GGUF");
-        std::fs::write(&config, "[[model]]\nalias = \"../x\"\nrepo = \"me/x\"\nquant = \"Q4_0\"\n").unwrap();
+        assert_eq!(
+            catalog.get("qwen-7b").unwrap().repo.to_string(),
+            "me/x-GGUF"
+        );
+        std::fs::write(
+            &config,
+            "[[model]]\nalias = \"../x\"\nrepo = \"me/x\"\nquant = \"Q4_0\"\n",
+        )
+        .unwrap();
         assert!(Catalog::load(&config).is_err());
     }
 }

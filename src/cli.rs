@@ -338,11 +338,23 @@ pub struct BenchArgs {
     pub model: String,
 
     /// Prompt sizes to test (ppN); 0 skips prompt tests.
-    #[arg(short = 'p', long = "n-prompt", value_name = "N,...", value_delimiter = ',', default_value = "512")]
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
     pub prompts: Vec<u32>,
 
     /// Generation lengths to test (tgN); 0 skips generation tests.
-    #[arg(short = 'n', long = "n-gen", value_name = "N,...", value_delimiter = ',', default_value = "128")]
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
     pub generations: Vec<u32>,
 
     /// Repetitions of each test.
@@ -371,7 +383,13 @@ pub struct BenchArgs {
     pub gpu_layers: Option<u32>,
 
     /// Report format.
-    #[arg(short = 'o', long, value_enum, default_value = "md", value_name = "FORMAT")]
+    #[arg(
+        short = 'o',
+        long,
+        value_enum,
+        default_value = "md",
+        value_name = "FORMAT"
+    )]
     pub output: BenchFormat,
 
     /// Skip the warm-up run before each test.
@@ -431,7 +449,13 @@ pub struct GenerationArgs {
     ///
     /// Without it, generation stops at the model's end of turn or when the
     /// context is full.
-    #[arg(short = 'n', long, value_name = "N", env = "OLM_MAX_TOKENS", help_heading = "Generation")]
+    #[arg(
+        short = 'n',
+        long,
+        value_name = "N",
+        env = "OLM_MAX_TOKENS",
+        help_heading = "Generation"
+    )]
     pub max_tokens: Option<u32>,
 
     /// Context size in tokens (prompt plus answer).
@@ -454,7 +478,12 @@ pub struct GenerationArgs {
     pub format: Option<OutputFormat>,
 
     /// Constrain the output to match a JSON schema read from FILE.
-    #[arg(long, value_name = "FILE", conflicts_with = "format", help_heading = "Generation")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "format",
+        help_heading = "Generation"
+    )]
     pub schema: Option<PathBuf>,
 
     /// Chat template to use instead of the model's own: a Jinja file, or a
@@ -475,7 +504,9 @@ pub enum OutputFormat {
 }
 
 fn non_negative_f32(value: &str) -> Result<f32, String> {
-    let number: f32 = value.parse().map_err(|_| format!("'{value}' is not a number"))?;
+    let number: f32 = value
+        .parse()
+        .map_err(|_| format!("'{value}' is not a number"))?;
     if number.is_finite() && number >= 0.0 {
         Ok(number)
     } else {
@@ -533,7 +564,13 @@ mod generated {
     /// Every generated file: (path relative to the repo, contents).
     fn rendered() -> Vec<(PathBuf, Vec<u8>)> {
         let mut files = Vec::new();
-        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish, Shell::Elvish, Shell::PowerShell] {
+        for shell in [
+            Shell::Bash,
+            Shell::Zsh,
+            Shell::Fish,
+            Shell::Elvish,
+            Shell::PowerShell,
+        ] {
             let mut out = Vec::new();
             write_completions(shell, &mut out);
             files.push((Path::new("completions").join(completion_file(shell)), out));
@@ -554,7 +591,9 @@ mod generated {
 
     fn man_page(command: clap::Command) -> Vec<u8> {
         let mut out = Vec::new();
-        clap_mangen::Man::new(command).render(&mut out).expect("render man page");
+        clap_mangen::Man::new(command)
+            .render(&mut out)
+            .expect("render man page");
         out
     }
 
@@ -562,7 +601,11 @@ mod generated {
     fn generated_docs_are_current() {
         for (path, expected) in rendered() {
             let actual = std::fs::read(root().join(&path)).unwrap_or_default();
-            assert!(actual == expected, "{} is stale: {REGENERATE}", path.display());
+            assert!(
+                actual == expected,
+                "{} is stale: {REGENERATE}",
+                path.display()
+            );
         }
     }
 
@@ -604,7 +647,11 @@ mod tests {
                 );
             }
             for sub in command.get_subcommands() {
-                assert!(sub.get_about().is_some(), "{path} {} has no about", sub.get_name());
+                assert!(
+                    sub.get_about().is_some(),
+                    "{path} {} has no about",
+                    sub.get_name()
+                );
                 check(sub, &format!("{path} {}", sub.get_name()));
             }
         }

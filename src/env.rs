@@ -46,13 +46,19 @@ pub const OLM_CONNECTIONS: &str = "OLM_CONNECTIONS";
 /// Whether a boolean environment variable is set to a true value.
 pub fn flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|value| {
-        matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+        matches!(
+            value.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
     })
 }
 
 /// A numeric environment variable, or `default` when unset or unparsable.
 pub fn number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|value| value.trim().parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(default)
 }
 
 /// Default for `--max-tokens` (answer length limit) of `run` and `chat`.

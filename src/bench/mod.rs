@@ -74,13 +74,24 @@ impl Plan {
         for &threads in &self.threads {
             for &n_batch in &self.batch_sizes {
                 for &n_ubatch in &self.ubatch_sizes {
-                    let base = TestCase { n_prompt: 0, n_gen: 0, n_batch, n_ubatch, threads, sequences: 1 };
+                    let base = TestCase {
+                        n_prompt: 0,
+                        n_gen: 0,
+                        n_batch,
+                        n_ubatch,
+                        threads,
+                        sequences: 1,
+                    };
                     for &n_prompt in self.prompts.iter().filter(|&&n| n > 0) {
                         cases.push(TestCase { n_prompt, ..base });
                     }
                     for &n_gen in self.generations.iter().filter(|&&n| n > 0) {
                         for &sequences in &self.concurrency {
-                            cases.push(TestCase { n_gen, sequences: sequences.max(1), ..base });
+                            cases.push(TestCase {
+                                n_gen,
+                                sequences: sequences.max(1),
+                                ..base
+                            });
                         }
                     }
                 }
@@ -101,11 +112,23 @@ pub struct Measurement {
 
 impl Measurement {
     pub fn avg_ns(&self) -> f64 {
-        mean(&self.samples_ns.iter().map(|&n| n as f64).collect::<Vec<_>>())
+        mean(
+            &self
+                .samples_ns
+                .iter()
+                .map(|&n| n as f64)
+                .collect::<Vec<_>>(),
+        )
     }
 
     pub fn stddev_ns(&self) -> f64 {
-        stddev(&self.samples_ns.iter().map(|&n| n as f64).collect::<Vec<_>>())
+        stddev(
+            &self
+                .samples_ns
+                .iter()
+                .map(|&n| n as f64)
+                .collect::<Vec<_>>(),
+        )
     }
 
     pub fn avg_ts(&self) -> f64 {
@@ -151,7 +174,11 @@ pub fn measure(
         samples_ns.push(nanos);
         samples_ts.push(case.tokens() as f64 * 1e9 / nanos as f64);
     }
-    Ok(Measurement { case, samples_ns, samples_ts })
+    Ok(Measurement {
+        case,
+        samples_ns,
+        samples_ts,
+    })
 }
 
 fn mean(values: &[f64]) -> f64 {
@@ -190,10 +217,19 @@ mod tests {
 
     #[test]
     fn cases_cover_the_cross_product_in_llama_bench_order() {
-        let names: Vec<_> = plan().cases().iter().map(|c| (c.name(), c.threads)).collect();
+        let names: Vec<_> = plan()
+            .cases()
+            .iter()
+            .map(|c| (c.name(), c.threads))
+            .collect();
         assert_eq!(
             names,
-            [("pp512".into(), 2), ("tg128".into(), 2), ("pp512".into(), 4), ("tg128".into(), 4)]
+            [
+                ("pp512".into(), 2),
+                ("tg128".into(), 2),
+                ("pp512".into(), 4),
+                ("tg128".into(), 4)
+            ]
         );
     }
 

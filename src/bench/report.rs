@@ -141,7 +141,11 @@ fn write_markdown(
 
 const CSV_COLUMNS: &str = "model_filename,model_type,model_size,model_n_params,backends,n_threads,n_batch,n_ubatch,n_prompt,n_gen,n_seq,test,avg_ns,stddev_ns,avg_ts,stddev_ts";
 
-fn write_csv(out: &mut impl Write, model: &ModelSummary, measurements: &[Measurement]) -> io::Result<()> {
+fn write_csv(
+    out: &mut impl Write,
+    model: &ModelSummary,
+    measurements: &[Measurement],
+) -> io::Result<()> {
     writeln!(out, "{CSV_COLUMNS}")?;
     for measurement in measurements {
         let r = record(model, measurement);
@@ -213,8 +217,19 @@ mod tests {
             cpu_info: "test cpu".into(),
             build: "test".into(),
         };
-        let case = TestCase { n_prompt: 512, n_gen: 0, n_batch: 2048, n_ubatch: 512, threads: 2, sequences: 1 };
-        let measurement = Measurement { case, samples_ns: vec![1_000_000_000, 2_000_000_000], samples_ts: vec![512.0, 256.0] };
+        let case = TestCase {
+            n_prompt: 512,
+            n_gen: 0,
+            n_batch: 2048,
+            n_ubatch: 512,
+            threads: 2,
+            sequences: 1,
+        };
+        let measurement = Measurement {
+            case,
+            samples_ns: vec![1_000_000_000, 2_000_000_000],
+            samples_ts: vec![512.0, 256.0],
+        };
         (model, vec![measurement])
     }
 
@@ -243,6 +258,12 @@ mod tests {
         let mut out = Vec::new();
         write_report(&mut out, ReportFormat::Csv, &model, &measurements).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.lines().nth(1).unwrap().starts_with("\"m,1.gguf\",llama 135M Q4_1,"), "{text}");
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("\"m,1.gguf\",llama 135M Q4_1,"),
+            "{text}"
+        );
     }
 }

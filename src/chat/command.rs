@@ -154,21 +154,48 @@ mod tests {
             command("/set temperature 0.2"),
             Ok(SlashCommand::Set(Setting::Temperature(0.2)))
         );
-        assert_eq!(command("/show params"), Ok(SlashCommand::Show(ShowTopic::Params)));
+        assert_eq!(
+            command("/show params"),
+            Ok(SlashCommand::Show(ShowTopic::Params))
+        );
         assert_eq!(command("/show"), Ok(SlashCommand::Show(ShowTopic::Info)));
-        assert_eq!(command("/save talk.md"), Ok(SlashCommand::Save("talk.md".into())));
-        assert_eq!(command("/load a b.json"), Ok(SlashCommand::Load("a b.json".into())));
-        assert_eq!(command("/model qwen-7b"), Ok(SlashCommand::Model("qwen-7b".into())));
+        assert_eq!(
+            command("/save talk.md"),
+            Ok(SlashCommand::Save("talk.md".into()))
+        );
+        assert_eq!(
+            command("/load a b.json"),
+            Ok(SlashCommand::Load("a b.json".into()))
+        );
+        assert_eq!(
+            command("/model qwen-7b"),
+            Ok(SlashCommand::Model("qwen-7b".into()))
+        );
     }
 
     #[test]
     fn mistakes_get_a_one_line_hint() {
-        assert_eq!(command("/frobnicate"), Err(CommandError::Unknown("frobnicate".into())));
+        assert_eq!(
+            command("/frobnicate"),
+            Err(CommandError::Unknown("frobnicate".into()))
+        );
         assert!(matches!(command("/save"), Err(CommandError::Usage(_))));
-        assert!(matches!(command("/set temperature"), Err(CommandError::Usage(_))));
-        assert!(matches!(command("/set warmth 3"), Err(CommandError::Setting(_))));
-        assert!(matches!(command("/set top-p 7"), Err(CommandError::Setting(_))));
-        assert!(matches!(command("/show everything"), Err(CommandError::Usage(_))));
+        assert!(matches!(
+            command("/set temperature"),
+            Err(CommandError::Usage(_))
+        ));
+        assert!(matches!(
+            command("/set warmth 3"),
+            Err(CommandError::Setting(_))
+        ));
+        assert!(matches!(
+            command("/set top-p 7"),
+            Err(CommandError::Setting(_))
+        ));
+        assert!(matches!(
+            command("/show everything"),
+            Err(CommandError::Usage(_))
+        ));
         for error in [command("/frobnicate"), command("/set top-p 7")] {
             let text = error.expect_err("an error").to_string();
             assert!(!text.contains('\n'), "one line: {text}");

@@ -35,7 +35,10 @@ pub struct Trim {
 
 impl Conversation {
     pub fn new(system: Option<String>) -> Self {
-        Self { system: system.filter(|text| !text.is_empty()), messages: Vec::new() }
+        Self {
+            system: system.filter(|text| !text.is_empty()),
+            messages: Vec::new(),
+        }
     }
 
     pub fn system(&self) -> Option<&str> {
@@ -77,7 +80,10 @@ impl Conversation {
 
     /// The messages to render: system prompt first.
     pub fn prompt_messages(&self) -> Vec<Message> {
-        let system = self.system.iter().map(|text| Message::new(SYSTEM, text.clone()));
+        let system = self
+            .system
+            .iter()
+            .map(|text| Message::new(SYSTEM, text.clone()));
         system.chain(self.messages.iter().cloned()).collect()
     }
 
@@ -107,10 +113,18 @@ impl Conversation {
         loop {
             let prompt_tokens = count_tokens(&self.prompt_messages())?;
             if prompt_tokens <= budget {
-                return Ok(Trim { dropped_turns, prompt_tokens, fits: true });
+                return Ok(Trim {
+                    dropped_turns,
+                    prompt_tokens,
+                    fits: true,
+                });
             }
             if !self.drop_oldest_turn() {
-                return Ok(Trim { dropped_turns, prompt_tokens, fits: false });
+                return Ok(Trim {
+                    dropped_turns,
+                    prompt_tokens,
+                    fits: false,
+                });
             }
             dropped_turns += 1;
         }
@@ -119,7 +133,11 @@ impl Conversation {
     /// Remove the first message and everything up to the next user message,
     /// unless that would leave no message at all.
     fn drop_oldest_turn(&mut self) -> bool {
-        let next_user = self.messages.iter().skip(1).position(|message| message.role == USER);
+        let next_user = self
+            .messages
+            .iter()
+            .skip(1)
+            .position(|message| message.role == USER);
         match next_user {
             Some(offset) => {
                 self.messages.drain(..=offset);
@@ -135,7 +153,9 @@ impl Conversation {
 /// never more than half of it).
 pub fn prompt_budget(n_ctx: u32, max_tokens: Option<u32>) -> usize {
     let n_ctx = n_ctx as usize;
-    let reserve = max_tokens.map_or(n_ctx / 4, |limit| limit as usize).min(n_ctx / 2);
+    let reserve = max_tokens
+        .map_or(n_ctx / 4, |limit| limit as usize)
+        .min(n_ctx / 2);
     n_ctx.saturating_sub(reserve).max(1)
 }
 
@@ -145,7 +165,10 @@ mod tests {
 
     /// A token count of one per word, plus two per message.
     fn count_words(messages: &[Message]) -> Result<usize, std::convert::Infallible> {
-        Ok(messages.iter().map(|message| message.content.split_whitespace().count() + 2).sum())
+        Ok(messages
+            .iter()
+            .map(|message| message.content.split_whitespace().count() + 2)
+            .sum())
     }
 
     fn three_turns() -> Conversation {
@@ -170,7 +193,14 @@ mod tests {
     fn a_conversation_that_fits_is_left_alone() {
         let mut conversation = three_turns();
         let trim = conversation.trim_to_fit(100, count_words).unwrap();
-        assert_eq!(trim, Trim { dropped_turns: 0, prompt_tokens: 32, fits: true });
+        assert_eq!(
+            trim,
+            Trim {
+                dropped_turns: 0,
+                prompt_tokens: 32,
+                fits: true
+            }
+        );
         assert_eq!(conversation, three_turns());
     }
 
@@ -201,7 +231,10 @@ mod tests {
         let mut conversation = three_turns();
         conversation.clear();
         assert!(conversation.turns().is_empty());
-        assert_eq!(conversation.prompt_messages(), [Message::new(SYSTEM, "be brief")]);
+        assert_eq!(
+            conversation.prompt_messages(),
+            [Message::new(SYSTEM, "be brief")]
+        );
     }
 
     #[test]

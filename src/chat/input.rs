@@ -126,7 +126,10 @@ mod tests {
             assemble(&["\"\"\"first", "second\"\"\""]),
             [None, Some("first\nsecond".into())]
         );
-        assert_eq!(assemble(&["\"\"\"one line\"\"\""]), [Some("one line".into())]);
+        assert_eq!(
+            assemble(&["\"\"\"one line\"\"\""]),
+            [Some("one line".into())]
+        );
     }
 
     #[test]

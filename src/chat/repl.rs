@@ -51,7 +51,9 @@ impl ModelChoice {
     /// A path is shown by its file stem (`SmolLM2-135M-Instruct.Q4_1`), a name as typed.
     pub fn new(reference: &str, path: PathBuf) -> Self {
         let typed_a_path = Path::new(reference) == path || reference.ends_with(".gguf");
-        let stem = path.file_stem().map(|stem| stem.to_string_lossy().into_owned());
+        let stem = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned());
         let name = match stem {
             Some(stem) if typed_a_path => stem,
             _ => reference.to_owned(),
@@ -100,7 +102,10 @@ pub fn run(setup: ChatSetup<'_>, printer: &Printer, cancel: &AtomicBool) -> anyh
                 loaded
             }
             Err(error) => {
-                printer.error(&format!("{error:#}"), Some(&format!("back to {}", current.name)));
+                printer.error(
+                    &format!("{error:#}"),
+                    Some(&format!("back to {}", current.name)),
+                );
                 load_model(&current, &setup.load_options, printer)?
             }
         };
@@ -168,10 +173,14 @@ impl Chat<'_> {
         choice: &ModelChoice,
         setup: &ChatSetup<'_>,
     ) -> anyhow::Result<Next> {
-        let n_ctx =
-            setup.ctx_size.unwrap_or_else(|| DEFAULT_CONTEXT.min(model.n_ctx_train().max(1)));
-        let options =
-            SessionOptions { n_ctx, threads: setup.threads, n_batch: n_ctx.min(MAX_BATCH) };
+        let n_ctx = setup
+            .ctx_size
+            .unwrap_or_else(|| DEFAULT_CONTEXT.min(model.n_ctx_train().max(1)));
+        let options = SessionOptions {
+            n_ctx,
+            threads: setup.threads,
+            n_batch: n_ctx.min(MAX_BATCH),
+        };
         let mut session = model.session(&options)?;
         self.evaluated = None;
         self.printer.status(&format!(
@@ -199,7 +208,11 @@ impl Chat<'_> {
 
     /// Read one line and say what it means.
     fn read(&mut self) -> anyhow::Result<Input> {
-        let prompt = if self.input.is_continuing() { CONTINUATION_PROMPT } else { PROMPT };
+        let prompt = if self.input.is_continuing() {
+            CONTINUATION_PROMPT
+        } else {
+            PROMPT
+        };
         let line = match self.editor.readline(prompt) {
             Ok(line) => line,
             Err(ReadlineError::Interrupted) => {
@@ -244,7 +257,9 @@ impl Chat<'_> {
         self.conversation.push_user(text);
         let budget = prompt_budget(session.n_ctx(), self.request.max_tokens);
         let trim = self.conversation.trim_to_fit(budget, |messages| {
-            model.tokenize(&Prompt::Chat(messages.to_vec())).map(|tokens| tokens.len())
+            model
+                .tokenize(&Prompt::Chat(messages.to_vec()))
+                .map(|tokens| tokens.len())
         })?;
         if !trim.fits {
             self.conversation.pop_user();
@@ -273,10 +288,16 @@ impl Chat<'_> {
             _ => model.tokenize(&prompt)?,
         };
         let (answer, stats) = self.generate(session, &tokens)?;
-        self.evaluated = Some(Evaluated { text: rendered + &answer, tokens: session.transcript() });
+        self.evaluated = Some(Evaluated {
+            text: rendered + &answer,
+            tokens: session.transcript(),
+        });
         self.conversation.push_assistant(answer);
         self.report_stop(&stats, session.n_ctx());
-        self.last_turn = Some(LastTurn { stats, context_used: session.cached_tokens() });
+        self.last_turn = Some(LastTurn {
+            stats,
+            context_used: session.cached_tokens(),
+        });
         Ok(())
     }
 
@@ -302,17 +323,21 @@ impl Chat<'_> {
         if !answer.is_empty() && !answer.ends_with('\n')
             || stats.stop_reason == StopReason::Cancelled
         {
-            stdout.write_all(b"\n").context("cannot write the answer to stdout")?;
+            stdout
+                .write_all(b"\n")
+                .context("cannot write the answer to stdout")?;
         }
-        stdout.flush().context("cannot write the answer to stdout")?;
+        stdout
+            .flush()
+            .context("cannot write the answer to stdout")?;
         Ok((answer, stats))
     }
 
     fn report_stop(&self, stats: &Stats, n_ctx: u32) {
         match stats.stop_reason {
-            StopReason::Cancelled => {
-                self.printer.status("stopped; the partial answer stays in the conversation")
-            }
+            StopReason::Cancelled => self
+                .printer
+                .status("stopped; the partial answer stays in the conversation"),
             StopReason::ContextFull => self.printer.warn(&format!(
                 "the answer was cut: the context of {n_ctx} tokens is full; \
                  the oldest turns will be dropped on your next message"
@@ -339,14 +364,20 @@ impl Chat<'_> {
                 printer.status("conversation cleared (the system prompt stays)");
             }
             SlashCommand::System(system) => {
-                let message =
-                    if system.is_some() { "system prompt set" } else { "system prompt removed" };
+                let message = if system.is_some() {
+                    "system prompt set"
+                } else {
+                    "system prompt removed"
+                };
                 self.conversation.set_system(system);
                 printer.status(message);
             }
             SlashCommand::Set(setting) => {
                 setting.apply(&mut self.request);
-                printer.status(&format!("set {}", describe_params(&self.request, Some(setting))));
+                printer.status(&format!(
+                    "set {}",
+                    describe_params(&self.request, Some(setting))
+                ));
             }
             SlashCommand::Show(topic) => self.show(topic, model, choice, session)?,
             SlashCommand::Stats => self.show_stats(session),
@@ -394,8 +425,11 @@ impl Chat<'_> {
     }
 
     fn show_stats(&self, session: &Session<'_>) {
-        let context =
-            format!("context: {} of {} tokens used", session.cached_tokens(), session.n_ctx());
+        let context = format!(
+            "context: {} of {} tokens used",
+            session.cached_tokens(),
+            session.n_ctx()
+        );
         let Some(last) = &self.last_turn else {
             self.printer.status(&format!("no answer yet; {context}"));
             return;
@@ -407,7 +441,9 @@ impl Chat<'_> {
              context: {} of {} tokens used",
             stats.prompt_tokens,
             stats.prompt_tokens_evaluated,
-            stats.prompt_tokens.saturating_sub(stats.prompt_tokens_evaluated),
+            stats
+                .prompt_tokens
+                .saturating_sub(stats.prompt_tokens_evaluated),
             stats.prompt_tokens_per_second(),
             stats.generated_tokens,
             stats.generation_tokens_per_second(),
@@ -495,10 +531,17 @@ impl LineEditor {
         let history_file = super::history_file();
         if let Some(path) = history_file.as_deref().filter(|path| path.exists()) {
             if let Err(error) = editor.load_history(path) {
-                printer.warn(&format!("cannot read the chat history {}: {error}", path.display()));
+                printer.warn(&format!(
+                    "cannot read the chat history {}: {error}",
+                    path.display()
+                ));
             }
         }
-        Ok(Self { editor, history_file, history_warned: false })
+        Ok(Self {
+            editor,
+            history_file,
+            history_warned: false,
+        })
     }
 
     fn readline(&mut self, prompt: &str) -> Result<String, ReadlineError> {
@@ -511,7 +554,9 @@ impl LineEditor {
         if !self.editor.add_history_entry(entry).unwrap_or(false) {
             return;
         }
-        let Some(path) = &self.history_file else { return };
+        let Some(path) = &self.history_file else {
+            return;
+        };
         let result = match path.parent() {
             Some(parent) => std::fs::create_dir_all(parent).map_err(ReadlineError::from),
             None => Ok(()),
@@ -519,7 +564,10 @@ impl LineEditor {
         .and_then(|()| self.editor.append_history(path));
         if let Err(error) = result {
             if !self.history_warned {
-                printer.warn(&format!("cannot write the chat history {}: {error}", path.display()));
+                printer.warn(&format!(
+                    "cannot write the chat history {}: {error}",
+                    path.display()
+                ));
                 self.history_warned = true;
             }
         }

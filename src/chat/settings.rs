@@ -58,8 +58,11 @@ impl FromStr for Parameter {
 
     /// Accepts `top-k`, `top_k` and `topk` alike, in any case.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let wanted: String =
-            text.chars().filter(|c| *c != '-' && *c != '_').flat_map(char::to_lowercase).collect();
+        let wanted: String = text
+            .chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .flat_map(char::to_lowercase)
+            .collect();
         Parameter::ALL
             .into_iter()
             .find(|parameter| parameter.name().replace('-', "") == wanted)
@@ -73,7 +76,11 @@ pub enum SettingError {
     #[error("unknown parameter '{0}'; one of: temperature, top-k, top-p, min-p, seed, max-tokens, repeat-penalty")]
     UnknownParameter(String),
     #[error("{parameter} must be {expected}, not '{value}'")]
-    InvalidValue { parameter: Parameter, value: String, expected: &'static str },
+    InvalidValue {
+        parameter: Parameter,
+        value: String,
+        expected: &'static str,
+    },
 }
 
 /// A parameter with a checked value.
@@ -93,8 +100,11 @@ pub enum Setting {
 impl Setting {
     /// Parse `VALUE` for `parameter`, with the command-line flags' ranges.
     pub fn parse(parameter: Parameter, value: &str) -> Result<Self, SettingError> {
-        let invalid =
-            |expected| SettingError::InvalidValue { parameter, value: value.to_owned(), expected };
+        let invalid = |expected| SettingError::InvalidValue {
+            parameter,
+            value: value.to_owned(),
+            expected,
+        };
         let value = value.trim();
         let setting = match parameter {
             Parameter::Temperature => Setting::Temperature(
@@ -176,7 +186,11 @@ pub fn describe(request: &GenerateRequest) -> Vec<(Parameter, String)> {
 
 fn parse_float(text: &str, minimum: f32, maximum: f32, exclusive_minimum: bool) -> Option<f32> {
     let number: f32 = text.parse().ok()?;
-    let above_minimum = if exclusive_minimum { number > minimum } else { number >= minimum };
+    let above_minimum = if exclusive_minimum {
+        number > minimum
+    } else {
+        number >= minimum
+    };
     (number.is_finite() && above_minimum && number <= maximum).then_some(number)
 }
 
@@ -197,20 +211,35 @@ mod tests {
         assert_eq!("top-k".parse::<Parameter>(), Ok(Parameter::TopK));
         assert_eq!("TOP_P".parse::<Parameter>(), Ok(Parameter::TopP));
         assert_eq!("maxtokens".parse::<Parameter>(), Ok(Parameter::MaxTokens));
-        assert!(matches!("warmth".parse::<Parameter>(), Err(SettingError::UnknownParameter(_))));
+        assert!(matches!(
+            "warmth".parse::<Parameter>(),
+            Err(SettingError::UnknownParameter(_))
+        ));
     }
 
     #[test]
     fn values_are_range_checked_like_the_flags() {
-        assert_eq!(Setting::parse(Parameter::Temperature, "0.2"), Ok(Setting::Temperature(0.2)));
+        assert_eq!(
+            Setting::parse(Parameter::Temperature, "0.2"),
+            Ok(Setting::Temperature(0.2))
+        );
         assert!(Setting::parse(Parameter::Temperature, "-1").is_err());
         assert!(Setting::parse(Parameter::Temperature, "NaN").is_err());
         assert!(Setting::parse(Parameter::TopP, "1.5").is_err());
         assert!(Setting::parse(Parameter::RepeatPenalty, "0").is_err());
         assert!(Setting::parse(Parameter::TopK, "-3").is_err());
-        assert_eq!(Setting::parse(Parameter::Seed, "random"), Ok(Setting::Seed(None)));
-        assert_eq!(Setting::parse(Parameter::Seed, "42"), Ok(Setting::Seed(Some(42))));
-        assert_eq!(Setting::parse(Parameter::MaxTokens, "0"), Ok(Setting::MaxTokens(None)));
+        assert_eq!(
+            Setting::parse(Parameter::Seed, "random"),
+            Ok(Setting::Seed(None))
+        );
+        assert_eq!(
+            Setting::parse(Parameter::Seed, "42"),
+            Ok(Setting::Seed(Some(42)))
+        );
+        assert_eq!(
+            Setting::parse(Parameter::MaxTokens, "0"),
+            Ok(Setting::MaxTokens(None))
+        );
     }
 
     #[test]

@@ -28,9 +28,15 @@ pub struct Transcript {
 #[derive(Debug, thiserror::Error)]
 pub enum TranscriptError {
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is larger than {} MiB", MAX_TRANSCRIPT_BYTES >> 20)]
     TooLarge { path: PathBuf },
     #[error("{path} is not a JSON transcript (save one with /save FILE.json): {reason}")]
@@ -39,34 +45,50 @@ pub enum TranscriptError {
 
 /// Whether `path` asks for JSON (by its extension).
 pub fn is_json(path: &Path) -> bool {
-    path.extension().is_some_and(|extension| extension.eq_ignore_ascii_case("json"))
+    path.extension()
+        .is_some_and(|extension| extension.eq_ignore_ascii_case("json"))
 }
 
 /// Save `conversation` to `path`: JSON for `.json`, markdown otherwise.
 pub fn save(path: &Path, model: &str, conversation: &Conversation) -> Result<(), TranscriptError> {
-    let text =
-        if is_json(path) { to_json(model, conversation) } else { to_markdown(model, conversation) };
-    write_atomically(path, text.as_bytes())
-        .map_err(|source| TranscriptError::Write { path: path.to_owned(), source })
+    let text = if is_json(path) {
+        to_json(model, conversation)
+    } else {
+        to_markdown(model, conversation)
+    };
+    write_atomically(path, text.as_bytes()).map_err(|source| TranscriptError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Read a JSON transcript.
 pub fn load(path: &Path) -> Result<Conversation, TranscriptError> {
-    let read_error = |source| TranscriptError::Read { path: path.to_owned(), source };
+    let read_error = |source| TranscriptError::Read {
+        path: path.to_owned(),
+        source,
+    };
     let size = std::fs::metadata(path).map_err(read_error)?.len();
     if size > MAX_TRANSCRIPT_BYTES {
-        return Err(TranscriptError::TooLarge { path: path.to_owned() });
+        return Err(TranscriptError::TooLarge {
+            path: path.to_owned(),
+        });
     }
     let text = std::fs::read_to_string(path).map_err(read_error)?;
-    let invalid = |reason: String| TranscriptError::Invalid { path: path.to_owned(), reason };
+    let invalid = |reason: String| TranscriptError::Invalid {
+        path: path.to_owned(),
+        reason,
+    };
     let transcript: Transcript =
         serde_json::from_str(&text).map_err(|error| invalid(error.to_string()))?;
     Conversation::from_messages(transcript.messages).map_err(invalid)
 }
 
 pub fn to_json(model: &str, conversation: &Conversation) -> String {
-    let transcript =
-        Transcript { model: Some(model.to_owned()), messages: conversation.prompt_messages() };
+    let transcript = Transcript {
+        model: Some(model.to_owned()),
+        messages: conversation.prompt_messages(),
+    };
     // Serializing strings and a Vec cannot fail.
     let mut text = serde_json::to_string_pretty(&transcript).unwrap_or_default();
     text.push('\n');
@@ -82,7 +104,10 @@ pub fn to_markdown(model: &str, conversation: &Conversation) -> String {
             ASSISTANT => "Assistant",
             other => other,
         };
-        text.push_str(&format!("\n## {heading}\n\n{}\n", message.content.trim_end()));
+        text.push_str(&format!(
+            "\n## {heading}\n\n{}\n",
+            message.content.trim_end()
+        ));
     }
     text
 }
@@ -95,8 +120,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let file_name = path.file_name().ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file")
     })?;
-    let temporary =
-        directory.join(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
+    let temporary = directory.join(format!(
+        ".{}.{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut file = std::fs::File::create(&temporary)?;
         file.write_all(bytes)?;

@@ -17,9 +17,17 @@ pub fn run(args: BenchArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     crate::ui::init_tracing(args.verbose);
     engine::configure_logging(args.verbose);
     let path = resolve_model(&args.model)?;
-    let quant = gguf::inspect(&path)?.file_type_name().unwrap_or_else(|| "?".to_owned());
-    let model = Model::load(&path, &LoadOptions { gpu_layers: args.gpu_layers, chat_template: None })
-        .with_context(|| format!("cannot load {}", path.display()))?;
+    let quant = gguf::inspect(&path)?
+        .file_type_name()
+        .unwrap_or_else(|| "?".to_owned());
+    let model = Model::load(
+        &path,
+        &LoadOptions {
+            gpu_layers: args.gpu_layers,
+            chat_template: None,
+        },
+    )
+    .with_context(|| format!("cannot load {}", path.display()))?;
     let summary = summarize(&path, &model, &quant);
     let format = report_format(args.output);
     let plan = Plan {
@@ -27,7 +35,11 @@ pub fn run(args: BenchArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         generations: args.generations,
         batch_sizes: args.batch_size,
         ubatch_sizes: args.ubatch_size,
-        threads: if args.threads.is_empty() { vec![engine::physical_cores()] } else { args.threads },
+        threads: if args.threads.is_empty() {
+            vec![engine::physical_cores()]
+        } else {
+            args.threads
+        },
         concurrency: args.concurrency,
         repetitions: args.repetitions,
         warmup: !args.no_warmup,
@@ -40,11 +52,24 @@ pub fn run(args: BenchArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let mut measurements: Vec<Measurement> = Vec::new();
     let cases = plan.cases();
     for (index, case) in cases.iter().enumerate() {
-        printer.status(&format!("[{}/{}] {} ({} threads)", index + 1, cases.len(), case.name(), case.threads));
+        printer.status(&format!(
+            "[{}/{}] {} ({} threads)",
+            index + 1,
+            cases.len(),
+            case.name(),
+            case.threads
+        ));
         let measurement = bench::measure(&model, *case, plan.repetitions, plan.warmup)?;
         match format {
-            ReportFormat::Markdown => writeln!(stdout, "{}", bench::markdown_row(&summary, &measurement))?,
-            ReportFormat::Jsonl => bench::write_report(&mut stdout, format, &summary, std::slice::from_ref(&measurement))?,
+            ReportFormat::Markdown => {
+                writeln!(stdout, "{}", bench::markdown_row(&summary, &measurement))?
+            }
+            ReportFormat::Jsonl => bench::write_report(
+                &mut stdout,
+                format,
+                &summary,
+                std::slice::from_ref(&measurement),
+            )?,
             ReportFormat::Json | ReportFormat::Csv => {}
         }
         stdout.flush()?;
@@ -75,6 +100,8 @@ fn summarize(path: &Path, model: &Model, quant: &str) -> ModelSummary {
         n_params: model.n_params(),
         backend: "CPU".to_owned(),
         cpu_info: system,
-        build: option_env!("OLM_GIT_COMMIT").unwrap_or("unknown").to_owned(),
+        build: option_env!("OLM_GIT_COMMIT")
+            .unwrap_or("unknown")
+            .to_owned(),
     }
 }

@@ -33,14 +33,21 @@ pub fn run(args: ListArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     for error in &damaged {
         printer.warn(&error.to_string());
     }
-    let mut rows: Vec<Row> = manifests.iter().map(|manifest| manifest_row(&store, manifest)).collect();
+    let mut rows: Vec<Row> = manifests
+        .iter()
+        .map(|manifest| manifest_row(&store, manifest))
+        .collect();
     rows.extend(cache_rows(&store, &manifests));
     let mut stdout = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut stdout, &rows)?;
         writeln!(stdout)?;
     } else {
-        writeln!(stdout, "{:<44} {:<8} {:>9}  {:<8} MODIFIED", "NAME", "QUANT", "SIZE", "SOURCE")?;
+        writeln!(
+            stdout,
+            "{:<44} {:<8} {:>9}  {:<8} MODIFIED",
+            "NAME", "QUANT", "SIZE", "SOURCE"
+        )?;
         let now = store::now();
         for row in &rows {
             writeln!(
@@ -77,7 +84,10 @@ fn manifest_row(store: &Store, manifest: &Manifest) -> Row {
 
 /// GGUF files in the HF cache that no manifest refers to (first parts only).
 fn cache_rows(store: &Store, manifests: &[Manifest]) -> Vec<Row> {
-    let known: Vec<PathBuf> = manifests.iter().flat_map(|manifest| store.files(manifest)).collect();
+    let known: Vec<PathBuf> = manifests
+        .iter()
+        .flat_map(|manifest| store.files(manifest))
+        .collect();
     store::scan_hf_cache(store.hf_cache())
         .into_iter()
         .filter(|file| store::is_first_part(&file.name) && !known.contains(&file.path))
@@ -92,7 +102,16 @@ fn cache_rows(store: &Store, manifests: &[Manifest]) -> Vec<Row> {
                 .ok()
                 .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |elapsed| elapsed.as_secs());
-            Row { name, quant, size: file.size, source: "hf-cache", repo: Some(file.repo.to_string()), revision: Some(file.commit), path: file.path, modified }
+            Row {
+                name,
+                quant,
+                size: file.size,
+                source: "hf-cache",
+                repo: Some(file.repo.to_string()),
+                revision: Some(file.commit),
+                path: file.path,
+                modified,
+            }
         })
         .collect()
 }

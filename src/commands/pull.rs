@@ -11,7 +11,9 @@ use crate::catalog::Catalog;
 use crate::cli::PullArgs;
 use crate::hub::quant::{self, QuantChoice};
 use crate::hub::{self, human_size, Hub, HubError, HubOptions, RemoteFile};
-use crate::store::{self, space, Manifest, ManifestFile, ModelRef, RepoId, Source, Store, StoreError};
+use crate::store::{
+    self, space, Manifest, ManifestFile, ModelRef, RepoId, Source, Store, StoreError,
+};
 use crate::ui::{Printer, PullProgress};
 
 /// The quant pulled when neither the user nor the catalog names one.
@@ -40,8 +42,13 @@ pub fn run(args: PullArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let reporter = PullProgress::new(printer);
     let result = pull_online(&store, &hub, &target, &args, printer, &reporter);
     if let Err(error) = &result {
-        if error.downcast_ref::<HubError>().is_some_and(|hub| matches!(hub, HubError::Interrupted)) {
-            printer.status("interrupted: the partial download is kept; run the same command to resume");
+        if error
+            .downcast_ref::<HubError>()
+            .is_some_and(|hub| matches!(hub, HubError::Interrupted))
+        {
+            printer.status(
+                "interrupted: the partial download is kept; run the same command to resume",
+            );
         }
     }
     result
@@ -67,35 +74,70 @@ struct Target {
 }
 
 impl Target {
-    fn new(reference: &ModelRef, quant_flag: Option<String>, catalog: &Catalog) -> anyhow::Result<Self> {
+    fn new(
+        reference: &ModelRef,
+        quant_flag: Option<String>,
+        catalog: &Catalog,
+    ) -> anyhow::Result<Self> {
         let quant = quant_flag.or_else(|| reference.tag().map(str::to_owned));
         let name = reference.with_tag(quant.clone());
         match reference {
             ModelRef::Name { name: alias, .. } => {
                 let Some(entry) = catalog.get(alias) else {
-                    return Err(HubError::RepoNotFound(format!("'{alias}' (not a catalog alias; give owner/repo)")).into());
+                    return Err(HubError::RepoNotFound(format!(
+                        "'{alias}' (not a catalog alias; give owner/repo)"
+                    ))
+                    .into());
                 };
-                Ok(Self { repo: entry.repo.clone(), quant, default_quant: entry.quant.clone(), pattern: entry.file.clone(), name })
+                Ok(Self {
+                    repo: entry.repo.clone(),
+                    quant,
+                    default_quant: entry.quant.clone(),
+                    pattern: entry.file.clone(),
+                    name,
+                })
             }
-            ModelRef::Repo { repo, .. } => Ok(Self { repo: repo.clone(), quant, default_quant: DEFAULT_QUANT.into(), pattern: None, name }),
+            ModelRef::Repo { repo, .. } => Ok(Self {
+                repo: repo.clone(),
+                quant,
+                default_quant: DEFAULT_QUANT.into(),
+                pattern: None,
+                name,
+            }),
             ModelRef::Path(_) => Err(UsageError::new("a path needs --name").into()),
         }
     }
 }
 
 /// `olm pull ./file.gguf --name NAME`: validate, copy into the store, register.
-fn import(store: &Store, path: &Path, name: Option<&str>, printer: &Printer) -> anyhow::Result<ExitCode> {
-    if !path.to_string_lossy().to_ascii_lowercase().ends_with(".gguf") {
+fn import(
+    store: &Store,
+    path: &Path,
+    name: Option<&str>,
+    printer: &Printer,
+) -> anyhow::Result<ExitCode> {
+    if !path
+        .to_string_lossy()
+        .to_ascii_lowercase()
+        .ends_with(".gguf")
+    {
         return Err(UsageError::new(format!("{} is not a .gguf file", store::names::escaped(&path.to_string_lossy())))
             .with_hint("olm pull takes a model name, owner/repo[:QUANT], or a path to a .gguf file with --name")
             .into());
     }
     let Some(name) = name else {
-        return Err(UsageError::new("a local file needs a store name").with_hint("add --name NAME, e.g. --name my-model").into());
+        return Err(UsageError::new("a local file needs a store name")
+            .with_hint("add --name NAME, e.g. --name my-model")
+            .into());
     };
     let name = ModelRef::parse_name(name)?;
     let manifest = store.import(path, &name)?;
-    printer.status(&format!("registered {} ({}, {})", manifest.name, manifest.quant.as_deref().unwrap_or("unknown quant"), human_size(manifest.size())));
+    printer.status(&format!(
+        "registered {} ({}, {})",
+        manifest.name,
+        manifest.quant.as_deref().unwrap_or("unknown quant"),
+        human_size(manifest.size())
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -107,38 +149,71 @@ fn pull_offline(store: &Store, target: &Target, printer: &Printer) -> anyhow::Re
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let quant = target.quant.clone().unwrap_or_else(|| target.default_quant.clone());
+    let quant = target
+        .quant
+        .clone()
+        .unwrap_or_else(|| target.default_quant.clone());
     let Some(path) = store.find_in_hf_cache(&target.repo, Some(&quant)) else {
         return Err(HubError::Offline(format!("{}:{quant}", target.repo)).into());
     };
     let cache = store.repo_cache(&target.repo);
-    let commit = cache.main_commit().ok_or_else(|| HubError::Offline(target.repo.to_string()))?;
+    let commit = cache
+        .main_commit()
+        .ok_or_else(|| HubError::Offline(target.repo.to_string()))?;
     let snapshot = cache.snapshot_file(&commit, "");
-    let name = path.strip_prefix(&snapshot).map(|relative| relative.to_string_lossy().into_owned()).unwrap_or_default();
-    let info = crate::gguf::inspect(&path).map_err(|error| StoreError::InvalidModel { path: path.clone(), source: error })?;
+    let name = path
+        .strip_prefix(&snapshot)
+        .map(|relative| relative.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let info = crate::gguf::inspect(&path).map_err(|error| StoreError::InvalidModel {
+        path: path.clone(),
+        source: error,
+    })?;
     if info.split_count() > 1 {
-        return Err(HubError::Offline(format!("{} (split models are registered only by an online pull)", target.repo)).into());
+        return Err(HubError::Offline(format!(
+            "{} (split models are registered only by an online pull)",
+            target.repo
+        ))
+        .into());
     }
     let sha256 = store::sha256_file(&path).map_err(HubError::io("cannot read", &path))?;
-    let size = std::fs::metadata(&path).map_err(HubError::io("cannot read", &path))?.len();
+    let size = std::fs::metadata(&path)
+        .map_err(HubError::io("cannot read", &path))?
+        .len();
     let manifest = Manifest {
         name: target.name.to_string(),
-        source: Source::Hub { repo: target.repo.to_string(), revision: commit },
+        source: Source::Hub {
+            repo: target.repo.to_string(),
+            revision: commit,
+        },
         quant: Some(quant),
         files: vec![ManifestFile { name, sha256, size }],
         pulled_at: store::now(),
     };
     store.save_manifest(&manifest)?;
-    printer.status(&format!("registered {} from the Hugging Face cache (offline)", manifest.name));
+    printer.status(&format!(
+        "registered {} from the Hugging Face cache (offline)",
+        manifest.name
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
-fn pull_online(store: &Store, hub: &Hub, target: &Target, args: &PullArgs, printer: &Printer, reporter: &PullProgress) -> anyhow::Result<ExitCode> {
+fn pull_online(
+    store: &Store,
+    hub: &Hub,
+    target: &Target,
+    args: &PullArgs,
+    printer: &Printer,
+    reporter: &PullProgress,
+) -> anyhow::Result<ExitCode> {
     printer.status(&format!("resolving {} on {}", target.repo, hub.endpoint()));
     let files = hub.list_files(&target.repo, reporter)?;
     let choices = quant::quants(&files);
     if choices.is_empty() {
-        return Err(HubError::NoGguf { repo: target.repo.to_string() }.into());
+        return Err(HubError::NoGguf {
+            repo: target.repo.to_string(),
+        }
+        .into());
     }
     if args.dry_run {
         print_dry_run(store, &choices, target, printer)?;
@@ -151,10 +226,25 @@ fn pull_online(store: &Store, hub: &Hub, target: &Target, args: &PullArgs, print
     for file in &choice.files {
         let head = hub.head_file(&target.repo, &file.name, reporter)?;
         check_head(file, &head)?;
-        let existing = if args.force { hub::Existing::Replace } else { hub::Existing::KeepIfVerified };
-        hub::fetch_file(hub, &store.repo_cache(&target.repo), &file.name, &head, existing, reporter)?;
+        let existing = if args.force {
+            hub::Existing::Replace
+        } else {
+            hub::Existing::KeepIfVerified
+        };
+        hub::fetch_file(
+            hub,
+            &store.repo_cache(&target.repo),
+            &file.name,
+            &head,
+            existing,
+            reporter,
+        )?;
         commit.get_or_insert_with(|| head.commit.clone());
-        entries.push(ManifestFile { name: file.name.clone(), sha256: head.sha256.clone(), size: head.size });
+        entries.push(ManifestFile {
+            name: file.name.clone(),
+            sha256: head.sha256.clone(),
+            size: head.size,
+        });
     }
     let commit = commit.unwrap_or_default();
     let manifest = register(store, target, &choice, &commit, entries)?;
@@ -171,11 +261,17 @@ fn pull_online(store: &Store, hub: &Hub, target: &Target, args: &PullArgs, print
 /// The hub's headers must agree with its listing.
 fn check_head(file: &RemoteFile, head: &hub::FileHead) -> Result<(), HubError> {
     if head.size != file.size {
-        return Err(HubError::BadMetadata { what: "size (x-linked-size differs from the listing)", value: format!("{} vs {}", head.size, file.size) });
+        return Err(HubError::BadMetadata {
+            what: "size (x-linked-size differs from the listing)",
+            value: format!("{} vs {}", head.size, file.size),
+        });
     }
     if let Some(sha256) = &file.sha256 {
         if sha256 != &head.sha256 {
-            return Err(HubError::BadMetadata { what: "sha256 (etag differs from the listing)", value: head.sha256.clone() });
+            return Err(HubError::BadMetadata {
+                what: "sha256 (etag differs from the listing)",
+                value: head.sha256.clone(),
+            });
         }
     }
     Ok(())
@@ -183,8 +279,16 @@ fn check_head(file: &RemoteFile, head: &hub::FileHead) -> Result<(), HubError> {
 
 /// The quant asked for or the default; when missing, a picker on a terminal,
 /// otherwise an error listing what the repo has.
-fn choose(target: &Target, files: &[RemoteFile], choices: &[QuantChoice], printer: &Printer) -> Result<QuantChoice, HubError> {
-    let wanted = target.quant.clone().unwrap_or_else(|| target.default_quant.clone());
+fn choose(
+    target: &Target,
+    files: &[RemoteFile],
+    choices: &[QuantChoice],
+    printer: &Printer,
+) -> Result<QuantChoice, HubError> {
+    let wanted = target
+        .quant
+        .clone()
+        .unwrap_or_else(|| target.default_quant.clone());
     if let Some(choice) = quant::select(files, &wanted, target.pattern.as_deref()) {
         return Ok(choice);
     }
@@ -192,7 +296,17 @@ fn choose(target: &Target, files: &[RemoteFile], choices: &[QuantChoice], printe
         return Ok(choices[0].clone());
     }
     if printer.is_interactive() && std::io::stdin().is_terminal() {
-        let labels: Vec<String> = choices.iter().map(|choice| format!("{:<10} {:>9}  {}", choice.quant, human_size(choice.size), choice.set_name)).collect();
+        let labels: Vec<String> = choices
+            .iter()
+            .map(|choice| {
+                format!(
+                    "{:<10} {:>9}  {}",
+                    choice.quant,
+                    human_size(choice.size),
+                    choice.set_name
+                )
+            })
+            .collect();
         let picked = dialoguer::Select::new()
             .with_prompt(format!("{} has no {wanted}; pick a quant", target.repo))
             .items(&labels)
@@ -207,25 +321,45 @@ fn choose(target: &Target, files: &[RemoteFile], choices: &[QuantChoice], printe
     Err(HubError::QuantNotFound {
         repo: target.repo.to_string(),
         quant: wanted,
-        available: choices.iter().map(|choice| (choice.quant.clone(), choice.size)).collect(),
+        available: choices
+            .iter()
+            .map(|choice| (choice.quant.clone(), choice.size))
+            .collect(),
     })
 }
 
 /// Refuse when the disk is short; warn when memory is.
-fn check_space(store: &Store, repo: &RepoId, choice: &QuantChoice, printer: &Printer) -> Result<(), HubError> {
+fn check_space(
+    store: &Store,
+    repo: &RepoId,
+    choice: &QuantChoice,
+    printer: &Printer,
+) -> Result<(), HubError> {
     let cache = store.repo_cache(repo);
     let needed: u64 = choice
         .files
         .iter()
-        .filter(|file| file.sha256.as_ref().is_none_or(|sha| !cache.blob(sha).exists()))
+        .filter(|file| {
+            file.sha256
+                .as_ref()
+                .is_none_or(|sha| !cache.blob(sha).exists())
+        })
         .map(|file| {
-            let partial = file.sha256.as_ref().and_then(|sha| std::fs::metadata(cache.partial(sha)).ok()).map_or(0, |m| m.len());
+            let partial = file
+                .sha256
+                .as_ref()
+                .and_then(|sha| std::fs::metadata(cache.partial(sha)).ok())
+                .map_or(0, |m| m.len());
             file.size.saturating_sub(partial)
         })
         .sum();
     if let Some(free) = space::free_disk(store.hf_cache()) {
         if needed > free {
-            return Err(HubError::DiskFull { path: store.hf_cache().display().to_string(), needed, free });
+            return Err(HubError::DiskFull {
+                path: store.hf_cache().display().to_string(),
+                needed,
+                free,
+            });
         }
     }
     if let Some(memory) = space::available_memory() {
@@ -243,10 +377,18 @@ fn check_space(store: &Store, repo: &RepoId, choice: &QuantChoice, printer: &Pri
 
 /// Link the snapshot, point `refs/main` at the commit, validate the GGUF,
 /// then write the manifest (last).
-fn register(store: &Store, target: &Target, choice: &QuantChoice, commit: &str, files: Vec<ManifestFile>) -> anyhow::Result<Manifest> {
+fn register(
+    store: &Store,
+    target: &Target,
+    choice: &QuantChoice,
+    commit: &str,
+    files: Vec<ManifestFile>,
+) -> anyhow::Result<Manifest> {
     let cache = store.repo_cache(&target.repo);
     for file in &files {
-        cache.link_snapshot(commit, &file.name, &file.sha256).map_err(HubError::io("cannot link", &cache.root))?;
+        cache
+            .link_snapshot(commit, &file.name, &file.sha256)
+            .map_err(HubError::io("cannot link", &cache.root))?;
     }
     let refs = cache.reference("main");
     store::write_atomic(&refs, commit.as_bytes()).map_err(HubError::io("cannot write", &refs))?;
@@ -256,11 +398,18 @@ fn register(store: &Store, target: &Target, choice: &QuantChoice, commit: &str, 
             let _ = std::fs::remove_file(cache.snapshot_file(commit, &file.name));
             let _ = std::fs::remove_file(cache.blob(&file.sha256));
         }
-        return Err(StoreError::InvalidModel { path: first, source: error }.into());
+        return Err(StoreError::InvalidModel {
+            path: first,
+            source: error,
+        }
+        .into());
     }
     let manifest = Manifest {
         name: target.name.to_string(),
-        source: Source::Hub { repo: target.repo.to_string(), revision: commit.to_owned() },
+        source: Source::Hub {
+            repo: target.repo.to_string(),
+            revision: commit.to_owned(),
+        },
         quant: Some(choice.quant.clone()),
         files,
         pulled_at: store::now(),
@@ -270,21 +419,48 @@ fn register(store: &Store, target: &Target, choice: &QuantChoice, commit: &str, 
 }
 
 /// `--dry-run`: every quant with its size and whether it fits (stdout).
-fn print_dry_run(store: &Store, choices: &[QuantChoice], target: &Target, printer: &Printer) -> anyhow::Result<()> {
+fn print_dry_run(
+    store: &Store,
+    choices: &[QuantChoice],
+    target: &Target,
+    printer: &Printer,
+) -> anyhow::Result<()> {
     use std::io::Write;
     let free = space::free_disk(store.hf_cache());
     let memory = space::available_memory();
-    let default = target.quant.clone().unwrap_or_else(|| target.default_quant.clone());
+    let default = target
+        .quant
+        .clone()
+        .unwrap_or_else(|| target.default_quant.clone());
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{:<10} {:>10} {:>6}  {:<20} FILE", "QUANT", "SIZE", "PARTS", "FITS")?;
+    writeln!(
+        stdout,
+        "{:<10} {:>10} {:>6}  {:<20} FILE",
+        "QUANT", "SIZE", "PARTS", "FITS"
+    )?;
     for choice in choices {
-        let fits = match (free.is_some_and(|free| choice.size > free), memory.is_some_and(|memory| choice.size > memory)) {
+        let fits = match (
+            free.is_some_and(|free| choice.size > free),
+            memory.is_some_and(|memory| choice.size > memory),
+        ) {
             (true, _) => "no (disk)",
             (false, true) => "disk only (memory)",
             (false, false) => "yes",
         };
-        let marker = if choice.quant.eq_ignore_ascii_case(&default) { " *" } else { "" };
-        writeln!(stdout, "{:<10} {:>10} {:>6}  {:<20} {}{marker}", choice.quant, human_size(choice.size), choice.files.len(), fits, choice.set_name)?;
+        let marker = if choice.quant.eq_ignore_ascii_case(&default) {
+            " *"
+        } else {
+            ""
+        };
+        writeln!(
+            stdout,
+            "{:<10} {:>10} {:>6}  {:<20} {}{marker}",
+            choice.quant,
+            human_size(choice.size),
+            choice.files.len(),
+            fits,
+            choice.set_name
+        )?;
     }
     stdout.flush()?;
     printer.status(&format!(
@@ -294,4 +470,3 @@ fn print_dry_run(store: &Store, choices: &[QuantChoice], target: &Target, printe
     ));
     Ok(())
 }
-

@@ -13,11 +13,16 @@ pub fn run(args: RmArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let mut targets: Vec<Manifest> = Vec::new();
     for text in &args.models {
         let reference = ModelRef::parse_name(text)?;
-        let manifest = store.find(&reference)?.ok_or_else(|| StoreError::NotInStore(reference.to_string()))?;
+        let manifest = store
+            .find(&reference)?
+            .ok_or_else(|| StoreError::NotInStore(reference.to_string()))?;
         targets.push(manifest);
     }
     if !args.yes && printer.is_interactive() && std::io::stdin().is_terminal() {
-        let names: Vec<&str> = targets.iter().map(|manifest| manifest.name.as_str()).collect();
+        let names: Vec<&str> = targets
+            .iter()
+            .map(|manifest| manifest.name.as_str())
+            .collect();
         let confirmed = dialoguer::Confirm::new()
             .with_prompt(format!("remove {}?", names.join(", ")))
             .default(false)

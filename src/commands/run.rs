@@ -57,16 +57,26 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let tokens = model.tokenize(&prompt)?;
     let n_ctx = match args.generation.ctx_size {
         Some(n_ctx) => n_ctx,
-        None => model.context_for(tokens.len(), request.max_tokens.unwrap_or(DEFAULT_ANSWER_BUDGET)),
+        None => model.context_for(
+            tokens.len(),
+            request.max_tokens.unwrap_or(DEFAULT_ANSWER_BUDGET),
+        ),
     };
     let session_options = SessionOptions {
         n_ctx,
-        threads: args.generation.threads.unwrap_or_else(engine::physical_cores),
+        threads: args
+            .generation
+            .threads
+            .unwrap_or_else(engine::physical_cores),
         n_batch: n_ctx.min(MAX_BATCH),
     };
     tracing::info!("model loaded after {} ms", load_time.as_millis());
     let mut session = model.session(&session_options)?;
-    tracing::info!("context of {} tokens ready after {} ms", session.n_ctx(), started.elapsed().as_millis());
+    tracing::info!(
+        "context of {} tokens ready after {} ms",
+        session.n_ctx(),
+        started.elapsed().as_millis()
+    );
     spinner.finish();
 
     let mut text = String::new();
@@ -91,7 +101,9 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     } else if !ends_with_newline {
         stdout.write_all(b"\n")?;
     }
-    stdout.flush().context("cannot write the answer to stdout")?;
+    stdout
+        .flush()
+        .context("cannot write the answer to stdout")?;
     report_end(printer, &args.generation, &stats, session.n_ctx());
     if stats.stop_reason == StopReason::Cancelled {
         return Err(Interrupted.into());
@@ -151,7 +163,9 @@ fn read_input(words: &[String]) -> anyhow::Result<String> {
 /// Resolve MODEL (a .gguf path, a store name, or a repo already in the
 /// Hugging Face cache) and check the file before llama.cpp sees it.
 pub(super) fn resolve_model(reference: &str) -> anyhow::Result<PathBuf> {
-    let path = Store::from_env().resolve(&ModelRef::parse(reference)?)?.path;
+    let path = Store::from_env()
+        .resolve(&ModelRef::parse(reference)?)?
+        .path;
     gguf::inspect(&path).with_context(|| format!("{} is not a usable model", path.display()))?;
     Ok(path)
 }
@@ -191,15 +205,26 @@ pub(super) fn build_request(args: &GenerationArgs) -> anyhow::Result<GenerateReq
         // Fail on a bad schema now, before the model is loaded.
         constraint.to_grammar()?;
     }
-    Ok(GenerateRequest { sampling, max_tokens: args.max_tokens, constraint, stop: Vec::new() })
+    Ok(GenerateRequest {
+        sampling,
+        max_tokens: args.max_tokens,
+        constraint,
+        stop: Vec::new(),
+    })
 }
 
 fn read_schema(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path).map_err(|error| {
-        UsageError::new(format!("cannot read schema file {}: {error}", path.display()))
+        UsageError::new(format!(
+            "cannot read schema file {}: {error}",
+            path.display()
+        ))
     })?;
     serde_json::from_str::<serde_json::Value>(&text).map_err(|error| {
-        UsageError::new(format!("schema file {} is not valid JSON: {error}", path.display()))
+        UsageError::new(format!(
+            "schema file {} is not valid JSON: {error}",
+            path.display()
+        ))
     })?;
     Ok(text)
 }
@@ -214,7 +239,10 @@ pub(super) fn load_options(args: &GenerationArgs) -> anyhow::Result<LoadOptions>
         }
         Some(name) => Some(TemplateSource::Builtin(name.clone())),
     };
-    Ok(LoadOptions { gpu_layers: args.gpu_layers, chat_template })
+    Ok(LoadOptions {
+        gpu_layers: args.gpu_layers,
+        chat_template,
+    })
 }
 
 fn report_end(printer: &Printer, args: &GenerationArgs, stats: &Stats, n_ctx: u32) {

@@ -46,7 +46,9 @@ pub fn run(args: ServeArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         body_limit: usize::try_from(args.max_body_mib << 20).unwrap_or(usize::MAX),
         shutdown_grace: SHUTDOWN_GRACE,
     };
-    server::run(config, |address| printer.status(&format!("listening on http://{address}")))?;
+    server::run(config, |address| {
+        printer.status(&format!("listening on http://{address}"))
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -55,13 +57,25 @@ fn access_policy(args: &ServeArgs) -> anyhow::Result<AccessPolicy> {
     let api_key = args.api_key.clone().filter(|key| !key.is_empty());
     let loopback = is_loopback(&args.host);
     if !loopback && api_key.is_none() {
-        return Err(UsageError::new(format!("refusing to listen on {} without an API key", args.host))
-            .with_hint("pass --api-key KEY (or set OLM_API_KEY), or keep the default --host 127.0.0.1")
-            .into());
+        return Err(UsageError::new(format!(
+            "refusing to listen on {} without an API key",
+            args.host
+        ))
+        .with_hint("pass --api-key KEY (or set OLM_API_KEY), or keep the default --host 127.0.0.1")
+        .into());
     }
     let wildcard = is_wildcard(&args.host);
-    let extra_hosts = if loopback || wildcard { Vec::new() } else { vec![args.host.clone()] };
-    Ok(AccessPolicy { extra_hosts, any_host: wildcard, origins: args.cors_origins.clone(), api_key })
+    let extra_hosts = if loopback || wildcard {
+        Vec::new()
+    } else {
+        vec![args.host.clone()]
+    };
+    Ok(AccessPolicy {
+        extra_hosts,
+        any_host: wildcard,
+        origins: args.cors_origins.clone(),
+        api_key,
+    })
 }
 
 /// MODELs from the command line by API name: a path is named by its file
@@ -82,8 +96,13 @@ fn command_line_models(references: &[String]) -> anyhow::Result<BTreeMap<String,
 }
 
 fn file_stem(path: &Path) -> String {
-    let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-    name.strip_suffix(".gguf").map(str::to_owned).unwrap_or(name)
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.strip_suffix(".gguf")
+        .map(str::to_owned)
+        .unwrap_or(name)
 }
 
 fn load_options(args: &ServeArgs) -> anyhow::Result<LoadOptions> {
@@ -96,5 +115,8 @@ fn load_options(args: &ServeArgs) -> anyhow::Result<LoadOptions> {
         }
         Some(name) => Some(TemplateSource::Builtin(name.clone())),
     };
-    Ok(LoadOptions { gpu_layers: args.gpu_layers, chat_template })
+    Ok(LoadOptions {
+        gpu_layers: args.gpu_layers,
+        chat_template,
+    })
 }

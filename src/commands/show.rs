@@ -35,7 +35,10 @@ pub fn run(args: ShowArgs, _printer: &Printer) -> anyhow::Result<ExitCode> {
     let store = Store::from_env();
     let reference = ModelRef::parse(&args.model)?;
     let resolved = store.resolve(&reference)?;
-    let info = gguf::inspect(&resolved.path).map_err(|error| store::StoreError::InvalidModel { path: resolved.path.clone(), source: error })?;
+    let info = gguf::inspect(&resolved.path).map_err(|error| store::StoreError::InvalidModel {
+        path: resolved.path.clone(),
+        source: error,
+    })?;
     let mut stdout = std::io::stdout().lock();
     if args.template {
         writeln!(stdout, "{}", info.chat_template().unwrap_or_default())?;
@@ -51,7 +54,11 @@ pub fn run(args: ShowArgs, _printer: &Printer) -> anyhow::Result<ExitCode> {
                 Source::Hub { repo, revision } => format!("{repo}@{revision}"),
                 Source::Local { original } => format!("imported from {}", original.display()),
             };
-            (Some(source), manifest.size(), manifest.files[0].sha256.clone())
+            (
+                Some(source),
+                manifest.size(),
+                manifest.files[0].sha256.clone(),
+            )
         }
         None => (None, info.file_size, store::sha256_file(&resolved.path)?),
     };
@@ -90,12 +97,18 @@ fn write_table(out: &mut impl Write, details: &Details) -> std::io::Result<()> {
     let unknown = || "unknown".to_owned();
     let number = |value: Option<u64>| value.map_or_else(unknown, |value| value.to_string());
     let template = match &details.chat_template {
-        Some(template) => format!("yes ({} characters; --template prints it)", template.chars().count()),
+        Some(template) => format!(
+            "yes ({} characters; --template prints it)",
+            template.chars().count()
+        ),
         None => "none".into(),
     };
     let rows = [
         ("name", details.name.clone()),
-        ("architecture", details.architecture.clone().unwrap_or_else(unknown)),
+        (
+            "architecture",
+            details.architecture.clone().unwrap_or_else(unknown),
+        ),
         ("parameters", human_count(details.parameters)),
         ("quant", details.quant.clone().unwrap_or_else(unknown)),
         ("context", number(details.context_length)),
@@ -104,7 +117,10 @@ fn write_table(out: &mut impl Write, details: &Details) -> std::io::Result<()> {
         ("vocabulary", number(details.vocab_size)),
         ("template", template),
         ("license", details.license.clone().unwrap_or_else(unknown)),
-        ("source", details.source.clone().unwrap_or_else(|| "file".into())),
+        (
+            "source",
+            details.source.clone().unwrap_or_else(|| "file".into()),
+        ),
         ("path", details.path.display().to_string()),
         ("size", crate::hub::human_size(details.size)),
         ("sha256", details.sha256.clone()),

@@ -21,7 +21,11 @@ pub fn run(args: VerifyArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         let mut found = Vec::new();
         for text in &args.models {
             let reference = ModelRef::parse_name(text)?;
-            found.push(store.find(&reference)?.ok_or_else(|| StoreError::NotInStore(reference.to_string()))?);
+            found.push(
+                store
+                    .find(&reference)?
+                    .ok_or_else(|| StoreError::NotInStore(reference.to_string()))?,
+            );
         }
         found
     };
@@ -32,14 +36,22 @@ pub fn run(args: VerifyArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
                 None => writeln!(stdout, "ok       {}  {}", check.model, check.path.display())?,
                 Some(problem) => {
                     failed = true;
-                    writeln!(stdout, "CHANGED  {}  {}: {problem}", check.model, check.path.display())?;
+                    writeln!(
+                        stdout,
+                        "CHANGED  {}  {}: {problem}",
+                        check.model,
+                        check.path.display()
+                    )?;
                 }
             }
         }
     }
     stdout.flush()?;
     if failed {
-        printer.error("some stored files changed since they were pulled", Some("pull them again with `olm pull NAME --force`, or remove them with `olm rm`"));
+        printer.error(
+            "some stored files changed since they were pulled",
+            Some("pull them again with `olm pull NAME --force`, or remove them with `olm rm`"),
+        );
         return Ok(ExitCode::from(super::exit::FAILURE));
     }
     Ok(ExitCode::SUCCESS)

@@ -20,7 +20,10 @@ pub struct AdmissionQueue<T> {
 
 impl<T> AdmissionQueue<T> {
     pub fn new(capacity: usize) -> Self {
-        Self { waiting: VecDeque::new(), capacity }
+        Self {
+            waiting: VecDeque::new(),
+            capacity,
+        }
     }
 
     /// Add a request at the back, or give it back when the queue is full.
@@ -84,7 +87,10 @@ pub struct SlotPool {
 impl SlotPool {
     pub fn new(count: u32) -> Self {
         // Reversed so that, all else equal, slot 0 is handed out first.
-        Self { free: (0..count).rev().collect(), count }
+        Self {
+            free: (0..count).rev().collect(),
+            count,
+        }
     }
 
     /// The free slot with the highest `score`, e.g. the one whose cache
@@ -135,7 +141,10 @@ mod tests {
     #[test]
     fn preferred_slot_is_the_best_scoring_free_one() {
         let mut pool = SlotPool::new(4);
-        assert_eq!(pool.acquire_preferring(|slot| if slot == 2 { 10 } else { 0 }), Some(2));
+        assert_eq!(
+            pool.acquire_preferring(|slot| if slot == 2 { 10 } else { 0 }),
+            Some(2)
+        );
         // Ties go to the most recently freed slot; unused slots count up from 0.
         assert_eq!(pool.acquire_preferring(|_| 0), Some(0));
         assert_eq!(pool.acquire_preferring(|slot| slot as usize), Some(3));

@@ -49,7 +49,10 @@ impl Model {
         let context = self
             .inner
             .new_context(backend()?, context_params)
-            .map_err(|error| EngineError::Context { n_ctx: params.n_ctx, reason: error.to_string() })?;
+            .map_err(|error| EngineError::Context {
+                n_ctx: params.n_ctx,
+                reason: error.to_string(),
+            })?;
         let vocab = self.inner.vocab();
         let bos = vocab.should_add_bos().then(|| vocab.bos());
         let capacity = params.n_batch.max(params.sequences).max(1) as usize;

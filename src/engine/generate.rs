@@ -130,7 +130,10 @@ impl<'model> Session<'model> {
         let context = model
             .inner
             .new_context(backend()?, params)
-            .map_err(|error| EngineError::Context { n_ctx, reason: error.to_string() })?;
+            .map_err(|error| EngineError::Context {
+                n_ctx,
+                reason: error.to_string(),
+            })?;
         let n_ctx = context.n_ctx();
         Ok(Self {
             model,
@@ -188,7 +191,11 @@ impl<'model> Session<'model> {
         self.unevaluated = None;
         let prompt = &prompt.tokens;
         self.check_fits(prompt.len())?;
-        let grammar = request.constraint.as_ref().map(Constraint::to_grammar).transpose()?;
+        let grammar = request
+            .constraint
+            .as_ref()
+            .map(Constraint::to_grammar)
+            .transpose()?;
         let mut sampler = build_sampler(self.model, &request.sampling, grammar.as_deref())?;
 
         let evaluated = self.prefill(prompt, cancel)?;
@@ -298,7 +305,11 @@ impl<'model> Session<'model> {
     /// Bring the KV cache to `prompt`, reusing the longest common prefix, and
     /// leave the batch holding the last prompt token with logits requested.
     /// Returns how many tokens were evaluated.
-    fn prefill(&mut self, prompt: &[LlamaToken], cancel: &AtomicBool) -> Result<usize, EngineError> {
+    fn prefill(
+        &mut self,
+        prompt: &[LlamaToken],
+        cancel: &AtomicBool,
+    ) -> Result<usize, EngineError> {
         // Keep at least the last prompt token to evaluate: its logits pick the first answer token.
         let reuse = common_prefix(&self.cached, prompt).min(prompt.len() - 1);
         if reuse < self.cached.len() {

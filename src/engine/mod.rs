@@ -28,7 +28,9 @@ use llama_cpp_2::token::LlamaToken;
 pub use bench::{BenchContext, BenchParams};
 pub use generate::{GenerateRequest, Session, SessionOptions, Stats, StopReason};
 pub use sampling::{Constraint, SamplingConfig};
-pub use scheduler::{Event, EventSink, Scheduler, SchedulerError, SchedulerMetrics, SchedulerOptions};
+pub use scheduler::{
+    Event, EventSink, Scheduler, SchedulerError, SchedulerMetrics, SchedulerOptions,
+};
 pub use template::{Message, TemplateError, TemplateSource};
 
 use template::ChatTemplate;
@@ -46,7 +48,11 @@ pub enum EngineError {
         "the prompt is {prompt_tokens} tokens but the context holds {n_ctx} \
          (this model supports up to {n_ctx_train})"
     )]
-    PromptTooLong { prompt_tokens: usize, n_ctx: u32, n_ctx_train: u32 },
+    PromptTooLong {
+        prompt_tokens: usize,
+        n_ctx: u32,
+        n_ctx_train: u32,
+    },
     #[error("the prompt is empty")]
     EmptyPrompt,
     #[error("the input is {bytes} bytes; the limit is {limit} bytes")]
@@ -107,7 +113,9 @@ pub fn physical_cores() -> u32 {
     let mut cores = std::collections::HashSet::new();
     let mut physical_id = String::new();
     for line in cpuinfo.lines() {
-        let Some((key, value)) = line.split_once(':') else { continue };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
         match key.trim() {
             "physical id" => physical_id = value.trim().to_owned(),
             "core id" => {
@@ -166,7 +174,10 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("Model").field("description", &self.description).finish()
+        formatter
+            .debug_struct("Model")
+            .field("description", &self.description)
+            .finish()
     }
 }
 
@@ -179,18 +190,28 @@ impl Model {
         if let Some(layers) = options.gpu_layers {
             params = params.with_n_gpu_layers(layers);
         }
-        let inner = LlamaModel::load_from_file(backend, path, &params)
-            .map_err(|_| EngineError::Load { path: path.to_owned() })?;
+        let inner =
+            LlamaModel::load_from_file(backend, path, &params).map_err(|_| EngineError::Load {
+                path: path.to_owned(),
+            })?;
         let source = match &options.chat_template {
             Some(source) => source.clone(),
-            None => match inner.chat_template(None).ok().and_then(|t| t.to_string().ok()) {
+            None => match inner
+                .chat_template(None)
+                .ok()
+                .and_then(|t| t.to_string().ok())
+            {
                 Some(text) => TemplateSource::Jinja(text),
                 None => default_template(&inner),
             },
         };
         let template = ChatTemplate::new(&inner, source)?;
         let description = describe_model(&inner);
-        Ok(Self { inner, template, description })
+        Ok(Self {
+            inner,
+            template,
+            description,
+        })
     }
 
     /// e.g. `llama 135M Q4_1`, as llama.cpp describes the model.
@@ -224,7 +245,10 @@ impl Model {
     pub fn tokenize(&self, prompt: &Prompt) -> Result<PromptTokens, EngineError> {
         let text = self.render(prompt)?;
         if text.len() > MAX_PROMPT_BYTES {
-            return Err(EngineError::InputTooLarge { bytes: text.len(), limit: MAX_PROMPT_BYTES });
+            return Err(EngineError::InputTooLarge {
+                bytes: text.len(),
+                limit: MAX_PROMPT_BYTES,
+            });
         }
         let vocab = self.inner.vocab();
         let bos = self.template.bos_token();
@@ -249,9 +273,16 @@ impl Model {
     /// is what the chat template renders after the previous prompt and
     /// answer, so the answer keeps the tokens it was generated as and the KV
     /// cache is reused up to the new message.
-    pub fn tokenize_after(&self, base: &PromptTokens, text: &str) -> Result<PromptTokens, EngineError> {
+    pub fn tokenize_after(
+        &self,
+        base: &PromptTokens,
+        text: &str,
+    ) -> Result<PromptTokens, EngineError> {
         if text.len() > MAX_PROMPT_BYTES {
-            return Err(EngineError::InputTooLarge { bytes: text.len(), limit: MAX_PROMPT_BYTES });
+            return Err(EngineError::InputTooLarge {
+                bytes: text.len(),
+                limit: MAX_PROMPT_BYTES,
+            });
         }
         let mut tokens = base.tokens.clone();
         tokens.extend(self.inner.vocab().tokenize(text.as_bytes(), false, true));
@@ -279,7 +310,9 @@ impl Model {
 /// The built-in template for a model whose file carries none: its family's
 /// own format where llama.cpp knows it, ChatML otherwise (llama.cpp's default).
 fn default_template(model: &LlamaModel) -> TemplateSource {
-    let architecture = model.meta_val_str("general.architecture").unwrap_or_default();
+    let architecture = model
+        .meta_val_str("general.architecture")
+        .unwrap_or_default();
     let name = match architecture.as_str() {
         "gemma" | "gemma2" | "gemma3" | "gemma3n" => "gemma",
         "phi3" => "phi3",

@@ -91,7 +91,9 @@ pub(super) fn build_sampler(
         return Ok(LlamaSampler::chain_simple(chain));
     }
     if config.top_k > 0 {
-        chain.push(LlamaSampler::top_k(i32::try_from(config.top_k).unwrap_or(i32::MAX)));
+        chain.push(LlamaSampler::top_k(
+            i32::try_from(config.top_k).unwrap_or(i32::MAX),
+        ));
     }
     if config.top_p < 1.0 {
         chain.push(LlamaSampler::top_p(config.top_p, 1));
@@ -110,14 +112,19 @@ mod tests {
 
     #[test]
     fn invalid_schema_json_is_rejected_before_llama_cpp() {
-        let error = Constraint::JsonSchema("{not json".into()).to_grammar().unwrap_err();
+        let error = Constraint::JsonSchema("{not json".into())
+            .to_grammar()
+            .unwrap_err();
         assert!(matches!(error, EngineError::InvalidSchema(_)), "{error}");
     }
 
     #[test]
     fn schema_becomes_a_grammar() {
-        let schema = r#"{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}"#;
-        let grammar = Constraint::JsonSchema(schema.into()).to_grammar().expect("grammar");
+        let schema =
+            r#"{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}"#;
+        let grammar = Constraint::JsonSchema(schema.into())
+            .to_grammar()
+            .expect("grammar");
         assert!(grammar.contains("root ::="), "{grammar}");
         assert!(grammar.contains("name"), "{grammar}");
     }

@@ -72,7 +72,9 @@ pub trait EventSink: Send {
 /// Why a request was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
-    #[error("the server is busy: every sequence is in use and {capacity} requests are already waiting")]
+    #[error(
+        "the server is busy: every sequence is in use and {capacity} requests are already waiting"
+    )]
     QueueFull { capacity: usize },
     #[error("the prompt is {prompt_tokens} tokens but the context holds {n_ctx}; context length exceeded")]
     PromptTooLong { prompt_tokens: usize, n_ctx: u32 },
@@ -164,11 +166,16 @@ impl Scheduler {
         });
         let (ready_sender, ready) = mpsc::channel();
         let thread_shared = Arc::clone(&shared);
-        let thread_options = SchedulerOptions { parallel, ..options.clone() };
+        let thread_options = SchedulerOptions {
+            parallel,
+            ..options.clone()
+        };
         let thread = std::thread::Builder::new()
             .name("olm-generation".into())
             .spawn(move || generation_thread(&model, &thread_options, thread_shared, ready_sender))
-            .map_err(|error| EngineError::Backend(format!("cannot start the generation thread: {error}")))?;
+            .map_err(|error| {
+                EngineError::Backend(format!("cannot start the generation thread: {error}"))
+            })?;
         let context_per_sequence = match ready.recv() {
             Ok(Ok(context_per_sequence)) => context_per_sequence,
             Ok(Err(error)) => {
@@ -177,10 +184,17 @@ impl Scheduler {
             }
             Err(_) => {
                 let _ = thread.join();
-                return Err(EngineError::Backend("the generation thread ended while starting".into()));
+                return Err(EngineError::Backend(
+                    "the generation thread ended while starting".into(),
+                ));
             }
         };
-        Ok(Self { shared, thread: Some(thread), context_per_sequence, parallel })
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+            context_per_sequence,
+            parallel,
+        })
     }
 
     /// Tokens one sequence may hold (prompt plus answer).
@@ -210,10 +224,21 @@ impl Scheduler {
         if self.shared.stopping.load(Ordering::Relaxed) {
             return Err(SchedulerError::Stopped);
         }
-        let grammar = request.constraint.as_ref().map(Constraint::to_grammar).transpose()?;
-        let job = Job { tokens: prompt.tokens.clone(), request, grammar, sink, submitted: Instant::now() };
+        let grammar = request
+            .constraint
+            .as_ref()
+            .map(Constraint::to_grammar)
+            .transpose()?;
+        let job = Job {
+            tokens: prompt.tokens.clone(),
+            request,
+            grammar,
+            sink,
+            submitted: Instant::now(),
+        };
         let mut queue = self.shared.lock_queue();
-        let free_slots = (self.parallel as usize).saturating_sub(self.shared.active.load(Ordering::Relaxed));
+        let free_slots =
+            (self.parallel as usize).saturating_sub(self.shared.active.load(Ordering::Relaxed));
         match queue.push(job, free_slots) {
             Ok(()) => {
                 self.shared.queued.store(queue.len(), Ordering::Relaxed);
@@ -223,7 +248,9 @@ impl Scheduler {
             }
             Err(QueueFull(_)) => {
                 self.shared.rejected.fetch_add(1, Ordering::Relaxed);
-                Err(SchedulerError::QueueFull { capacity: queue.capacity() })
+                Err(SchedulerError::QueueFull {
+                    capacity: queue.capacity(),
+                })
             }
         }
     }
@@ -295,7 +322,9 @@ fn create_context<'model>(
     model: &'model Model,
     options: &SchedulerOptions,
 ) -> Result<(LlamaContext<'model>, u32), EngineError> {
-    let per_sequence = options.context_per_sequence.clamp(1, model.n_ctx_train().max(256));
+    let per_sequence = options
+        .context_per_sequence
+        .clamp(1, model.n_ctx_train().max(256));
     let per_sequence = per_sequence.div_ceil(256) * 256;
     let n_ctx = per_sequence.saturating_mul(options.parallel);
     let batch_size = options.batch_size.max(options.parallel);
@@ -311,7 +340,10 @@ fn create_context<'model>(
     let context = model
         .inner
         .new_context(backend()?, params)
-        .map_err(|error| EngineError::Context { n_ctx, reason: error.to_string() })?;
+        .map_err(|error| EngineError::Context {
+            n_ctx,
+            reason: error.to_string(),
+        })?;
     let actual = (context.n_ctx() / options.parallel).min(per_sequence);
     Ok((context, actual))
 }
@@ -396,29 +428,38 @@ impl Worker<'_> {
         let jobs = {
             let mut queue = self.shared.lock_queue();
             let abandoned = queue.remove_abandoned(|job| job.sink.is_closed());
-            self.shared.cancelled.fetch_add(abandoned.len() as u64, Ordering::Relaxed);
+            self.shared
+                .cancelled
+                .fetch_add(abandoned.len() as u64, Ordering::Relaxed);
             let jobs = queue.admit(self.slots.free_count());
             self.shared.queued.store(queue.len(), Ordering::Relaxed);
             // Counted as active before the lock is released, so `submit`
             // never sees their slots as free.
-            self.shared.active.store(self.sequences.len() + jobs.len(), Ordering::Relaxed);
+            self.shared
+                .active
+                .store(self.sequences.len() + jobs.len(), Ordering::Relaxed);
             jobs
         };
         for job in jobs {
             self.start(job);
         }
-        self.shared.active.store(self.sequences.len(), Ordering::Relaxed);
+        self.shared
+            .active
+            .store(self.sequences.len(), Ordering::Relaxed);
     }
 
     fn start(&mut self, mut job: Job) {
         let cached = &self.cached;
-        let Some(slot) = self.slots.acquire_preferring(|slot| common_prefix(&cached[slot as usize], &job.tokens))
+        let Some(slot) = self
+            .slots
+            .acquire_preferring(|slot| common_prefix(&cached[slot as usize], &job.tokens))
         else {
             // admit() never hands out more jobs than free slots.
             job.sink.send(Event::Failed(SchedulerError::Stopped));
             return;
         };
-        let sampler = match build_sampler(self.model, &job.request.sampling, job.grammar.as_deref()) {
+        let sampler = match build_sampler(self.model, &job.request.sampling, job.grammar.as_deref())
+        {
             Ok(sampler) => sampler,
             Err(error) => {
                 job.sink.send(Event::Failed(error.into()));
@@ -428,7 +469,10 @@ impl Worker<'_> {
         };
         let reused = self.reuse_prefix(slot, &job.tokens);
         let room = self.context_per_sequence.saturating_sub(job.tokens.len());
-        let budget = job.request.max_tokens.map_or(room, |max| (max as usize).min(room));
+        let budget = job
+            .request
+            .max_tokens
+            .map_or(room, |max| (max as usize).min(room));
         let stats = Stats {
             stop_reason: StopReason::Eog,
             prompt_tokens: job.tokens.len(),
@@ -467,7 +511,10 @@ impl Worker<'_> {
         let keep = common_prefix(&cached, tokens).min(tokens.len().saturating_sub(1));
         let position = u32::try_from(keep).unwrap_or(u32::MAX);
         let trimmed = keep > 0
-            && self.context.clear_kv_cache_seq(Some(slot), Some(position), None).unwrap_or(false);
+            && self
+                .context
+                .clear_kv_cache_seq(Some(slot), Some(position), None)
+                .unwrap_or(false);
         if trimmed {
             keep
         } else {
@@ -494,7 +541,9 @@ impl Worker<'_> {
                 index += 1;
             }
         }
-        self.shared.active.store(self.sequences.len(), Ordering::Relaxed);
+        self.shared
+            .active
+            .store(self.sequences.len(), Ordering::Relaxed);
     }
 
     /// Free a finished sequence's slot, remembering what its KV range holds.
@@ -510,7 +559,11 @@ impl Worker<'_> {
     /// One decode: every generating sequence's pending token, then prompt chunks.
     fn step(&mut self) -> Result<(), EngineError> {
         self.fill_batch()?;
-        tracing::trace!(tokens = self.batch.n_tokens(), sequences = self.sequences.len(), "decode step");
+        tracing::trace!(
+            tokens = self.batch.n_tokens(),
+            sequences = self.sequences.len(),
+            "decode step"
+        );
         self.context
             .decode(&mut self.batch)
             .map_err(|error| EngineError::Decode(error.to_string()))?;
@@ -528,7 +581,8 @@ impl Worker<'_> {
     }
 
     fn fill_batch(&mut self) -> Result<(), EngineError> {
-        let add_error = |error: llama_cpp_2::llama_batch::BatchAddError| EngineError::Decode(error.to_string());
+        let add_error =
+            |error: llama_cpp_2::llama_batch::BatchAddError| EngineError::Decode(error.to_string());
         self.batch.clear();
         let mut generating = 0;
         for sequence in &mut self.sequences {
@@ -536,7 +590,12 @@ impl Worker<'_> {
             if let Some(token) = sequence.pending {
                 sequence.logits_index = Some(self.batch.n_tokens());
                 self.batch
-                    .add(token, to_position(sequence.position), &[sequence.slot as i32], true)
+                    .add(
+                        token,
+                        to_position(sequence.position),
+                        &[sequence.slot as i32],
+                        true,
+                    )
                     .map_err(add_error)?;
                 generating += 1;
             }
@@ -548,7 +607,10 @@ impl Worker<'_> {
             .map(|sequence| sequence.job.tokens.len() - sequence.prefilled)
             .collect();
         let shares = prefill_shares(self.batch_size, generating, &remaining);
-        let prefilling = self.sequences.iter_mut().filter(|sequence| sequence.is_prefilling());
+        let prefilling = self
+            .sequences
+            .iter_mut()
+            .filter(|sequence| sequence.is_prefilling());
         for (sequence, share) in prefilling.zip(shares) {
             sequence.prefill_share = share;
             let end = sequence.prefilled + share;
@@ -558,7 +620,12 @@ impl Worker<'_> {
                     sequence.logits_index = Some(self.batch.n_tokens());
                 }
                 self.batch
-                    .add(sequence.job.tokens[position], to_position(position), &[sequence.slot as i32], is_last)
+                    .add(
+                        sequence.job.tokens[position],
+                        to_position(position),
+                        &[sequence.slot as i32],
+                        is_last,
+                    )
                     .map_err(add_error)?;
             }
         }
@@ -570,7 +637,9 @@ impl Worker<'_> {
     fn sample_all(&mut self) {
         let mut finished = Vec::new();
         for (index, sequence) in self.sequences.iter_mut().enumerate() {
-            let Some(logits_index) = sequence.logits_index.take() else { continue };
+            let Some(logits_index) = sequence.logits_index.take() else {
+                continue;
+            };
             let token = sequence.sampler.sample(&self.context, logits_index);
             if let Some(reason) = accept_token(
                 self.model,
@@ -588,7 +657,9 @@ impl Worker<'_> {
             let sequence = self.sequences.swap_remove(index);
             self.finish(sequence, reason);
         }
-        self.shared.active.store(self.sequences.len(), Ordering::Relaxed);
+        self.shared
+            .active
+            .store(self.sequences.len(), Ordering::Relaxed);
     }
 
     fn finish(&mut self, mut sequence: Sequence, reason: StopReason) {
@@ -629,7 +700,10 @@ impl Worker<'_> {
             job.sink.send(Event::Failed(SchedulerError::Stopped));
         }
         for mut sequence in std::mem::take(&mut self.sequences) {
-            sequence.job.sink.send(Event::Failed(SchedulerError::Stopped));
+            sequence
+                .job
+                .sink
+                .send(Event::Failed(SchedulerError::Stopped));
         }
         self.shared.queued.store(0, Ordering::Relaxed);
         self.shared.active.store(0, Ordering::Relaxed);
@@ -660,7 +734,9 @@ fn accept_token(
         sequence.first_token = Some(now);
         sequence.stats.time_to_first_token = now - sequence.job.submitted;
         sequence.stats.prompt_time = now - sequence.admitted;
-        shared.prompt_tokens.fetch_add(sequence.job.tokens.len() as u64, Ordering::Relaxed);
+        shared
+            .prompt_tokens
+            .fetch_add(sequence.job.tokens.len() as u64, Ordering::Relaxed);
     }
     let vocab = model.inner.vocab();
     if vocab.is_eog(token) {

@@ -26,7 +26,10 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -89,7 +92,12 @@ impl ChatTemplate {
             TemplateSource::Builtin(name) => {
                 let llama = LlamaChatTemplate::new(&name)
                     .map_err(|_| TemplateError::UnknownBuiltin(name.clone()))?;
-                Self { jinja: None, llama: Some(llama), bos_token, eos_token }
+                Self {
+                    jinja: None,
+                    llama: Some(llama),
+                    bos_token,
+                    eos_token,
+                }
             }
         };
         Ok(template)
@@ -144,7 +152,9 @@ impl ChatTemplate {
         let mut output = BoundedString::new(MAX_RENDERED_BYTES);
         let result = template.render_captured_to(context, &mut output).map(drop);
         if output.overflowed {
-            return Err(TemplateError::TooLarge { limit: MAX_RENDERED_BYTES });
+            return Err(TemplateError::TooLarge {
+                limit: MAX_RENDERED_BYTES,
+            });
         }
         result.map_err(|error| TemplateError::Render(describe(&error)))?;
         Ok(output.text)
@@ -207,8 +217,16 @@ fn special_token_texts(model: &LlamaModel) -> (String, String) {
             .map(|text| text.to_string_lossy().into_owned())
             .unwrap_or_default()
     };
-    let bos = if vocab.bos().0 >= 0 { text_of(vocab.bos()) } else { String::new() };
-    let eos = if vocab.eos().0 >= 0 { text_of(vocab.eos()) } else { String::new() };
+    let bos = if vocab.bos().0 >= 0 {
+        text_of(vocab.bos())
+    } else {
+        String::new()
+    };
+    let eos = if vocab.eos().0 >= 0 {
+        text_of(vocab.eos())
+    } else {
+        String::new()
+    };
     (bos, eos)
 }
 
@@ -226,7 +244,12 @@ fn today(format: &str) -> String {
         if libc::localtime_r(&now, &mut parts).is_null() {
             return String::new();
         }
-        libc::strftime(buffer.as_mut_ptr().cast(), buffer.len(), format.as_ptr(), &parts)
+        libc::strftime(
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            format.as_ptr(),
+            &parts,
+        )
     };
     String::from_utf8_lossy(&buffer[..written]).into_owned()
 }
@@ -240,7 +263,11 @@ struct BoundedString {
 
 impl BoundedString {
     fn new(limit: usize) -> Self {
-        Self { text: String::new(), limit, overflowed: false }
+        Self {
+            text: String::new(),
+            limit,
+            overflowed: false,
+        }
     }
 }
 
@@ -265,7 +292,8 @@ mod tests {
     use super::*;
 
     fn render_source(source: &str, messages: &[Message]) -> Result<String, TemplateError> {
-        let environment = jinja_environment(source).map_err(|e| TemplateError::Render(describe(&e)))?;
+        let environment =
+            jinja_environment(source).map_err(|e| TemplateError::Render(describe(&e)))?;
         let template = ChatTemplate {
             jinja: None,
             llama: None,
@@ -277,7 +305,8 @@ mod tests {
 
     #[test]
     fn python_string_methods_work() {
-        let source = "{% for m in messages %}{{ m.role.upper() }}:{{ m.content.strip() }}|{% endfor %}";
+        let source =
+            "{% for m in messages %}{{ m.role.upper() }}:{{ m.content.strip() }}|{% endfor %}";
         let text = render_source(source, &[Message::new("user", "  hi  ")]).expect("render");
         assert_eq!(text, "USER:hi|");
     }
@@ -286,7 +315,10 @@ mod tests {
     fn raise_exception_is_an_error() {
         let source = "{{ raise_exception('roles must alternate') }}";
         let error = render_source(source, &[]).unwrap_err();
-        assert!(error.to_string().contains("roles must alternate"), "{error}");
+        assert!(
+            error.to_string().contains("roles must alternate"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -74,7 +74,11 @@ pub enum StopScan {
 impl StopMatcher {
     pub fn new(stops: &[String]) -> Self {
         Self {
-            stops: stops.iter().filter(|stop| !stop.is_empty()).cloned().collect(),
+            stops: stops
+                .iter()
+                .filter(|stop| !stop.is_empty())
+                .cloned()
+                .collect(),
             held: String::new(),
         }
     }
@@ -105,7 +109,10 @@ impl StopMatcher {
     }
 
     fn earliest_stop(&self) -> Option<usize> {
-        self.stops.iter().filter_map(|stop| self.held.find(stop.as_str())).min()
+        self.stops
+            .iter()
+            .filter_map(|stop| self.held.find(stop.as_str()))
+            .min()
     }
 
     /// Length in bytes of the longest suffix of `held` that is a proper
@@ -176,7 +183,10 @@ mod tests {
 
     #[test]
     fn stop_string_split_across_pieces_is_caught() {
-        assert_eq!(scan(&["</end>"], &["hello </", "en", "d> more"]), ("hello ".into(), true));
+        assert_eq!(
+            scan(&["</end>"], &["hello </", "en", "d> more"]),
+            ("hello ".into(), true)
+        );
     }
 
     #[test]

@@ -57,56 +57,119 @@ pub(crate) enum Failure {
 
 impl Hub {
     /// Every file of `repo` at `main`, with sizes and LFS hashes.
-    pub fn list_files(&self, repo: &RepoId, reporter: &dyn PullReporter) -> Result<Vec<RemoteFile>, HubError> {
-        let url = format!("{}/api/models/{repo}/tree/main?recursive=true", self.endpoint);
-        let response = self.send_with_retries("GET", &url, None, reporter).map_err(|error| match error {
-            HubError::Status { status: 404, .. } => HubError::RepoNotFound(repo.to_string()),
-            other => other,
-        })?;
+    pub fn list_files(
+        &self,
+        repo: &RepoId,
+        reporter: &dyn PullReporter,
+    ) -> Result<Vec<RemoteFile>, HubError> {
+        let url = format!(
+            "{}/api/models/{repo}/tree/main?recursive=true",
+            self.endpoint
+        );
+        let response = self
+            .send_with_retries("GET", &url, None, reporter)
+            .map_err(|error| match error {
+                HubError::Status { status: 404, .. } => HubError::RepoNotFound(repo.to_string()),
+                other => other,
+            })?;
         let entries: Vec<TreeEntry> = read_json(response, &url)?;
         let mut files = Vec::new();
         for entry in entries.into_iter().filter(|entry| entry.kind == "file") {
-            check_repo_file_name(&entry.path)
-                .map_err(|_| HubError::BadMetadata { what: "file name", value: escaped(&entry.path) })?;
+            check_repo_file_name(&entry.path).map_err(|_| HubError::BadMetadata {
+                what: "file name",
+                value: escaped(&entry.path),
+            })?;
             let (size, sha256) = match entry.lfs {
                 Some(lfs) if is_sha256(&lfs.oid) => (lfs.size, Some(lfs.oid)),
-                Some(lfs) => return Err(HubError::BadMetadata { what: "LFS object id", value: escaped(&lfs.oid) }),
+                Some(lfs) => {
+                    return Err(HubError::BadMetadata {
+                        what: "LFS object id",
+                        value: escaped(&lfs.oid),
+                    })
+                }
                 None => (entry.size, None),
             };
-            files.push(RemoteFile { name: entry.path, size, sha256 });
+            files.push(RemoteFile {
+                name: entry.path,
+                size,
+                sha256,
+            });
         }
         Ok(files)
     }
 
     /// The commit, sha256, size and download URL of one file.
-    pub fn head_file(&self, repo: &RepoId, name: &str, reporter: &dyn PullReporter) -> Result<FileHead, HubError> {
-        let url = format!("{}/{repo}/resolve/main/{}", self.endpoint, encode_path(name));
+    pub fn head_file(
+        &self,
+        repo: &RepoId,
+        name: &str,
+        reporter: &dyn PullReporter,
+    ) -> Result<FileHead, HubError> {
+        let url = format!(
+            "{}/{repo}/resolve/main/{}",
+            self.endpoint,
+            encode_path(name)
+        );
         let response = self.with_retries(reporter, || self.send_once("HEAD", &url, None, 0))?;
-        let commit = response.header("x-repo-commit").unwrap_or_default().trim().to_owned();
+        let commit = response
+            .header("x-repo-commit")
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         if !is_commit(&commit) {
-            return Err(HubError::BadMetadata { what: "commit", value: escaped(&commit) });
+            return Err(HubError::BadMetadata {
+                what: "commit",
+                value: escaped(&commit),
+            });
         }
-        let etag = response.header("x-linked-etag").or_else(|| response.header("etag")).unwrap_or_default();
-        let sha256 = etag.trim().trim_start_matches("W/").trim_matches('"').to_owned();
+        let etag = response
+            .header("x-linked-etag")
+            .or_else(|| response.header("etag"))
+            .unwrap_or_default();
+        let sha256 = etag
+            .trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_owned();
         if !is_sha256(&sha256) {
-            return Err(HubError::BadMetadata { what: "etag (expected a sha256)", value: escaped(&sha256) });
+            return Err(HubError::BadMetadata {
+                what: "etag (expected a sha256)",
+                value: escaped(&sha256),
+            });
         }
-        let size_text = response.header("x-linked-size").or_else(|| response.header("content-length")).unwrap_or_default();
+        let size_text = response
+            .header("x-linked-size")
+            .or_else(|| response.header("content-length"))
+            .unwrap_or_default();
         let size = size_text
             .trim()
             .parse::<u64>()
-            .map_err(|_| HubError::BadMetadata { what: "size", value: escaped(size_text) })?;
+            .map_err(|_| HubError::BadMetadata {
+                what: "size",
+                value: escaped(size_text),
+            })?;
         let download = match response.header("location") {
             Some(location) if (300..400).contains(&response.status()) => join_url(&url, location),
             _ => url,
         };
-        Ok(FileHead { commit, sha256, size, url: download })
+        Ok(FileHead {
+            commit,
+            sha256,
+            size,
+            url: download,
+        })
     }
 
     /// One request, following up to [`MAX_REDIRECTS`] redirects when `follow`
     /// is non-zero. The token goes only to the endpoint's own origin; a
     /// redirect from https to http is refused.
-    pub(crate) fn send_once(&self, method: &str, url: &str, range: Option<(u64, u64)>, follow: u32) -> Result<ureq::Response, Failure> {
+    pub(crate) fn send_once(
+        &self,
+        method: &str,
+        url: &str,
+        range: Option<(u64, u64)>,
+        follow: u32,
+    ) -> Result<ureq::Response, Failure> {
         let mut current = url.to_owned();
         for _ in 0..=follow {
             let mut request = self.agent.request(method, &current);
@@ -118,9 +181,17 @@ impl Hub {
             }
             let response = match request.call() {
                 Ok(response) => response,
-                Err(ureq::Error::Status(status, response)) => return Err(status_failure(&current, status, &response)),
+                Err(ureq::Error::Status(status, response)) => {
+                    return Err(status_failure(&current, status, &response))
+                }
                 Err(ureq::Error::Transport(transport)) => {
-                    return Err(Failure::Retry(HubError::Network { url: current, message: transport.to_string() }, None))
+                    return Err(Failure::Retry(
+                        HubError::Network {
+                            url: current,
+                            message: transport.to_string(),
+                        },
+                        None,
+                    ))
                 }
             };
             let status = response.status();
@@ -128,23 +199,44 @@ impl Hub {
                 return Ok(response);
             }
             let Some(location) = response.header("location") else {
-                return Err(Failure::Fatal(HubError::Status { url: current, status }));
+                return Err(Failure::Fatal(HubError::Status {
+                    url: current,
+                    status,
+                }));
             };
             let next = join_url(&current, location);
             if current.starts_with("https://") && !next.starts_with("https://") {
-                return Err(Failure::Fatal(HubError::Network { url: next, message: "refused a redirect from https to http".into() }));
+                return Err(Failure::Fatal(HubError::Network {
+                    url: next,
+                    message: "refused a redirect from https to http".into(),
+                }));
             }
             current = next;
         }
-        Err(Failure::Fatal(HubError::Network { url: url.to_owned(), message: format!("more than {MAX_REDIRECTS} redirects") }))
+        Err(Failure::Fatal(HubError::Network {
+            url: url.to_owned(),
+            message: format!("more than {MAX_REDIRECTS} redirects"),
+        }))
     }
 
-    fn send_with_retries(&self, method: &str, url: &str, range: Option<(u64, u64)>, reporter: &dyn PullReporter) -> Result<ureq::Response, HubError> {
-        self.with_retries(reporter, || self.send_once(method, url, range, MAX_REDIRECTS))
+    fn send_with_retries(
+        &self,
+        method: &str,
+        url: &str,
+        range: Option<(u64, u64)>,
+        reporter: &dyn PullReporter,
+    ) -> Result<ureq::Response, HubError> {
+        self.with_retries(reporter, || {
+            self.send_once(method, url, range, MAX_REDIRECTS)
+        })
     }
 
     /// Run `attempt` until it succeeds, fails fatally, or [`MAX_ATTEMPTS`] are spent.
-    pub(crate) fn with_retries<T>(&self, reporter: &dyn PullReporter, mut attempt: impl FnMut() -> Result<T, Failure>) -> Result<T, HubError> {
+    pub(crate) fn with_retries<T>(
+        &self,
+        reporter: &dyn PullReporter,
+        mut attempt: impl FnMut() -> Result<T, Failure>,
+    ) -> Result<T, HubError> {
         let mut failures = 0;
         loop {
             if self.cancelled() {
@@ -188,7 +280,10 @@ impl Hub {
 fn status_failure(url: &str, status: u16, response: &ureq::Response) -> Failure {
     let error = match status {
         401 | 403 => return Failure::Fatal(HubError::Unauthorized(url.to_owned())),
-        _ => HubError::Status { url: url.to_owned(), status },
+        _ => HubError::Status {
+            url: url.to_owned(),
+            status,
+        },
     };
     if status == 429 || status >= 500 {
         let retry_after = response
@@ -201,18 +296,29 @@ fn status_failure(url: &str, status: u16, response: &ureq::Response) -> Failure 
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(response: ureq::Response, url: &str) -> Result<T, HubError> {
+fn read_json<T: serde::de::DeserializeOwned>(
+    response: ureq::Response,
+    url: &str,
+) -> Result<T, HubError> {
     let mut body = Vec::new();
     response
         .into_reader()
         .take(MAX_JSON_BYTES + 1)
         .read_to_end(&mut body)
-        .map_err(|error| HubError::Network { url: url.to_owned(), message: error.to_string() })?;
+        .map_err(|error| HubError::Network {
+            url: url.to_owned(),
+            message: error.to_string(),
+        })?;
     if body.len() as u64 > MAX_JSON_BYTES {
-        return Err(HubError::Network { url: url.to_owned(), message: "the answer is larger than 16 MiB".into() });
+        return Err(HubError::Network {
+            url: url.to_owned(),
+            message: "the answer is larger than 16 MiB".into(),
+        });
     }
-    serde_json::from_slice(&body)
-        .map_err(|error| HubError::Network { url: url.to_owned(), message: format!("the answer is not the expected JSON: {error}") })
+    serde_json::from_slice(&body).map_err(|error| HubError::Network {
+        url: url.to_owned(),
+        message: format!("the answer is not the expected JSON: {error}"),
+    })
 }
 
 /// `scheme://host[:port]` of a URL.
@@ -231,7 +337,10 @@ fn join_url(base: &str, location: &str) -> String {
     } else if location.starts_with('/') {
         format!("{}{location}", origin(base))
     } else {
-        let directory = base.rsplit_once('/').map(|(directory, _)| directory).unwrap_or(base);
+        let directory = base
+            .rsplit_once('/')
+            .map(|(directory, _)| directory)
+            .unwrap_or(base);
         format!("{directory}/{location}")
     }
 }

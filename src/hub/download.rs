@@ -82,12 +82,22 @@ pub fn fetch_file(
 }
 
 /// Exclusive lock on `.locks/<repo>/<sha256>.lock`, waiting for another pull.
-fn lock(cache: &RepoCache, sha256: &str, name: &str, reporter: &dyn PullReporter) -> Result<File, HubError> {
+fn lock(
+    cache: &RepoCache,
+    sha256: &str,
+    name: &str,
+    reporter: &dyn PullReporter,
+) -> Result<File, HubError> {
     let path = cache.lock(sha256);
     if let Some(directory) = path.parent() {
         fs::create_dir_all(directory).map_err(HubError::io("cannot create", directory))?;
     }
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(HubError::io("cannot open", &path))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(HubError::io("cannot open", &path))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => {
@@ -99,11 +109,23 @@ fn lock(cache: &RepoCache, sha256: &str, name: &str, reporter: &dyn PullReporter
     }
 }
 
-fn download(hub: &Hub, partial: &Path, name: &str, head: &FileHead, reporter: &dyn PullReporter) -> Result<(), HubError> {
+fn download(
+    hub: &Hub,
+    partial: &Path,
+    name: &str,
+    head: &FileHead,
+    reporter: &dyn PullReporter,
+) -> Result<(), HubError> {
     if let Some(directory) = partial.parent() {
         fs::create_dir_all(directory).map_err(HubError::io("cannot create", directory))?;
     }
-    let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(partial).map_err(HubError::io("cannot open", partial))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(partial)
+        .map_err(HubError::io("cannot open", partial))?;
     let state_path = state_path(partial);
     let segments = plan(hub, &file, &state_path, head.size)?;
     let already: u64 = segments.iter().map(|segment| segment.done).sum();
@@ -111,19 +133,37 @@ fn download(hub: &Hub, partial: &Path, name: &str, head: &FileHead, reporter: &d
     if already == head.size {
         return finish_parts(&file, &state_path, partial);
     }
-    let shared = Shared { hub, file: &file, head, reporter, state_path: &state_path, segments: Mutex::new(segments.clone()), abort: AtomicBool::new(false) };
+    let shared = Shared {
+        hub,
+        file: &file,
+        head,
+        reporter,
+        state_path: &state_path,
+        segments: Mutex::new(segments.clone()),
+        abort: AtomicBool::new(false),
+    };
     let results: Vec<Result<(), HubError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..segments.len()).map(|index| {
-            let shared = &shared;
-            scope.spawn(move || {
-                let result = fetch_segment(shared, index);
-                if result.is_err() {
-                    shared.abort.store(true, Ordering::Relaxed);
-                }
-                result
+        let workers: Vec<_> = (0..segments.len())
+            .map(|index| {
+                let shared = &shared;
+                scope.spawn(move || {
+                    let result = fetch_segment(shared, index);
+                    if result.is_err() {
+                        shared.abort.store(true, Ordering::Relaxed);
+                    }
+                    result
+                })
             })
-        }).collect();
-        workers.into_iter().map(|worker| worker.join().unwrap_or(Err(HubError::Network { url: head.url.clone(), message: "a download thread panicked".into() }))).collect()
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker.join().unwrap_or(Err(HubError::Network {
+                    url: head.url.clone(),
+                    message: "a download thread panicked".into(),
+                }))
+            })
+            .collect()
     });
     // Report the most telling error: anything before a plain interruption.
     let mut errors: Vec<HubError> = results.into_iter().filter_map(Result::err).collect();
@@ -136,7 +176,8 @@ fn download(hub: &Hub, partial: &Path, name: &str, head: &FileHead, reporter: &d
 }
 
 fn finish_parts(file: &File, state_path: &Path, partial: &Path) -> Result<(), HubError> {
-    file.sync_all().map_err(HubError::io("cannot write", partial))?;
+    file.sync_all()
+        .map_err(HubError::io("cannot write", partial))?;
     match fs::remove_file(state_path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -145,7 +186,10 @@ fn finish_parts(file: &File, state_path: &Path, partial: &Path) -> Result<(), Hu
 }
 
 fn state_path(partial: &Path) -> PathBuf {
-    let mut name = partial.file_name().map(|name| name.to_os_string()).unwrap_or_default();
+    let mut name = partial
+        .file_name()
+        .map(|name| name.to_os_string())
+        .unwrap_or_default();
     name.push(".parts");
     partial.with_file_name(name)
 }
@@ -156,18 +200,30 @@ fn plan(hub: &Hub, file: &File, state_path: &Path, size: u64) -> Result<Vec<Segm
     if let Some(segments) = read_state(state_path, size) {
         return Ok(segments);
     }
-    let mut length = file.metadata().map_err(HubError::io("cannot read", state_path))?.len();
+    let mut length = file
+        .metadata()
+        .map_err(HubError::io("cannot read", state_path))?
+        .len();
     if length > size {
-        file.set_len(0).map_err(HubError::io("cannot truncate", state_path))?;
+        file.set_len(0)
+            .map_err(HubError::io("cannot truncate", state_path))?;
         length = 0;
     }
     if length > 0 || size < PARALLEL_THRESHOLD || hub.connections < 2 {
-        return Ok(vec![Segment { start: 0, end: size, done: length }]);
+        return Ok(vec![Segment {
+            start: 0,
+            end: size,
+            done: length,
+        }]);
     }
     let count = u64::from(hub.connections);
     let step = size.div_ceil(count);
     let segments: Vec<Segment> = (0..count)
-        .map(|index| Segment { start: index * step, end: ((index + 1) * step).min(size), done: 0 })
+        .map(|index| Segment {
+            start: index * step,
+            end: ((index + 1) * step).min(size),
+            done: 0,
+        })
         .filter(|segment| segment.start < segment.end)
         .collect();
     write_state(state_path, size, &segments)?;
@@ -179,13 +235,21 @@ fn read_state(path: &Path, size: u64) -> Option<Vec<Segment>> {
     let state: PartsState = serde_json::from_slice(&text).ok()?;
     let valid = state.size == size
         && !state.segments.is_empty()
-        && state.segments.iter().all(|segment| segment.start < segment.end && segment.end <= size && segment.done <= segment.end - segment.start);
+        && state.segments.iter().all(|segment| {
+            segment.start < segment.end
+                && segment.end <= size
+                && segment.done <= segment.end - segment.start
+        });
     valid.then_some(state.segments)
 }
 
 fn write_state(path: &Path, size: u64, segments: &[Segment]) -> Result<(), HubError> {
-    let state = PartsState { size, segments: segments.to_vec() };
-    let bytes = serde_json::to_vec(&state).map_err(|error| HubError::io("cannot encode", path)(io::Error::other(error)))?;
+    let state = PartsState {
+        size,
+        segments: segments.to_vec(),
+    };
+    let bytes = serde_json::to_vec(&state)
+        .map_err(|error| HubError::io("cannot encode", path)(io::Error::other(error)))?;
     store::write_atomic(path, &bytes).map_err(HubError::io("cannot write", path))
 }
 
@@ -201,15 +265,26 @@ struct Shared<'a> {
 
 impl Shared<'_> {
     fn segment(&self, index: usize) -> Segment {
-        self.segments.lock().map(|segments| segments[index]).unwrap_or(Segment { start: 0, end: 0, done: 0 })
+        self.segments
+            .lock()
+            .map(|segments| segments[index])
+            .unwrap_or(Segment {
+                start: 0,
+                end: 0,
+                done: 0,
+            })
     }
 
     /// Record progress; for parallel parts, durably (data first, then state).
     fn record(&self, index: usize, done: u64, durable: bool) -> Result<(), HubError> {
-        let Ok(mut segments) = self.segments.lock() else { return Ok(()) };
+        let Ok(mut segments) = self.segments.lock() else {
+            return Ok(());
+        };
         segments[index].done = done;
         if durable && segments.len() > 1 {
-            self.file.sync_data().map_err(HubError::io("cannot write", self.state_path))?;
+            self.file
+                .sync_data()
+                .map_err(HubError::io("cannot write", self.state_path))?;
             write_state(self.state_path, self.head.size, &segments)?;
         }
         Ok(())
@@ -260,31 +335,58 @@ fn fetch_once(shared: &Shared, index: usize, segment: Segment) -> Result<(), Fai
     let url = &shared.head.url;
     let offset = segment.start + segment.done;
     let whole_file = segment.start == 0 && segment.end == shared.head.size;
-    let response = shared.hub.send_once("GET", url, Some((offset, segment.end)), MAX_REDIRECTS)?;
-    let retry = |message: String| Failure::Retry(HubError::Network { url: url.clone(), message }, None);
+    let response = shared
+        .hub
+        .send_once("GET", url, Some((offset, segment.end)), MAX_REDIRECTS)?;
+    let retry = |message: String| {
+        Failure::Retry(
+            HubError::Network {
+                url: url.clone(),
+                message,
+            },
+            None,
+        )
+    };
     let mut done = segment.done;
     match response.status() {
         206 => {
             let content_range = response.header("content-range").unwrap_or_default();
-            if !content_range.trim().starts_with(&format!("bytes {offset}-")) {
-                return Err(retry(format!("the hub sent Content-Range '{}' for a request from byte {offset}", store::names::escaped(content_range))));
+            if !content_range
+                .trim()
+                .starts_with(&format!("bytes {offset}-"))
+            {
+                return Err(retry(format!(
+                    "the hub sent Content-Range '{}' for a request from byte {offset}",
+                    store::names::escaped(content_range)
+                )));
             }
         }
         200 if whole_file => {
             // The server ignored Range: start over rather than append the whole body.
             if done > 0 {
-                shared.file.set_len(0).map_err(|error| Failure::Fatal(HubError::io("cannot truncate", shared.state_path)(error)))?;
+                shared.file.set_len(0).map_err(|error| {
+                    Failure::Fatal(HubError::io("cannot truncate", shared.state_path)(error))
+                })?;
                 shared.reporter.advance(0);
                 done = 0;
                 shared.record(index, 0, false).map_err(Failure::Fatal)?;
             }
         }
-        status => return Err(retry(format!("the hub answered {status} to a ranged request"))),
+        status => {
+            return Err(retry(format!(
+                "the hub answered {status} to a ranged request"
+            )))
+        }
     }
     let expected = segment.end - segment.start - done;
-    if let Some(length) = response.header("content-length").and_then(|value| value.trim().parse::<u64>().ok()) {
+    if let Some(length) = response
+        .header("content-length")
+        .and_then(|value| value.trim().parse::<u64>().ok())
+    {
         if length != expected {
-            return Err(retry(format!("the hub sent Content-Length {length}, expected {expected}")));
+            return Err(retry(format!(
+                "the hub sent Content-Length {length}, expected {expected}"
+            )));
         }
     }
     let mut reader = response.into_reader().take(expected);
@@ -298,7 +400,11 @@ fn fetch_once(shared: &Shared, index: usize, segment: Segment) -> Result<(), Fai
         let read = match reader.read(&mut buffer) {
             Ok(0) => {
                 shared.record(index, done, true).map_err(Failure::Fatal)?;
-                return Err(retry(format!("the connection closed after {} of {} bytes", segment.start + done, segment.end)));
+                return Err(retry(format!(
+                    "the connection closed after {} of {} bytes",
+                    segment.start + done,
+                    segment.end
+                )));
             }
             Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -310,7 +416,9 @@ fn fetch_once(shared: &Shared, index: usize, segment: Segment) -> Result<(), Fai
         shared
             .file
             .write_all_at(&buffer[..read], segment.start + done)
-            .map_err(|error| Failure::Fatal(HubError::io("cannot write", shared.state_path)(error)))?;
+            .map_err(|error| {
+                Failure::Fatal(HubError::io("cannot write", shared.state_path)(error))
+            })?;
         done += read as u64;
         since_checkpoint += read as u64;
         shared.reporter.advance(read as u64);
@@ -318,7 +426,9 @@ fn fetch_once(shared: &Shared, index: usize, segment: Segment) -> Result<(), Fai
         if durable {
             since_checkpoint = 0;
         }
-        shared.record(index, done, durable).map_err(Failure::Fatal)?;
+        shared
+            .record(index, done, durable)
+            .map_err(Failure::Fatal)?;
     }
     Ok(())
 }
@@ -326,15 +436,25 @@ fn fetch_once(shared: &Shared, index: usize, segment: Segment) -> Result<(), Fai
 /// Size and sha256 of the finished partial file against the hub's values;
 /// a mismatch removes the partial so the next pull starts fresh.
 fn verify(partial: &Path, name: &str, head: &FileHead) -> Result<(), HubError> {
-    let size = fs::metadata(partial).map_err(HubError::io("cannot read", partial))?.len();
+    let size = fs::metadata(partial)
+        .map_err(HubError::io("cannot read", partial))?
+        .len();
     if size != head.size {
         let _ = fs::remove_file(partial);
-        return Err(HubError::SizeMismatch { file: name.to_owned(), expected: head.size, actual: size });
+        return Err(HubError::SizeMismatch {
+            file: name.to_owned(),
+            expected: head.size,
+            actual: size,
+        });
     }
     let actual = store::sha256_file(partial).map_err(HubError::io("cannot read", partial))?;
     if actual != head.sha256 {
         let _ = fs::remove_file(partial);
-        return Err(HubError::HashMismatch { file: name.to_owned(), expected: head.sha256.clone(), actual });
+        return Err(HubError::HashMismatch {
+            file: name.to_owned(),
+            expected: head.sha256.clone(),
+            actual,
+        });
     }
     Ok(())
 }

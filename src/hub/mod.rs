@@ -63,7 +63,11 @@ pub enum HubError {
     #[error("repo {0} was not found on the hub")]
     RepoNotFound(String),
     #[error("{repo} has no {quant} file")]
-    QuantNotFound { repo: String, quant: String, available: Vec<(String, u64)> },
+    QuantNotFound {
+        repo: String,
+        quant: String,
+        available: Vec<(String, u64)>,
+    },
     #[error("{repo} has no GGUF file")]
     NoGguf { repo: String },
     #[error("{0} is gated or private: the hub answered 401 Unauthorized")]
@@ -75,15 +79,32 @@ pub enum HubError {
     #[error("invalid metadata from hub: {what} {value}")]
     BadMetadata { what: &'static str, value: String },
     #[error("{file} is corrupt: sha256 is {actual}, the hub says {expected}")]
-    HashMismatch { file: String, expected: String, actual: String },
+    HashMismatch {
+        file: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{file} has the wrong size: {actual} bytes, the hub says {expected}")]
-    SizeMismatch { file: String, expected: u64, actual: u64 },
+    SizeMismatch {
+        file: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("not enough disk space in {path}: {needed} bytes needed, {free} free")]
-    DiskFull { path: String, needed: u64, free: u64 },
+    DiskFull {
+        path: String,
+        needed: u64,
+        free: u64,
+    },
     #[error("interrupted; the partial download is kept and the next pull resumes it")]
     Interrupted,
     #[error("{action} {path}: {source}")]
-    Io { action: &'static str, path: String, #[source] source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -92,9 +113,16 @@ impl HubError {
     /// Exit code class: 3 not found, 4 network, 5 integrity, 6 disk, 130 interrupted, 1 other.
     pub fn exit_code(&self) -> u8 {
         match self {
-            HubError::RepoNotFound(_) | HubError::QuantNotFound { .. } | HubError::NoGguf { .. } => 3,
-            HubError::Offline(_) | HubError::Unauthorized(_) | HubError::Status { .. } | HubError::Network { .. } => 4,
-            HubError::BadMetadata { .. } | HubError::HashMismatch { .. } | HubError::SizeMismatch { .. } => 5,
+            HubError::RepoNotFound(_)
+            | HubError::QuantNotFound { .. }
+            | HubError::NoGguf { .. } => 3,
+            HubError::Offline(_)
+            | HubError::Unauthorized(_)
+            | HubError::Status { .. }
+            | HubError::Network { .. } => 4,
+            HubError::BadMetadata { .. }
+            | HubError::HashMismatch { .. }
+            | HubError::SizeMismatch { .. } => 5,
             HubError::DiskFull { .. } => 6,
             HubError::Io { source, .. } if crate::store::is_disk_full(source) => 6,
             HubError::Interrupted => 130,
@@ -111,21 +139,45 @@ impl HubError {
             )),
             HubError::QuantNotFound { available, .. } if !available.is_empty() => Some(format!(
                 "available: {}",
-                available.iter().map(|(quant, size)| format!("{quant} ({})", human_size(*size))).collect::<Vec<_>>().join(", ")
+                available
+                    .iter()
+                    .map(|(quant, size)| format!("{quant} ({})", human_size(*size)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
-            HubError::Offline(_) => Some("connect to the network, or unset HF_HUB_OFFLINE / drop --offline".into()),
-            HubError::Network { .. } | HubError::Status { .. } => Some("check the connection (and HF_ENDPOINT) and run the same command again; it resumes".into()),
-            HubError::HashMismatch { .. } | HubError::SizeMismatch { .. } => Some("the damaged download was removed; run the same command again".into()),
-            HubError::DiskFull { .. } => Some("free some disk space and run the same command again".into()),
-            HubError::Io { source, .. } if crate::store::is_disk_full(source) => Some("free some disk space and run the same command again; it resumes".into()),
-            HubError::RepoNotFound(_) => Some("check the name; `olm pull --help` shows the forms a model can take".into()),
+            HubError::Offline(_) => {
+                Some("connect to the network, or unset HF_HUB_OFFLINE / drop --offline".into())
+            }
+            HubError::Network { .. } | HubError::Status { .. } => Some(
+                "check the connection (and HF_ENDPOINT) and run the same command again; it resumes"
+                    .into(),
+            ),
+            HubError::HashMismatch { .. } | HubError::SizeMismatch { .. } => {
+                Some("the damaged download was removed; run the same command again".into())
+            }
+            HubError::DiskFull { .. } => {
+                Some("free some disk space and run the same command again".into())
+            }
+            HubError::Io { source, .. } if crate::store::is_disk_full(source) => {
+                Some("free some disk space and run the same command again; it resumes".into())
+            }
+            HubError::RepoNotFound(_) => {
+                Some("check the name; `olm pull --help` shows the forms a model can take".into())
+            }
             HubError::Store(store) => store.hint(),
             _ => None,
         }
     }
 
-    pub(crate) fn io<'a>(action: &'static str, path: &'a std::path::Path) -> impl FnOnce(std::io::Error) -> Self + 'a {
-        move |source| HubError::Io { action, path: path.display().to_string(), source }
+    pub(crate) fn io<'a>(
+        action: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Self + 'a {
+        move |source| HubError::Io {
+            action,
+            path: path.display().to_string(),
+            source,
+        }
     }
 }
 
@@ -173,12 +225,19 @@ impl HubOptions {
             .ok()
             .filter(|value| !value.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
-        let token = std::env::var(crate::env::HF_TOKEN).ok().filter(|value| !value.trim().is_empty());
+        let token = std::env::var(crate::env::HF_TOKEN)
+            .ok()
+            .filter(|value| !value.trim().is_empty());
         Self {
             endpoint: endpoint.trim().trim_end_matches('/').to_owned(),
             token,
-            stall_timeout: Duration::from_secs(crate::env::number(crate::env::OLM_STALL_TIMEOUT, 30).max(1)),
-            retry_base: Duration::from_millis(crate::env::number(crate::env::OLM_RETRY_BASE_MS, 500)),
+            stall_timeout: Duration::from_secs(
+                crate::env::number(crate::env::OLM_STALL_TIMEOUT, 30).max(1),
+            ),
+            retry_base: Duration::from_millis(crate::env::number(
+                crate::env::OLM_RETRY_BASE_MS,
+                500,
+            )),
             connections: crate::env::number(crate::env::OLM_CONNECTIONS, 4).clamp(1, 16) as u32,
         }
     }

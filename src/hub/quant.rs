@@ -20,17 +20,32 @@ pub fn quants(files: &[RemoteFile]) -> Vec<QuantChoice> {
     let mut choices: Vec<QuantChoice> = Vec::new();
     for file in files {
         let lower = file.name.to_ascii_lowercase();
-        if !lower.ends_with(".gguf") || lower.rsplit('/').next().is_some_and(|name| name.starts_with("mmproj")) {
+        if !lower.ends_with(".gguf")
+            || lower
+                .rsplit('/')
+                .next()
+                .is_some_and(|name| name.starts_with("mmproj"))
+        {
             continue;
         }
-        let Some(quant) = quant_in_name(&file.name) else { continue };
+        let Some(quant) = quant_in_name(&file.name) else {
+            continue;
+        };
         let set_name = set_name(&file.name);
-        match choices.iter_mut().find(|choice| choice.set_name == set_name) {
+        match choices
+            .iter_mut()
+            .find(|choice| choice.set_name == set_name)
+        {
             Some(choice) => {
                 choice.files.push(file.clone());
                 choice.size += file.size;
             }
-            None => choices.push(QuantChoice { quant, set_name, files: vec![file.clone()], size: file.size }),
+            None => choices.push(QuantChoice {
+                quant,
+                set_name,
+                files: vec![file.clone()],
+                size: file.size,
+            }),
         }
     }
     for choice in &mut choices {
@@ -46,12 +61,17 @@ pub fn quants(files: &[RemoteFile]) -> Vec<QuantChoice> {
 pub fn select(files: &[RemoteFile], quant: &str, pattern: Option<&str>) -> Option<QuantChoice> {
     let all = quants(files);
     if let Some(pattern) = pattern {
-        let wanted = pattern.replace("{quant}", &quant.to_ascii_lowercase()).replace("{QUANT}", &quant.to_ascii_uppercase());
+        let wanted = pattern
+            .replace("{quant}", &quant.to_ascii_lowercase())
+            .replace("{QUANT}", &quant.to_ascii_uppercase());
         if let Some(choice) = all.iter().find(|choice| choice.set_name == wanted) {
             return Some(choice.clone());
         }
     }
-    let mut matching: Vec<QuantChoice> = all.into_iter().filter(|choice| choice.quant.eq_ignore_ascii_case(quant)).collect();
+    let mut matching: Vec<QuantChoice> = all
+        .into_iter()
+        .filter(|choice| choice.quant.eq_ignore_ascii_case(quant))
+        .collect();
     // Prefer a plain file name over variants such as `UD-Q4_K_XL` by picking the shortest name.
     matching.sort_by_key(|choice| choice.set_name.len());
     matching.into_iter().next()
@@ -65,14 +85,21 @@ fn set_name(name: &str) -> String {
 }
 
 fn is_complete(choice: &QuantChoice) -> bool {
-    let parts: Vec<(u32, u32)> = choice.files.iter().filter_map(|file| split_part(&file.name)).collect();
+    let parts: Vec<(u32, u32)> = choice
+        .files
+        .iter()
+        .filter_map(|file| split_part(&file.name))
+        .collect();
     if parts.is_empty() {
         return choice.files.len() == 1;
     }
     let count = parts[0].1;
     parts.len() == choice.files.len()
         && parts.len() as u32 == count
-        && parts.iter().enumerate().all(|(index, &(part, of))| part == index as u32 + 1 && of == count)
+        && parts
+            .iter()
+            .enumerate()
+            .all(|(index, &(part, of))| part == index as u32 + 1 && of == count)
 }
 
 #[cfg(test)]
@@ -80,7 +107,11 @@ mod tests {
     use super::*;
 
     fn file(name: &str, size: u64) -> RemoteFile {
-        RemoteFile { name: name.into(), size, sha256: None }
+        RemoteFile {
+            name: name.into(),
+            size,
+            sha256: None,
+        }
     }
 
     #[test]
@@ -94,7 +125,10 @@ mod tests {
             file("m-q6_k-00001-of-00002.gguf", 7),
         ];
         let all = quants(&files);
-        assert_eq!(all.iter().map(|c| c.quant.as_str()).collect::<Vec<_>>(), ["Q4_K_M", "Q8_0"]);
+        assert_eq!(
+            all.iter().map(|c| c.quant.as_str()).collect::<Vec<_>>(),
+            ["Q4_K_M", "Q8_0"]
+        );
         let chosen = select(&files, "q4_k_m", Some("m-{quant}.gguf")).unwrap();
         assert_eq!(chosen.files[0].name, "m-q4_k_m-00001-of-00002.gguf");
         assert_eq!(chosen.size, 15);

@@ -29,13 +29,18 @@ impl AccessPolicy {
     /// Whether a request's `Host` header names this server. A missing or
     /// empty host is refused.
     pub fn host_allowed(&self, host: Option<&str>) -> bool {
-        let Some(name) = host.and_then(host_name) else { return false };
+        let Some(name) = host.and_then(host_name) else {
+            return false;
+        };
         if self.any_host {
             return true;
         }
         let name = name.to_ascii_lowercase();
         LOOPBACK_HOSTS.contains(&name.as_str())
-            || self.extra_hosts.iter().any(|extra| extra.eq_ignore_ascii_case(&name))
+            || self
+                .extra_hosts
+                .iter()
+                .any(|extra| extra.eq_ignore_ascii_case(&name))
     }
 
     /// Whether a browser `Origin` may call the API. Requests without an
@@ -45,7 +50,9 @@ impl AccessPolicy {
             None => true,
             Some(origin) => {
                 let origin = origin.trim_end_matches('/');
-                self.origins.iter().any(|allowed| allowed.trim_end_matches('/') == origin)
+                self.origins
+                    .iter()
+                    .any(|allowed| allowed.trim_end_matches('/') == origin)
             }
         }
     }
@@ -54,7 +61,9 @@ impl AccessPolicy {
     /// without a key). Compared in constant time over SHA-256 digests, so
     /// neither the content nor the length of the key leaks through timing.
     pub fn authorized(&self, authorization: Option<&str>) -> bool {
-        let Some(key) = &self.api_key else { return true };
+        let Some(key) = &self.api_key else {
+            return true;
+        };
         let Some(given) = authorization.and_then(|value| value.strip_prefix("Bearer ")) else {
             return false;
         };
@@ -89,21 +98,26 @@ fn host_name(host: &str) -> Option<&str> {
 }
 
 fn is_port_suffix(text: &str) -> bool {
-    text.strip_prefix(':')
-        .is_some_and(|port| !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()))
+    text.strip_prefix(':').is_some_and(|port| {
+        !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// Whether `host` (a `--host` value) is a loopback address or name.
 pub fn is_loopback(host: &str) -> bool {
     let trimmed = host.trim_start_matches('[').trim_end_matches(']');
     trimmed.eq_ignore_ascii_case("localhost")
-        || trimmed.parse::<std::net::IpAddr>().is_ok_and(|address| address.is_loopback())
+        || trimmed
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
 }
 
 /// Whether `host` binds every interface (`0.0.0.0`, `::`).
 pub fn is_wildcard(host: &str) -> bool {
     let trimmed = host.trim_start_matches('[').trim_end_matches(']');
-    trimmed.parse::<std::net::IpAddr>().is_ok_and(|address| address.is_unspecified())
+    trimmed
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|address| address.is_unspecified())
 }
 
 #[cfg(test)]
@@ -117,7 +131,13 @@ mod tests {
     #[test]
     fn loopback_names_with_and_without_port_are_allowed() {
         let policy = loopback();
-        for host in ["localhost:11435", "127.0.0.1:11435", "[::1]:11435", "localhost", "LOCALHOST:1"] {
+        for host in [
+            "localhost:11435",
+            "127.0.0.1:11435",
+            "[::1]:11435",
+            "localhost",
+            "LOCALHOST:1",
+        ] {
             assert!(policy.host_allowed(Some(host)), "{host}");
         }
     }
@@ -145,14 +165,20 @@ mod tests {
 
     #[test]
     fn configured_host_is_allowed() {
-        let policy = AccessPolicy { extra_hosts: vec!["box.lan".into()], ..loopback() };
+        let policy = AccessPolicy {
+            extra_hosts: vec!["box.lan".into()],
+            ..loopback()
+        };
         assert!(policy.host_allowed(Some("box.lan:8080")));
         assert!(!policy.host_allowed(Some("other.lan:8080")));
     }
 
     #[test]
     fn origins_must_match_exactly() {
-        let policy = AccessPolicy { origins: vec!["http://localhost:3000".into()], ..loopback() };
+        let policy = AccessPolicy {
+            origins: vec!["http://localhost:3000".into()],
+            ..loopback()
+        };
         assert!(policy.origin_allowed(None));
         assert!(policy.origin_allowed(Some("http://localhost:3000")));
         assert!(!policy.origin_allowed(Some("http://localhost:3001")));
@@ -164,9 +190,20 @@ mod tests {
     /// T-D1: missing header, wrong key, `Bearer` alone, trailing space.
     #[test]
     fn api_key_is_checked_exactly() {
-        let policy = AccessPolicy { api_key: Some("secret".into()), ..loopback() };
+        let policy = AccessPolicy {
+            api_key: Some("secret".into()),
+            ..loopback()
+        };
         assert!(policy.authorized(Some("Bearer secret")));
-        for header in [None, Some("Bearer wrong"), Some("Bearer "), Some("Bearer"), Some("Bearer secret "), Some("secret"), Some("bearer secret")] {
+        for header in [
+            None,
+            Some("Bearer wrong"),
+            Some("Bearer "),
+            Some("Bearer"),
+            Some("Bearer secret "),
+            Some("secret"),
+            Some("bearer secret"),
+        ] {
             assert!(!policy.authorized(header), "{header:?}");
         }
         assert!(loopback().authorized(None));
@@ -182,7 +219,12 @@ mod tests {
 
     #[test]
     fn bind_addresses_are_classified() {
-        assert!(is_loopback("127.0.0.1") && is_loopback("::1") && is_loopback("[::1]") && is_loopback("localhost"));
+        assert!(
+            is_loopback("127.0.0.1")
+                && is_loopback("::1")
+                && is_loopback("[::1]")
+                && is_loopback("localhost")
+        );
         assert!(!is_loopback("0.0.0.0") && !is_loopback("192.168.1.2"));
         assert!(is_wildcard("0.0.0.0") && is_wildcard("::"));
         assert!(!is_wildcard("127.0.0.1"));

@@ -38,7 +38,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), retry_after: None }
+        Self {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -54,7 +58,10 @@ impl ApiError {
     }
 
     pub fn busy(message: impl Into<String>) -> Self {
-        Self { retry_after: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message) }
+        Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
     }
 
     /// OpenAI's `type` field for this status.
@@ -87,7 +94,9 @@ impl ApiError {
     pub fn into_response_for(self, flavor: Flavor) -> Response {
         let mut response = (self.status, axum::Json(self.body(flavor))).into_response();
         if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response
@@ -105,7 +114,10 @@ mod tests {
     #[test]
     fn each_api_gets_its_own_shape() {
         let error = ApiError::not_found("model 'x' not found");
-        assert_eq!(error.body(Flavor::Ollama), json!({"error": "model 'x' not found"}));
+        assert_eq!(
+            error.body(Flavor::Ollama),
+            json!({"error": "model 'x' not found"})
+        );
         let openai = error.body(Flavor::OpenAi);
         assert_eq!(openai["error"]["message"], "model 'x' not found");
         assert_eq!(openai["error"]["type"], "not_found_error");

@@ -15,7 +15,9 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use super::error::ApiError;
 use super::models::LoadedModel;
 use super::AppState;
-use crate::engine::{EngineError, Event, EventSink, GenerateRequest, Prompt, SchedulerError, Stats};
+use crate::engine::{
+    EngineError, Event, EventSink, GenerateRequest, Prompt, SchedulerError, Stats,
+};
 
 /// How a request's text reaches its handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,10 +93,14 @@ pub async fn start(
     let (sender, events) = unbounded_channel();
     model
         .scheduler
-        .submit(&tokens, request, Box::new(ChannelSink {
-            sender,
-            gathered: (delivery == Delivery::Whole).then(String::new),
-        }))
+        .submit(
+            &tokens,
+            request,
+            Box::new(ChannelSink {
+                sender,
+                gathered: (delivery == Delivery::Whole).then(String::new),
+            }),
+        )
         .map_err(scheduler_error)?;
     Ok(Started { events, model })
 }
@@ -127,9 +133,16 @@ pub fn stream_body(started: Started, format: impl StreamFormat) -> Body {
             Some(Event::Text(piece)) => (format.text(&piece), false),
             Some(Event::Done(stats)) => (format.done(&stats), true),
             Some(Event::Failed(error)) => (format.failed(&scheduler_error(error)), true),
-            None => (format.failed(&ApiError::internal("generation ended without a result")), true),
+            None => (
+                format.failed(&ApiError::internal("generation ended without a result")),
+                true,
+            ),
         };
-        let next = if finished { None } else { Some((started, format)) };
+        let next = if finished {
+            None
+        } else {
+            Some((started, format))
+        };
         Some((Ok::<_, Infallible>(Bytes::from(chunk)), next))
     });
     Body::from_stream(stream)

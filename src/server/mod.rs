@@ -57,7 +57,10 @@ pub enum ServeError {
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: String, source: std::io::Error },
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("the server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -95,7 +98,10 @@ const ROUTES: [&str; 12] = [
 
 impl RequestCounters {
     fn count(&self, path: &str) {
-        let index = ROUTES.iter().position(|route| *route == path).unwrap_or(ROUTES.len() - 1);
+        let index = ROUTES
+            .iter()
+            .position(|route| *route == path)
+            .unwrap_or(ROUTES.len() - 1);
         self.counts[index].fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -134,8 +140,13 @@ async fn serve(config: ServerConfig, announce: impl FnOnce(SocketAddr)) -> Resul
     let address = bind_address(&config.host, config.port);
     let listener = tokio::net::TcpListener::bind(&address)
         .await
-        .map_err(|source| ServeError::Bind { address: address.clone(), source })?;
-    let local = listener.local_addr().map_err(|source| ServeError::Bind { address, source })?;
+        .map_err(|source| ServeError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { address, source })?;
     let state = Arc::new(AppState {
         registry: Registry::new(config.models, config.settings),
         access: config.access,
@@ -218,34 +229,57 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
     let host = header_text(headers, header::HOST.as_str());
     if !state.access.host_allowed(host) {
         state.requests.refused.fetch_add(1, Ordering::Relaxed);
-        return ApiError::new(StatusCode::FORBIDDEN, "this server does not answer to that Host header")
-            .into_response_for(flavor);
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this server does not answer to that Host header",
+        )
+        .into_response_for(flavor);
     }
     let origin = header_text(headers, header::ORIGIN.as_str()).map(str::to_owned);
     if !state.access.origin_allowed(origin.as_deref()) {
         state.requests.refused.fetch_add(1, Ordering::Relaxed);
-        return ApiError::new(StatusCode::FORBIDDEN, "requests from this web origin are not allowed; see --cors-origin")
-            .into_response_for(flavor);
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "requests from this web origin are not allowed; see --cors-origin",
+        )
+        .into_response_for(flavor);
     }
     if declared_length(headers).is_some_and(|length| length > state.body_limit as u64) {
         // Refused from the header alone, before any of the body is read.
-        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {} bytes", state.body_limit))
-            .into_response_for(flavor);
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {} bytes", state.body_limit),
+        )
+        .into_response_for(flavor);
     }
     if request.method() == Method::OPTIONS {
-        return with_cors(StatusCode::NO_CONTENT.into_response(), origin.as_deref(), true);
+        return with_cors(
+            StatusCode::NO_CONTENT.into_response(),
+            origin.as_deref(),
+            true,
+        );
     }
-    if path != "/health" && !state.access.authorized(header_text(headers, header::AUTHORIZATION.as_str())) {
+    if path != "/health"
+        && !state
+            .access
+            .authorized(header_text(headers, header::AUTHORIZATION.as_str()))
+    {
         state.requests.refused.fetch_add(1, Ordering::Relaxed);
-        return ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid API key (Authorization: Bearer KEY)")
-            .into_response_for(flavor);
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid API key (Authorization: Bearer KEY)",
+        )
+        .into_response_for(flavor);
     }
     let response = next.run(request).await;
     with_cors(response, origin.as_deref(), false)
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    header_text(headers, header::CONTENT_LENGTH.as_str())?.trim().parse().ok()
+    header_text(headers, header::CONTENT_LENGTH.as_str())?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -261,12 +295,18 @@ fn with_cors(mut response: Response, origin: Option<&str>, preflight: bool) -> R
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.insert(header::VARY, HeaderValue::from_static("Origin"));
     if preflight {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static("authorization, content-type"),
         );
-        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
     }
     response
 }
@@ -283,42 +323,76 @@ async fn health() -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 /// A per-model Prometheus family: name, type, and how to read it from a snapshot.
-type MetricFamily = (&'static str, &'static str, fn(&crate::engine::SchedulerMetrics) -> u64);
+type MetricFamily = (
+    &'static str,
+    &'static str,
+    fn(&crate::engine::SchedulerMetrics) -> u64,
+);
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = String::new();
     let _ = writeln!(text, "# TYPE olm_http_requests_total counter");
     for (route, count) in ROUTES.iter().zip(&state.requests.counts) {
-        let _ = writeln!(text, "olm_http_requests_total{{route=\"{route}\"}} {}", count.load(Ordering::Relaxed));
+        let _ = writeln!(
+            text,
+            "olm_http_requests_total{{route=\"{route}\"}} {}",
+            count.load(Ordering::Relaxed)
+        );
     }
     let _ = writeln!(text, "# TYPE olm_http_refused_total counter");
-    let _ = writeln!(text, "olm_http_refused_total {}", state.requests.refused.load(Ordering::Relaxed));
+    let _ = writeln!(
+        text,
+        "olm_http_refused_total {}",
+        state.requests.refused.load(Ordering::Relaxed)
+    );
     let loaded = state.registry.loaded().await;
-    let _ = writeln!(text, "# TYPE olm_models_loaded gauge\nolm_models_loaded {}", loaded.len());
+    let _ = writeln!(
+        text,
+        "# TYPE olm_models_loaded gauge\nolm_models_loaded {}",
+        loaded.len()
+    );
     let families: [MetricFamily; 7] = [
         ("olm_queue_depth", "gauge", |m| m.queued as u64),
         ("olm_active_sequences", "gauge", |m| m.active as u64),
         ("olm_prompt_tokens_total", "counter", |m| m.prompt_tokens),
-        ("olm_generated_tokens_total", "counter", |m| m.generated_tokens),
+        ("olm_generated_tokens_total", "counter", |m| {
+            m.generated_tokens
+        }),
         ("olm_requests_finished_total", "counter", |m| m.finished),
         ("olm_requests_cancelled_total", "counter", |m| m.cancelled),
         ("olm_requests_rejected_total", "counter", |m| m.rejected),
     ];
-    let snapshots: Vec<_> = loaded.iter().map(|model| (model, model.scheduler.metrics())).collect();
+    let snapshots: Vec<_> = loaded
+        .iter()
+        .map(|model| (model, model.scheduler.metrics()))
+        .collect();
     for (name, kind, value) in families {
         let _ = writeln!(text, "# TYPE {name} {kind}");
         for (model, snapshot) in &snapshots {
-            let _ = writeln!(text, "{name}{{model=\"{}\"}} {}", label(&model.name), value(snapshot));
+            let _ = writeln!(
+                text,
+                "{name}{{model=\"{}\"}} {}",
+                label(&model.name),
+                value(snapshot)
+            );
         }
     }
     let _ = writeln!(text, "# TYPE olm_model_load_seconds gauge");
     for model in &loaded {
-        let _ = writeln!(text, "olm_model_load_seconds{{model=\"{}\"}} {:.3}", label(&model.name), model.load_time.as_secs_f64());
+        let _ = writeln!(
+            text,
+            "olm_model_load_seconds{{model=\"{}\"}} {:.3}",
+            label(&model.name),
+            model.load_time.as_secs_f64()
+        );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// A Prometheus label value: backslash, quote and newline escaped.
 fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -38,18 +38,30 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     fn touch(&self) {
-        *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        *self
+            .last_used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
     }
 
     /// When it will be unloaded if nothing uses it.
     pub fn expires_at(&self, keep_alive: Duration) -> SystemTime {
-        let idle = self.last_used.lock().unwrap_or_else(PoisonError::into_inner).elapsed();
+        let idle = self
+            .last_used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed();
         SystemTime::now() + keep_alive.saturating_sub(idle)
     }
 
     fn is_idle_for(&self, keep_alive: Duration) -> bool {
         !self.scheduler.is_busy()
-            && self.last_used.lock().unwrap_or_else(PoisonError::into_inner).elapsed() >= keep_alive
+            && self
+                .last_used
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .elapsed()
+                >= keep_alive
     }
 }
 
@@ -75,7 +87,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(fixed: BTreeMap<String, PathBuf>, settings: ModelSettings) -> Self {
-        Self { fixed, settings, loaded: tokio::sync::Mutex::new(BTreeMap::new()) }
+        Self {
+            fixed,
+            settings,
+            loaded: tokio::sync::Mutex::new(BTreeMap::new()),
+        }
     }
 
     pub fn settings(&self) -> &ModelSettings {
@@ -91,12 +107,14 @@ impl Registry {
         let shown = escaped(name);
         let reference = ModelRef::parse_name(name)
             .map_err(|_| ApiError::bad_request(format!("invalid model name '{shown}'")))?;
-        let resolved = Store::from_env().resolve(&reference).map_err(|error| match error {
-            StoreError::NotInStore(_) | StoreError::NoSuchFile(_) => ApiError::not_found(format!(
-                "model '{shown}' not found; pull it with `olm pull {shown}`"
-            )),
-            _ => ApiError::internal(format!("cannot look up model '{shown}' in the store")),
-        })?;
+        let resolved = Store::from_env()
+            .resolve(&reference)
+            .map_err(|error| match error {
+                StoreError::NotInStore(_) | StoreError::NoSuchFile(_) => ApiError::not_found(
+                    format!("model '{shown}' not found; pull it with `olm pull {shown}`"),
+                ),
+                _ => ApiError::internal(format!("cannot look up model '{shown}' in the store")),
+            })?;
         Ok(resolved.path)
     }
 
@@ -134,8 +152,13 @@ impl Registry {
         });
         match task.await {
             Ok(Ok(model)) => Ok(model),
-            Ok(Err(error)) => Err(ApiError::internal(format!("cannot load model '{shown}': {}", short_engine_error(&error)))),
-            Err(_) => Err(ApiError::internal(format!("loading model '{shown}' failed"))),
+            Ok(Err(error)) => Err(ApiError::internal(format!(
+                "cannot load model '{shown}': {}",
+                short_engine_error(&error)
+            ))),
+            Err(_) => Err(ApiError::internal(format!(
+                "loading model '{shown}' failed"
+            ))),
         }
     }
 
@@ -154,14 +177,19 @@ impl Registry {
                 .filter(|(_, model)| model.is_idle_for(keep_alive))
                 .map(|(path, _)| path.clone())
                 .collect();
-            paths.iter().filter_map(|path| loaded.remove(path)).collect()
+            paths
+                .iter()
+                .filter_map(|path| loaded.remove(path))
+                .collect()
         };
         drop_in_background(idle).await;
     }
 
     /// Unload everything (shutdown).
     pub async fn unload_all(&self) {
-        let all: Vec<Arc<LoadedModel>> = std::mem::take(&mut *self.loaded.lock().await).into_values().collect();
+        let all: Vec<Arc<LoadedModel>> = std::mem::take(&mut *self.loaded.lock().await)
+            .into_values()
+            .collect();
         drop_in_background(all).await;
     }
 
@@ -189,7 +217,9 @@ impl Registry {
             if self.fixed.contains_key(&manifest.name) {
                 continue;
             }
-            let Some(path) = store.files(&manifest).into_iter().next() else { continue };
+            let Some(path) = store.files(&manifest).into_iter().next() else {
+                continue;
+            };
             models.push(Available {
                 name: manifest.name.clone(),
                 path,
@@ -225,6 +255,9 @@ async fn check_file(name: &str, path: &std::path::Path) -> Result<(), ApiError> 
     let checked = tokio::task::spawn_blocking(move || crate::gguf::inspect(&path).map(drop)).await;
     match checked {
         Ok(Ok(())) => Ok(()),
-        _ => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("model '{shown}' is not a usable GGUF file"))),
+        _ => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("model '{shown}' is not a usable GGUF file"),
+        )),
     }
 }

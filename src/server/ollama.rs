@@ -75,7 +75,9 @@ impl Options {
             repeat_penalty: self.repeat_penalty,
             seed: self.seed,
             // Ollama: -1 means "until the context is full", -2 "fill the context".
-            max_tokens: self.num_predict.filter(|count| *count != -1 && *count != -2),
+            max_tokens: self
+                .num_predict
+                .filter(|count| *count != -1 && *count != -2),
             stop: self.stop,
         }
     }
@@ -88,16 +90,29 @@ struct ShowRequest {
 }
 
 /// `POST /api/chat`.
-pub async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    chat_inner(&state, body).await.unwrap_or_else(|error| error.into_response_for(Flavor::Ollama))
+pub async fn chat(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    chat_inner(&state, body)
+        .await
+        .unwrap_or_else(|error| error.into_response_for(Flavor::Ollama))
 }
 
 /// `POST /api/generate`.
-pub async fn generate(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    generate_inner(&state, body).await.unwrap_or_else(|error| error.into_response_for(Flavor::Ollama))
+pub async fn generate(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    generate_inner(&state, body)
+        .await
+        .unwrap_or_else(|error| error.into_response_for(Flavor::Ollama))
 }
 
-async fn chat_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn chat_inner(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let request: ChatRequest = json_body(body)?;
     if request.messages.is_empty() {
         // Ollama loads the model for an empty conversation.
@@ -106,11 +121,26 @@ async fn chat_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -> Re
     }
     let messages = chat_messages(request.messages)?;
     let constraint = format_constraint(request.format)?;
-    let generate = request.options.unwrap_or_default().into_sampling().into_request(constraint)?;
-    respond(state, &request.model, Prompt::Chat(messages), generate, Kind::Chat, request.stream.unwrap_or(true)).await
+    let generate = request
+        .options
+        .unwrap_or_default()
+        .into_sampling()
+        .into_request(constraint)?;
+    respond(
+        state,
+        &request.model,
+        Prompt::Chat(messages),
+        generate,
+        Kind::Chat,
+        request.stream.unwrap_or(true),
+    )
+    .await
 }
 
-async fn generate_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn generate_inner(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let request: GenerateRequest = json_body(body)?;
     if request.prompt.is_empty() {
         state.registry.get(&request.model).await?;
@@ -118,7 +148,9 @@ async fn generate_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -
     }
     let prompt = if request.raw {
         if request.system.is_some() {
-            return Err(ApiError::bad_request("system needs the chat template; drop raw"));
+            return Err(ApiError::bad_request(
+                "system needs the chat template; drop raw",
+            ));
         }
         Prompt::Raw(request.prompt)
     } else {
@@ -130,8 +162,20 @@ async fn generate_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -
         Prompt::Chat(messages)
     };
     let constraint = format_constraint(request.format)?;
-    let generate = request.options.unwrap_or_default().into_sampling().into_request(constraint)?;
-    respond(state, &request.model, prompt, generate, Kind::Generate, request.stream.unwrap_or(true)).await
+    let generate = request
+        .options
+        .unwrap_or_default()
+        .into_sampling()
+        .into_request(constraint)?;
+    respond(
+        state,
+        &request.model,
+        prompt,
+        generate,
+        Kind::Generate,
+        request.stream.unwrap_or(true),
+    )
+    .await
 }
 
 async fn respond(
@@ -144,7 +188,11 @@ async fn respond(
 ) -> Result<Response, ApiError> {
     let delivery = generation::Delivery::for_stream(stream);
     let mut started = generation::start(state, model, prompt, request, delivery).await?;
-    let writer = LineWriter { model: model.to_owned(), kind, load_duration: started.model.load_time };
+    let writer = LineWriter {
+        model: model.to_owned(),
+        kind,
+        load_duration: started.model.load_time,
+    };
     if stream {
         let body = generation::stream_body(started, writer);
         return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response());
@@ -160,7 +208,9 @@ fn chat_messages(messages: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
         .into_iter()
         .map(|message| match message.role.as_str() {
             "system" | "user" | "assistant" => Ok(Message::new(message.role, message.content)),
-            other => Err(ApiError::bad_request(format!("unsupported message role '{other}'"))),
+            other => Err(ApiError::bad_request(format!(
+                "unsupported message role '{other}'"
+            ))),
         })
         .collect()
 }
@@ -200,7 +250,8 @@ struct LineWriter {
 
 impl LineWriter {
     fn piece(&self, text: &str) -> Value {
-        let mut object = json!({"model": self.model, "created_at": rfc3339(SystemTime::now()), "done": false});
+        let mut object =
+            json!({"model": self.model, "created_at": rfc3339(SystemTime::now()), "done": false});
         match self.kind {
             Kind::Chat => object["message"] = json!({"role": "assistant", "content": text}),
             Kind::Generate => object["response"] = json!(text),
@@ -252,7 +303,12 @@ pub async fn ps(State(state): State<Arc<AppState>>) -> Response {
         .await
         .iter()
         .map(|loaded| {
-            let available = Available { name: loaded.name.clone(), path: loaded.path.clone(), size: loaded.model.size(), modified: 0 };
+            let available = Available {
+                name: loaded.name.clone(),
+                path: loaded.path.clone(),
+                size: loaded.model.size(),
+                modified: 0,
+            };
             let mut entry = describe(&available);
             entry["expires_at"] = json!(rfc3339(loaded.expires_at(keep_alive)));
             entry["size_vram"] = json!(0);
@@ -269,19 +325,34 @@ pub async fn version() -> Response {
 }
 
 /// `POST /api/show`: metadata read from the file's header, without loading it.
-pub async fn show(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    show_inner(&state, body).await.unwrap_or_else(|error| error.into_response_for(Flavor::Ollama))
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    show_inner(&state, body)
+        .await
+        .unwrap_or_else(|error| error.into_response_for(Flavor::Ollama))
 }
 
-async fn show_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn show_inner(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let request: ShowRequest = json_body(body)?;
     let path = state.registry.resolve(&request.model)?;
-    let file = crate::gguf::inspect(&path)
-        .map_err(|_| ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "the model file is not usable"))?;
+    let file = crate::gguf::inspect(&path).map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "the model file is not usable",
+        )
+    })?;
     let architecture = file.architecture().unwrap_or("unknown").to_owned();
     let mut info = Map::new();
     info.insert("general.architecture".into(), json!(architecture));
-    info.insert("general.parameter_count".into(), json!(file.parameter_count()));
+    info.insert(
+        "general.parameter_count".into(),
+        json!(file.parameter_count()),
+    );
     if let Some(name) = file.name() {
         info.insert("general.name".into(), json!(name));
     }

@@ -77,7 +77,10 @@ impl OpenAiSampling {
         SamplingRequest {
             temperature: self.temperature,
             top_p: self.top_p,
-            max_tokens: self.max_completion_tokens.or(self.max_tokens).or(default_max_tokens),
+            max_tokens: self
+                .max_completion_tokens
+                .or(self.max_tokens)
+                .or(default_max_tokens),
             stop: self.stop,
             seed: self.seed,
             ..SamplingRequest::default()
@@ -130,33 +133,68 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `POST /v1/chat/completions`.
-pub async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    chat_inner(&state, body).await.unwrap_or_else(|error| error.into_response_for(Flavor::OpenAi))
+pub async fn chat(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    chat_inner(&state, body)
+        .await
+        .unwrap_or_else(|error| error.into_response_for(Flavor::OpenAi))
 }
 
 /// `POST /v1/completions`.
-pub async fn completions(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    completions_inner(&state, body).await.unwrap_or_else(|error| error.into_response_for(Flavor::OpenAi))
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    completions_inner(&state, body)
+        .await
+        .unwrap_or_else(|error| error.into_response_for(Flavor::OpenAi))
 }
 
-async fn chat_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn chat_inner(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let request: ChatRequest = json_body(body)?;
     check_n(request.n)?;
     let messages = chat_messages(request.messages)?;
     let constraint = constraint(request.response_format)?;
-    let generate = request.sampling.into_sampling(None).into_request(constraint)?;
-    let include_usage = request.stream_options.is_some_and(|options| options.include_usage);
+    let generate = request
+        .sampling
+        .into_sampling(None)
+        .into_request(constraint)?;
+    let include_usage = request
+        .stream_options
+        .is_some_and(|options| options.include_usage);
     let delivery = generation::Delivery::for_stream(request.stream);
-    let mut started = generation::start(state, &request.model, Prompt::Chat(messages), generate, delivery).await?;
+    let mut started = generation::start(
+        state,
+        &request.model,
+        Prompt::Chat(messages),
+        generate,
+        delivery,
+    )
+    .await?;
     let reply = Reply::new("chatcmpl", &request.model, Kind::Chat);
     if request.stream {
-        return Ok(event_stream(started, ChunkWriter { reply, include_usage, sent_role: false }));
+        return Ok(event_stream(
+            started,
+            ChunkWriter {
+                reply,
+                include_usage,
+                sent_role: false,
+            },
+        ));
     }
     let (text, stats) = generation::collect(&mut started).await?;
     Ok(Json(reply.complete(&text, &stats)).into_response())
 }
 
-async fn completions_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn completions_inner(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let request: CompletionRequest = json_body(body)?;
     check_n(request.n)?;
     let prompt = match request.prompt {
@@ -167,13 +205,32 @@ async fn completions_inner(state: &AppState, body: Result<Bytes, BytesRejection>
     if prompt.is_empty() {
         return Err(ApiError::bad_request("prompt is empty"));
     }
-    let generate = request.sampling.into_sampling(Some(COMPLETIONS_DEFAULT_MAX_TOKENS)).into_request(None)?;
-    let include_usage = request.stream_options.is_some_and(|options| options.include_usage);
+    let generate = request
+        .sampling
+        .into_sampling(Some(COMPLETIONS_DEFAULT_MAX_TOKENS))
+        .into_request(None)?;
+    let include_usage = request
+        .stream_options
+        .is_some_and(|options| options.include_usage);
     let delivery = generation::Delivery::for_stream(request.stream);
-    let mut started = generation::start(state, &request.model, Prompt::Raw(prompt), generate, delivery).await?;
+    let mut started = generation::start(
+        state,
+        &request.model,
+        Prompt::Raw(prompt),
+        generate,
+        delivery,
+    )
+    .await?;
     let reply = Reply::new("cmpl", &request.model, Kind::Completion);
     if request.stream {
-        return Ok(event_stream(started, ChunkWriter { reply, include_usage, sent_role: true }));
+        return Ok(event_stream(
+            started,
+            ChunkWriter {
+                reply,
+                include_usage,
+                sent_role: true,
+            },
+        ));
     }
     let (text, stats) = generation::collect(&mut started).await?;
     Ok(Json(reply.complete(&text, &stats)).into_response())
@@ -193,10 +250,20 @@ fn chat_messages(messages: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
     messages
         .into_iter()
         .map(|message| {
-            if !matches!(message.role.as_str(), "system" | "developer" | "user" | "assistant") {
-                return Err(ApiError::bad_request(format!("unsupported message role '{}'", message.role)));
+            if !matches!(
+                message.role.as_str(),
+                "system" | "developer" | "user" | "assistant"
+            ) {
+                return Err(ApiError::bad_request(format!(
+                    "unsupported message role '{}'",
+                    message.role
+                )));
             }
-            let role = if message.role == "developer" { "system".to_owned() } else { message.role };
+            let role = if message.role == "developer" {
+                "system".to_owned()
+            } else {
+                message.role
+            };
             let content = match message.content {
                 None => String::new(),
                 Some(Content::Text(text)) => text,
@@ -212,7 +279,11 @@ fn text_parts(parts: Vec<ContentPart>) -> Result<String, ApiError> {
     for part in parts {
         match (part.kind.as_str(), part.text) {
             ("text", Some(piece)) => text.push_str(&piece),
-            (kind, _) => return Err(ApiError::bad_request(format!("unsupported content part '{kind}'"))),
+            (kind, _) => {
+                return Err(ApiError::bad_request(format!(
+                    "unsupported content part '{kind}'"
+                )))
+            }
         }
     }
     Ok(text)
@@ -224,7 +295,9 @@ fn constraint(format: Option<ResponseFormat>) -> Result<Option<Constraint>, ApiE
         Some(ResponseFormat::JsonObject) => Ok(Some(Constraint::JsonObject)),
         Some(ResponseFormat::JsonSchema { json_schema }) => match json_schema.schema {
             Some(schema) => Ok(Some(Constraint::JsonSchema(schema.to_string()))),
-            None => Err(ApiError::bad_request("response_format.json_schema.schema is missing")),
+            None => Err(ApiError::bad_request(
+                "response_format.json_schema.schema is missing",
+            )),
         },
     }
 }
@@ -246,7 +319,12 @@ struct Reply {
 
 impl Reply {
     fn new(prefix: &str, model: &str, kind: Kind) -> Self {
-        Self { id: response_id(prefix), model: model.to_owned(), created: unix_seconds(), kind }
+        Self {
+            id: response_id(prefix),
+            model: model.to_owned(),
+            created: unix_seconds(),
+            kind,
+        }
     }
 
     fn object(&self, streaming: bool) -> &'static str {
@@ -266,7 +344,9 @@ impl Reply {
                 "finish_reason": reason,
                 "logprobs": null,
             }),
-            Kind::Completion => json!({"index": 0, "text": text, "finish_reason": reason, "logprobs": null}),
+            Kind::Completion => {
+                json!({"index": 0, "text": text, "finish_reason": reason, "logprobs": null})
+            }
         };
         json!({
             "id": self.id,
@@ -292,9 +372,13 @@ impl Reply {
 
     fn choice(&self, text: &str, role: bool, finish: Option<&str>) -> Value {
         match self.kind {
-            Kind::Chat if role => json!({"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": finish}),
+            Kind::Chat if role => {
+                json!({"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": finish})
+            }
             Kind::Chat => json!({"index": 0, "delta": {"content": text}, "finish_reason": finish}),
-            Kind::Completion => json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": null}),
+            Kind::Completion => {
+                json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": null})
+            }
         }
     }
 }
@@ -321,13 +405,17 @@ impl StreamFormat for ChunkWriter {
     fn text(&mut self, text: &str) -> String {
         let role = !self.sent_role;
         self.sent_role = true;
-        self.reply.chunk(json!([self.reply.choice(text, role, None)]), Value::Null)
+        self.reply
+            .chunk(json!([self.reply.choice(text, role, None)]), Value::Null)
     }
 
     fn done(&mut self, stats: &Stats) -> String {
         let role = !self.sent_role;
         let finish = finish_reason(stats.stop_reason);
-        let mut out = self.reply.chunk(json!([self.reply.choice("", role, Some(finish))]), Value::Null);
+        let mut out = self.reply.chunk(
+            json!([self.reply.choice("", role, Some(finish))]),
+            Value::Null,
+        );
         if self.include_usage {
             out.push_str(&self.reply.chunk(json!([]), usage(stats)));
         }
@@ -343,7 +431,10 @@ impl StreamFormat for ChunkWriter {
 fn event_stream(started: Started, writer: ChunkWriter) -> Response {
     let body: Body = generation::stream_body(started, writer);
     (
-        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         body,
     )
         .into_response()
@@ -367,14 +458,22 @@ mod tests {
         .expect("parses");
         let messages = chat_messages(request.messages).expect("valid");
         assert_eq!(messages[1], Message::new("user", "hi!"));
-        assert!(matches!(constraint(request.response_format), Ok(Some(Constraint::JsonSchema(_)))));
+        assert!(matches!(
+            constraint(request.response_format),
+            Ok(Some(Constraint::JsonSchema(_)))
+        ));
     }
 
     #[test]
     fn bad_messages_are_refused() {
         assert!(chat_messages(Vec::new()).is_err());
-        let tool = vec![ChatMessage { role: "wizard".into(), content: None }];
+        let tool = vec![ChatMessage {
+            role: "wizard".into(),
+            content: None,
+        }];
         assert!(chat_messages(tool).is_err());
-        assert!(serde_json::from_value::<ChatRequest>(json!({"model": "m", "messages": "x"})).is_err());
+        assert!(
+            serde_json::from_value::<ChatRequest>(json!({"model": "m", "messages": "x"})).is_err()
+        );
     }
 }

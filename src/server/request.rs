@@ -21,8 +21,10 @@ const MAX_STOP_BYTES: usize = 1024;
 
 /// Decode a JSON body; a body over the limit is 413, bad JSON is 400.
 pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
-    serde_json::from_slice(&bytes).map_err(|error| ApiError::bad_request(format!("invalid request body: {error}")))
+    let bytes =
+        body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|error| ApiError::bad_request(format!("invalid request body: {error}")))
 }
 
 /// `stop`: one string or a list.
@@ -60,24 +62,33 @@ impl SamplingRequest {
     pub fn into_request(self, constraint: Option<Constraint>) -> Result<GenerateRequest, ApiError> {
         let defaults = SamplingConfig::default();
         let sampling = SamplingConfig {
-            temperature: in_range("temperature", self.temperature, 0.0, 2.0)?.unwrap_or(defaults.temperature),
+            temperature: in_range("temperature", self.temperature, 0.0, 2.0)?
+                .unwrap_or(defaults.temperature),
             top_p: in_range("top_p", self.top_p, 0.0, 1.0)?.unwrap_or(defaults.top_p),
             min_p: in_range("min_p", self.min_p, 0.0, 1.0)?.unwrap_or(defaults.min_p),
             repeat_penalty: in_range("repeat_penalty", self.repeat_penalty, 0.01, 10.0)?
                 .unwrap_or(defaults.repeat_penalty),
             top_k: match self.top_k {
                 None => defaults.top_k,
-                Some(top_k) => u32::try_from(top_k)
-                    .map_err(|_| ApiError::bad_request(format!("top_k must be >= 0, got {top_k}")))?,
+                Some(top_k) => u32::try_from(top_k).map_err(|_| {
+                    ApiError::bad_request(format!("top_k must be >= 0, got {top_k}"))
+                })?,
             },
             repeat_last_n: defaults.repeat_last_n,
             // Negative seeds mean "random", as in Ollama.
-            seed: self.seed.filter(|seed| *seed >= 0).map(|seed| (seed % i64::from(u32::MAX)) as u32),
+            seed: self
+                .seed
+                .filter(|seed| *seed >= 0)
+                .map(|seed| (seed % i64::from(u32::MAX)) as u32),
         };
         let max_tokens = match self.max_tokens {
             None => None,
             Some(count) if count >= 1 => Some(u32::try_from(count).unwrap_or(u32::MAX)),
-            Some(count) => return Err(ApiError::bad_request(format!("max_tokens must be at least 1, got {count}"))),
+            Some(count) => {
+                return Err(ApiError::bad_request(format!(
+                    "max_tokens must be at least 1, got {count}"
+                )))
+            }
         };
         let stop = self.stop.map(Stop::into_list).unwrap_or_default();
         if stop.len() > MAX_STOPS || stop.iter().any(|stop| stop.len() > MAX_STOP_BYTES) {
@@ -86,9 +97,16 @@ impl SamplingRequest {
             )));
         }
         if let Some(constraint) = &constraint {
-            constraint.to_grammar().map_err(|error| ApiError::bad_request(error.to_string()))?;
+            constraint
+                .to_grammar()
+                .map_err(|error| ApiError::bad_request(error.to_string()))?;
         }
-        Ok(GenerateRequest { sampling, max_tokens, constraint, stop })
+        Ok(GenerateRequest {
+            sampling,
+            max_tokens,
+            constraint,
+            stop,
+        })
     }
 }
 
@@ -96,7 +114,9 @@ fn in_range(name: &str, value: Option<f64>, low: f64, high: f64) -> Result<Optio
     match value {
         None => Ok(None),
         Some(value) if value.is_finite() && (low..=high).contains(&value) => Ok(Some(value as f32)),
-        Some(value) => Err(ApiError::bad_request(format!("{name} must be between {low} and {high}, got {value}"))),
+        Some(value) => Err(ApiError::bad_request(format!(
+            "{name} must be between {low} and {high}, got {value}"
+        ))),
     }
 }
 
@@ -110,7 +130,9 @@ pub fn finish_reason(reason: StopReason) -> &'static str {
 
 /// Seconds since the Unix epoch.
 pub fn unix_seconds() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |duration| duration.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |duration| duration.as_secs())
 }
 
 /// A response id unique within this process: `prefix-<time><counter>`.
@@ -140,11 +162,16 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -166,16 +193,40 @@ mod tests {
     #[test]
     fn out_of_range_values_are_refused() {
         let cases = [
-            SamplingRequest { temperature: Some(-1.0), ..Default::default() },
-            SamplingRequest { temperature: Some(f64::NAN), ..Default::default() },
-            SamplingRequest { top_p: Some(1.5), ..Default::default() },
-            SamplingRequest { top_k: Some(-5), ..Default::default() },
-            SamplingRequest { max_tokens: Some(0), ..Default::default() },
-            SamplingRequest { max_tokens: Some(-1), ..Default::default() },
-            SamplingRequest { stop: Some(Stop::Many(vec!["x".into(); 10_000])), ..Default::default() },
+            SamplingRequest {
+                temperature: Some(-1.0),
+                ..Default::default()
+            },
+            SamplingRequest {
+                temperature: Some(f64::NAN),
+                ..Default::default()
+            },
+            SamplingRequest {
+                top_p: Some(1.5),
+                ..Default::default()
+            },
+            SamplingRequest {
+                top_k: Some(-5),
+                ..Default::default()
+            },
+            SamplingRequest {
+                max_tokens: Some(0),
+                ..Default::default()
+            },
+            SamplingRequest {
+                max_tokens: Some(-1),
+                ..Default::default()
+            },
+            SamplingRequest {
+                stop: Some(Stop::Many(vec!["x".into(); 10_000])),
+                ..Default::default()
+            },
         ];
         for case in cases {
-            let error = case.clone().into_request(None).expect_err(&format!("{case:?}"));
+            let error = case
+                .clone()
+                .into_request(None)
+                .expect_err(&format!("{case:?}"));
             assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST);
         }
     }

@@ -7,10 +7,18 @@ use std::path::Path;
 
 /// Write `bytes` to `path` so that a crash leaves either the old or the new file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let directory = path.parent().ok_or_else(|| std::io::Error::other("path has no parent"))?;
+    let directory = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("path has no parent"))?;
     fs::create_dir_all(directory)?;
-    let file_name = path.file_name().ok_or_else(|| std::io::Error::other("path has no file name"))?;
-    let temp = directory.join(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("path has no file name"))?;
+    let temp = directory.join(format!(
+        ".{}.{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut file = File::create(&temp)?;
         file.write_all(bytes)?;

@@ -18,7 +18,10 @@ pub struct RepoCache {
 
 impl RepoCache {
     pub fn new(cache: &Path, repo: &RepoId) -> Self {
-        Self { root: cache.join(repo.cache_folder()), lock_root: cache.join(".locks").join(repo.cache_folder()) }
+        Self {
+            root: cache.join(repo.cache_folder()),
+            lock_root: cache.join(".locks").join(repo.cache_folder()),
+        }
     }
 
     /// `blobs/<sha256>`; `sha256` must be validated hex.
@@ -59,7 +62,9 @@ impl RepoCache {
     /// (replacing an old link), as huggingface_hub does.
     pub fn link_snapshot(&self, commit: &str, name: &str, sha256: &str) -> io::Result<PathBuf> {
         let link = self.snapshot_file(commit, name);
-        let directory = link.parent().ok_or_else(|| io::Error::other("snapshot path has no parent"))?;
+        let directory = link
+            .parent()
+            .ok_or_else(|| io::Error::other("snapshot path has no parent"))?;
         fs::create_dir_all(directory)?;
         let depth = name.matches('/').count() + 2;
         let mut target = PathBuf::new();
@@ -89,13 +94,23 @@ pub struct CachedFile {
 /// Every `.gguf` file in snapshots of the HF cache (two levels of folders at most).
 pub fn scan(cache: &Path) -> Vec<CachedFile> {
     let mut found = Vec::new();
-    let Ok(entries) = fs::read_dir(cache) else { return found };
+    let Ok(entries) = fs::read_dir(cache) else {
+        return found;
+    };
     for entry in entries.flatten() {
         let folder = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = folder.strip_prefix("models--") else { continue };
-        let Some((owner, name)) = rest.split_once("--") else { continue };
-        let Ok(repo) = RepoId::parse(&format!("{owner}/{name}")) else { continue };
-        let Ok(snapshots) = fs::read_dir(entry.path().join("snapshots")) else { continue };
+        let Some(rest) = folder.strip_prefix("models--") else {
+            continue;
+        };
+        let Some((owner, name)) = rest.split_once("--") else {
+            continue;
+        };
+        let Ok(repo) = RepoId::parse(&format!("{owner}/{name}")) else {
+            continue;
+        };
+        let Ok(snapshots) = fs::read_dir(entry.path().join("snapshots")) else {
+            continue;
+        };
         for snapshot in snapshots.flatten() {
             let commit = snapshot.file_name().to_string_lossy().into_owned();
             if is_commit(&commit) {
@@ -107,17 +122,37 @@ pub fn scan(cache: &Path) -> Vec<CachedFile> {
     found
 }
 
-fn collect_gguf(directory: &Path, prefix: &str, depth: usize, repo: &RepoId, commit: &str, found: &mut Vec<CachedFile>) {
-    let Ok(entries) = fs::read_dir(directory) else { return };
+fn collect_gguf(
+    directory: &Path,
+    prefix: &str,
+    depth: usize,
+    repo: &RepoId,
+    commit: &str,
+    found: &mut Vec<CachedFile>,
+) {
+    let Ok(entries) = fs::read_dir(directory) else {
+        return;
+    };
     for entry in entries.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
         let name = format!("{prefix}{file_name}");
         let path = entry.path();
-        let Ok(metadata) = fs::metadata(&path) else { continue };
+        let Ok(metadata) = fs::metadata(&path) else {
+            continue;
+        };
         if metadata.is_dir() && depth < 2 {
             collect_gguf(&path, &format!("{name}/"), depth + 1, repo, commit, found);
-        } else if metadata.is_file() && file_name.to_ascii_lowercase().ends_with(".gguf") && check_repo_file_name(&name).is_ok() {
-            found.push(CachedFile { repo: repo.clone(), commit: commit.to_owned(), name, path, size: metadata.len() });
+        } else if metadata.is_file()
+            && file_name.to_ascii_lowercase().ends_with(".gguf")
+            && check_repo_file_name(&name).is_ok()
+        {
+            found.push(CachedFile {
+                repo: repo.clone(),
+                commit: commit.to_owned(),
+                name,
+                path,
+                size: metadata.len(),
+            });
         }
     }
 }

@@ -45,7 +45,10 @@ pub struct Manifest {
 impl Manifest {
     /// Check every value that becomes part of a path, as if it came from outside.
     pub fn validate(&self, path: &Path) -> Result<(), StoreError> {
-        let corrupt = |reason: &str| StoreError::CorruptManifest { path: path.to_owned(), reason: reason.to_owned() };
+        let corrupt = |reason: &str| StoreError::CorruptManifest {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
         ModelRef::parse_name(&self.name).map_err(|_| corrupt("invalid name"))?;
         if let Source::Hub { repo, revision } = &self.source {
             RepoId::parse(repo).map_err(|_| corrupt("invalid repo"))?;

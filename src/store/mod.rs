@@ -34,7 +34,10 @@ pub enum StoreError {
     #[error("model reference is empty")]
     EmptyReference,
     #[error("invalid model reference \"{reference}\": {reason}")]
-    InvalidReference { reference: String, reason: &'static str },
+    InvalidReference {
+        reference: String,
+        reason: &'static str,
+    },
     #[error("no such file: {}", .0.display())]
     NoSuchFile(PathBuf),
     #[error("model '{0}' is not in the store")]
@@ -42,19 +45,35 @@ pub enum StoreError {
     #[error("manifest {} is damaged: {reason}", path.display())]
     CorruptManifest { path: PathBuf, reason: String },
     #[error("{} is not a usable model", path.display())]
-    InvalidModel { path: PathBuf, #[source] source: crate::gguf::GgufError },
+    InvalidModel {
+        path: PathBuf,
+        #[source]
+        source: crate::gguf::GgufError,
+    },
     #[error("{action} {}: {source}", path.display())]
-    Io { action: &'static str, path: PathBuf, #[source] source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl StoreError {
     /// An invalid reference; the text is shown escaped.
     pub fn invalid(reference: &str, reason: &'static str) -> Self {
-        StoreError::InvalidReference { reference: escaped(reference), reason }
+        StoreError::InvalidReference {
+            reference: escaped(reference),
+            reason,
+        }
     }
 
     fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Self + 'a {
-        move |source| StoreError::Io { action, path: path.to_owned(), source }
+        move |source| StoreError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
     }
 
     /// Whether the disk is full (exit 6).
@@ -141,7 +160,9 @@ impl Store {
 
     /// The manifest stored under exactly this name, if any.
     pub fn manifest(&self, reference: &ModelRef) -> Result<Option<Manifest>, StoreError> {
-        let Some(path) = manifest::manifest_path(&self.manifests(), reference) else { return Ok(None) };
+        let Some(path) = manifest::manifest_path(&self.manifests(), reference) else {
+            return Ok(None);
+        };
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -166,13 +187,18 @@ impl Store {
             return Err(StoreError::invalid(&manifest.name, "not a store name"));
         };
         manifest.validate(&path)?;
-        let text = serde_json::to_vec_pretty(manifest).map_err(|error| StoreError::io("cannot encode", &path)(io::Error::other(error)))?;
+        let text = serde_json::to_vec_pretty(manifest)
+            .map_err(|error| StoreError::io("cannot encode", &path)(io::Error::other(error)))?;
         write_atomic(&path, &text).map_err(StoreError::io("cannot write", &path))
     }
 
     /// The files of a stored model, in load order (split sets: part 1 first).
     pub fn files(&self, manifest: &Manifest) -> Vec<PathBuf> {
-        manifest.files.iter().map(|file| self.file_path(manifest, file)).collect()
+        manifest
+            .files
+            .iter()
+            .map(|file| self.file_path(manifest, file))
+            .collect()
     }
 
     fn file_path(&self, manifest: &Manifest, file: &ManifestFile) -> PathBuf {
@@ -207,11 +233,16 @@ impl Store {
         let base = reference.base();
         let same_base: Vec<&Manifest> = all
             .iter()
-            .filter(|manifest| ModelRef::parse_name(&manifest.name).is_ok_and(|parsed| parsed.base() == base))
+            .filter(|manifest| {
+                ModelRef::parse_name(&manifest.name).is_ok_and(|parsed| parsed.base() == base)
+            })
             .collect();
         let found = match reference.tag() {
             None if same_base.len() == 1 => Some(same_base[0].clone()),
-            Some(tag) => same_base.iter().find(|manifest| manifest.quant.as_deref() == Some(tag)).map(|m| (*m).clone()),
+            Some(tag) => same_base
+                .iter()
+                .find(|manifest| manifest.quant.as_deref() == Some(tag))
+                .map(|m| (*m).clone()),
             None => None,
         };
         Ok(found)
@@ -220,18 +251,27 @@ impl Store {
     /// Resolve MODEL to a file: a path, a store name, or a repo already in the HF cache.
     pub fn resolve(&self, reference: &ModelRef) -> Result<Resolved, StoreError> {
         if let ModelRef::Path(_) = reference {
-            return Ok(Resolved { path: reference.resolve()?, manifest: None });
+            return Ok(Resolved {
+                path: reference.resolve()?,
+                manifest: None,
+            });
         }
         if let Some(manifest) = self.find(reference)? {
             let path = self.files(&manifest).into_iter().next().unwrap_or_default();
             if !path.exists() {
                 return Err(StoreError::NoSuchFile(path));
             }
-            return Ok(Resolved { path, manifest: Some(manifest) });
+            return Ok(Resolved {
+                path,
+                manifest: Some(manifest),
+            });
         }
         if let ModelRef::Repo { repo, quant } = reference {
             if let Some(path) = self.find_in_hf_cache(repo, quant.as_deref()) {
-                return Ok(Resolved { path, manifest: None });
+                return Ok(Resolved {
+                    path,
+                    manifest: None,
+                });
             }
         }
         Err(StoreError::NotInStore(reference.to_string()))
@@ -248,7 +288,10 @@ impl Store {
             .filter(|file| !file.name.to_ascii_lowercase().contains("mmproj"))
             .collect();
         let matching: Vec<&CachedFile> = match quant {
-            Some(quant) => candidates.iter().filter(|file| quant_in_name(&file.name).as_deref() == Some(quant)).collect(),
+            Some(quant) => candidates
+                .iter()
+                .filter(|file| quant_in_name(&file.name).as_deref() == Some(quant))
+                .collect(),
             None => candidates.iter().collect(),
         };
         (matching.len() == 1).then(|| matching[0].path.clone())
@@ -256,23 +299,34 @@ impl Store {
 
     /// Copy a local `.gguf` file into the store under `name` (after validating it).
     pub fn import(&self, source: &Path, name: &ModelRef) -> Result<Manifest, StoreError> {
-        let metadata = fs::metadata(source).map_err(|_| StoreError::NoSuchFile(source.to_owned()))?;
+        let metadata =
+            fs::metadata(source).map_err(|_| StoreError::NoSuchFile(source.to_owned()))?;
         if !metadata.is_file() {
             return Err(StoreError::NoSuchFile(source.to_owned()));
         }
-        let info = crate::gguf::inspect(source).map_err(|error| StoreError::InvalidModel { path: source.to_owned(), source: error })?;
+        let info = crate::gguf::inspect(source).map_err(|error| StoreError::InvalidModel {
+            path: source.to_owned(),
+            source: error,
+        })?;
         let sha256 = sha256_file(source).map_err(StoreError::io("cannot read", source))?;
         let blob = self.local_blob(&sha256);
         if !blob_matches(&blob, &sha256) {
             copy_into_store(source, &blob, &sha256)?;
         }
         let original = fs::canonicalize(source).unwrap_or_else(|_| source.to_owned());
-        let file_name = source.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let file_name = source
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let manifest = Manifest {
             name: name.to_string(),
             source: Source::Local { original },
             quant: info.file_type_name(),
-            files: vec![ManifestFile { name: file_name, sha256, size: metadata.len() }],
+            files: vec![ManifestFile {
+                name: file_name,
+                sha256,
+                size: metadata.len(),
+            }],
             pulled_at: now(),
         };
         self.save_manifest(&manifest)?;
@@ -295,7 +349,9 @@ impl Store {
         let mut removed = Vec::new();
         for file in &manifest.files {
             let blob = self.blob_path(manifest, file);
-            let shared = others.iter().any(|other| other.files.iter().any(|f| self.blob_path(other, f) == blob));
+            let shared = others
+                .iter()
+                .any(|other| other.files.iter().any(|f| self.blob_path(other, f) == blob));
             if shared {
                 continue;
             }
@@ -320,7 +376,11 @@ impl Store {
             .iter()
             .map(|file| {
                 let path = self.blob_path(manifest, file);
-                FileCheck { model: manifest.name.clone(), problem: check_blob(&path, file), path }
+                FileCheck {
+                    model: manifest.name.clone(),
+                    problem: check_blob(&path, file),
+                    path,
+                }
             })
             .collect()
     }
@@ -335,7 +395,11 @@ fn check_blob(path: &Path, file: &ManifestFile) -> Option<String> {
         return Some("is not a regular file (a symlink or folder replaced it)".into());
     }
     if metadata.len() != file.size {
-        return Some(format!("size is {} bytes, expected {}", metadata.len(), file.size));
+        return Some(format!(
+            "size is {} bytes, expected {}",
+            metadata.len(),
+            file.size
+        ));
     }
     match sha256_file(path) {
         Ok(sha256) if sha256 == file.sha256 => None,
@@ -381,17 +445,29 @@ fn remove_empty_folders(mut directory: &Path, stop: &Path) {
 }
 
 fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, StoreError> {
-    let manifest: Manifest = serde_json::from_str(text)
-        .map_err(|error| StoreError::CorruptManifest { path: path.to_owned(), reason: error.to_string() })?;
+    let manifest: Manifest =
+        serde_json::from_str(text).map_err(|error| StoreError::CorruptManifest {
+            path: path.to_owned(),
+            reason: error.to_string(),
+        })?;
     manifest.validate(path)?;
     Ok(manifest)
 }
 
-fn collect_manifests(directory: &Path, depth: usize, found: &mut Vec<Manifest>, damaged: &mut Vec<StoreError>) {
-    let Ok(entries) = fs::read_dir(directory) else { return };
+fn collect_manifests(
+    directory: &Path,
+    depth: usize,
+    found: &mut Vec<Manifest>,
+    damaged: &mut Vec<StoreError>,
+) {
+    let Ok(entries) = fs::read_dir(directory) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(file_type) = entry.file_type() else { continue };
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
         let name = entry.file_name().to_string_lossy().into_owned();
         if file_type.is_dir() && depth < 2 {
             collect_manifests(&path, depth + 1, found, damaged);
@@ -429,7 +505,10 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
 }
 
 /// Whether a GGUF file name is a whole file or the first part of a split set.
@@ -454,12 +533,16 @@ pub fn split_part(name: &str) -> Option<(u32, u32)> {
 /// The quant a GGUF file name carries (`Q4_K_M`, `IQ3_XS`, `F16`, `BF16`), uppercase.
 pub fn quant_in_name(name: &str) -> Option<String> {
     let file_name = name.rsplit('/').next().unwrap_or(name);
-    let stem = file_name.strip_suffix(".gguf").or_else(|| file_name.strip_suffix(".GGUF"))?;
+    let stem = file_name
+        .strip_suffix(".gguf")
+        .or_else(|| file_name.strip_suffix(".GGUF"))?;
     let stem = match split_part(file_name) {
         Some(_) => stem.rsplitn(4, '-').nth(3).unwrap_or(stem),
         None => stem,
     };
-    stem.rsplit(['-', '.']).map(str::to_ascii_uppercase).find(|token| looks_like_quant(token))
+    stem.rsplit(['-', '.'])
+        .map(str::to_ascii_uppercase)
+        .find(|token| looks_like_quant(token))
 }
 
 fn looks_like_quant(token: &str) -> bool {
@@ -484,7 +567,9 @@ fn olm_home() -> PathBuf {
 }
 
 fn hf_cache_dir() -> PathBuf {
-    if let Some(cache) = std::env::var_os(crate::env::HF_HUB_CACHE).filter(|value| !value.is_empty()) {
+    if let Some(cache) =
+        std::env::var_os(crate::env::HF_HUB_CACHE).filter(|value| !value.is_empty())
+    {
         return absolute(PathBuf::from(cache));
     }
     if let Some(home) = std::env::var_os(crate::env::HF_HOME).filter(|value| !value.is_empty()) {
@@ -502,7 +587,9 @@ fn absolute(path: PathBuf) -> PathBuf {
     if path.is_absolute() {
         return path;
     }
-    std::env::current_dir().map(|cwd| cwd.join(&path)).unwrap_or(path)
+    std::env::current_dir()
+        .map(|cwd| cwd.join(&path))
+        .unwrap_or(path)
 }
 
 #[cfg(test)]
@@ -511,12 +598,30 @@ mod tests {
 
     #[test]
     fn quants_are_read_from_file_names() {
-        assert_eq!(quant_in_name("qwen2.5-7b-instruct-q4_k_m-00001-of-00002.gguf").as_deref(), Some("Q4_K_M"));
-        assert_eq!(quant_in_name("Llama-3.2-3B-Instruct-Q5_K_M.gguf").as_deref(), Some("Q5_K_M"));
-        assert_eq!(quant_in_name("SmolLM2-135M-Instruct.Q4_1.gguf").as_deref(), Some("Q4_1"));
-        assert_eq!(quant_in_name("Q8_0/Model-Q8_0-00002-of-00002.gguf").as_deref(), Some("Q8_0"));
-        assert_eq!(quant_in_name("gemma-3-1b-it-BF16.gguf").as_deref(), Some("BF16"));
-        assert_eq!(quant_in_name("model-IQ3_XS.gguf").as_deref(), Some("IQ3_XS"));
+        assert_eq!(
+            quant_in_name("qwen2.5-7b-instruct-q4_k_m-00001-of-00002.gguf").as_deref(),
+            Some("Q4_K_M")
+        );
+        assert_eq!(
+            quant_in_name("Llama-3.2-3B-Instruct-Q5_K_M.gguf").as_deref(),
+            Some("Q5_K_M")
+        );
+        assert_eq!(
+            quant_in_name("SmolLM2-135M-Instruct.Q4_1.gguf").as_deref(),
+            Some("Q4_1")
+        );
+        assert_eq!(
+            quant_in_name("Q8_0/Model-Q8_0-00002-of-00002.gguf").as_deref(),
+            Some("Q8_0")
+        );
+        assert_eq!(
+            quant_in_name("gemma-3-1b-it-BF16.gguf").as_deref(),
+            Some("BF16")
+        );
+        assert_eq!(
+            quant_in_name("model-IQ3_XS.gguf").as_deref(),
+            Some("IQ3_XS")
+        );
         assert_eq!(quant_in_name("Qwen3-8B.gguf"), None);
     }
 
@@ -530,9 +635,15 @@ mod tests {
     fn sample_manifest(name: &str, sha: &str) -> Manifest {
         Manifest {
             name: name.into(),
-            source: Source::Local { original: "/x.gguf".into() },
+            source: Source::Local {
+                original: "/x.gguf".into(),
+            },
             quant: Some("Q4_1".into()),
-            files: vec![ManifestFile { name: "x.gguf".into(), sha256: sha.into(), size: 3 }],
+            files: vec![ManifestFile {
+                name: "x.gguf".into(),
+                sha256: sha.into(),
+                size: 3,
+            }],
             pulled_at: 0,
         }
     }
@@ -550,7 +661,10 @@ mod tests {
         store.save_manifest(&first).unwrap();
         store.save_manifest(&second).unwrap();
         assert_eq!(store.manifests_all().0.len(), 2);
-        let found = store.find(&ModelRef::parse_name("second").unwrap()).unwrap().unwrap();
+        let found = store
+            .find(&ModelRef::parse_name("second").unwrap())
+            .unwrap()
+            .unwrap();
         assert_eq!(found, second);
         assert!(store.remove(&first).unwrap().is_empty(), "shared blob kept");
         assert!(blob.exists());
@@ -569,7 +683,10 @@ mod tests {
         let path = dir.path().join("home/manifests/evil/_.json");
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         let mut evil = sample_manifest("evil", &"a".repeat(64));
-        evil.source = Source::Hub { repo: "a/b".into(), revision: "../../x".into() };
+        evil.source = Source::Hub {
+            repo: "a/b".into(),
+            revision: "../../x".into(),
+        };
         fs::write(&path, serde_json::to_string(&evil).unwrap()).unwrap();
         let (found, damaged) = store.manifests_all();
         assert!(found.is_empty());

@@ -27,7 +27,10 @@ pub fn check_part(part: &str) -> Result<(), &'static str> {
     if part.len() > MAX_PART_LENGTH {
         return Err("a name part is longer than 96 characters");
     }
-    if !part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+    if !part
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
         return Err("names may contain only letters, digits, '.', '_' and '-'");
     }
     let first = part.as_bytes()[0];
@@ -53,7 +56,10 @@ pub fn check_tag(tag: &str) -> Result<(), &'static str> {
     if tag.len() > MAX_TAG_LENGTH {
         return Err("the tag after ':' is longer than 64 characters");
     }
-    if !tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+    if !tag
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
         return Err("a tag may contain only letters, digits, '.', '_' and '-'");
     }
     if !tag.as_bytes()[0].is_ascii_alphanumeric() || tag.contains("..") {
@@ -73,7 +79,8 @@ pub fn is_sha256(text: &str) -> bool {
 }
 
 fn is_lower_hex(text: &str) -> bool {
-    text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    text.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A file name inside a repo, as a hub sends it: relative, `/`-separated,
@@ -85,7 +92,10 @@ pub fn check_repo_file_name(name: &str) -> Result<(), &'static str> {
     if name.starts_with('/') {
         return Err("file name is absolute");
     }
-    if name.chars().any(|c| c.is_control() || c == '\\' || c == ':') {
+    if name
+        .chars()
+        .any(|c| c.is_control() || c == '\\' || c == ':')
+    {
         return Err("file name contains a control character, '\\' or ':'");
     }
     for component in name.split('/') {
@@ -101,7 +111,11 @@ pub fn check_repo_file_name(name: &str) -> Result<(), &'static str> {
 
 /// `text` with control characters and non-ASCII escaped, for messages.
 pub fn escaped(text: &str) -> String {
-    let shown: String = text.chars().take(MAX_REFERENCE_LENGTH).flat_map(char::escape_debug).collect();
+    let shown: String = text
+        .chars()
+        .take(MAX_REFERENCE_LENGTH)
+        .flat_map(char::escape_debug)
+        .collect();
     if text.chars().count() > MAX_REFERENCE_LENGTH {
         format!("{shown}…")
     } else {
@@ -115,7 +129,10 @@ mod tests {
 
     #[test]
     fn parts_refuse_traversal_and_oddities() {
-        for bad in ["", "..", ".", "a..b", "-a", "a-", ".hidden", "a/b", "a\\b", "a\0b", "a b", "con", "LPT1.txt", "a--b", "%2e%2e"] {
+        for bad in [
+            "", "..", ".", "a..b", "-a", "a-", ".hidden", "a/b", "a\\b", "a\0b", "a b", "con",
+            "LPT1.txt", "a--b", "%2e%2e",
+        ] {
             assert!(check_part(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["qwen-7b", "Qwen2.5-7B-Instruct-GGUF", "a", "my_model.v2"] {
@@ -132,7 +149,16 @@ mod tests {
         assert!(is_sha256(&"0f".repeat(32)));
         assert!(!is_sha256(&"0F".repeat(32)));
         assert!(!is_sha256(&"a".repeat(63)));
-        for bad in ["../../x", "/abs/x", "a\\..\\b", "a/../b", "a\0b", "a//b", "x:y", &"a".repeat(300)] {
+        for bad in [
+            "../../x",
+            "/abs/x",
+            "a\\..\\b",
+            "a/../b",
+            "a\0b",
+            "a//b",
+            "x:y",
+            &"a".repeat(300),
+        ] {
             assert!(check_repo_file_name(bad).is_err(), "{bad:?} accepted");
         }
         assert!(check_repo_file_name("Q8_0/model-Q8_0-00001-of-00002.gguf").is_ok());

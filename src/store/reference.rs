@@ -18,10 +18,15 @@ impl RepoId {
     /// Parse and validate `owner/name`.
     pub fn parse(text: &str) -> Result<Self, StoreError> {
         let invalid = |reason| StoreError::invalid(text, reason);
-        let (owner, name) = text.split_once('/').ok_or_else(|| invalid("a repo is owner/name"))?;
+        let (owner, name) = text
+            .split_once('/')
+            .ok_or_else(|| invalid("a repo is owner/name"))?;
         check_part(owner).map_err(invalid)?;
         check_part(name).map_err(invalid)?;
-        Ok(Self { owner: owner.to_owned(), name: name.to_owned() })
+        Ok(Self {
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+        })
     }
 
     /// The Hugging Face cache folder name: `models--owner--name`.
@@ -78,7 +83,9 @@ impl ModelRef {
             return Err(StoreError::invalid(text, "longer than 256 characters"));
         }
         let invalid = |reason| StoreError::invalid(text, reason);
-        let hub_prefix = HUB_PREFIXES.iter().find_map(|prefix| text.strip_prefix(prefix));
+        let hub_prefix = HUB_PREFIXES
+            .iter()
+            .find_map(|prefix| text.strip_prefix(prefix));
         let body = hub_prefix.unwrap_or(text);
         let (base, tag) = match body.split_once(':') {
             Some((base, tag)) => {
@@ -90,7 +97,10 @@ impl ModelRef {
         match base.matches('/').count() {
             0 if hub_prefix.is_none() => {
                 check_part(base).map_err(invalid)?;
-                Ok(ModelRef::Name { name: base.to_owned(), tag })
+                Ok(ModelRef::Name {
+                    name: base.to_owned(),
+                    tag,
+                })
             }
             1 => {
                 let repo = RepoId::parse(base).map_err(|_| invalid("not a valid owner/repo"))?;
@@ -113,8 +123,14 @@ impl ModelRef {
     pub fn with_tag(&self, new_tag: Option<String>) -> Self {
         match self {
             ModelRef::Path(path) => ModelRef::Path(path.clone()),
-            ModelRef::Name { name, .. } => ModelRef::Name { name: name.clone(), tag: new_tag },
-            ModelRef::Repo { repo, .. } => ModelRef::Repo { repo: repo.clone(), quant: new_tag },
+            ModelRef::Name { name, .. } => ModelRef::Name {
+                name: name.clone(),
+                tag: new_tag,
+            },
+            ModelRef::Repo { repo, .. } => ModelRef::Repo {
+                repo: repo.clone(),
+                quant: new_tag,
+            },
         }
     }
 
@@ -175,37 +191,79 @@ mod tests {
     use super::*;
 
     fn name(name: &str, tag: Option<&str>) -> ModelRef {
-        ModelRef::Name { name: name.into(), tag: tag.map(Into::into) }
+        ModelRef::Name {
+            name: name.into(),
+            tag: tag.map(Into::into),
+        }
     }
 
     #[test]
     fn paths_are_paths() {
-        assert_eq!(ModelRef::parse("x.gguf").unwrap(), ModelRef::Path("x.gguf".into()));
-        assert_eq!(ModelRef::parse("./x").unwrap(), ModelRef::Path("./x".into()));
-        assert_eq!(ModelRef::parse("/abs/m").unwrap(), ModelRef::Path("/abs/m".into()));
+        assert_eq!(
+            ModelRef::parse("x.gguf").unwrap(),
+            ModelRef::Path("x.gguf".into())
+        );
+        assert_eq!(
+            ModelRef::parse("./x").unwrap(),
+            ModelRef::Path("./x".into())
+        );
+        assert_eq!(
+            ModelRef::parse("/abs/m").unwrap(),
+            ModelRef::Path("/abs/m".into())
+        );
     }
 
     #[test]
     fn names_aliases_and_repos() {
         assert_eq!(ModelRef::parse("qwen-7b").unwrap(), name("qwen-7b", None));
-        assert_eq!(ModelRef::parse("qwen-7b:q8_0").unwrap(), name("qwen-7b", Some("Q8_0")));
+        assert_eq!(
+            ModelRef::parse("qwen-7b:q8_0").unwrap(),
+            name("qwen-7b", Some("Q8_0"))
+        );
         let repo = ModelRef::parse("hf.co/bartowski/Llama-3.2-3B-Instruct-GGUF:Q5_K_M").unwrap();
-        assert_eq!(repo.to_string(), "bartowski/Llama-3.2-3B-Instruct-GGUF:Q5_K_M");
-        assert_eq!(ModelRef::parse("Qwen/Qwen2.5-7B-Instruct-GGUF").unwrap().tag(), None);
-        assert!(matches!(ModelRef::parse(""), Err(StoreError::EmptyReference)));
+        assert_eq!(
+            repo.to_string(),
+            "bartowski/Llama-3.2-3B-Instruct-GGUF:Q5_K_M"
+        );
+        assert_eq!(
+            ModelRef::parse("Qwen/Qwen2.5-7B-Instruct-GGUF")
+                .unwrap()
+                .tag(),
+            None
+        );
+        assert!(matches!(
+            ModelRef::parse(""),
+            Err(StoreError::EmptyReference)
+        ));
     }
 
     #[test]
     fn hostile_names_are_invalid() {
         let long = "a".repeat(1000);
         for bad in [
-            "owner/../../x", "hf.co/owner/repo:../../x", "qwen:../../x", "%2e%2e%2f", "a\\b",
-            "a\0b", "a\r\nb", "\x1b[31mred", "CON", long.as_str(), "a/b/c", "hf.co/qwen", "a:",
-            "a:b:c", ":x", "owner/", "/", "hf.co/../x",
+            "owner/../../x",
+            "hf.co/owner/repo:../../x",
+            "qwen:../../x",
+            "%2e%2e%2f",
+            "a\\b",
+            "a\0b",
+            "a\r\nb",
+            "\x1b[31mred",
+            "CON",
+            long.as_str(),
+            "a/b/c",
+            "hf.co/qwen",
+            "a:",
+            "a:b:c",
+            ":x",
+            "owner/",
+            "/",
+            "hf.co/../x",
         ] {
             let parsed = ModelRef::parse(bad);
             assert!(
-                matches!(parsed, Err(StoreError::InvalidReference { .. })) || matches!(parsed, Ok(ModelRef::Path(_))) && bad.starts_with('/'),
+                matches!(parsed, Err(StoreError::InvalidReference { .. }))
+                    || matches!(parsed, Ok(ModelRef::Path(_))) && bad.starts_with('/'),
                 "{bad:?} gave {parsed:?}"
             );
         }
@@ -245,9 +303,16 @@ mod tests {
             if let Ok(parsed) = ModelRef::parse_name(&text) {
                 let key = parsed.to_string();
                 for part in key.split(['/', ':']) {
-                    assert!(!part.is_empty() && part != "." && part != ".." && !part.contains('\\'), "{text:?} -> {key:?}");
+                    assert!(
+                        !part.is_empty() && part != "." && part != ".." && !part.contains('\\'),
+                        "{text:?} -> {key:?}"
+                    );
                 }
-                assert_eq!(ModelRef::parse_name(&key).unwrap().to_string(), key, "round trip of {text:?}");
+                assert_eq!(
+                    ModelRef::parse_name(&key).unwrap().to_string(),
+                    key,
+                    "round trip of {text:?}"
+                );
             }
         }
     }

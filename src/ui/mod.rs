@@ -96,7 +96,10 @@ impl Default for Printer {
 /// Make control characters visible so that text from files or the network
 /// cannot move the cursor, change colours or forge extra lines.
 pub fn escape_controls(text: &str) -> String {
-    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return text.to_owned();
     }
     text.chars()
@@ -119,7 +122,10 @@ pub fn init_tracing(verbose: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal() && std::env::var_os(crate::env::NO_COLOR).is_none_or(|v| v.is_empty()))
+        .with_ansi(
+            io::stderr().is_terminal()
+                && std::env::var_os(crate::env::NO_COLOR).is_none_or(|v| v.is_empty()),
+        )
         .with_target(false)
         .without_time()
         .try_init();

@@ -34,7 +34,15 @@ impl PullProgress {
         let now = Instant::now();
         Self {
             printer: printer.clone(),
-            state: Mutex::new(State { bar: None, file: String::new(), total: 0, done: 0, started: now, start_bytes: 0, last_line: now }),
+            state: Mutex::new(State {
+                bar: None,
+                file: String::new(),
+                total: 0,
+                done: 0,
+                started: now,
+                start_bytes: 0,
+                last_line: now,
+            }),
         }
     }
 
@@ -47,14 +55,23 @@ impl PullProgress {
 
 impl PullReporter for PullProgress {
     fn waiting_for_lock(&self, file: &str) {
-        self.printer.status(&format!("waiting for another pull of {file} to finish"));
+        self.printer
+            .status(&format!("waiting for another pull of {file} to finish"));
     }
 
     fn start_file(&self, file: &str, total: u64, already: u64) {
         let interactive = self.printer.is_interactive();
         self.with_state(|state| {
             let now = Instant::now();
-            *state = State { bar: None, file: file.to_owned(), total, done: already, started: now, start_bytes: already, last_line: now };
+            *state = State {
+                bar: None,
+                file: file.to_owned(),
+                total,
+                done: already,
+                started: now,
+                start_bytes: already,
+                last_line: now,
+            };
             if interactive {
                 let bar = ProgressBar::new(total);
                 if let Ok(style) = ProgressStyle::with_template(
@@ -68,8 +85,13 @@ impl PullReporter for PullProgress {
             }
         });
         if !interactive {
-            let resumed = if already > 0 { format!(", resuming at {}", human_size(already)) } else { String::new() };
-            self.printer.status(&format!("pulling {file} ({}{resumed})", human_size(total)));
+            let resumed = if already > 0 {
+                format!(", resuming at {}", human_size(already))
+            } else {
+                String::new()
+            };
+            self.printer
+                .status(&format!("pulling {file} ({}{resumed})", human_size(total)));
         }
     }
 
@@ -116,7 +138,11 @@ impl PullReporter for PullProgress {
             summary = if fetched == 0 {
                 format!("{file}: already complete and verified")
             } else {
-                format!("{file}: {} in {seconds:.1} s ({}/s), sha256 verified", human_size(fetched), human_size((fetched as f64 / seconds) as u64))
+                format!(
+                    "{file}: {} in {seconds:.1} s ({}/s), sha256 verified",
+                    human_size(fetched),
+                    human_size((fetched as f64 / seconds) as u64)
+                )
             };
         });
         self.printer.status(&summary);
@@ -126,9 +152,26 @@ impl PullReporter for PullProgress {
 fn plain_line(state: &State) -> String {
     let seconds = state.started.elapsed().as_secs_f64().max(0.001);
     let rate = (state.done.saturating_sub(state.start_bytes)) as f64 / seconds;
-    let percent = if state.total == 0 { 100.0 } else { state.done as f64 * 100.0 / state.total as f64 };
-    let eta = if rate > 0.0 { format!(", ETA {:.0} s", (state.total.saturating_sub(state.done)) as f64 / rate) } else { String::new() };
-    format!("{}: {percent:.0}% ({} of {}, {}/s{eta})", state.file, human_size(state.done), human_size(state.total), human_size(rate as u64))
+    let percent = if state.total == 0 {
+        100.0
+    } else {
+        state.done as f64 * 100.0 / state.total as f64
+    };
+    let eta = if rate > 0.0 {
+        format!(
+            ", ETA {:.0} s",
+            (state.total.saturating_sub(state.done)) as f64 / rate
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{}: {percent:.0}% ({} of {}, {}/s{eta})",
+        state.file,
+        human_size(state.done),
+        human_size(state.total),
+        human_size(rate as u64)
+    )
 }
 
 fn short_name(file: &str) -> String {

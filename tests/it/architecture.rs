@@ -28,5 +28,8 @@ fn only_the_engine_uses_llama_cpp() {
             text.contains("llama_cpp_2") || text.contains("llama_cpp_sys_2")
         })
         .collect();
-    assert!(offenders.is_empty(), "llama.cpp used outside src/engine: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "llama.cpp used outside src/engine: {offenders:?}"
+    );
 }

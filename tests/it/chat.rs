@@ -32,21 +32,23 @@ impl Terminal {
             words.join(" ")
         );
         let mut command = Command::new("tmux");
-        env.olm_env(&mut command).env("TERM", "xterm-256color").args([
-            "-S",
-            path_text(&socket),
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            "olm",
-            "-x",
-            "160",
-            "-y",
-            "50",
-            &script,
-        ]);
+        env.olm_env(&mut command)
+            .env("TERM", "xterm-256color")
+            .args([
+                "-S",
+                path_text(&socket),
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                "olm",
+                "-x",
+                "160",
+                "-y",
+                "50",
+                &script,
+            ]);
         let output = tmux_output(&mut command);
         assert!(
             output.status.success(),
@@ -59,8 +61,11 @@ impl Terminal {
     }
 
     fn tmux(&self, args: &[&str]) -> String {
-        let output =
-            tmux_output(Command::new("tmux").args(["-S", path_text(&self.socket)]).args(args));
+        let output = tmux_output(
+            Command::new("tmux")
+                .args(["-S", path_text(&self.socket)])
+                .args(args),
+        );
         assert!(
             output.status.success(),
             "tmux {args:?} failed: {}",
@@ -110,7 +115,9 @@ impl Terminal {
     /// Wait for the `count`th prompt (counting from the first, after start).
     #[track_caller]
     fn wait_for_prompt(&self, count: usize) -> String {
-        self.wait_until(&format!("prompt number {count}"), |screen| prompts(screen) >= count)
+        self.wait_until(&format!("prompt number {count}"), |screen| {
+            prompts(screen) >= count
+        })
     }
 
     /// Send a line and wait for the prompt after it.
@@ -127,13 +134,16 @@ impl Terminal {
         let screen = self.wait_for("[olm exited ");
         let (_, rest) = screen.rsplit_once("[olm exited ").expect("exit line");
         let code = rest.split(']').next().unwrap_or_default();
-        code.parse().unwrap_or_else(|_| panic!("bad exit line in:\n{screen}"))
+        code.parse()
+            .unwrap_or_else(|_| panic!("bad exit line in:\n{screen}"))
     }
 }
 
 impl Drop for Terminal {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["-S", path_text(&self.socket), "kill-server"]).output();
+        let _ = Command::new("tmux")
+            .args(["-S", path_text(&self.socket), "kill-server"])
+            .output();
     }
 }
 
@@ -157,7 +167,10 @@ fn shell_quote_path(path: &Path) -> String {
 
 /// Prompts shown so far (lines that start with `>>> `).
 fn prompts(screen: &str) -> usize {
-    screen.lines().filter(|line| line.starts_with(PROMPT)).count()
+    screen
+        .lines()
+        .filter(|line| line.starts_with(PROMPT))
+        .count()
 }
 
 /// Counts from the last `/stats`.
@@ -187,7 +200,11 @@ fn last_turn_stats(screen: &str) -> TurnStats {
     };
     let prompt = numbers("prompt: ");
     let context = numbers("context: ");
-    TurnStats { prompt: prompt[0], evaluated: prompt[1], context_used: context[0] }
+    TurnStats {
+        prompt: prompt[0],
+        evaluated: prompt[1],
+        context_used: context[0],
+    }
 }
 
 fn chat(env: &TestEnv, extra: &[&str]) -> Terminal {
@@ -209,7 +226,10 @@ fn three_turns_evaluate_only_new_tokens() {
     terminal.say("What is the capital of France?");
     let screen = terminal.say("/stats");
     let mut previous = last_turn_stats(&screen);
-    assert_eq!(previous.prompt, previous.evaluated, "turn 1 evaluates its whole prompt:\n{screen}");
+    assert_eq!(
+        previous.prompt, previous.evaluated,
+        "turn 1 evaluates its whole prompt:\n{screen}"
+    );
 
     for question in ["And of Italy?", "Which one is bigger?"] {
         terminal.say(question);
@@ -233,14 +253,26 @@ fn three_turns_evaluate_only_new_tokens() {
         );
         previous = turn;
     }
-    assert_eq!(prompts(&terminal.screen()), 7, "three answers and three /stats");
+    assert_eq!(
+        prompts(&terminal.screen()),
+        7,
+        "three answers and three /stats"
+    );
 
     terminal.send_line("/bye");
     assert_eq!(terminal.wait_for_exit(), 0);
     let history = std::fs::read_to_string(env.path().join("olm-home").join("chat_history"))
         .expect("the history file is written in OLM_HOME");
-    for entry in ["What is the capital of France?", "And of Italy?", "/stats", "/bye"] {
-        assert!(history.contains(entry), "history lacks {entry:?}:\n{history}");
+    for entry in [
+        "What is the capital of France?",
+        "And of Italy?",
+        "/stats",
+        "/bye",
+    ] {
+        assert!(
+            history.contains(entry),
+            "history lacks {entry:?}:\n{history}"
+        );
     }
 }
 
@@ -262,11 +294,17 @@ fn multi_line_input_commands_and_transcripts() {
     let screen = terminal.say("/system You are terse.");
     assert!(screen.contains("system prompt set"), "{screen}");
     let screen = terminal.say("/show system");
-    assert!(screen.lines().any(|line| line == "You are terse."), "{screen}");
+    assert!(
+        screen.lines().any(|line| line == "You are terse."),
+        "{screen}"
+    );
     let screen = terminal.say("/show params");
     assert!(screen.contains("temperature = 0.2, top-k = 40"), "{screen}");
     let screen = terminal.say("/frobnicate");
-    assert!(screen.contains("unknown command /frobnicate; /help lists the commands"), "{screen}");
+    assert!(
+        screen.contains("unknown command /frobnicate; /help lists the commands"),
+        "{screen}"
+    );
 
     terminal.say("/save talk.md");
     let screen = terminal.say("/save talk.json");
@@ -284,18 +322,33 @@ fn multi_line_input_commands_and_transcripts() {
     let screen = terminal.say("/show info");
     assert!(screen.contains("conversation: 0 messages"), "{screen}");
     let screen = terminal.say("/load talk.json");
-    assert!(screen.contains("loaded 3 messages from talk.json"), "{screen}");
+    assert!(
+        screen.contains("loaded 3 messages from talk.json"),
+        "{screen}"
+    );
     let screen = terminal.say("/show template");
-    assert!(screen.contains("<|im_start|>user\nSay hello\nin one word.<|im_end|>"), "{screen}");
+    assert!(
+        screen.contains("<|im_start|>user\nSay hello\nin one word.<|im_end|>"),
+        "{screen}"
+    );
 
     terminal.say("Thanks!");
     let screen = terminal.say("/stats");
     let turn = last_turn_stats(&screen);
-    assert!(turn.evaluated > 20, "a loaded conversation is read in full once: {turn:?}\n{screen}");
+    assert!(
+        turn.evaluated > 20,
+        "a loaded conversation is read in full once: {turn:?}\n{screen}"
+    );
 
     // Lines typed (or pasted) faster than they are read all arrive.
     let before = prompts(&terminal.screen());
-    terminal.tmux(&["send-keys", "-t", "olm", "-l", "/set seed 7\r/set top-k 5\r/show params\r"]);
+    terminal.tmux(&[
+        "send-keys",
+        "-t",
+        "olm",
+        "-l",
+        "/set seed 7\r/set top-k 5\r/show params\r",
+    ]);
     let screen = terminal.wait_for_prompt(before + 3);
     assert!(screen.contains("seed = 7, max-tokens"), "{screen}");
     assert!(screen.contains("top-k = 5"), "{screen}");
@@ -311,21 +364,33 @@ fn ctrl_c_stops_an_answer_and_the_next_turn_works() {
 
     terminal.send_line("Write a long story about a dragon who learns to bake bread.");
     terminal.wait_until("the answer to start", |screen| {
-        screen.split_once("bake bread.").is_some_and(|(_, answer)| answer.trim().len() > 40)
+        screen
+            .split_once("bake bread.")
+            .is_some_and(|(_, answer)| answer.trim().len() > 40)
     });
     terminal.send_key("C-c");
     let screen = terminal.wait_for_prompt(2);
-    assert!(screen.contains("stopped; the partial answer stays in the conversation"), "{screen}");
+    assert!(
+        screen.contains("stopped; the partial answer stays in the conversation"),
+        "{screen}"
+    );
     let (_, after_question) = screen.split_once("bake bread.\n").expect("the question");
     let partial_start: String = after_question.chars().take(30).collect();
     let screen = terminal.say("/stats");
     assert!(screen.contains("stop: cancelled"), "{screen}");
 
     let screen = terminal.say("Now say hi.");
-    let (_, answer) = screen.rsplit_once("Now say hi.\n").expect("the second question");
-    assert!(!answer.trim_end_matches(PROMPT).trim().is_empty(), "the next turn answers:\n{screen}");
+    let (_, answer) = screen
+        .rsplit_once("Now say hi.\n")
+        .expect("the second question");
+    assert!(
+        !answer.trim_end_matches(PROMPT).trim().is_empty(),
+        "the next turn answers:\n{screen}"
+    );
     let screen = terminal.say("/show template");
-    let (_, template) = screen.rsplit_once("as the model sees it:").expect("/show template");
+    let (_, template) = screen
+        .rsplit_once("as the model sees it:")
+        .expect("/show template");
     assert!(
         template.contains(&format!("<|im_start|>assistant\n{partial_start}")),
         "the partial answer {partial_start:?} is in the conversation:\n{screen}"
@@ -342,7 +407,17 @@ fn ctrl_c_stops_an_answer_and_the_next_turn_works() {
 #[test]
 fn a_long_conversation_drops_its_oldest_turns() {
     let env = TestEnv::new();
-    let terminal = chat(&env, &["-c", "256", "-n", "48", "--system", "You answer in English."]);
+    let terminal = chat(
+        &env,
+        &[
+            "-c",
+            "256",
+            "-n",
+            "48",
+            "--system",
+            "You answer in English.",
+        ],
+    );
     let questions = [
         "Tell me about the moon.",
         "Tell me about the sun.",
@@ -363,10 +438,17 @@ fn a_long_conversation_drops_its_oldest_turns() {
         "{screen}"
     );
     let screen = terminal.say("/show template");
-    let (_, template) =
-        screen.rsplit_once("the conversation as the model sees it:").expect("/show template");
-    assert!(template.contains("You answer in English."), "the system prompt stays:\n{screen}");
-    assert!(!template.contains("Tell me about the moon."), "the oldest turn is gone:\n{screen}");
+    let (_, template) = screen
+        .rsplit_once("the conversation as the model sees it:")
+        .expect("/show template");
+    assert!(
+        template.contains("You answer in English."),
+        "the system prompt stays:\n{screen}"
+    );
+    assert!(
+        !template.contains("Tell me about the moon."),
+        "the oldest turn is gone:\n{screen}"
+    );
     terminal.send_line("/bye");
     assert_eq!(terminal.wait_for_exit(), 0);
 }
@@ -376,8 +458,10 @@ fn a_long_conversation_drops_its_oldest_turns() {
 fn run_without_a_prompt_on_a_terminal_chats() {
     let env = TestEnv::new();
     let model = smollm2();
-    let terminal =
-        Terminal::start(&env, &["run", path_text(&model), "-n", "8", "--temperature", "0"]);
+    let terminal = Terminal::start(
+        &env,
+        &["run", path_text(&model), "-n", "8", "--temperature", "0"],
+    );
     terminal.wait_for("/help for commands");
     terminal.wait_for_prompt(1);
     terminal.say("Hi");

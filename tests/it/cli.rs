@@ -17,14 +17,19 @@ fn llama_cpp_uses_avx2_when_the_cpu_has_it() {
     // Guards the native CPU build: without `-C target-cpu=native` (or with
     // SOURCE_DATE_EPOCH set) ggml silently falls back to slow SSE code.
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_has_avx2 = cpuinfo.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "avx2"));
+    let cpu_has_avx2 = cpuinfo
+        .lines()
+        .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "avx2"));
     let env = TestEnv::new();
     let output = run(env.olm().arg("--version"));
     assert_exit(&output, 0);
     let version = stdout(&output);
     assert!(version.contains("llama.cpp"), "{version}");
     if cpu_has_avx2 {
-        assert!(version.contains("AVX2 = 1"), "the CPU has AVX2 but llama.cpp was built without it:\n{version}");
+        assert!(
+            version.contains("AVX2 = 1"),
+            "the CPU has AVX2 but llama.cpp was built without it:\n{version}"
+        );
     } else {
         eprintln!("this CPU has no AVX2; nothing to check");
     }
@@ -39,7 +44,11 @@ fn bash_completion_script_loads_cleanly() {
         .output()
         .expect("run bash");
     assert_exit(&output, 0);
-    assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout(&output).contains("complete"), "{}", stdout(&output));
 }
 
@@ -49,8 +58,16 @@ fn completions_command_prints_the_checked_in_script() {
     for (shell, file) in [("bash", "olm.bash"), ("zsh", "_olm"), ("fish", "olm.fish")] {
         let output = run(env.olm().args(["completions", shell]));
         assert_exit(&output, 0);
-        let checked_in = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("completions").join(file)).unwrap();
-        assert!(output.stdout == checked_in, "completions/{file} differs from `olm completions {shell}`");
+        let checked_in = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("completions")
+                .join(file),
+        )
+        .unwrap();
+        assert!(
+            output.stdout == checked_in,
+            "completions/{file} differs from `olm completions {shell}`"
+        );
     }
 }
 
@@ -58,10 +75,17 @@ fn completions_command_prints_the_checked_in_script() {
 fn model_names_from_the_store_complete() {
     // ollama/ollama#1653: users want `olm run <TAB>` to offer their models.
     let env = TestEnv::new();
-    let import = run(env.olm().arg("pull").arg(crate::common::smollm2()).args(["--name", "my-smol"]));
+    let import = run(env
+        .olm()
+        .arg("pull")
+        .arg(crate::common::smollm2())
+        .args(["--name", "my-smol"]));
     assert_exit(&import, 0);
     for subcommand in ["run", "chat", "show", "rm", "bench"] {
-        let output = run(env.olm().env("COMPLETE", "fish").args(["--", "olm", subcommand, "my"]));
+        let output = run(env
+            .olm()
+            .env("COMPLETE", "fish")
+            .args(["--", "olm", subcommand, "my"]));
         assert_exit(&output, 0);
         assert_eq!(stdout(&output).trim(), "my-smol", "olm {subcommand} <TAB>");
     }

@@ -32,7 +32,8 @@ impl FakeHub {
         });
         let config = env.path().join("fakehub.json");
         let log = env.path().join("fakehub.log");
-        std::fs::write(&config, json!({"repos": repos, "faults": {}}).to_string()).expect("write hub config");
+        std::fs::write(&config, json!({"repos": repos, "faults": {}}).to_string())
+            .expect("write hub config");
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fakehub/fakehub.py");
         let mut child = Command::new("python3")
             .arg(script)
@@ -44,9 +45,20 @@ impl FakeHub {
             .spawn()
             .expect("start python3 fake hub");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("hub stdout")).read_line(&mut line).expect("read hub port");
-        let port = line.trim().parse().unwrap_or_else(|_| panic!("fake hub printed {line:?}"));
-        Self { child, port, config, log, repos }
+        BufReader::new(child.stdout.take().expect("hub stdout"))
+            .read_line(&mut line)
+            .expect("read hub port");
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("fake hub printed {line:?}"));
+        Self {
+            child,
+            port,
+            config,
+            log,
+            repos,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -56,7 +68,11 @@ impl FakeHub {
     /// Replace the faults (takes effect on the next request).
     pub fn set_faults(&self, faults: Value) {
         let temp = self.config.with_extension("tmp");
-        std::fs::write(&temp, json!({"repos": self.repos, "faults": faults}).to_string()).expect("write hub config");
+        std::fs::write(
+            &temp,
+            json!({"repos": self.repos, "faults": faults}).to_string(),
+        )
+        .expect("write hub config");
         std::fs::rename(&temp, &self.config).expect("replace hub config");
     }
 
@@ -74,7 +90,14 @@ impl FakeHub {
         self.requests()
             .iter()
             .filter_map(|request| request["range"].as_str().map(str::to_owned))
-            .filter_map(|range| range.trim_start_matches("bytes=").split('-').next()?.parse().ok())
+            .filter_map(|range| {
+                range
+                    .trim_start_matches("bytes=")
+                    .split('-')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
             .collect()
     }
 

@@ -22,14 +22,22 @@ fn blob(env: &TestEnv) -> PathBuf {
 
 fn sha256(path: &Path) -> String {
     let output = run(std::process::Command::new("sha256sum").arg(path));
-    stdout(&output).split_whitespace().next().unwrap_or_default().to_owned()
+    stdout(&output)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn manifests(env: &TestEnv) -> usize {
     let output = run(env.olm().args(["list", "--json"]));
     assert_exit(&output, 0);
     let rows: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("list --json");
-    rows.as_array().map_or(0, |rows| rows.iter().filter(|row| row["source"] != "hf-cache").count())
+    rows.as_array().map_or(0, |rows| {
+        rows.iter()
+            .filter(|row| row["source"] != "hf-cache")
+            .count()
+    })
 }
 
 #[test]
@@ -38,10 +46,20 @@ fn clean_pull_verifies_registers_and_runs_offline() {
     let hub = FakeHub::start(&env);
     let output = run(hub.olm(&env).args(["pull", SMOL]));
     assert_exit(&output, 0);
-    assert!(stderr(&output).contains("sha256 verified"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("sha256 verified"),
+        "{}",
+        stderr(&output)
+    );
     assert_eq!(sha256(&blob(&env)), SMOL_SHA);
-    let snapshot = cache(&env).join("snapshots/0123456789abcdef0123456789abcdef01234567").join(SMOL_FILE);
-    assert!(snapshot.symlink_metadata().unwrap().file_type().is_symlink());
+    let snapshot = cache(&env)
+        .join("snapshots/0123456789abcdef0123456789abcdef01234567")
+        .join(SMOL_FILE);
+    assert!(snapshot
+        .symlink_metadata()
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(manifests(&env), 1);
     let list = stdout(&run(env.olm().arg("list")));
     assert!(list.contains(SMOL) && list.contains("Q4_1"), "{list}");
@@ -57,11 +75,16 @@ fn clean_pull_verifies_registers_and_runs_offline() {
     // --force downloads a fresh copy, verified before it replaces the old one.
     let forced = run(hub.olm(&env).args(["pull", SMOL, "--force"]));
     assert_exit(&forced, 0);
-    assert!(hub.range_starts().len() > before, "--force fetched the file again");
+    assert!(
+        hub.range_starts().len() > before,
+        "--force fetched the file again"
+    );
     assert_eq!(sha256(&blob(&env)), SMOL_SHA);
     assert_eq!(manifests(&env), 1);
     drop(hub);
-    let answer = run(env.olm().args(["run", SMOL, "Say hi", "-n", "4", "--temperature", "0"]));
+    let answer = run(env
+        .olm()
+        .args(["run", SMOL, "Say hi", "-n", "4", "--temperature", "0"]));
     assert_exit(&answer, 0);
     assert_exit(&run(env.olm().arg("verify")), 0);
 }
@@ -71,11 +94,20 @@ fn a_cut_connection_resumes_with_range() {
     let env = TestEnv::new();
     let hub = FakeHub::start(&env);
     hub.set_faults(json!({"cut_after": 5_000_000, "cut_times": 3}));
-    let output = run(hub.olm(&env).args(["pull", SMOL]).env("OLM_CONNECTIONS", "1"));
+    let output = run(hub
+        .olm(&env)
+        .args(["pull", SMOL])
+        .env("OLM_CONNECTIONS", "1"));
     assert_exit(&output, 0);
     let starts = hub.range_starts();
-    assert!(starts.iter().filter(|&&start| start == 0).count() == 1, "only one request from 0: {starts:?}");
-    assert!(starts.iter().any(|&start| start >= 5_000_000), "resumed past the cut: {starts:?}");
+    assert!(
+        starts.iter().filter(|&&start| start == 0).count() == 1,
+        "only one request from 0: {starts:?}"
+    );
+    assert!(
+        starts.iter().any(|&start| start >= 5_000_000),
+        "resumed past the cut: {starts:?}"
+    );
     assert_eq!(sha256(&blob(&env)), SMOL_SHA);
 }
 
@@ -88,7 +120,13 @@ fn a_flipped_byte_is_rejected_and_nothing_registered() {
     assert_exit(&output, 5);
     assert!(stderr(&output).contains("sha256"), "{}", stderr(&output));
     assert!(!blob(&env).exists());
-    assert!(!cache(&env).join("blobs").join(format!("{SMOL_SHA}.incomplete")).exists(), "bad partial removed");
+    assert!(
+        !cache(&env)
+            .join("blobs")
+            .join(format!("{SMOL_SHA}.incomplete"))
+            .exists(),
+        "bad partial removed"
+    );
     assert_eq!(manifests(&env), 0);
     // The next pull fetches fresh bytes and succeeds.
     hub.set_faults(json!({}));
@@ -113,7 +151,11 @@ fn hostile_hub_values_write_nothing_outside_the_cache() {
         hub.set_faults(faults.clone());
         let output = run(hub.olm(&env).args(["pull", SMOL]));
         assert_exit(&output, 5);
-        assert!(stderr(&output).contains("invalid metadata from hub"), "{faults}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("invalid metadata from hub"),
+            "{faults}: {}",
+            stderr(&output)
+        );
     }
     assert_eq!(manifests(&env), 0);
     let entries: Vec<String> = std::fs::read_dir(env.path())
@@ -121,7 +163,10 @@ fn hostile_hub_values_write_nothing_outside_the_cache() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| !name.starts_with("fakehub") && name != "hf-home")
         .collect();
-    assert!(entries.is_empty(), "nothing created beside the cache: {entries:?}");
+    assert!(
+        entries.is_empty(),
+        "nothing created beside the cache: {entries:?}"
+    );
     assert!(!cache(&env).join("snapshots").exists());
 }
 
@@ -131,11 +176,22 @@ fn missing_quant_lists_what_exists() {
     let hub = FakeHub::start(&env);
     let output = run(hub.olm(&env).args(["pull", "test/SmolLM2-GGUF:q8_0"]));
     assert_exit(&output, 3);
-    assert!(stderr(&output).contains("Q4_1 (98.4 MB)"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("Q4_1 (98.4 MB)"),
+        "{}",
+        stderr(&output)
+    );
     let dry = run(hub.olm(&env).args(["pull", SMOL_REPO, "--dry-run"]));
     assert_exit(&dry, 0);
-    assert!(stdout(&dry).contains("Q4_1") && stdout(&dry).contains("yes"), "{}", stdout(&dry));
-    assert!(!cache(&env).join("blobs").exists(), "dry run downloads nothing");
+    assert!(
+        stdout(&dry).contains("Q4_1") && stdout(&dry).contains("yes"),
+        "{}",
+        stdout(&dry)
+    );
+    assert!(
+        !cache(&env).join("blobs").exists(),
+        "dry run downloads nothing"
+    );
     assert_exit(&run(hub.olm(&env).args(["pull", "test/missing-GGUF"])), 3);
 }
 
@@ -146,9 +202,18 @@ fn gated_repo_needs_a_token() {
     let output = run(hub.olm(&env).args(["pull", "test/gated-GGUF"]));
     assert_exit(&output, 4);
     assert!(stderr(&output).contains("HF_TOKEN"), "{}", stderr(&output));
-    let output = run(hub.olm(&env).args(["pull", "test/gated-GGUF"]).env("HF_TOKEN", "secret-token"));
+    let output = run(hub
+        .olm(&env)
+        .args(["pull", "test/gated-GGUF"])
+        .env("HF_TOKEN", "secret-token"));
     assert_exit(&output, 0);
-    assert!(hub.requests().iter().filter(|r| r["path"].as_str().unwrap_or("").starts_with("/cdn/")).all(|r| r["authorization"].is_string()), "same-origin requests carry the token");
+    assert!(
+        hub.requests()
+            .iter()
+            .filter(|r| r["path"].as_str().unwrap_or("").starts_with("/cdn/"))
+            .all(|r| r["authorization"].is_string()),
+        "same-origin requests carry the token"
+    );
 }
 
 #[test]
@@ -170,15 +235,36 @@ fn two_concurrent_pulls_share_one_download() {
     let env = TestEnv::new();
     let hub = FakeHub::start(&env);
     hub.set_faults(json!({"rate": 40_000_000}));
-    let first = hub.olm(&env).args(["pull", SMOL]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let second = hub.olm(&env).args(["pull", SMOL]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let (first, second) = (first.wait_with_output().unwrap(), second.wait_with_output().unwrap());
+    let first = hub
+        .olm(&env)
+        .args(["pull", SMOL])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = hub
+        .olm(&env)
+        .args(["pull", SMOL])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (first, second) = (
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    );
     assert_exit(&first, 0);
     assert_exit(&second, 0);
     assert_eq!(sha256(&blob(&env)), SMOL_SHA);
-    let blobs = std::fs::read_dir(cache(&env).join("blobs")).unwrap().count();
+    let blobs = std::fs::read_dir(cache(&env).join("blobs"))
+        .unwrap()
+        .count();
     assert_eq!(blobs, 1, "exactly one blob, no partial left");
-    let fetched_from_zero = hub.range_starts().iter().filter(|&&start| start == 0).count();
+    let fetched_from_zero = hub
+        .range_starts()
+        .iter()
+        .filter(|&&start| start == 0)
+        .count();
     assert_eq!(fetched_from_zero, 1, "the file was fetched once");
 }
 
@@ -188,7 +274,13 @@ fn kill_9_mid_pull_then_pull_again_resumes() {
     let hub = FakeHub::start(&env);
     // 4 MB/s per connection: after 3 s every part has passed a checkpoint.
     hub.set_faults(json!({"rate": 4_000_000}));
-    let mut child = hub.olm(&env).args(["pull", SMOL]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = hub
+        .olm(&env)
+        .args(["pull", SMOL])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -197,7 +289,10 @@ fn kill_9_mid_pull_then_pull_again_resumes() {
     hub.set_faults(json!({}));
     assert_exit(&run(hub.olm(&env).args(["pull", SMOL])), 0);
     let resumed: Vec<u64> = hub.range_starts()[before..].to_vec();
-    assert!(!resumed.is_empty() && resumed.iter().all(|&start| start > 0), "every resumed request starts past zero: {resumed:?}");
+    assert!(
+        !resumed.is_empty() && resumed.iter().all(|&start| start > 0),
+        "every resumed request starts past zero: {resumed:?}"
+    );
     assert_eq!(sha256(&blob(&env)), SMOL_SHA);
     assert_exit(&run(env.olm().arg("verify")), 0);
 }
@@ -208,7 +303,13 @@ fn ctrl_c_keeps_the_partial_and_exits_130() {
     let hub = FakeHub::start(&env);
     // 2 MB/s per connection: the pull is far from done when Ctrl-C comes.
     hub.set_faults(json!({"rate": 2_000_000}));
-    let mut child = hub.olm(&env).args(["pull", SMOL]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = hub
+        .olm(&env)
+        .args(["pull", SMOL])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     // SAFETY: sending SIGINT to our own child process.
     unsafe { libc_kill(child.id() as i32, 2) };
@@ -216,7 +317,10 @@ fn ctrl_c_keeps_the_partial_and_exits_130() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert!(started.elapsed() < Duration::from_secs(3));
-    assert!(cache(&env).join("blobs").join(format!("{SMOL_SHA}.incomplete")).exists());
+    assert!(cache(&env)
+        .join("blobs")
+        .join(format!("{SMOL_SHA}.incomplete"))
+        .exists());
     assert_eq!(manifests(&env), 0);
 }
 
@@ -241,16 +345,31 @@ fn a_pulled_model_runs_without_any_network() {
     drop(hub);
     let probe = run(std::process::Command::new("unshare").args(["-rn", "true"]));
     if !probe.status.success() {
-        eprintln!("skipped: unshare -rn is not permitted here: {}", stderr(&probe));
+        eprintln!(
+            "skipped: unshare -rn is not permitted here: {}",
+            stderr(&probe)
+        );
         return;
     }
     let mut command = std::process::Command::new("unshare");
     env.olm_env(&mut command);
-    command.args(["-rn", env!("CARGO_BIN_EXE_olm"), "run", SMOL, "hi", "-n", "4", "--temperature", "0"]);
+    command.args([
+        "-rn",
+        env!("CARGO_BIN_EXE_olm"),
+        "run",
+        SMOL,
+        "hi",
+        "-n",
+        "4",
+        "--temperature",
+        "0",
+    ]);
     assert_exit(&run(&mut command), 0);
     let mut pull = std::process::Command::new("unshare");
     env.olm_env(&mut pull);
-    pull.env_remove("HF_HUB_OFFLINE").env("HF_ENDPOINT", "http://127.0.0.1:9").env("OLM_RETRY_BASE_MS", "10");
+    pull.env_remove("HF_HUB_OFFLINE")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env("OLM_RETRY_BASE_MS", "10");
     pull.args(["-rn", env!("CARGO_BIN_EXE_olm"), "pull", "test/gemma-GGUF"]);
     let started = Instant::now();
     assert_exit(&run(&mut pull), 4);
@@ -264,7 +383,10 @@ fn t_b11_a_full_disk_is_refused_before_the_first_byte() {
     let hub = FakeHub::start(&env);
     let probe = run(std::process::Command::new("unshare").args(["-rm", "true"]));
     if !probe.status.success() {
-        eprintln!("skipped: unshare -rm is not permitted here: {}", stderr(&probe));
+        eprintln!(
+            "skipped: unshare -rm is not permitted here: {}",
+            stderr(&probe)
+        );
         return;
     }
     let small = env.path().join("small-disk");
@@ -283,12 +405,23 @@ fn t_b11_a_full_disk_is_refused_before_the_first_byte() {
             command.env(key, value);
         }
     }
-    command.stdin(Stdio::null()).args(["-rm", "sh", "-c", &script]);
+    command
+        .stdin(Stdio::null())
+        .args(["-rm", "sh", "-c", &script]);
     let output = run(&mut command);
     assert_exit(&output, 6);
     let err = stderr(&output);
-    assert!(err.contains("error: not enough disk space") && err.contains("needed") && err.contains("free"), "{err}");
-    assert!(hub.range_starts().is_empty(), "no byte was downloaded: {:?}", hub.range_starts());
+    assert!(
+        err.contains("error: not enough disk space")
+            && err.contains("needed")
+            && err.contains("free"),
+        "{err}"
+    );
+    assert!(
+        hub.range_starts().is_empty(),
+        "no byte was downloaded: {:?}",
+        hub.range_starts()
+    );
 }
 
 #[test]
@@ -297,12 +430,27 @@ fn t_b6_a_stalled_download_is_retried_with_range() {
     let hub = FakeHub::start(&env);
     hub.set_faults(json!({"stall_after": 3_000_000, "stall_times": 1, "stall_seconds": 20}));
     let started = Instant::now();
-    let output = run(hub.olm(&env).args(["pull", SMOL]).env("OLM_CONNECTIONS", "1").env("OLM_STALL_TIMEOUT", "2"));
+    let output = run(hub
+        .olm(&env)
+        .args(["pull", SMOL])
+        .env("OLM_CONNECTIONS", "1")
+        .env("OLM_STALL_TIMEOUT", "2"));
     assert_exit(&output, 0);
-    assert!(started.elapsed() < Duration::from_secs(15), "stall noticed quickly: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "stall noticed quickly: {:?}",
+        started.elapsed()
+    );
     let starts = hub.range_starts();
-    assert_eq!(starts.iter().filter(|&&start| start == 0).count(), 1, "{starts:?}");
-    assert!(starts.iter().any(|&start| start >= 3_000_000), "resumed after the stall: {starts:?}");
+    assert_eq!(
+        starts.iter().filter(|&&start| start == 0).count(),
+        1,
+        "{starts:?}"
+    );
+    assert!(
+        starts.iter().any(|&start| start >= 3_000_000),
+        "resumed after the stall: {starts:?}"
+    );
     assert_eq!(sha256(&blob(&env)), SMOL_SHA);
 }
 
@@ -311,15 +459,29 @@ fn t_b9_a_redirect_to_another_host_never_gets_the_token() {
     let env = TestEnv::new();
     let hub = FakeHub::start(&env);
     hub.set_faults(json!({"cdn_host": "localhost"}));
-    let output = run(hub.olm(&env).args(["pull", "test/gated-GGUF"]).env("HF_TOKEN", "secret-token"));
+    let output = run(hub
+        .olm(&env)
+        .args(["pull", "test/gated-GGUF"])
+        .env("HF_TOKEN", "secret-token"));
     assert_exit(&output, 0);
     let requests = hub.requests();
-    let downloads: Vec<_> = requests.iter().filter(|r| r["path"].as_str().unwrap_or("").starts_with("/cdn/")).collect();
-    assert!(!downloads.is_empty(), "the file came from the other host: {requests:?}");
-    assert!(downloads.iter().all(|r| r["authorization"].is_null()), "HF_TOKEN leaked to another host: {downloads:?}");
+    let downloads: Vec<_> = requests
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap_or("").starts_with("/cdn/"))
+        .collect();
     assert!(
-        requests.iter().any(|r| r["path"].as_str().unwrap_or("").contains("/resolve/") && r["authorization"].is_string()),
+        !downloads.is_empty(),
+        "the file came from the other host: {requests:?}"
+    );
+    assert!(
+        downloads.iter().all(|r| r["authorization"].is_null()),
+        "HF_TOKEN leaked to another host: {downloads:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r["path"].as_str().unwrap_or("").contains("/resolve/")
+                && r["authorization"].is_string()),
         "the hub itself still got the token: {requests:?}"
     );
 }
-

@@ -15,13 +15,19 @@ struct Block {
 }
 
 fn readme_blocks() -> Vec<Block> {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README.md");
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
     let mut blocks = Vec::new();
     let mut current: Option<Block> = None;
     for line in text.lines() {
         let trimmed = line.trim_start();
         match (&mut current, trimmed.strip_prefix("```")) {
-            (None, Some(info)) => current = Some(Block { info: info.trim().to_owned(), body: String::new() }),
+            (None, Some(info)) => {
+                current = Some(Block {
+                    info: info.trim().to_owned(),
+                    body: String::new(),
+                })
+            }
             (Some(_), Some(_)) => blocks.extend(current.take()),
             (Some(block), None) => {
                 block.body.push_str(line);
@@ -65,11 +71,15 @@ fn every_olm_command_in_the_readme_parses() {
     for block in readme_blocks().iter().filter(|b| b.info.starts_with("sh")) {
         for line in block.body.lines() {
             for command in olm_invocations(line) {
-                let words = shlex::split(&command).unwrap_or_else(|| panic!("unbalanced quotes: {command}"));
+                let words = shlex::split(&command)
+                    .unwrap_or_else(|| panic!("unbalanced quotes: {command}"));
                 if let Err(error) = olm::cli::Cli::try_parse_from(&words) {
                     use clap::error::ErrorKind;
                     assert!(
-                        matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion),
+                        matches!(
+                            error.kind(),
+                            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+                        ),
                         "README command does not parse: {command}\n{error}"
                     );
                 }
@@ -77,7 +87,10 @@ fn every_olm_command_in_the_readme_parses() {
             }
         }
     }
-    assert!(checked >= 25, "only {checked} olm commands found in README.md");
+    assert!(
+        checked >= 25,
+        "only {checked} olm commands found in README.md"
+    );
 }
 
 #[test]
@@ -86,23 +99,55 @@ fn runnable_readme_blocks_work() {
     let work = env.path().join("work");
     std::fs::create_dir_all(work.join("notes")).unwrap();
     std::fs::copy(smollm2(), work.join("model.gguf")).expect("copy test model");
-    std::fs::write(work.join("notes.txt"), "Meeting: ship the release on Friday. Bob writes the changelog.\n").unwrap();
-    std::fs::write(work.join("notes/a.md"), "The cache layout follows Hugging Face.\n").unwrap();
-    std::fs::write(work.join("app.log"), "error: disk full\nwarning: retrying\nerror: disk full\n").unwrap();
+    std::fs::write(
+        work.join("notes.txt"),
+        "Meeting: ship the release on Friday. Bob writes the changelog.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("notes/a.md"),
+        "The cache layout follows Hugging Face.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("app.log"),
+        "error: disk full\nwarning: retrying\nerror: disk full\n",
+    )
+    .unwrap();
     std::fs::write(
         work.join("person.json"),
         r#"{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"}},"required":["name","age"]}"#,
     )
     .unwrap();
-    let import = run(env.olm().arg("pull").arg(work.join("model.gguf")).args(["--name", "qwen-7b"]));
+    let import = run(env
+        .olm()
+        .arg("pull")
+        .arg(work.join("model.gguf"))
+        .args(["--name", "qwen-7b"]));
     assert_exit(&import, 0);
 
-    let olm_dir = Path::new(env!("CARGO_BIN_EXE_olm")).parent().unwrap().to_owned();
-    let path = format!("{}:{}", olm_dir.display(), std::env::var("PATH").unwrap_or_default());
-    let blocks: Vec<_> = readme_blocks().into_iter().filter(|b| b.info == "sh test").collect();
-    assert!(blocks.len() >= 2, "no runnable blocks marked ```sh test in README.md");
+    let olm_dir = Path::new(env!("CARGO_BIN_EXE_olm"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        olm_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let blocks: Vec<_> = readme_blocks()
+        .into_iter()
+        .filter(|b| b.info == "sh test")
+        .collect();
+    assert!(
+        blocks.len() >= 2,
+        "no runnable blocks marked ```sh test in README.md"
+    );
     for block in blocks {
-        let script = format!("set -euo pipefail\ngit init -q . && git add notes.txt\n{}", block.body);
+        let script = format!(
+            "set -euo pipefail\ngit init -q . && git add notes.txt\n{}",
+            block.body
+        );
         let mut command = std::process::Command::new("bash");
         env.olm_env(&mut command)
             .current_dir(&work)

@@ -12,8 +12,13 @@ fn run_json(env: &TestEnv, args: &[&str]) -> Value {
     let output = run(env.olm().arg("run").args(args).arg("--json"));
     assert_exit(&output, 0);
     let text = stdout(&output);
-    assert_eq!(text.lines().count(), 1, "--json prints exactly one line:\n{text}");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{text}"))
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "--json prints exactly one line:\n{text}"
+    );
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{text}"))
 }
 
 #[test]
@@ -26,16 +31,33 @@ fn smollm2_answers_a_question() {
         .args(["--temperature", "0", "-n", "40"]));
     assert_exit(&output, 0);
     let answer = stdout(&output);
-    assert!(answer.chars().any(|c| c.is_ascii_digit()), "expected numbers in: {answer}");
+    assert!(
+        answer.chars().any(|c| c.is_ascii_digit()),
+        "expected numbers in: {answer}"
+    );
     assert!(answer.ends_with('\n'), "the answer ends with a newline");
-    assert!(!stderr(&output).contains("llama"), "llama.cpp logs must be silent: {}", stderr(&output));
+    assert!(
+        !stderr(&output).contains("llama"),
+        "llama.cpp logs must be silent: {}",
+        stderr(&output)
+    );
 }
 
 #[test]
 fn gemma3_answers_a_question() {
     let env = TestEnv::new();
     let model = gemma3();
-    let report = run_json(&env, &[model.to_str().unwrap(), "What is the capital of France?", "-n", "24", "--temperature", "0"]);
+    let report = run_json(
+        &env,
+        &[
+            model.to_str().unwrap(),
+            "What is the capital of France?",
+            "-n",
+            "24",
+            "--temperature",
+            "0",
+        ],
+    );
     let text = report["text"].as_str().expect("text");
     assert!(!text.trim().is_empty(), "gemma3 said nothing: {report}");
     assert!(report["generated_tokens"].as_u64().unwrap() > 0);
@@ -45,7 +67,14 @@ fn gemma3_answers_a_question() {
 fn temperature_zero_is_deterministic() {
     let env = TestEnv::new();
     let model = smollm2();
-    let args = [model.to_str().unwrap(), "Write a sentence about the sea.", "--temperature", "0", "-n", "24"];
+    let args = [
+        model.to_str().unwrap(),
+        "Write a sentence about the sea.",
+        "--temperature",
+        "0",
+        "-n",
+        "24",
+    ];
     let first = run_json(&env, &args);
     let second = run_json(&env, &args);
     assert_eq!(first["text"], second["text"]);
@@ -56,24 +85,55 @@ fn temperature_zero_is_deterministic() {
 fn same_seed_gives_the_same_answer() {
     let env = TestEnv::new();
     let model = smollm2();
-    let args = [model.to_str().unwrap(), "Tell me a story.", "--temperature", "1.0", "--seed", "42", "-n", "24"];
+    let args = [
+        model.to_str().unwrap(),
+        "Tell me a story.",
+        "--temperature",
+        "1.0",
+        "--seed",
+        "42",
+        "-n",
+        "24",
+    ];
     let first = run_json(&env, &args);
     let second = run_json(&env, &args);
-    assert_eq!(first["text"], second["text"], "--seed must make sampling reproducible");
+    assert_eq!(
+        first["text"], second["text"],
+        "--seed must make sampling reproducible"
+    );
 }
 
 #[test]
 fn max_tokens_limits_generation() {
     let env = TestEnv::new();
     let model = smollm2();
-    let report = run_json(&env, &[model.to_str().unwrap(), "Count from 1 to 100.", "-n", "5", "--temperature", "0"]);
+    let report = run_json(
+        &env,
+        &[
+            model.to_str().unwrap(),
+            "Count from 1 to 100.",
+            "-n",
+            "5",
+            "--temperature",
+            "0",
+        ],
+    );
     match report["stop_reason"].as_str() {
         Some("max_tokens") => assert_eq!(report["generated_tokens"], 5, "{report}"),
         Some("eog") => assert!(report["generated_tokens"].as_u64().unwrap() < 5, "{report}"),
         other => panic!("unexpected stop reason {other:?}: {report}"),
     }
-    for field in ["prompt_tokens", "load_ms", "time_to_first_token_ms", "prompt_tokens_per_second", "generation_tokens_per_second"] {
-        assert!(report[field].as_f64().is_some_and(|v| v > 0.0), "{field} missing or zero: {report}");
+    for field in [
+        "prompt_tokens",
+        "load_ms",
+        "time_to_first_token_ms",
+        "prompt_tokens_per_second",
+        "generation_tokens_per_second",
+    ] {
+        assert!(
+            report[field].as_f64().is_some_and(|v| v > 0.0),
+            "{field} missing or zero: {report}"
+        );
     }
 }
 
@@ -83,13 +143,27 @@ fn stdin_is_appended_to_the_prompt() {
     let model = smollm2();
     let mut child = env
         .olm()
-        .args(["run", model.to_str().unwrap(), "Summarize this:", "--verbose-prompt", "-n", "1", "--temperature", "0"])
+        .args([
+            "run",
+            model.to_str().unwrap(),
+            "Summarize this:",
+            "--verbose-prompt",
+            "-n",
+            "1",
+            "--temperature",
+            "0",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn olm");
-    child.stdin.take().unwrap().write_all(b"The quick brown fox.\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"The quick brown fox.\n")
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert_exit(&output, 0);
     assert!(
@@ -105,13 +179,25 @@ fn stdin_alone_is_the_prompt() {
     let model = smollm2();
     let mut child = env
         .olm()
-        .args(["run", model.to_str().unwrap(), "-n", "8", "--temperature", "0"])
+        .args([
+            "run",
+            model.to_str().unwrap(),
+            "-n",
+            "8",
+            "--temperature",
+            "0",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn olm");
-    child.stdin.take().unwrap().write_all(b"Say hello.").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Say hello.")
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert_exit(&output, 0);
     assert!(!stdout(&output).trim().is_empty());
@@ -129,7 +215,15 @@ fn schema_output_parses_and_has_required_keys() {
     .unwrap();
     let output = run(env
         .olm()
-        .args(["run", model.to_str().unwrap(), "Invent a person.", "--temperature", "0", "-n", "200"])
+        .args([
+            "run",
+            model.to_str().unwrap(),
+            "Invent a person.",
+            "--temperature",
+            "0",
+            "-n",
+            "200",
+        ])
         .arg("--schema")
         .arg(&schema));
     assert_exit(&output, 0);
@@ -143,9 +237,17 @@ fn schema_output_parses_and_has_required_keys() {
 fn format_json_gives_a_json_object() {
     let env = TestEnv::new();
     let model = smollm2();
-    let output = run(env
-        .olm()
-        .args(["run", model.to_str().unwrap(), "Describe a cat as JSON.", "--format", "json", "-n", "200", "--seed", "1"]));
+    let output = run(env.olm().args([
+        "run",
+        model.to_str().unwrap(),
+        "Describe a cat as JSON.",
+        "--format",
+        "json",
+        "-n",
+        "200",
+        "--seed",
+        "1",
+    ]));
     assert_exit(&output, 0);
     let value: Value = serde_json::from_str(&stdout(&output))
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(&output)));
@@ -168,7 +270,11 @@ fn smollm2_chat_template_renders_system_and_user() {
     ]));
     assert_exit(&output, 0);
     let expected = "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n";
-    assert!(stderr(&output).contains(expected), "rendered prompt:\n{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(expected),
+        "rendered prompt:\n{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -176,7 +282,14 @@ fn smollm2_template_adds_its_default_system_prompt() {
     // SmolLM2's Jinja template inserts a system message when none is given;
     // llama.cpp's built-in ChatML matcher would not.
     let env = TestEnv::new();
-    let output = run(env.olm().args(["run", smollm2().to_str().unwrap(), "Hi", "--verbose-prompt", "-n", "1"]));
+    let output = run(env.olm().args([
+        "run",
+        smollm2().to_str().unwrap(),
+        "Hi",
+        "--verbose-prompt",
+        "-n",
+        "1",
+    ]));
     assert_exit(&output, 0);
     assert!(
         stderr(&output).contains("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>"),
@@ -188,7 +301,14 @@ fn smollm2_template_adds_its_default_system_prompt() {
 #[test]
 fn gemma3_without_embedded_template_uses_the_gemma_format() {
     let env = TestEnv::new();
-    let output = run(env.olm().args(["run", gemma3().to_str().unwrap(), "Hi", "--verbose-prompt", "-n", "1"]));
+    let output = run(env.olm().args([
+        "run",
+        gemma3().to_str().unwrap(),
+        "Hi",
+        "--verbose-prompt",
+        "-n",
+        "1",
+    ]));
     assert_exit(&output, 0);
     assert!(
         stderr(&output).contains("<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"),
@@ -201,7 +321,13 @@ fn gemma3_without_embedded_template_uses_the_gemma_format() {
 fn input_longer_than_the_context_is_an_error_not_truncated() {
     let env = TestEnv::new();
     let long_prompt = "word ".repeat(600);
-    let output = run(env.olm().args(["run", smollm2().to_str().unwrap(), &long_prompt, "-c", "256"]));
+    let output = run(env.olm().args([
+        "run",
+        smollm2().to_str().unwrap(),
+        &long_prompt,
+        "-c",
+        "256",
+    ]));
     assert_exit(&output, 1);
     let err = stderr(&output);
     assert!(err.starts_with("error: "), "{err}");
@@ -225,7 +351,11 @@ fn missing_model_file_exits_3() {
     let env = TestEnv::new();
     let output = run(env.olm().args(["run", "/nonexistent/model.gguf", "hi"]));
     assert_exit(&output, 3);
-    assert!(stderr(&output).starts_with("error: no such file"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).starts_with("error: no such file"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -244,7 +374,11 @@ fn usage_errors_exit_2() {
     ] {
         let output = run(env.olm().args(&args));
         assert_exit(&output, 2);
-        assert!(stderr(&output).contains("error:"), "{args:?}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("error:"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
     }
 }
 
@@ -253,9 +387,16 @@ fn invalid_schema_exits_2() {
     let env = TestEnv::new();
     let schema = env.path().join("bad.json");
     std::fs::write(&schema, "{ not json").unwrap();
-    let output = run(env.olm().args(["run", smollm2().to_str().unwrap(), "hi", "--schema"]).arg(&schema));
+    let output = run(env
+        .olm()
+        .args(["run", smollm2().to_str().unwrap(), "hi", "--schema"])
+        .arg(&schema));
     assert_exit(&output, 2);
-    assert!(stderr(&output).contains("not valid JSON"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("not valid JSON"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -268,14 +409,33 @@ fn closed_pipe_ends_quietly() {
     );
     let output = run(env.olm_env(std::process::Command::new("bash").args(["-c", &script])));
     assert_exit(&output, 0);
-    assert_eq!(stdout(&output).trim(), "status=0", "stderr: {}", stderr(&output));
-    assert!(stderr(&output).is_empty(), "no error on a closed pipe: {}", stderr(&output));
+    assert_eq!(
+        stdout(&output).trim(),
+        "status=0",
+        "stderr: {}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).is_empty(),
+        "no error on a closed pipe: {}",
+        stderr(&output)
+    );
 }
 
 #[test]
 fn raw_prompt_skips_the_template() {
     let env = TestEnv::new();
-    let output = run(env.olm().args(["run", smollm2().to_str().unwrap(), "--raw", "The capital of France is", "--verbose-prompt", "-n", "4", "--temperature", "0"]));
+    let output = run(env.olm().args([
+        "run",
+        smollm2().to_str().unwrap(),
+        "--raw",
+        "The capital of France is",
+        "--verbose-prompt",
+        "-n",
+        "4",
+        "--temperature",
+        "0",
+    ]));
     assert_exit(&output, 0);
     let err = stderr(&output);
     assert!(err.contains("The capital of France is\n---"), "{err}");

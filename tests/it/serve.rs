@@ -29,7 +29,11 @@ impl Server {
         let mut child = env
             .olm()
             .args(["serve", "--port", "0"])
-            .args(if args.contains(&"-c") { &[][..] } else { &["-c", "512"][..] })
+            .args(if args.contains(&"-c") {
+                &[][..]
+            } else {
+                &["-c", "512"][..]
+            })
             .arg(&model)
             .args(args)
             .stdout(Stdio::null())
@@ -49,7 +53,11 @@ impl Server {
         };
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Self { child, port, _env: env }
+        Self {
+            child,
+            port,
+            _env: env,
+        }
     }
 
     /// Poll `/metrics` until it has every line in `wanted` (the generation
@@ -58,10 +66,16 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let metrics = self.get("/metrics").body;
-            if wanted.iter().all(|line| metrics.lines().any(|have| have == *line)) {
+            if wanted
+                .iter()
+                .all(|line| metrics.lines().any(|have| have == *line))
+            {
                 return;
             }
-            assert!(Instant::now() < deadline, "expected {wanted:?} in:\n{metrics}");
+            assert!(
+                Instant::now() < deadline,
+                "expected {wanted:?} in:\n{metrics}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -103,11 +117,15 @@ struct Reply {
 
 impl Reply {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
     }
 
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
     }
 }
 
@@ -122,16 +140,30 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &st
 
 fn connect(port: u16) -> TcpStream {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to olm serve");
-    stream.set_read_timeout(Some(Duration::from_secs(120))).expect("set timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("set timeout");
     stream
 }
 
-fn send_request(stream: &mut TcpStream, method: &str, path: &str, headers: &[(&str, &str)], body: &str) {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+fn send_request(
+    stream: &mut TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
-    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
         request.push_str("Content-Type: application/json\r\n");
     }
     request.push_str("\r\n");
@@ -152,17 +184,27 @@ fn parse_reply(raw: &[u8]) -> Reply {
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
         .collect();
-    let chunked = headers
-        .iter()
-        .any(|(name, value)| name.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
-    Reply { status, headers, body }
+    let chunked = headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if size == 0 || rest.len() < size {
             break;
         }
@@ -174,7 +216,10 @@ fn dechunk(mut body: &str) -> String {
 
 /// The `data:` payloads of a server-sent event stream.
 fn sse_events(body: &str) -> Vec<String> {
-    body.lines().filter_map(|line| line.strip_prefix("data: ")).map(str::to_owned).collect()
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
 }
 
 fn chat_body(content: &str, max_tokens: u32, stream: bool) -> Value {
@@ -191,11 +236,20 @@ fn chat_body(content: &str, max_tokens: u32, stream: bool) -> Value {
 fn streamed_chat_text(reply: &Reply) -> String {
     assert_eq!(reply.status, 200, "{}", reply.body);
     let events = sse_events(&reply.body);
-    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{}", reply.body);
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{}",
+        reply.body
+    );
     events[..events.len() - 1]
         .iter()
         .map(|event| serde_json::from_str::<Value>(event).expect("chunk is JSON"))
-        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect()
 }
 
@@ -205,31 +259,68 @@ fn openai_chat_completions_models_and_json_schema() {
 
     let models = server.get("/v1/models").json();
     assert_eq!(models["object"], "list");
-    assert!(models["data"].as_array().unwrap().iter().any(|model| model["id"] == MODEL), "{models}");
+    assert!(
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|model| model["id"] == MODEL),
+        "{models}"
+    );
 
-    let reply = server.post("/v1/chat/completions", &chat_body("Name three colors.", 16, false));
+    let reply = server.post(
+        "/v1/chat/completions",
+        &chat_body("Name three colors.", 16, false),
+    );
     assert_eq!(reply.status, 200, "{}", reply.body);
     let answer = reply.json();
     assert_eq!(answer["object"], "chat.completion");
-    assert!(!answer["choices"][0]["message"]["content"].as_str().unwrap().is_empty(), "{answer}");
-    assert!(answer["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "{answer}");
-    assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() <= 16, "{answer}");
+    assert!(
+        !answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty(),
+        "{answer}"
+    );
+    assert!(
+        answer["usage"]["prompt_tokens"].as_u64().unwrap() > 0,
+        "{answer}"
+    );
+    assert!(
+        answer["usage"]["completion_tokens"].as_u64().unwrap() <= 16,
+        "{answer}"
+    );
 
     let mut body = chat_body("Name three colors.", 16, true);
     body["stream_options"] = json!({"include_usage": true});
     let reply = server.post("/v1/chat/completions", &body);
     assert_eq!(reply.header("content-type"), Some("text/event-stream"));
     let streamed = streamed_chat_text(&reply);
-    assert_eq!(streamed, answer["choices"][0]["message"]["content"], "greedy: stream and non-stream agree");
+    assert_eq!(
+        streamed, answer["choices"][0]["message"]["content"],
+        "greedy: stream and non-stream agree"
+    );
     let events = sse_events(&reply.body);
     let usage: Value = serde_json::from_str(&events[events.len() - 2]).expect("usage chunk");
-    assert_eq!(usage["usage"]["completion_tokens"], answer["usage"]["completion_tokens"], "{usage}");
+    assert_eq!(
+        usage["usage"]["completion_tokens"], answer["usage"]["completion_tokens"],
+        "{usage}"
+    );
 
-    let reply = server.post("/v1/completions", &json!({"model": MODEL, "prompt": "The sky is", "max_tokens": 8, "temperature": 0}));
+    let reply = server.post(
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "The sky is", "max_tokens": 8, "temperature": 0}),
+    );
     assert_eq!(reply.status, 200, "{}", reply.body);
     let completion = reply.json();
     assert_eq!(completion["object"], "text_completion");
-    assert!(!completion["choices"][0]["text"].as_str().unwrap().is_empty(), "{completion}");
+    assert!(
+        !completion["choices"][0]["text"]
+            .as_str()
+            .unwrap()
+            .is_empty(),
+        "{completion}"
+    );
 
     let mut body = chat_body("Describe a person as JSON.", 64, false);
     body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "person", "schema": {
@@ -237,9 +328,16 @@ fn openai_chat_completions_models_and_json_schema() {
     }}});
     let reply = server.post("/v1/chat/completions", &body);
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let content = reply.json()["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
-    let person: Value = serde_json::from_str(&content).unwrap_or_else(|error| panic!("not JSON ({error}): {content}"));
-    assert!(person["name"].is_string() && person["age"].is_i64(), "{person}");
+    let content = reply.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let person: Value = serde_json::from_str(&content)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {content}"));
+    assert!(
+        person["name"].is_string() && person["age"].is_i64(),
+        "{person}"
+    );
 }
 
 #[test]
@@ -251,18 +349,28 @@ fn ollama_chat_generate_tags_show_ps_version() {
     }));
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.header("content-type"), Some("application/x-ndjson"));
-    let lines: Vec<Value> = reply.body.lines().map(|line| serde_json::from_str(line).expect("NDJSON line")).collect();
+    let lines: Vec<Value> = reply
+        .body
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("NDJSON line"))
+        .collect();
     let last = lines.last().expect("at least one line");
     assert_eq!(last["done"], true, "{last}");
     assert!(last["eval_count"].as_u64().unwrap() > 0, "{last}");
-    let text: String = lines.iter().filter_map(|line| line["message"]["content"].as_str()).collect();
+    let text: String = lines
+        .iter()
+        .filter_map(|line| line["message"]["content"].as_str())
+        .collect();
     assert!(!text.is_empty(), "{}", reply.body);
 
     let reply = server.post("/api/generate", &json!({"model": MODEL, "prompt": "Say hello.", "stream": false, "options": {"num_predict": 8}}));
     assert_eq!(reply.status, 200, "{}", reply.body);
     let generated = reply.json();
     assert_eq!(generated["done"], true);
-    assert!(!generated["response"].as_str().unwrap().is_empty(), "{generated}");
+    assert!(
+        !generated["response"].as_str().unwrap().is_empty(),
+        "{generated}"
+    );
 
     let tags = server.get("/api/tags").json();
     assert_eq!(tags["models"][0]["name"], MODEL, "{tags}");
@@ -270,11 +378,17 @@ fn ollama_chat_generate_tags_show_ps_version() {
 
     let show = server.post("/api/show", &json!({"model": MODEL})).json();
     assert_eq!(show["details"]["quantization_level"], "Q4_1", "{show}");
-    assert!(show["template"].as_str().unwrap().contains("im_start"), "{show}");
+    assert!(
+        show["template"].as_str().unwrap().contains("im_start"),
+        "{show}"
+    );
 
     let ps = server.get("/api/ps").json();
     assert_eq!(ps["models"][0]["name"], MODEL, "{ps}");
-    assert_eq!(server.get("/api/version").json()["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        server.get("/api/version").json()["version"],
+        env!("CARGO_PKG_VERSION")
+    );
     assert_eq!(server.get("/health").status, 200);
 }
 
@@ -288,8 +402,19 @@ fn eight_concurrent_streams_on_four_sequences_all_finish() {
         .map(|index| {
             let host = host.clone();
             std::thread::spawn(move || {
-                let body = chat_body(&format!("Write a sentence about the number {index}."), 24, true).to_string();
-                http(port, "POST", "/v1/chat/completions", &[("Host", &host)], &body)
+                let body = chat_body(
+                    &format!("Write a sentence about the number {index}."),
+                    24,
+                    true,
+                )
+                .to_string();
+                http(
+                    port,
+                    "POST",
+                    "/v1/chat/completions",
+                    &[("Host", &host)],
+                    &body,
+                )
             })
         })
         .collect();
@@ -310,33 +435,63 @@ fn bad_requests_get_their_status_in_each_api_shape() {
 
     let reply = server.request("POST", "/v1/chat/completions", &[], "{\"model\": ");
     assert_eq!(reply.status, 400, "{}", reply.body);
-    assert!(reply.json()["error"]["message"].is_string(), "OpenAI shape: {}", reply.body);
+    assert!(
+        reply.json()["error"]["message"].is_string(),
+        "OpenAI shape: {}",
+        reply.body
+    );
     let reply = server.request("POST", "/api/chat", &[], "not json");
     assert_eq!(reply.status, 400);
-    assert!(reply.json()["error"].is_string(), "Ollama shape: {}", reply.body);
+    assert!(
+        reply.json()["error"].is_string(),
+        "Ollama shape: {}",
+        reply.body
+    );
 
     let mut unknown = chat_body("hi", 4, false);
     unknown["model"] = json!("no-such-model");
     assert_eq!(server.post("/v1/chat/completions", &unknown).status, 404);
-    assert_eq!(server.post("/api/show", &json!({"model": "no-such-model"})).status, 404);
+    assert_eq!(
+        server
+            .post("/api/show", &json!({"model": "no-such-model"}))
+            .status,
+        404
+    );
     for path in ["/etc/passwd", "../../x", smollm2().to_str().unwrap()] {
         unknown["model"] = json!(path);
         let status = server.post("/v1/chat/completions", &unknown).status;
-        assert!(status == 400 || status == 404, "a path as model must be refused: {path} -> {status}");
+        assert!(
+            status == 400 || status == 404,
+            "a path as model must be refused: {path} -> {status}"
+        );
     }
 
-    for bad in [json!({"max_tokens": 0}), json!({"temperature": -1}), json!({"messages": "x"}), json!({"messages": []}), json!({"n": 3})] {
+    for bad in [
+        json!({"max_tokens": 0}),
+        json!({"temperature": -1}),
+        json!({"messages": "x"}),
+        json!({"messages": []}),
+        json!({"n": 3}),
+    ] {
         let mut body = chat_body("hi", 4, false);
         for (key, value) in bad.as_object().unwrap() {
             body[key] = value.clone();
         }
-        assert_eq!(server.post("/v1/chat/completions", &body).status, 400, "{bad}");
+        assert_eq!(
+            server.post("/v1/chat/completions", &body).status,
+            400,
+            "{bad}"
+        );
     }
 
     let long_prompt = "word ".repeat(2000);
     let reply = server.post("/v1/chat/completions", &chat_body(&long_prompt, 4, false));
     assert_eq!(reply.status, 400, "{}", reply.body);
-    assert!(reply.body.contains("context length exceeded"), "{}", reply.body);
+    assert!(
+        reply.body.contains("context length exceeded"),
+        "{}",
+        reply.body
+    );
 
     // 413 from Content-Length alone, before the body is read.
     let mut stream = connect(server.port);
@@ -352,27 +507,68 @@ fn bad_requests_get_their_status_in_each_api_shape() {
 #[test]
 fn foreign_hosts_and_origins_are_refused() {
     let server = Server::start(&["--cors-origin", "http://localhost:3000"]);
-    for host in ["evil.example:11435", "127.0.0.1.nip.io", "attacker.localhost", ":11435"] {
+    for host in [
+        "evil.example:11435",
+        "127.0.0.1.nip.io",
+        "attacker.localhost",
+        ":11435",
+    ] {
         let reply = http(server.port, "GET", "/health", &[("Host", host)], "");
         assert_eq!(reply.status, 403, "Host {host}");
     }
-    for host in [format!("localhost:{}", server.port), format!("[::1]:{}", server.port)] {
-        assert_eq!(http(server.port, "GET", "/health", &[("Host", &host)], "").status, 200, "Host {host}");
+    for host in [
+        format!("localhost:{}", server.port),
+        format!("[::1]:{}", server.port),
+    ] {
+        assert_eq!(
+            http(server.port, "GET", "/health", &[("Host", &host)], "").status,
+            200,
+            "Host {host}"
+        );
     }
 
-    let simple = [("Origin", "https://evil.example"), ("Content-Type", "text/plain")];
-    let reply = server.request("POST", "/v1/chat/completions", &simple, &chat_body("hi", 4, false).to_string());
+    let simple = [
+        ("Origin", "https://evil.example"),
+        ("Content-Type", "text/plain"),
+    ];
+    let reply = server.request(
+        "POST",
+        "/v1/chat/completions",
+        &simple,
+        &chat_body("hi", 4, false).to_string(),
+    );
     assert_eq!(reply.status, 403, "{}", reply.body);
-    let preflight = server.request("OPTIONS", "/v1/chat/completions", &[("Origin", "https://evil.example")], "");
+    let preflight = server.request(
+        "OPTIONS",
+        "/v1/chat/completions",
+        &[("Origin", "https://evil.example")],
+        "",
+    );
     assert_eq!(preflight.status, 403);
     assert_eq!(preflight.header("access-control-allow-origin"), None);
 
-    let allowed = server.request("OPTIONS", "/v1/chat/completions", &[("Origin", "http://localhost:3000")], "");
+    let allowed = server.request(
+        "OPTIONS",
+        "/v1/chat/completions",
+        &[("Origin", "http://localhost:3000")],
+        "",
+    );
     assert_eq!(allowed.status, 204);
-    assert_eq!(allowed.header("access-control-allow-origin"), Some("http://localhost:3000"));
-    let reply = server.request("GET", "/v1/models", &[("Origin", "http://localhost:3000")], "");
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
+    let reply = server.request(
+        "GET",
+        "/v1/models",
+        &[("Origin", "http://localhost:3000")],
+        "",
+    );
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.header("access-control-allow-origin"), Some("http://localhost:3000"));
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
 }
 
 /// T-D1: with a key, every route but /health needs it.
@@ -388,18 +584,39 @@ fn api_key_is_required_on_every_route_but_health() {
     ] {
         let reply = server.request("GET", path, &headers, "");
         assert_eq!(reply.status, 401, "{path} {headers:?}");
-        assert!(reply.json()["error"].is_object() || path.starts_with("/api/"), "{}", reply.body);
+        assert!(
+            reply.json()["error"].is_object() || path.starts_with("/api/"),
+            "{}",
+            reply.body
+        );
     }
-    assert_eq!(server.request("GET", "/v1/models", &[("Authorization", "Bearer sesame")], "").status, 200);
+    assert_eq!(
+        server
+            .request(
+                "GET",
+                "/v1/models",
+                &[("Authorization", "Bearer sesame")],
+                ""
+            )
+            .status,
+        200
+    );
     assert_eq!(server.get("/health").status, 200);
 }
 
 #[test]
 fn network_bind_without_a_key_is_refused() {
     let env = TestEnv::new();
-    let output = crate::common::run(env.olm().args(["serve", "--host", "0.0.0.0", "--port", "0"]));
+    let output = crate::common::run(
+        env.olm()
+            .args(["serve", "--host", "0.0.0.0", "--port", "0"]),
+    );
     crate::common::assert_exit(&output, 2);
-    assert!(crate::common::stderr(&output).contains("API key"), "{}", crate::common::stderr(&output));
+    assert!(
+        crate::common::stderr(&output).contains("API key"),
+        "{}",
+        crate::common::stderr(&output)
+    );
 }
 
 /// T-E4: beyond the sequences and the queue, 503 with Retry-After at once.
@@ -407,7 +624,12 @@ fn network_bind_without_a_key_is_refused() {
 fn full_queue_answers_503_with_retry_after() {
     let server = Server::start(&["--parallel", "1", "--max-queue", "1"]);
     // Load the model first, so all requests below meet a running scheduler.
-    assert_eq!(server.post("/v1/chat/completions", &chat_body("hi", 1, false)).status, 200);
+    assert_eq!(
+        server
+            .post("/v1/chat/completions", &chat_body("hi", 1, false))
+            .status,
+        200
+    );
     let port = server.port;
     let host = server.host();
     let clients: Vec<_> = (0..5)
@@ -415,17 +637,32 @@ fn full_queue_answers_503_with_retry_after() {
             let host = host.clone();
             std::thread::spawn(move || {
                 let body = chat_body("Count to one hundred.", 48, false).to_string();
-                http(port, "POST", "/v1/chat/completions", &[("Host", &host)], &body)
+                http(
+                    port,
+                    "POST",
+                    "/v1/chat/completions",
+                    &[("Host", &host)],
+                    &body,
+                )
             })
         })
         .collect();
-    let replies: Vec<Reply> = clients.into_iter().map(|client| client.join().expect("client")).collect();
+    let replies: Vec<Reply> = clients
+        .into_iter()
+        .map(|client| client.join().expect("client"))
+        .collect();
     let busy: Vec<&Reply> = replies.iter().filter(|reply| reply.status == 503).collect();
     let served = replies.iter().filter(|reply| reply.status == 200).count();
     assert!(!busy.is_empty(), "expected some 503: {replies:?}");
-    assert!(served >= 2, "one running plus one queued are served: {replies:?}");
+    assert!(
+        served >= 2,
+        "one running plus one queued are served: {replies:?}"
+    );
     assert_eq!(busy[0].header("retry-after"), Some("1"));
-    assert!(busy[0].json()["error"]["message"].as_str().unwrap().contains("busy"));
+    assert!(busy[0].json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("busy"));
 }
 
 /// T-E3: a client that goes away frees its sequence; the next request runs.
@@ -435,17 +672,32 @@ fn disconnected_client_frees_its_sequence() {
     let mut stream = connect(server.port);
     let body = json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 1900, "stream": true, "temperature": 1.0, "seed": 1}).to_string();
     let host = server.host();
-    send_request(&mut stream, "POST", "/v1/completions", &[("Host", &host)], &body);
+    send_request(
+        &mut stream,
+        "POST",
+        "/v1/completions",
+        &[("Host", &host)],
+        &body,
+    );
     let mut first = [0u8; 256];
     let read = stream.read(&mut first).expect("first bytes of the stream");
-    assert!(String::from_utf8_lossy(&first[..read]).contains("200"), "stream started");
+    assert!(
+        String::from_utf8_lossy(&first[..read]).contains("200"),
+        "stream started"
+    );
     drop(stream);
 
     let started = Instant::now();
     let reply = server.post("/v1/chat/completions", &chat_body("hi", 4, false));
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert!(started.elapsed() < Duration::from_secs(15), "the slot was not freed: {:?}", started.elapsed());
-    server.wait_for_metrics(&[&format!("olm_requests_cancelled_total{{model=\"{MODEL}\"}} 1")]);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the slot was not freed: {:?}",
+        started.elapsed()
+    );
+    server.wait_for_metrics(&[&format!(
+        "olm_requests_cancelled_total{{model=\"{MODEL}\"}} 1"
+    )]);
 }
 
 /// T-E6: SIGTERM lets the server finish and exit 0.
@@ -461,7 +713,10 @@ fn sigterm_exits_zero() {
         if let Some(status) = server.child.try_wait().expect("wait") {
             break status;
         }
-        assert!(Instant::now() < deadline, "olm serve did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "olm serve did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0), "{status:?}");
@@ -478,7 +733,9 @@ fn python_openai_and_ollama_clients() {
             let venv = std::path::Path::new(&home).join(".cache/olm/python-venv/bin/python");
             venv.is_file().then_some(venv)
         })
-        .expect("no Python with the openai and ollama clients: run scripts/setup-python-clients.sh");
+        .expect(
+            "no Python with the openai and ollama clients: run scripts/setup-python-clients.sh",
+        );
     let server = Server::start(&["--parallel", "2"]);
     let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
     let output = std::process::Command::new(python)
@@ -503,14 +760,33 @@ fn python_openai_and_ollama_clients() {
 #[test]
 fn a_repeated_prompt_reuses_the_cached_prefix() {
     let server = Server::start(&[]);
-    let first = server.post("/v1/chat/completions", &chat_body("Tell me about the moon.", 8, false));
+    let first = server.post(
+        "/v1/chat/completions",
+        &chat_body("Tell me about the moon.", 8, false),
+    );
     assert_eq!(first.status, 200, "{}", first.body);
     let first = first.json();
-    assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0, "{first}");
-    let second = server.post("/v1/chat/completions", &chat_body("Tell me about the moon.", 8, false)).json();
+    assert_eq!(
+        first["usage"]["prompt_tokens_details"]["cached_tokens"], 0,
+        "{first}"
+    );
+    let second = server
+        .post(
+            "/v1/chat/completions",
+            &chat_body("Tell me about the moon.", 8, false),
+        )
+        .json();
     let prompt_tokens = second["usage"]["prompt_tokens"].as_u64().unwrap();
-    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
-    assert_eq!(cached, prompt_tokens - 1, "all but the last prompt token come from the cache: {second}");
-    assert_eq!(second["choices"][0]["message"]["content"], first["choices"][0]["message"]["content"], "same greedy answer");
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        cached,
+        prompt_tokens - 1,
+        "all but the last prompt token come from the cache: {second}"
+    );
+    assert_eq!(
+        second["choices"][0]["message"]["content"], first["choices"][0]["message"]["content"],
+        "same greedy answer"
+    );
 }
-

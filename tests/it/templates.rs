@@ -22,7 +22,8 @@ fn with_template(original: &Path, template: &str, dir: &Path) -> PathBuf {
     let path = dir.join("hostile-template.gguf");
     let mut out = std::fs::File::create(&path).expect("create model copy");
     out.write_all(&header).unwrap();
-    out.write_all(&weights[file.data_offset as usize..]).unwrap();
+    out.write_all(&weights[file.data_offset as usize..])
+        .unwrap();
     path
 }
 
@@ -34,13 +35,24 @@ fn assert_template_rejected_fast(template: &str) {
     let elapsed = started.elapsed();
     assert_exit(&output, 1);
     let err = stderr(&output);
-    assert!(err.starts_with("error: ") && err.contains("chat template"), "{err}");
-    assert!(err.contains("--chat-template"), "a way out is offered: {err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("chat template"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--chat-template"),
+        "a way out is offered: {err}"
+    );
     assert!(stdout(&output).is_empty());
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
 
     // The way out works: a built-in template instead of the embedded one.
-    let output = run(env.olm().arg("run").arg(&model).args(["hi", "-n", "4", "--chat-template", "chatml"]));
+    let output =
+        run(env
+            .olm()
+            .arg("run")
+            .arg(&model)
+            .args(["hi", "-n", "4", "--chat-template", "chatml"]));
     assert_exit(&output, 0);
 }
 
@@ -58,5 +70,9 @@ fn t_a7_gigabyte_template_output_fails_fast() {
 
 #[test]
 fn t_a7_deeply_nested_expression_fails_fast() {
-    assert_template_rejected_fast(&format!("{{{{ {}1{} }}}}", "(".repeat(10_000), ")".repeat(10_000)));
+    assert_template_rejected_fast(&format!(
+        "{{{{ {}1{} }}}}",
+        "(".repeat(10_000),
+        ")".repeat(10_000)
+    ));
 }

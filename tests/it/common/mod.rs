@@ -6,7 +6,9 @@ use std::process::{Command, Output, Stdio};
 
 /// The repository's `tests/models` directory (filled by `scripts/fetch-test-models.sh`).
 pub fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("models")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("models")
 }
 
 /// SmolLM2-135M-Instruct Q4_1: llama arch, with a chat template.
