@@ -230,19 +230,24 @@ fn read_schema(path: &Path) -> anyhow::Result<String> {
 }
 
 pub(super) fn load_options(args: &GenerationArgs) -> anyhow::Result<LoadOptions> {
-    let chat_template = match &args.chat_template {
-        None => None,
-        Some(value) if Path::new(value).is_file() => {
-            let text = std::fs::read_to_string(value)
-                .with_context(|| format!("cannot read chat template {value}"))?;
-            Some(TemplateSource::Jinja(text))
-        }
-        Some(name) => Some(TemplateSource::Builtin(name.clone())),
-    };
     Ok(LoadOptions {
         gpu_layers: args.gpu_layers,
-        chat_template,
+        chat_template: chat_template(args.chat_template.as_deref())?,
     })
+}
+
+/// `--chat-template FILE|NAME`: a Jinja file when the path exists, else a
+/// llama.cpp built-in template name.
+pub(super) fn chat_template(value: Option<&str>) -> anyhow::Result<Option<TemplateSource>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    if !Path::new(value).is_file() {
+        return Ok(Some(TemplateSource::Builtin(value.to_owned())));
+    }
+    let text = std::fs::read_to_string(value)
+        .with_context(|| format!("cannot read chat template {value}"))?;
+    Ok(Some(TemplateSource::Jinja(text)))
 }
 
 fn report_end(printer: &Printer, args: &GenerationArgs, stats: &Stats, n_ctx: u32) {

@@ -6,11 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
-
 use super::UsageError;
 use crate::cli::ServeArgs;
-use crate::engine::{self, LoadOptions, SchedulerOptions, TemplateSource};
+use crate::engine::{self, LoadOptions, SchedulerOptions};
 use crate::server::{self, is_loopback, is_wildcard, AccessPolicy, ModelSettings, ServerConfig};
 use crate::store::ModelRef;
 use crate::ui::Printer;
@@ -106,17 +104,8 @@ fn file_stem(path: &Path) -> String {
 }
 
 fn load_options(args: &ServeArgs) -> anyhow::Result<LoadOptions> {
-    let chat_template = match &args.chat_template {
-        None => None,
-        Some(value) if Path::new(value).is_file() => {
-            let text = std::fs::read_to_string(value)
-                .with_context(|| format!("cannot read chat template {value}"))?;
-            Some(TemplateSource::Jinja(text))
-        }
-        Some(name) => Some(TemplateSource::Builtin(name.clone())),
-    };
     Ok(LoadOptions {
         gpu_layers: args.gpu_layers,
-        chat_template,
+        chat_template: super::run::chat_template(args.chat_template.as_deref())?,
     })
 }

@@ -4,15 +4,13 @@
 //! Generation can also run several sequences at once in one batch per step,
 //! which is how a batching server decodes.
 
-use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
-use super::{backend, EngineError, Model};
+use super::{ContextShape, EngineError, Model};
 
 /// Context settings for a benchmark.
 #[derive(Debug, Clone, Copy)]
@@ -38,21 +36,13 @@ pub struct BenchContext<'model> {
 impl Model {
     /// A context for [`BenchContext::prompt`] and [`BenchContext::generate`].
     pub fn bench_context(&self, params: BenchParams) -> Result<BenchContext<'_>, EngineError> {
-        let threads = i32::try_from(params.threads.max(1)).unwrap_or(i32::MAX);
-        let context_params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(params.n_ctx.max(1)))
-            .with_n_batch(params.n_batch.max(1))
-            .with_n_ubatch(params.n_ubatch.clamp(1, params.n_batch.max(1)))
-            .with_n_seq_max(params.sequences.max(1))
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads);
-        let context = self
-            .inner
-            .new_context(backend()?, context_params)
-            .map_err(|error| EngineError::Context {
-                n_ctx: params.n_ctx,
-                reason: error.to_string(),
-            })?;
+        let context = self.create_context(ContextShape {
+            n_ctx: params.n_ctx,
+            n_batch: params.n_batch,
+            n_ubatch: params.n_ubatch,
+            sequences: params.sequences,
+            threads: params.threads,
+        })?;
         let vocab = self.inner.vocab();
         let bos = vocab.should_add_bos().then(|| vocab.bos());
         let capacity = params.n_batch.max(params.sequences).max(1) as usize;

@@ -7,11 +7,9 @@
 //! new. The loop allocates nothing per token: the batch, the piece buffer and
 //! the text buffers are reused.
 
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
@@ -19,7 +17,7 @@ use serde::Serialize;
 
 use super::sampling::{build_sampler, Constraint, SamplingConfig};
 use super::text::{StopMatcher, StopScan, Utf8Joiner};
-use super::{backend, EngineError, Model, PromptTokens};
+use super::{ContextShape, EngineError, Model, PromptTokens};
 
 /// How to create a session's context.
 #[derive(Debug, Clone)]
@@ -119,21 +117,13 @@ impl<'model> Session<'model> {
     pub(super) fn new(model: &'model Model, options: &SessionOptions) -> Result<Self, EngineError> {
         let n_ctx = options.n_ctx.max(1);
         let n_batch = options.n_batch.clamp(1, n_ctx);
-        let threads = i32::try_from(options.threads.max(1)).unwrap_or(i32::MAX);
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx))
-            .with_n_batch(n_batch)
-            .with_n_ubatch(n_batch.min(512))
-            .with_n_seq_max(1)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads);
-        let context = model
-            .inner
-            .new_context(backend()?, params)
-            .map_err(|error| EngineError::Context {
-                n_ctx,
-                reason: error.to_string(),
-            })?;
+        let context = model.create_context(ContextShape {
+            n_ctx,
+            n_batch,
+            n_ubatch: 512,
+            sequences: 1,
+            threads: options.threads,
+        })?;
         let n_ctx = context.n_ctx();
         Ok(Self {
             model,

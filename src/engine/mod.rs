@@ -139,6 +139,18 @@ pub struct LoadOptions {
     pub chat_template: Option<TemplateSource>,
 }
 
+/// Size and threading of a llama.cpp context. Every context olm creates goes
+/// through [`Model::create_context`], so all of them are set up alike.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ContextShape {
+    pub n_ctx: u32,
+    pub n_batch: u32,
+    pub n_ubatch: u32,
+    /// Sequences with separate KV ranges (llama.cpp's `n_seq_max`).
+    pub sequences: u32,
+    pub threads: u32,
+}
+
 /// A prompt: either a conversation rendered with the chat template, or raw text.
 #[derive(Debug, Clone)]
 pub enum Prompt {
@@ -290,6 +302,30 @@ impl Model {
             return Err(EngineError::EmptyPrompt);
         }
         Ok(PromptTokens { tokens })
+    }
+
+    /// A llama.cpp context of `shape`; sizes are clamped to what llama.cpp accepts.
+    pub(crate) fn create_context(
+        &self,
+        shape: ContextShape,
+    ) -> Result<llama_cpp_2::context::LlamaContext<'_>, EngineError> {
+        let n_ctx = shape.n_ctx.max(1);
+        let n_batch = shape.n_batch.max(1);
+        let threads = i32::try_from(shape.threads.max(1)).unwrap_or(i32::MAX);
+        let params = llama_cpp_2::context::params::LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(n_batch)
+            .with_n_ubatch(shape.n_ubatch.clamp(1, n_batch))
+            .with_n_seq_max(shape.sequences.max(1))
+            .with_kv_unified(false)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        self.inner
+            .new_context(backend()?, params)
+            .map_err(|error| EngineError::Context {
+                n_ctx,
+                reason: error.to_string(),
+            })
     }
 
     /// A context for generation.

@@ -17,14 +17,12 @@
 //! sequence that has logits; stream its text; finish sequences that hit
 //! end of generation, a stop string, their token budget or the context.
 
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::sampling::LlamaSampler;
@@ -33,7 +31,7 @@ use llama_cpp_2::token::LlamaToken;
 use super::admission::{prefill_shares, AdmissionQueue, QueueFull, SlotPool};
 use super::sampling::{build_sampler, Constraint};
 use super::text::{StopMatcher, StopScan, Utf8Joiner};
-use super::{backend, EngineError, GenerateRequest, Model, PromptTokens, Stats, StopReason};
+use super::{ContextShape, EngineError, GenerateRequest, Model, PromptTokens, Stats, StopReason};
 
 /// How to run a model's scheduler.
 #[derive(Debug, Clone)]
@@ -311,6 +309,7 @@ fn generation_thread(
         context_per_sequence: context_per_sequence as usize,
         shared,
         piece: Vec::with_capacity(64),
+        decoded: String::with_capacity(64),
         cached: vec![Vec::new(); options.parallel as usize],
     };
     worker.run();
@@ -328,22 +327,13 @@ fn create_context<'model>(
     let per_sequence = per_sequence.div_ceil(256) * 256;
     let n_ctx = per_sequence.saturating_mul(options.parallel);
     let batch_size = options.batch_size.max(options.parallel);
-    let threads = i32::try_from(options.threads.max(1)).unwrap_or(i32::MAX);
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n_ctx))
-        .with_n_batch(batch_size)
-        .with_n_ubatch(batch_size.min(512))
-        .with_n_seq_max(options.parallel)
-        .with_kv_unified(false)
-        .with_n_threads(threads)
-        .with_n_threads_batch(threads);
-    let context = model
-        .inner
-        .new_context(backend()?, params)
-        .map_err(|error| EngineError::Context {
-            n_ctx,
-            reason: error.to_string(),
-        })?;
+    let context = model.create_context(ContextShape {
+        n_ctx,
+        n_batch: batch_size,
+        n_ubatch: 512,
+        sequences: options.parallel,
+        threads: options.threads,
+    })?;
     let actual = (context.n_ctx() / options.parallel).min(per_sequence);
     Ok((context, actual))
 }
@@ -391,6 +381,8 @@ struct Worker<'model> {
     context_per_sequence: usize,
     shared: Arc<Shared>,
     piece: Vec<u8>,
+    /// Reused for each token's complete UTF-8 text.
+    decoded: String,
     /// Per slot, the tokens its KV range holds: kept after a request ends so
     /// that the next request with the same beginning (a chat's next turn, a
     /// repeated system prompt) evaluates only what is new.
@@ -647,6 +639,7 @@ impl Worker<'_> {
                 token,
                 self.context_per_sequence,
                 &mut self.piece,
+                &mut self.decoded,
                 &self.shared,
             ) {
                 finished.push((index, reason));
@@ -727,6 +720,7 @@ fn accept_token(
     token: LlamaToken,
     context_per_sequence: usize,
     piece: &mut Vec<u8>,
+    decoded: &mut String,
     shared: &Shared,
 ) -> Option<StopReason> {
     if sequence.first_token.is_none() {
@@ -747,10 +741,11 @@ fn accept_token(
 
     piece.clear();
     vocab.token_to_piece_into(token, piece, false, None);
-    let mut decoded = String::new();
-    sequence.joiner.push(piece, &mut decoded);
+    decoded.clear();
+    sequence.joiner.push(piece, decoded);
+    // `release` is sent away as the event's text, so it is a new String.
     let mut release = String::new();
-    let scan = sequence.stops.push(&decoded, &mut release);
+    let scan = sequence.stops.push(decoded, &mut release);
     if !release.is_empty() && !sequence.job.sink.send(Event::Text(release)) {
         return Some(StopReason::Cancelled);
     }
