@@ -8,8 +8,12 @@ missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 has_libclang() {
   [ -n "${LIBCLANG_PATH:-}" ] && return 0
+  # Only libclang itself: libclang-cpp (which other packages bring) is a
+  # different library that bindgen cannot use.
   compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null ||
-    compgen -G '/usr/lib/*-linux-gnu/libclang-*.so*' >/dev/null ||
+    compgen -G '/usr/lib/llvm-*/lib/libclang-[0-9]*.so*' >/dev/null ||
+    compgen -G '/usr/lib/*-linux-gnu/libclang.so*' >/dev/null ||
+    compgen -G '/usr/lib/*-linux-gnu/libclang-[0-9]*.so*' >/dev/null ||
     compgen -G '/opt/homebrew/opt/llvm/lib/libclang.dylib' >/dev/null ||
     compgen -G '/usr/local/opt/llvm/lib/libclang.dylib' >/dev/null
 }
