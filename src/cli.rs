@@ -87,9 +87,21 @@ pub enum Command {
     /// stem). Requests share one batched decode loop per model with
     /// --parallel sequences; more wait in a bounded queue, beyond it 503.
     /// Routes: /v1/models, /v1/chat/completions, /v1/completions, /api/chat,
-    /// /api/generate, /api/tags, /api/show, /api/ps, /api/version, /health,
-    /// /metrics. SIGINT or SIGTERM lets running requests finish, then exits 0.
+    /// /api/generate, /api/tags, /api/show, /api/ps, /api/pull, /api/delete,
+    /// /api/version, /health, /metrics. SIGINT or SIGTERM lets running
+    /// requests finish, then exits 0.
     Serve(ServeArgs),
+
+    /// List the models a running `olm serve` has loaded.
+    ///
+    /// Asks the server's /api/ps and prints NAME, SIZE, PROCESSOR, CONTEXT
+    /// (tokens per sequence) and UNTIL (when it unloads if left idle), like
+    /// `ollama ps`; with --json, the server's models array. The server is
+    /// --host (else OLM_HOST: `host`, `host:port` or `http://host:port`;
+    /// default 127.0.0.1) with --port (else the host's own port, else 11435).
+    /// OLM_API_KEY is sent as `Authorization: Bearer KEY` when set. No server
+    /// there: exit 1.
+    Ps(PsArgs),
 
     /// Print a shell completion script to stdout.
     ///
@@ -98,6 +110,11 @@ pub enum Command {
     /// fish: `olm completions fish > ~/.config/fish/completions/olm.fish`.
     /// install.sh installs them for you.
     Completions(CompletionsArgs),
+
+    /// Internal: run one model for `olm serve` in a child process, speaking
+    /// JSON lines on stdin and stdout. Not for people.
+    #[command(name = "__worker", hide = true)]
+    Worker,
 }
 
 /// Arguments of `olm completions`.
@@ -277,6 +294,56 @@ pub struct ServeArgs {
     /// Show llama.cpp's own log lines and request logs on stderr.
     #[arg(long)]
     pub verbose: bool,
+
+    /// Milliseconds a client may take to send a request's headers (also the
+    /// idle keep-alive limit) [default: 10000].
+    #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: Option<u64>,
+
+    /// Milliseconds a client may take to send a request's body; 408 after
+    /// [default: 60000].
+    #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_ms: Option<u64>,
+
+    /// Milliseconds a write to a client that stopped reading may stay
+    /// blocked before the connection and its generation are dropped
+    /// [default: 30000].
+    #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout_ms: Option<u64>,
+
+    /// Connections open at once; more wait to be accepted [default: 512].
+    #[arg(long, value_name = "N", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+
+    /// Milliseconds running requests may take to finish after SIGINT or
+    /// SIGTERM [default: 10000].
+    #[arg(long, value_name = "MS", hide = true)]
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+/// Arguments of `olm ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Print the server's JSON array of loaded models instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The server's address: a host, `host:port` or `http://host:port`.
+    #[arg(
+        long,
+        value_name = "HOST",
+        env = "OLM_HOST",
+        default_value = "127.0.0.1"
+    )]
+    pub host: String,
+
+    /// The server's port [default: the one --host names, else 11435].
+    #[arg(short = 'p', long, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// API key sent as `Authorization: Bearer KEY` (the server's --api-key).
+    #[arg(long, value_name = "KEY", env = "OLM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// Arguments of `olm verify`.
@@ -577,7 +644,7 @@ mod generated {
         }
         let command = Cli::command();
         files.push((Path::new("man").join("olm.1"), man_page(command.clone())));
-        for sub in command.get_subcommands() {
+        for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
             let name = format!("olm-{}", sub.get_name());
             let page = sub
                 .clone()

@@ -7,6 +7,7 @@
 mod bench;
 mod chat;
 mod list;
+mod ps;
 mod pull;
 mod rm;
 mod run;
@@ -15,6 +16,9 @@ mod show;
 mod verify;
 
 use std::process::ExitCode;
+
+/// The download path of `olm pull`, shared with `olm serve`'s `POST /api/pull`.
+pub use pull::{hub_target, pull_from_hub, PullEvents, Target};
 
 use crate::cli::{Cli, Command};
 use crate::engine::EngineError;
@@ -35,6 +39,10 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Rm(args) => rm::run(args, printer),
         Command::Verify(args) => verify::run(args, printer),
         Command::Serve(args) => serve::run(args, printer),
+        Command::Ps(args) => ps::run(args, printer),
+        Command::Worker => Ok(ExitCode::from(
+            u8::try_from(crate::server::run_worker()).unwrap_or(1),
+        )),
         Command::Completions(args) => {
             crate::cli::write_completions(args.shell, &mut std::io::stdout().lock());
             Ok(ExitCode::SUCCESS)

@@ -1,16 +1,22 @@
 //! `olm pull`: register a local file, or download a model from the hub into
 //! the store (catalog alias, repo, quant choice, disk and memory checks).
+//!
+//! The download path is shared with `olm serve`'s `POST /api/pull`
+//! ([`hub_target`], [`pull_from_hub`]): what differs between a terminal and
+//! an HTTP stream goes through [`PullEvents`].
 
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use super::run::install_interrupt_flag;
 use super::UsageError;
 use crate::catalog::Catalog;
 use crate::cli::PullArgs;
 use crate::hub::quant::{self, QuantChoice};
-use crate::hub::{self, human_size, Hub, HubError, HubOptions, RemoteFile};
+use crate::hub::{self, human_size, FileHead, Hub, HubError, HubOptions, PullReporter, RemoteFile};
 use crate::store::{
     self, space, Manifest, ManifestFile, ModelRef, RepoId, Source, Store, StoreError,
 };
@@ -36,11 +42,24 @@ pub fn run(args: PullArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         if args.dry_run {
             return Err(UsageError::new("--dry-run needs the hub; drop --offline").into());
         }
-        return pull_offline(&store, &target, printer);
+        let message = match register_from_cache(&store, &target)? {
+            FromCache::AlreadyStored(manifest) => {
+                format!("{} is already in the store", manifest.name)
+            }
+            FromCache::Registered(manifest) => format!(
+                "registered {} from the Hugging Face cache (offline)",
+                manifest.name
+            ),
+        };
+        printer.status(&message);
+        return Ok(ExitCode::SUCCESS);
     }
     let hub = Hub::new(HubOptions::from_env(), install_interrupt_flag()?);
-    let reporter = PullProgress::new(printer);
-    let result = pull_online(&store, &hub, &target, &args, printer, &reporter);
+    let events = Terminal {
+        printer,
+        progress: PullProgress::new(printer),
+    };
+    let result = pull_online(&store, &hub, &target, &args, &events);
     if let Err(error) = &result {
         if error
             .downcast_ref::<HubError>()
@@ -54,6 +73,105 @@ pub fn run(args: PullArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     result
 }
 
+/// What a pull tells its caller besides the bytes, and asks of it: the
+/// terminal draws bars and may offer a picker; `olm serve` streams NDJSON.
+pub trait PullEvents {
+    /// Byte progress of each file.
+    fn reporter(&self) -> &dyn PullReporter;
+    /// Something worth knowing that does not stop the pull.
+    fn warn(&self, message: &str);
+    /// The quant asked for is missing: the index of one of `choices` to take
+    /// instead, or `None` to fail with the list.
+    fn pick(&self, _repo: &RepoId, _wanted: &str, _choices: &[QuantChoice]) -> Option<usize> {
+        None
+    }
+    /// The next file to fetch, as the hub describes it (before its download).
+    fn file(&self, _name: &str, _head: &FileHead) {}
+    /// Every file is verified; the manifest is written next.
+    fn writing_manifest(&self) {}
+}
+
+/// `olm pull` on a terminal (or with stderr redirected).
+struct Terminal<'a> {
+    printer: &'a Printer,
+    progress: PullProgress,
+}
+
+impl PullEvents for Terminal<'_> {
+    fn reporter(&self) -> &dyn PullReporter {
+        &self.progress
+    }
+
+    fn warn(&self, message: &str) {
+        self.printer.warn(message);
+    }
+
+    fn pick(&self, repo: &RepoId, wanted: &str, choices: &[QuantChoice]) -> Option<usize> {
+        if !self.printer.is_interactive() || !std::io::stdin().is_terminal() {
+            return None;
+        }
+        let labels: Vec<String> = choices
+            .iter()
+            .map(|choice| {
+                format!(
+                    "{:<10} {:>9}  {}",
+                    choice.quant,
+                    human_size(choice.size),
+                    choice.set_name
+                )
+            })
+            .collect();
+        dialoguer::Select::new()
+            .with_prompt(format!("{repo} has no {wanted}; pick a quant"))
+            .items(&labels)
+            .default(0)
+            .interact_opt()
+            .ok()
+            .flatten()
+    }
+}
+
+/// The target of a pull asked for by name over the API: a catalog alias or
+/// a hub repo (`:QUANT` picks the quant), never a path. Reads only the
+/// catalog; no network.
+pub fn hub_target(reference: &ModelRef) -> anyhow::Result<Target> {
+    if let ModelRef::Path(_) = reference {
+        return Err(UsageError::new("a model name is needed, not a path").into());
+    }
+    let store = Store::from_env();
+    let catalog = Catalog::load(&store.config_path())?;
+    Target::new(reference, None, &catalog)
+}
+
+/// Download `target` into the store and register it, without a terminal
+/// (`olm serve`'s `POST /api/pull`): a blob already verified is kept; with
+/// `HF_HUB_OFFLINE` only the local cache is used. Setting `cancel` stops the
+/// download; the partial file stays out of sight and the next pull resumes it.
+pub fn pull_from_hub(
+    target: &Target,
+    cancel: Arc<AtomicBool>,
+    events: &dyn PullEvents,
+) -> anyhow::Result<Manifest> {
+    let store = Store::from_env();
+    if crate::env::flag(crate::env::HF_HUB_OFFLINE) {
+        return match register_from_cache(&store, target)? {
+            FromCache::AlreadyStored(manifest) | FromCache::Registered(manifest) => Ok(manifest),
+        };
+    }
+    let hub = Hub::new(HubOptions::from_env(), cancel);
+    let (files, choices) = list_quants(&hub, target, events.reporter())?;
+    let (_, manifest) = fetch_and_register(
+        &store,
+        &hub,
+        target,
+        &files,
+        &choices,
+        hub::Existing::KeepIfVerified,
+        events,
+    )?;
+    Ok(manifest)
+}
+
 /// Quants are case-insensitive; stored upper case.
 fn normalize_quant(text: &str) -> Result<String, StoreError> {
     store::names::check_tag(text).map_err(|reason| StoreError::invalid(text, reason))?;
@@ -61,7 +179,8 @@ fn normalize_quant(text: &str) -> Result<String, StoreError> {
 }
 
 /// What to pull and under which store name.
-struct Target {
+#[derive(Debug, Clone)]
+pub struct Target {
     repo: RepoId,
     /// The quant asked for, if any.
     quant: Option<String>,
@@ -71,6 +190,12 @@ struct Target {
     pattern: Option<String>,
     /// The store name to write.
     name: ModelRef,
+}
+
+/// What [`register_from_cache`] found.
+enum FromCache {
+    AlreadyStored(Manifest),
+    Registered(Manifest),
 }
 
 impl Target {
@@ -142,11 +267,10 @@ fn import(
 }
 
 /// `--offline`: the store or the HF cache only.
-fn pull_offline(store: &Store, target: &Target, printer: &Printer) -> anyhow::Result<ExitCode> {
+fn register_from_cache(store: &Store, target: &Target) -> anyhow::Result<FromCache> {
     if let Some(manifest) = store.find(&target.name)? {
         if store.files(&manifest).iter().all(|path| path.exists()) {
-            printer.status(&format!("{} is already in the store", manifest.name));
-            return Ok(ExitCode::SUCCESS);
+            return Ok(FromCache::AlreadyStored(manifest));
         }
     }
     let quant = target
@@ -191,11 +315,7 @@ fn pull_offline(store: &Store, target: &Target, printer: &Printer) -> anyhow::Re
         pulled_at: store::now(),
     };
     store.save_manifest(&manifest)?;
-    printer.status(&format!(
-        "registered {} from the Hugging Face cache (offline)",
-        manifest.name
-    ));
-    Ok(ExitCode::SUCCESS)
+    Ok(FromCache::Registered(manifest))
 }
 
 fn pull_online(
@@ -203,41 +323,74 @@ fn pull_online(
     hub: &Hub,
     target: &Target,
     args: &PullArgs,
-    printer: &Printer,
-    reporter: &PullProgress,
+    events: &Terminal<'_>,
 ) -> anyhow::Result<ExitCode> {
+    let printer = events.printer;
     printer.status(&format!("resolving {} on {}", target.repo, hub.endpoint()));
+    let (files, choices) = list_quants(hub, target, events.reporter())?;
+    if args.dry_run {
+        print_dry_run(store, &choices, target, printer)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let existing = if args.force {
+        hub::Existing::Replace
+    } else {
+        hub::Existing::KeepIfVerified
+    };
+    let (choice, manifest) =
+        fetch_and_register(store, hub, target, &files, &choices, existing, events)?;
+    printer.status(&format!(
+        "pulled {} ({}, {}); run it with `olm run {} \"...\"`",
+        manifest.name,
+        choice.quant,
+        human_size(manifest.size()),
+        manifest.name
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The repo's files and the GGUF quants among them (an error if none).
+fn list_quants(
+    hub: &Hub,
+    target: &Target,
+    reporter: &dyn PullReporter,
+) -> Result<(Vec<RemoteFile>, Vec<QuantChoice>), HubError> {
     let files = hub.list_files(&target.repo, reporter)?;
     let choices = quant::quants(&files);
     if choices.is_empty() {
         return Err(HubError::NoGguf {
             repo: target.repo.to_string(),
-        }
-        .into());
+        });
     }
-    if args.dry_run {
-        print_dry_run(store, &choices, target, printer)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let choice = choose(target, &files, &choices, printer)?;
-    check_space(store, &target.repo, &choice, printer)?;
+    Ok((files, choices))
+}
+
+/// Choose the quant, check the disk, fetch and verify each file, then
+/// register the model (the manifest last).
+fn fetch_and_register(
+    store: &Store,
+    hub: &Hub,
+    target: &Target,
+    files: &[RemoteFile],
+    choices: &[QuantChoice],
+    existing: hub::Existing,
+    events: &dyn PullEvents,
+) -> anyhow::Result<(QuantChoice, Manifest)> {
+    let choice = choose(target, files, choices, events)?;
+    check_space(store, &target.repo, &choice, events)?;
     let mut entries = Vec::new();
     let mut commit = None;
     for file in &choice.files {
-        let head = hub.head_file(&target.repo, &file.name, reporter)?;
+        let head = hub.head_file(&target.repo, &file.name, events.reporter())?;
         check_head(file, &head)?;
-        let existing = if args.force {
-            hub::Existing::Replace
-        } else {
-            hub::Existing::KeepIfVerified
-        };
+        events.file(&file.name, &head);
         hub::fetch_file(
             hub,
             &store.repo_cache(&target.repo),
             &file.name,
             &head,
             existing,
-            reporter,
+            events.reporter(),
         )?;
         commit.get_or_insert_with(|| head.commit.clone());
         entries.push(ManifestFile {
@@ -247,15 +400,9 @@ fn pull_online(
         });
     }
     let commit = commit.unwrap_or_default();
+    events.writing_manifest();
     let manifest = register(store, target, &choice, &commit, entries)?;
-    printer.status(&format!(
-        "pulled {} ({}, {}); run it with `olm run {} \"...\"`",
-        manifest.name,
-        choice.quant,
-        human_size(manifest.size()),
-        manifest.name
-    ));
-    Ok(ExitCode::SUCCESS)
+    Ok((choice, manifest))
 }
 
 /// The hub's headers must agree with its listing.
@@ -277,13 +424,13 @@ fn check_head(file: &RemoteFile, head: &hub::FileHead) -> Result<(), HubError> {
     Ok(())
 }
 
-/// The quant asked for or the default; when missing, a picker on a terminal,
-/// otherwise an error listing what the repo has.
+/// The quant asked for or the default; when missing, the caller may pick
+/// one (a terminal shows a picker), otherwise an error listing what the repo has.
 fn choose(
     target: &Target,
     files: &[RemoteFile],
     choices: &[QuantChoice],
-    printer: &Printer,
+    events: &dyn PullEvents,
 ) -> Result<QuantChoice, HubError> {
     let wanted = target
         .quant
@@ -295,28 +442,11 @@ fn choose(
     if target.quant.is_none() && choices.len() == 1 {
         return Ok(choices[0].clone());
     }
-    if printer.is_interactive() && std::io::stdin().is_terminal() {
-        let labels: Vec<String> = choices
-            .iter()
-            .map(|choice| {
-                format!(
-                    "{:<10} {:>9}  {}",
-                    choice.quant,
-                    human_size(choice.size),
-                    choice.set_name
-                )
-            })
-            .collect();
-        let picked = dialoguer::Select::new()
-            .with_prompt(format!("{} has no {wanted}; pick a quant", target.repo))
-            .items(&labels)
-            .default(0)
-            .interact_opt()
-            .ok()
-            .flatten();
-        if let Some(index) = picked {
-            return Ok(choices[index].clone());
-        }
+    if let Some(choice) = events
+        .pick(&target.repo, &wanted, choices)
+        .and_then(|index| choices.get(index))
+    {
+        return Ok(choice.clone());
     }
     Err(HubError::QuantNotFound {
         repo: target.repo.to_string(),
@@ -333,7 +463,7 @@ fn check_space(
     store: &Store,
     repo: &RepoId,
     choice: &QuantChoice,
-    printer: &Printer,
+    events: &dyn PullEvents,
 ) -> Result<(), HubError> {
     let cache = store.repo_cache(repo);
     let needed: u64 = choice
@@ -364,7 +494,7 @@ fn check_space(
     }
     if let Some(memory) = space::available_memory() {
         if choice.size > memory {
-            printer.warn(&format!(
+            events.warn(&format!(
                 "{} needs about {} of memory and {} is available; it may run slowly or not load",
                 choice.quant,
                 human_size(choice.size),

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::UsageError;
+use super::{Interrupted, UsageError};
 use crate::cli::ServeArgs;
 use crate::engine::{self, LoadOptions, SchedulerOptions};
-use crate::server::{self, is_loopback, is_wildcard, AccessPolicy, ModelSettings, ServerConfig};
+use crate::server::{
+    self, is_loopback, is_wildcard, AccessPolicy, ConnectionLimits, ModelSettings, ServerConfig,
+    Shutdown,
+};
 use crate::store::ModelRef;
 use crate::ui::Printer;
 
@@ -19,6 +22,14 @@ const DEFAULT_CONTEXT_PER_SEQUENCE: u32 = 4096;
 const BATCH_SIZE: u32 = 512;
 /// How long running requests may take to finish after SIGINT/SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers (T-E1).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's body (T-E1).
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a write to a client that stopped reading may stay blocked (T-E2).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections open at once, well under the usual 1024 file descriptors.
+const MAX_CONNECTIONS: usize = 512;
 
 pub fn run(args: ServeArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     crate::ui::init_tracing(args.verbose);
@@ -40,14 +51,31 @@ pub fn run(args: ServeArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
             },
             load: load_options(&args)?,
             keep_alive: Duration::from_secs(args.keep_alive),
+            verbose: args.verbose,
         },
         body_limit: usize::try_from(args.max_body_mib << 20).unwrap_or(usize::MAX),
-        shutdown_grace: SHUTDOWN_GRACE,
+        shutdown_grace: milliseconds(args.shutdown_grace_ms, SHUTDOWN_GRACE),
+        connections: ConnectionLimits {
+            header_timeout: milliseconds(args.header_timeout_ms, HEADER_TIMEOUT),
+            body_timeout: milliseconds(args.body_timeout_ms, BODY_TIMEOUT),
+            write_timeout: milliseconds(args.write_timeout_ms, WRITE_TIMEOUT),
+            max_connections: args.max_connections.map_or(MAX_CONNECTIONS, |count| {
+                usize::try_from(count).unwrap_or(usize::MAX)
+            }),
+        },
     };
-    server::run(config, |address| {
+    let shutdown = server::run(config, |address| {
         printer.status(&format!("listening on http://{address}"))
     })?;
-    Ok(ExitCode::SUCCESS)
+    match shutdown {
+        Shutdown::Drained | Shutdown::GraceExpired => Ok(ExitCode::SUCCESS),
+        // A second SIGINT/SIGTERM during the drain: exit 130, as for Ctrl-C.
+        Shutdown::Interrupted => Err(Interrupted.into()),
+    }
+}
+
+fn milliseconds(given: Option<u64>, default: Duration) -> Duration {
+    given.map_or(default, Duration::from_millis)
 }
 
 /// Loopback needs nothing; any other address needs a key (T-D1).
@@ -81,7 +109,13 @@ fn access_policy(args: &ServeArgs) -> anyhow::Result<AccessPolicy> {
 fn command_line_models(references: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     let mut models = BTreeMap::new();
     for reference in references {
-        let path = super::run::resolve_model(reference)?;
+        let path = if server::gguf_check_skipped_for_tests() {
+            crate::store::Store::from_env()
+                .resolve(&ModelRef::parse(reference)?)?
+                .path
+        } else {
+            super::run::resolve_model(reference)?
+        };
         let name = match ModelRef::parse(reference)? {
             ModelRef::Path(given) => file_stem(&given),
             _ => reference.clone(),

@@ -31,7 +31,7 @@ pub struct SessionOptions {
 }
 
 /// What to generate.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct GenerateRequest {
     pub sampling: SamplingConfig,
     /// Stop after this many tokens; `None` runs to end of generation or the context limit.
@@ -42,7 +42,7 @@ pub struct GenerateRequest {
 }
 
 /// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// The model ended its turn (an end-of-generation token).

@@ -10,6 +10,7 @@
 
 mod admission;
 mod bench;
+mod embed;
 mod generate;
 mod sampling;
 mod scheduler;
@@ -26,6 +27,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
 pub use bench::{BenchContext, BenchParams};
+pub use embed::{embed, embedding_refusal, Embedded};
 pub use generate::{GenerateRequest, Session, SessionOptions, Stats, StopReason};
 pub use sampling::{Constraint, SamplingConfig};
 pub use scheduler::{
@@ -63,6 +65,8 @@ pub enum EngineError {
     Template(#[from] TemplateError),
     #[error("llama.cpp failed while evaluating: {0}")]
     Decode(String),
+    #[error("{0}")]
+    CannotEmbed(String),
 }
 
 /// The llama.cpp backend, created once per process.
@@ -131,7 +135,7 @@ pub fn physical_cores() -> u32 {
 }
 
 /// How to load a model.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct LoadOptions {
     /// Layers to offload to a GPU; `None` keeps llama.cpp's default.
     pub gpu_layers: Option<u32>,
@@ -152,7 +156,7 @@ pub(crate) struct ContextShape {
 }
 
 /// A prompt: either a conversation rendered with the chat template, or raw text.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Prompt {
     Chat(Vec<Message>),
     Raw(String),
@@ -240,6 +244,11 @@ impl Model {
         self.inner.n_params()
     }
 
+    /// A GGUF metadata value as text, if the file has the key.
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        self.inner.meta_val_str(key).ok()
+    }
+
     /// Bytes of weights.
     pub fn size(&self) -> u64 {
         self.inner.size()
@@ -309,6 +318,27 @@ impl Model {
         &self,
         shape: ContextShape,
     ) -> Result<llama_cpp_2::context::LlamaContext<'_>, EngineError> {
+        self.create_context_with(shape, |params| params)
+    }
+
+    /// A context that outputs pooled embeddings instead of logits.
+    pub(crate) fn create_embedding_context(
+        &self,
+        shape: ContextShape,
+        pooling: llama_cpp_2::context::params::LlamaPoolingType,
+    ) -> Result<llama_cpp_2::context::LlamaContext<'_>, EngineError> {
+        self.create_context_with(shape, |params| {
+            params.with_embeddings(true).with_pooling_type(pooling)
+        })
+    }
+
+    fn create_context_with(
+        &self,
+        shape: ContextShape,
+        customize: impl FnOnce(
+            llama_cpp_2::context::params::LlamaContextParams,
+        ) -> llama_cpp_2::context::params::LlamaContextParams,
+    ) -> Result<llama_cpp_2::context::LlamaContext<'_>, EngineError> {
         let n_ctx = shape.n_ctx.max(1);
         let n_batch = shape.n_batch.max(1);
         let threads = i32::try_from(shape.threads.max(1)).unwrap_or(i32::MAX);
@@ -320,6 +350,7 @@ impl Model {
             .with_kv_unified(false)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
+        let params = customize(params);
         self.inner
             .new_context(backend()?, params)
             .map_err(|error| EngineError::Context {

@@ -8,7 +8,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use super::{EngineError, Model};
 
 /// How the next token is chosen. Defaults match llama.cpp's.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SamplingConfig {
     pub temperature: f32,
     pub top_k: u32,
@@ -35,7 +35,7 @@ impl Default for SamplingConfig {
 }
 
 /// A constraint on the shape of the output.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Constraint {
     /// Any JSON object.
     JsonObject,

@@ -34,7 +34,7 @@ use super::text::{StopMatcher, StopScan, Utf8Joiner};
 use super::{ContextShape, EngineError, GenerateRequest, Model, PromptTokens, Stats, StopReason};
 
 /// How to run a model's scheduler.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SchedulerOptions {
     /// Sequences decoded together (llama.cpp's `n_seq_max`).
     pub parallel: u32,
@@ -83,7 +83,7 @@ pub enum SchedulerError {
 }
 
 /// A snapshot of the scheduler's counters.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct SchedulerMetrics {
     pub queued: usize,
     pub active: usize,

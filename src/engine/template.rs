@@ -51,7 +51,7 @@ const MAX_RENDERED_BYTES: usize = 64 << 20;
 const RENDER_FUEL: u64 = 50_000_000;
 
 /// Where the template text comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum TemplateSource {
     /// Jinja source (the model's own, or a file the user gave).
     Jinja(String),

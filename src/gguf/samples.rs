@@ -72,6 +72,20 @@ pub fn hostile() -> Vec<Sample> {
     .concat()
 }
 
+/// A hostile sample that llama.cpp itself does not refuse cleanly: it
+/// aborts the process in `GGML_ASSERT(hparams.n_layer_all > 0 &&
+/// hparams.n_layer_all <= LLAMA_MAX_LAYERS)` while loading. olm's validator
+/// refuses it first; tests switch that check off to prove that the abort
+/// stays inside a server's worker process (T-E5).
+pub fn llama_cpp_crasher() -> Sample {
+    let mut samples = model_shape();
+    let index = samples
+        .iter()
+        .position(|sample| sample.name == "a8-block-count-100000")
+        .unwrap_or(0);
+    samples.swap_remove(index)
+}
+
 /// Valid files that exercise limits, splits and old versions; each must parse.
 pub fn valid() -> Vec<Sample> {
     let valid = |name, builder: GgufBuilder| Sample::new("valid", name, builder.to_bytes(), "");
@@ -708,3 +722,4 @@ mod tests {
         );
     }
 }
+

@@ -7,16 +7,19 @@
 //! Must not touch: the terminal (the command prints), llama.cpp directly.
 
 mod access;
+mod conn;
+mod embed;
 mod error;
 mod generation;
 mod models;
 mod ollama;
 mod openai;
 mod request;
+mod store_routes;
+mod worker;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +34,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 pub use access::{is_loopback, is_wildcard, keys_match, AccessPolicy};
-pub use models::ModelSettings;
+pub use conn::{ConnectionLimits, Shutdown};
+pub use models::{skip_gguf_check as gguf_check_skipped_for_tests, ModelSettings};
+pub use worker::run_child as run_worker;
 
 use error::{ApiError, Flavor};
 use models::Registry;
@@ -49,6 +54,8 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// How long in-flight requests may run after SIGINT/SIGTERM.
     pub shutdown_grace: Duration,
+    /// Timeouts and the cap on open connections (slow clients, T-E1/T-E2).
+    pub connections: ConnectionLimits,
 }
 
 /// Why the server could not run.
@@ -81,18 +88,23 @@ struct RequestCounters {
     refused: AtomicU64,
 }
 
-const ROUTES: [&str; 12] = [
+const ROUTES: &[&str] = &[
     "/health",
     "/metrics",
     "/v1/models",
     "/v1/chat/completions",
     "/v1/completions",
+    "/v1/embeddings",
     "/api/chat",
     "/api/generate",
     "/api/tags",
     "/api/show",
     "/api/ps",
     "/api/version",
+    "/api/embed",
+    "/api/embeddings",
+    "/api/pull",
+    "/api/delete",
     "other",
 ];
 
@@ -114,12 +126,17 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(embed::openai))
         .route("/api/chat", post(ollama::chat))
         .route("/api/generate", post(ollama::generate))
         .route("/api/tags", get(ollama::tags))
         .route("/api/show", post(ollama::show))
         .route("/api/ps", get(ollama::ps))
         .route("/api/version", get(ollama::version))
+        .route("/api/embed", post(embed::ollama))
+        .route("/api/embeddings", post(embed::ollama_legacy))
+        .route("/api/pull", post(store_routes::pull))
+        .route("/api/delete", axum::routing::delete(store_routes::delete))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), guard))
@@ -127,16 +144,28 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
 }
 
 /// Run the server until SIGINT or SIGTERM; `announce` gets the bound address.
-pub fn run(config: ServerConfig, announce: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+/// A second signal during the drain ends it at once ([`Shutdown::Interrupted`]).
+pub fn run(
+    config: ServerConfig,
+    announce: impl FnOnce(SocketAddr),
+) -> Result<Shutdown, ServeError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
-    runtime.block_on(serve(config, announce))
+    let result = runtime.block_on(serve(config, announce));
+    if matches!(result, Ok(Shutdown::Interrupted)) {
+        // Do not wait for blocking tasks (a model load, say): the user asked twice.
+        runtime.shutdown_background();
+    }
+    result
 }
 
-async fn serve(config: ServerConfig, announce: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+async fn serve(
+    config: ServerConfig,
+    announce: impl FnOnce(SocketAddr),
+) -> Result<Shutdown, ServeError> {
     let address = bind_address(&config.host, config.port);
     let listener = tokio::net::TcpListener::bind(&address)
         .await
@@ -147,6 +176,8 @@ async fn serve(config: ServerConfig, announce: impl FnOnce(SocketAddr)) -> Resul
     let local = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { address, source })?;
+    // Caught before the address is announced, so no signal is missed.
+    let mut signals = conn::Signals::new().map_err(ServeError::Serve)?;
     let state = Arc::new(AppState {
         registry: Registry::new(config.models, config.settings),
         access: config.access,
@@ -156,31 +187,25 @@ async fn serve(config: ServerConfig, announce: impl FnOnce(SocketAddr)) -> Resul
     announce(local);
 
     let unloader = tokio::spawn(unload_idle_models(Arc::clone(&state)));
-    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router(Arc::clone(&state), config.body_limit))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            let _ = stopping.send(());
-        })
-        .into_future();
-    let grace = config.shutdown_grace;
-    let deadline = async move {
-        if stopped.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    let result = tokio::select! {
-        result = server => result.map_err(ServeError::Serve),
-        () = deadline => {
-            tracing::warn!("requests still running after {grace:?}; stopping them");
-            Ok(())
-        }
-    };
+    let app = router(Arc::clone(&state), config.body_limit);
+    let shutdown = conn::serve(
+        listener,
+        app,
+        &config.connections,
+        config.shutdown_grace,
+        &mut signals,
+    )
+    .await;
     unloader.abort();
-    state.registry.unload_all().await;
-    result
+    let _ = unloader.await;
+    if shutdown == Shutdown::Interrupted {
+        // Dropping the state drops the models without waiting for them.
+        return Ok(shutdown);
+    }
+    tokio::select! {
+        () = state.registry.unload_all() => Ok(shutdown),
+        _ = signals.next() => Ok(Shutdown::Interrupted),
+    }
 }
 
 fn bind_address(host: &str, port: u16) -> String {
@@ -188,26 +213,6 @@ fn bind_address(host: &str, port: u16) -> String {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
-    }
-}
-
-async fn shutdown_signal() {
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
     }
 }
 
@@ -362,10 +367,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ("olm_requests_cancelled_total", "counter", |m| m.cancelled),
         ("olm_requests_rejected_total", "counter", |m| m.rejected),
     ];
-    let snapshots: Vec<_> = loaded
-        .iter()
-        .map(|model| (model, model.scheduler.metrics()))
-        .collect();
+    let mut snapshots = Vec::with_capacity(loaded.len());
+    for model in &loaded {
+        if let Some(metrics) = model.worker.metrics().await {
+            snapshots.push((model, metrics));
+        }
+    }
     for (name, kind, value) in families {
         let _ = writeln!(text, "# TYPE {name} {kind}");
         for (model, snapshot) in &snapshots {

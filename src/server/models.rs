@@ -2,7 +2,8 @@
 //!
 //! Owns: mapping an API model name to a file (names given on the command
 //! line, then store names; never a path from a request), loading on first
-//! use (one [`Scheduler`] per file), keep-alive unloading, and listings.
+//! use (one worker process per file), keep-alive and memory-pressure
+//! unloading, reloading after a worker died, and listings.
 //! Must not touch: HTTP shapes (handlers format listings themselves).
 
 use std::collections::BTreeMap;
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::http::StatusCode;
 
 use super::error::ApiError;
-use crate::engine::{LoadOptions, Model, Scheduler, SchedulerOptions};
+use super::worker::{SpawnError, Worker, WorkerConfig};
+use crate::engine::{LoadOptions, SchedulerOptions};
+use crate::store::space::available_memory;
 use crate::store::{names::escaped, ModelRef, Store, StoreError};
 
 /// How loaded models run.
@@ -21,48 +24,134 @@ use crate::store::{names::escaped, ModelRef, Store, StoreError};
 pub struct ModelSettings {
     pub scheduler: SchedulerOptions,
     pub load: LoadOptions,
-    /// How long an idle model stays loaded.
+    /// How long an idle model stays loaded unless a request says otherwise.
     pub keep_alive: Duration,
+    pub verbose: bool,
 }
 
-/// A model in memory with its generation thread.
+/// How long a model stays loaded after its last request (Ollama's `keep_alive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    For(Duration),
+    Forever,
+}
+
+impl KeepAlive {
+    /// Ollama's spellings: seconds as a number, a duration string such as
+    /// `"5m"`, `"1h30m"`, `"90s"`, `"500ms"`, or a negative value for "forever".
+    pub fn parse(value: &serde_json::Value) -> Result<Self, ApiError> {
+        let invalid = || {
+            ApiError::bad_request(
+                "invalid keep_alive: use seconds or a duration such as \"5m\"; negative keeps the model loaded",
+            )
+        };
+        match value {
+            serde_json::Value::Number(number) => {
+                let seconds = number.as_f64().ok_or_else(invalid)?;
+                Self::from_seconds(seconds).ok_or_else(invalid)
+            }
+            serde_json::Value::String(text) => parse_duration(text)
+                .and_then(Self::from_seconds)
+                .ok_or_else(invalid),
+            _ => Err(invalid()),
+        }
+    }
+
+    fn from_seconds(seconds: f64) -> Option<Self> {
+        if !seconds.is_finite() {
+            return None;
+        }
+        if seconds < 0.0 {
+            return Some(KeepAlive::Forever);
+        }
+        // Longer than a century is forever too.
+        Some(Duration::try_from_secs_f64(seconds).map_or(KeepAlive::Forever, KeepAlive::For))
+    }
+}
+
+/// `"1h30m"`, `"5m"`, `"-1"`, `"2.5s"`, `"300ms"`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Option<f64> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Some(seconds);
+    }
+    let (sign, mut rest) = match text.strip_prefix('-') {
+        Some(rest) => (-1.0, rest),
+        None => (1.0, text),
+    };
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0.0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let amount: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_length = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_length] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_length..];
+        total += amount * scale;
+    }
+    Some(sign * total)
+}
+
+/// A model loaded in its worker process.
 #[derive(Debug)]
 pub struct LoadedModel {
     pub name: String,
     pub path: PathBuf,
-    pub model: Arc<Model>,
-    pub scheduler: Scheduler,
+    pub worker: Worker,
     pub load_time: Duration,
     last_used: Mutex<Instant>,
+    /// Set by the last request that asked; `None` is the server's default.
+    keep_alive: Mutex<Option<KeepAlive>>,
 }
 
 impl LoadedModel {
-    fn touch(&self) {
-        *self
-            .last_used
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    fn touch(&self, keep_alive: Option<KeepAlive>) {
+        *lock(&self.last_used) = Instant::now();
+        if keep_alive.is_some() {
+            *lock(&self.keep_alive) = keep_alive;
+        }
     }
 
-    /// When it will be unloaded if nothing uses it.
-    pub fn expires_at(&self, keep_alive: Duration) -> SystemTime {
-        let idle = self
-            .last_used
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .elapsed();
-        SystemTime::now() + keep_alive.saturating_sub(idle)
+    fn keep_alive(&self, default: Duration) -> KeepAlive {
+        lock(&self.keep_alive).unwrap_or(KeepAlive::For(default))
     }
 
-    fn is_idle_for(&self, keep_alive: Duration) -> bool {
-        !self.scheduler.is_busy()
-            && self
-                .last_used
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .elapsed()
-                >= keep_alive
+    /// When it will be unloaded if nothing uses it (`None`: never).
+    pub fn expires_at(&self, default: Duration) -> Option<SystemTime> {
+        match self.keep_alive(default) {
+            KeepAlive::Forever => None,
+            KeepAlive::For(keep_alive) => {
+                let idle = lock(&self.last_used).elapsed();
+                Some(SystemTime::now() + keep_alive.saturating_sub(idle))
+            }
+        }
     }
+
+    fn is_expired(&self, default: Duration) -> bool {
+        match self.keep_alive(default) {
+            KeepAlive::Forever => false,
+            KeepAlive::For(keep_alive) => {
+                !self.worker.is_busy() && lock(&self.last_used).elapsed() >= keep_alive
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A model the API can name.
@@ -118,63 +207,93 @@ impl Registry {
         Ok(resolved.path)
     }
 
-    /// The loaded model for `name`, loading it first if needed.
-    pub async fn get(&self, name: &str) -> Result<Arc<LoadedModel>, ApiError> {
+    /// The loaded model for `name`, loading it first if needed (and again
+    /// if its worker died). `keep_alive` is the request's, if it gave one.
+    pub async fn get(
+        &self,
+        name: &str,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Arc<LoadedModel>, ApiError> {
         let path = self.resolve(name)?;
         let mut loaded = self.loaded.lock().await;
         if let Some(model) = loaded.get(&path) {
-            model.touch();
-            return Ok(Arc::clone(model));
+            if model.worker.is_alive() {
+                model.touch(keep_alive);
+                return Ok(Arc::clone(model));
+            }
+            tracing::warn!("the worker of {} died; loading it again", escaped(name));
+            loaded.remove(&path);
         }
-        check_file(name, &path).await?;
+        if !skip_gguf_check() {
+            check_file(name, &path).await?;
+        }
+        let evicted = make_room(&mut loaded, &path);
         let model = Arc::new(self.load(name, path.clone()).await?);
+        model.touch(keep_alive);
         loaded.insert(path, Arc::clone(&model));
+        drop(loaded);
+        shut_down(evicted).await;
         Ok(model)
     }
 
+    /// Unload `name` now (Ollama's `keep_alive: 0` with no prompt).
+    pub async fn unload(&self, name: &str) -> Result<(), ApiError> {
+        let path = self.resolve(name)?;
+        let removed = self.loaded.lock().await.remove(&path);
+        shut_down(removed.into_iter().collect()).await;
+        Ok(())
+    }
+
     async fn load(&self, name: &str, path: PathBuf) -> Result<LoadedModel, ApiError> {
-        let settings = self.settings.clone();
-        let name = name.to_owned();
-        let shown = escaped(&name);
-        let task = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let model = Arc::new(Model::load(&path, &settings.load)?);
-            let scheduler = Scheduler::start(Arc::clone(&model), &settings.scheduler)?;
-            tracing::info!("loaded {} in {:?}", escaped(&name), started.elapsed());
-            Ok::<_, crate::engine::EngineError>(LoadedModel {
-                name,
-                path,
-                model,
-                scheduler,
-                load_time: started.elapsed(),
-                last_used: Mutex::new(Instant::now()),
-            })
-        });
-        match task.await {
-            Ok(Ok(model)) => Ok(model),
-            Ok(Err(error)) => Err(ApiError::internal(format!(
-                "cannot load model '{shown}': {}",
-                short_engine_error(&error)
-            ))),
-            Err(_) => Err(ApiError::internal(format!(
-                "loading model '{shown}' failed"
-            ))),
-        }
+        let shown = escaped(name);
+        let config = WorkerConfig {
+            path: path.clone(),
+            load: self.settings.load.clone(),
+            scheduler: self.settings.scheduler.clone(),
+            verbose: self.settings.verbose,
+            skip_gguf_check: skip_gguf_check(),
+        };
+        let started = Instant::now();
+        let worker = Worker::spawn(&config).await.map_err(|error| match error {
+            SpawnError::Died(how) => ApiError::internal(format!(
+                "model '{shown}' crashed while loading: its worker process {how}"
+            )),
+            other => ApiError::internal(format!("cannot load model '{shown}': {other}")),
+        })?;
+        tracing::info!(
+            "loaded {shown} in {:?} (worker pid {})",
+            started.elapsed(),
+            worker.pid()
+        );
+        Ok(LoadedModel {
+            name: name.to_owned(),
+            path,
+            load_time: started.elapsed(),
+            worker,
+            last_used: Mutex::new(Instant::now()),
+            keep_alive: Mutex::new(None),
+        })
     }
 
-    /// Models loaded now.
+    /// Models loaded now (with a live worker).
     pub async fn loaded(&self) -> Vec<Arc<LoadedModel>> {
-        self.loaded.lock().await.values().cloned().collect()
+        self.loaded
+            .lock()
+            .await
+            .values()
+            .filter(|model| model.worker.is_alive())
+            .cloned()
+            .collect()
     }
 
-    /// Unload models idle longer than the keep-alive.
+    /// Unload models idle longer than their keep-alive, and forget dead workers.
     pub async fn unload_idle(&self) {
-        let keep_alive = self.settings.keep_alive;
+        let default = self.settings.keep_alive;
         let idle: Vec<Arc<LoadedModel>> = {
             let mut loaded = self.loaded.lock().await;
             let paths: Vec<PathBuf> = loaded
                 .iter()
-                .filter(|(_, model)| model.is_idle_for(keep_alive))
+                .filter(|(_, model)| !model.worker.is_alive() || model.is_expired(default))
                 .map(|(path, _)| path.clone())
                 .collect();
             paths
@@ -182,7 +301,7 @@ impl Registry {
                 .filter_map(|path| loaded.remove(path))
                 .collect()
         };
-        drop_in_background(idle).await;
+        shut_down(idle).await;
     }
 
     /// Unload everything (shutdown).
@@ -190,7 +309,7 @@ impl Registry {
         let all: Vec<Arc<LoadedModel>> = std::mem::take(&mut *self.loaded.lock().await)
             .into_values()
             .collect();
-        drop_in_background(all).await;
+        shut_down(all).await;
     }
 
     /// Every name the API accepts: command-line names, then store names.
@@ -231,20 +350,63 @@ impl Registry {
     }
 }
 
-/// Dropping a model joins its generation thread: keep that off the async workers.
-async fn drop_in_background(models: Vec<Arc<LoadedModel>>) {
-    if models.is_empty() {
-        return;
+/// Stop the workers of models no request holds any more; one still in use
+/// stops when its last request ends and drops it.
+async fn shut_down(models: Vec<Arc<LoadedModel>>) {
+    for model in models {
+        if let Ok(model) = Arc::try_unwrap(model) {
+            model.worker.shut_down(WORKER_EXIT_GRACE).await;
+        }
     }
-    let _ = tokio::task::spawn_blocking(move || drop(models)).await;
 }
 
-/// An engine error without file paths (clients may be remote).
-fn short_engine_error(error: &crate::engine::EngineError) -> String {
-    match error {
-        crate::engine::EngineError::Load { .. } => "llama.cpp could not load the file".into(),
-        other => other.to_string(),
+/// How long a worker may take to exit once told to.
+const WORKER_EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// Before loading the model at `path`, unload idle models (least recently
+/// used first) while the machine lacks the memory for it. Models serving
+/// requests are never unloaded; if the memory is still short, the load is
+/// tried anyway and the OS decides (as Ollama does on CPU).
+fn make_room(
+    loaded: &mut BTreeMap<PathBuf, Arc<LoadedModel>>,
+    path: &std::path::Path,
+) -> Vec<Arc<LoadedModel>> {
+    let needed = memory_needed(path);
+    let mut evicted = Vec::new();
+    let mut candidates: Vec<(Instant, PathBuf)> = loaded
+        .iter()
+        .filter(|(_, model)| !model.worker.is_busy())
+        .map(|(path, model)| (*lock(&model.last_used), path.clone()))
+        .collect();
+    candidates.sort();
+    let mut freed = 0u64;
+    for (_, candidate) in candidates {
+        let available = available_memory().unwrap_or(u64::MAX).saturating_add(freed);
+        if available >= needed {
+            break;
+        }
+        if let Some(model) = loaded.remove(&candidate) {
+            tracing::info!(
+                "unloading {} to make room for another model",
+                escaped(&model.name)
+            );
+            freed = freed.saturating_add(model.worker.ready().size);
+            evicted.push(model);
+        }
     }
+    evicted
+}
+
+/// Weights plus a tenth for the context and buffers.
+fn memory_needed(path: &std::path::Path) -> u64 {
+    let size = std::fs::metadata(path).map_or(0, |metadata| metadata.len());
+    size.saturating_add(size / 10)
+}
+
+/// Tests only: let llama.cpp see files olm's validator would refuse, to
+/// prove that a crash inside llama.cpp stays inside the worker (T-E5).
+pub fn skip_gguf_check() -> bool {
+    std::env::var_os("OLM_TEST_SKIP_GGUF_CHECK").is_some_and(|value| value == "1")
 }
 
 /// Validate a model file before llama.cpp sees it (once, when it is loaded;

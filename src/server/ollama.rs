@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::{ApiError, Flavor};
 use super::generation::{self, StreamFormat};
-use super::models::Available;
+use super::models::{Available, KeepAlive};
 use super::request::{finish_reason, json_body, rfc3339, SamplingRequest, Stop};
 use super::AppState;
 use crate::engine::{human_count, Constraint, Message, Prompt, Stats};
@@ -31,6 +31,7 @@ struct ChatRequest {
     stream: Option<bool>,
     format: Option<Value>,
     options: Option<Options>,
+    keep_alive: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +52,7 @@ struct GenerateRequest {
     stream: Option<bool>,
     format: Option<Value>,
     options: Option<Options>,
+    keep_alive: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,10 +116,10 @@ async fn chat_inner(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: ChatRequest = json_body(body)?;
+    let keep_alive = parse_keep_alive(request.keep_alive.as_ref())?;
     if request.messages.is_empty() {
-        // Ollama loads the model for an empty conversation.
-        state.registry.get(&request.model).await?;
-        return Ok(Json(loaded_reply(&request.model, Kind::Chat)).into_response());
+        // Ollama loads (or with keep_alive 0 unloads) the model for an empty conversation.
+        return load_or_unload(state, &request.model, keep_alive, Kind::Chat).await;
     }
     let messages = chat_messages(request.messages)?;
     let constraint = format_constraint(request.format)?;
@@ -133,6 +135,7 @@ async fn chat_inner(
         generate,
         Kind::Chat,
         request.stream.unwrap_or(true),
+        keep_alive,
     )
     .await
 }
@@ -142,9 +145,9 @@ async fn generate_inner(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: GenerateRequest = json_body(body)?;
+    let keep_alive = parse_keep_alive(request.keep_alive.as_ref())?;
     if request.prompt.is_empty() {
-        state.registry.get(&request.model).await?;
-        return Ok(Json(loaded_reply(&request.model, Kind::Generate)).into_response());
+        return load_or_unload(state, &request.model, keep_alive, Kind::Generate).await;
     }
     let prompt = if request.raw {
         if request.system.is_some() {
@@ -174,6 +177,7 @@ async fn generate_inner(
         generate,
         Kind::Generate,
         request.stream.unwrap_or(true),
+        keep_alive,
     )
     .await
 }
@@ -185,9 +189,11 @@ async fn respond(
     request: crate::engine::GenerateRequest,
     kind: Kind,
     stream: bool,
+    keep_alive: Option<KeepAlive>,
 ) -> Result<Response, ApiError> {
     let delivery = generation::Delivery::for_stream(stream);
-    let mut started = generation::start(state, model, prompt, request, delivery).await?;
+    let mut started =
+        generation::start(state, model, prompt, request, delivery, keep_alive).await?;
     let writer = LineWriter {
         model: model.to_owned(),
         kind,
@@ -232,8 +238,32 @@ enum Kind {
     Generate,
 }
 
-fn loaded_reply(model: &str, kind: Kind) -> Value {
-    let mut reply = json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": true, "done_reason": "load"});
+fn parse_keep_alive(value: Option<&Value>) -> Result<Option<KeepAlive>, ApiError> {
+    value
+        .filter(|value| !value.is_null())
+        .map(KeepAlive::parse)
+        .transpose()
+}
+
+/// A request with no prompt: load the model, or unload it with `keep_alive: 0`.
+async fn load_or_unload(
+    state: &AppState,
+    model: &str,
+    keep_alive: Option<KeepAlive>,
+    kind: Kind,
+) -> Result<Response, ApiError> {
+    let reason = if keep_alive == Some(KeepAlive::For(Duration::ZERO)) {
+        state.registry.unload(model).await?;
+        "unload"
+    } else {
+        state.registry.get(model, keep_alive).await?;
+        "load"
+    };
+    Ok(Json(loaded_reply(model, kind, reason)).into_response())
+}
+
+fn loaded_reply(model: &str, kind: Kind, reason: &str) -> Value {
+    let mut reply = json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": true, "done_reason": reason});
     match kind {
         Kind::Chat => reply["message"] = json!({"role": "assistant", "content": ""}),
         Kind::Generate => reply["response"] = json!(""),
@@ -306,13 +336,15 @@ pub async fn ps(State(state): State<Arc<AppState>>) -> Response {
             let available = Available {
                 name: loaded.name.clone(),
                 path: loaded.path.clone(),
-                size: loaded.model.size(),
+                size: loaded.worker.ready().size,
                 modified: 0,
             };
             let mut entry = describe(&available);
-            entry["expires_at"] = json!(rfc3339(loaded.expires_at(keep_alive)));
+            // Ollama's "forever" is a date far in the future.
+            let never = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+            entry["expires_at"] = json!(rfc3339(loaded.expires_at(keep_alive).unwrap_or(never)));
             entry["size_vram"] = json!(0);
-            entry["context_length"] = json!(loaded.scheduler.context_per_sequence());
+            entry["context_length"] = json!(loaded.worker.ready().context_per_sequence);
             entry
         })
         .collect();

@@ -174,6 +174,7 @@ async fn chat_inner(
         Prompt::Chat(messages),
         generate,
         delivery,
+        None,
     )
     .await?;
     let reply = Reply::new("chatcmpl", &request.model, Kind::Chat);
@@ -219,6 +220,7 @@ async fn completions_inner(
         Prompt::Raw(prompt),
         generate,
         delivery,
+        None,
     )
     .await?;
     let reply = Reply::new("cmpl", &request.model, Kind::Completion);

@@ -16,5 +16,7 @@ mod pull;
 mod readme;
 mod run;
 mod serve;
+mod serve_slow;
+mod serve_store;
 mod store;
 mod templates;

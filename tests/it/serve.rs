@@ -24,10 +24,15 @@ struct Server {
 impl Server {
     /// `olm serve --port 0 MODEL ARGS...`, once it prints its address.
     fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], vars: &[(&str, &str)]) -> Self {
         let env = TestEnv::new();
         let model = smollm2();
         let mut child = env
             .olm()
+            .envs(vars.iter().copied())
             .args(["serve", "--port", "0"])
             .args(if args.contains(&"-c") {
                 &[][..]
@@ -789,4 +794,241 @@ fn a_repeated_prompt_reuses_the_cached_prefix() {
         second["choices"][0]["message"]["content"], first["choices"][0]["message"]["content"],
         "same greedy answer"
     );
+}
+
+/// The pid of the worker process running the model (the server's only child).
+fn worker_pid(server: &Server) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Children are listed under the thread that spawned them.
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", server.child.id()))
+            .expect("the server's threads");
+        let pids: Vec<u32> = tasks
+            .filter_map(Result::ok)
+            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .flat_map(|children| {
+                children
+                    .split_whitespace()
+                    .filter_map(|pid| pid.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect();
+        if let [pid] = pids[..] {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected one worker process, found {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 6 / T-E5: each model runs in a worker process. Killing it with
+/// SIGKILL mid-request fails that request with a 500 that says so; the
+/// server stays up and the next request loads the model again.
+#[test]
+fn a_killed_worker_fails_its_request_and_the_model_is_reloaded() {
+    let server = Server::start(&["--parallel", "2", "-c", "2048"]);
+    let warm = server.post("/v1/chat/completions", &chat_body("hi", 2, false));
+    assert_eq!(warm.status, 200, "{}", warm.body);
+    let worker = worker_pid(&server);
+
+    // A long streaming answer, and a non-streaming one beside it.
+    let mut stream = connect(server.port);
+    let host = server.host();
+    let body = json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 1900,
+        "stream": true, "temperature": 1.0, "seed": 1})
+    .to_string();
+    send_request(&mut stream, "POST", "/v1/completions", &[("Host", &host)], &body);
+    let mut first = [0u8; 512];
+    let read = stream.read(&mut first).expect("first bytes of the stream");
+    assert!(String::from_utf8_lossy(&first[..read]).contains("200 OK"));
+    let port = server.port;
+    let host_for_thread = host.clone();
+    let waiting = std::thread::spawn(move || {
+        let body = json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 1900,
+            "temperature": 1.0, "seed": 2})
+        .to_string();
+        http(port, "POST", "/v1/completions", &[("Host", &host_for_thread)], &body)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    // SAFETY: kill(2) on a pid we just read from /proc.
+    assert_eq!(
+        unsafe { libc::kill(i32::try_from(worker).expect("pid"), libc::SIGKILL) },
+        0
+    );
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).expect("the stream ends");
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.contains("worker process was killed by signal 9"),
+        "the stream ends with an error event naming the crash: {rest}"
+    );
+    let waited = waiting.join().expect("request thread");
+    assert_eq!(waited.status, 500, "{}", waited.body);
+    assert!(
+        waited.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("will be loaded again"),
+        "{}",
+        waited.body
+    );
+
+    assert_eq!(server.get("/health").status, 200);
+    let again = server.post("/v1/chat/completions", &chat_body("hi", 4, false));
+    assert_eq!(again.status, 200, "the model is loaded again: {}", again.body);
+    assert_ne!(worker_pid(&server), worker, "a new worker process");
+}
+
+/// T-E5: a file that makes llama.cpp abort while loading (olm's GGUF check
+/// switched off by the test flag) gets a 5xx naming the crash; the server
+/// and the other model keep working.
+#[test]
+fn a_model_that_crashes_llama_cpp_while_loading_is_contained() {
+    let crash_dir = tempfile::tempdir().expect("temp dir");
+    let crasher = crash_dir.path().join("crasher.gguf");
+    write_llama_cpp_crasher(&crasher);
+    let crasher_arg = crasher.to_str().expect("utf-8 path");
+    let server = Server::start_with_env(&[crasher_arg], &[("OLM_TEST_SKIP_GGUF_CHECK", "1")]);
+
+    let crashed = server.post(
+        "/v1/chat/completions",
+        &json!({"model": "crasher", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+    );
+    assert!(crashed.status >= 500, "{} {}", crashed.status, crashed.body);
+    let message = crashed.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("crashed while loading") && message.contains("signal"),
+        "{message}"
+    );
+    assert_eq!(server.get("/health").status, 200);
+    let fine = server.post("/v1/chat/completions", &chat_body("hi", 4, false));
+    assert_eq!(fine.status, 200, "the other model still answers: {}", fine.body);
+}
+
+/// A GGUF file that passes llama.cpp's own parsing but makes it abort in a
+/// `GGML_ASSERT` while loading: see `crashing_gguf_for_llama_cpp` in
+/// src/gguf/samples.rs for which assertion it trips.
+fn write_llama_cpp_crasher(path: &std::path::Path) {
+    olm::gguf::samples::llama_cpp_crasher()
+        .write_to(path)
+        .expect("write the crashing file");
+}
+
+/// `/v1/embeddings` (float and base64) and Ollama's `/api/embed` and
+/// `/api/embeddings`: one unit vector per input, the same text gives the
+/// same vector, different texts differ, bad inputs are 400.
+#[test]
+fn embeddings_in_both_apis() {
+    let server = Server::start(&[]);
+    let reply = server.post(
+        "/v1/embeddings",
+        &json!({"model": MODEL, "input": ["The cat sat on the mat.", "Stock markets fell today.", "The cat sat on the mat."]}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = reply.json();
+    let vectors: Vec<Vec<f64>> = reply["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| serde_json::from_value(item["embedding"].clone()).unwrap())
+        .collect();
+    assert_eq!(vectors.len(), 3);
+    assert_eq!(vectors[0].len(), 576, "SmolLM2-135M's embedding width");
+    for vector in &vectors {
+        let norm: f64 = vector.iter().map(|value| value * value).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-3, "unit length: {norm}");
+    }
+    let cosine = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    assert!(cosine(&vectors[0], &vectors[2]) > 0.9999, "same text, same vector");
+    assert!(cosine(&vectors[0], &vectors[1]) < 0.999, "different texts differ");
+    assert!(reply["usage"]["prompt_tokens"].as_u64().unwrap() > 6, "{reply}");
+
+    let base64 = server
+        .post(
+            "/v1/embeddings",
+            &json!({"model": MODEL, "input": "The cat sat on the mat.", "encoding_format": "base64", "dimensions": 64}),
+        )
+        .json();
+    let encoded = base64["data"][0]["embedding"].as_str().expect("base64 text");
+    // 64 little-endian f32 values are 256 bytes: 344 base64 characters.
+    assert_eq!(encoded.len(), 344, "{encoded}");
+
+    let ollama = server
+        .post(
+            "/api/embed",
+            &json!({"model": MODEL, "input": ["The cat sat on the mat.", "Stock markets fell today."]}),
+        )
+        .json();
+    let first: Vec<f64> = serde_json::from_value(ollama["embeddings"][0].clone()).unwrap();
+    assert!(cosine(&first, &vectors[0]) > 0.9999, "both APIs agree: {ollama}");
+    assert!(ollama["prompt_eval_count"].as_u64().unwrap() > 0);
+    let legacy = server
+        .post("/api/embeddings", &json!({"model": MODEL, "prompt": "The cat sat on the mat."}))
+        .json();
+    assert_eq!(legacy["embedding"].as_array().map(Vec::len), Some(576), "{legacy}");
+
+    for (path, body) in [
+        ("/v1/embeddings", json!({"model": MODEL, "input": [[1, 2, 3]]})),
+        ("/v1/embeddings", json!({"model": MODEL, "input": []})),
+        ("/v1/embeddings", json!({"model": MODEL, "input": "x", "encoding_format": "int8"})),
+        ("/api/embed", json!({"model": MODEL, "input": [-1]})),
+        ("/api/embed", json!({"model": MODEL, "input": "x", "dimensions": -3})),
+    ] {
+        let reply = server.post(path, &body);
+        assert_eq!(reply.status, 400, "{path} {body}: {}", reply.body);
+    }
+    let unknown = server.post("/v1/embeddings", &json!({"model": "no-such-model", "input": "x"}));
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+}
+
+/// Ollama's `keep_alive`: `-1` keeps a model loaded (far-future
+/// `expires_at`), `0` with no prompt unloads it at once.
+#[test]
+fn keep_alive_keeps_or_unloads_a_model() {
+    let server = Server::start(&[]);
+    let loaded = server
+        .post("/api/generate", &json!({"model": MODEL, "keep_alive": -1}))
+        .json();
+    assert_eq!(loaded["done_reason"], "load", "{loaded}");
+    let ps = server.get("/api/ps").json();
+    let expires = ps["models"][0]["expires_at"].as_str().unwrap_or_default().to_owned();
+    assert!(expires.starts_with("9999-"), "{ps}");
+    let worker = worker_pid(&server);
+
+    let unloaded = server
+        .post("/api/generate", &json!({"model": MODEL, "keep_alive": 0}))
+        .json();
+    assert_eq!(unloaded["done_reason"], "unload", "{unloaded}");
+    let ps = server.get("/api/ps").json();
+    assert_eq!(ps["models"].as_array().map(Vec::len), Some(0), "{ps}");
+    // The worker process is gone too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{worker}")).exists()
+        && std::fs::read_to_string(format!("/proc/{worker}/stat"))
+            .map(|stat| !stat.contains(") Z "))
+            .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "worker {worker} still runs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let short = server
+        .post("/api/generate", &json!({"model": MODEL, "prompt": "hi", "stream": false, "keep_alive": "1s", "options": {"num_predict": 2}}))
+        .json();
+    assert_eq!(short["done"], true, "{short}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ps = server.get("/api/ps").json();
+        if ps["models"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not unloaded after 1s: {ps}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let bad = server.post("/api/generate", &json!({"model": MODEL, "keep_alive": "soon"}));
+    assert_eq!(bad.status, 400, "{}", bad.body);
 }

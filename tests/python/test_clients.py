@@ -1,7 +1,9 @@
 """The real `openai` and `ollama` Python clients against a running `olm serve`.
 
 Run by the Rust test `serve::python_openai_and_ollama_clients`, which starts the
-server and sets OLM_BASE_URL and OLM_MODEL.
+server and sets OLM_BASE_URL and OLM_MODEL. The pull test needs a server whose
+HF_ENDPOINT is the fake hub and OLM_PULL_MODEL naming a model there: the Rust
+test `serve_store::python_ollama_client_pulls_and_deletes` runs it so.
 """
 
 import json
@@ -9,9 +11,11 @@ import os
 
 import ollama
 import openai
+import pytest
 
 BASE_URL = os.environ["OLM_BASE_URL"]
 MODEL = os.environ["OLM_MODEL"]
+PULL_MODEL = os.environ.get("OLM_PULL_MODEL")
 
 
 def openai_client():
@@ -119,3 +123,25 @@ def test_ollama_unknown_model_raises():
         assert error.status_code == 404
     else:
         raise AssertionError("expected a 404")
+
+
+def test_ollama_pull_generate_and_delete():
+    if not PULL_MODEL:
+        pytest.skip("needs OLM_PULL_MODEL and a server on the fake hub (serve_store::python_ollama_client_pulls_and_deletes)")
+    client = ollama_client()
+    parts = list(client.pull(PULL_MODEL, stream=True))
+    assert parts[0].status == "pulling manifest"
+    assert [part.status for part in parts[-3:]] == ["verifying sha256 digest", "writing manifest", "success"]
+    progress = [part for part in parts if part.digest]
+    assert progress and progress[-1].digest.startswith("sha256:")
+    assert progress[-1].completed == progress[-1].total > 0
+    assert PULL_MODEL in [model.model for model in client.list().models]
+    reply = client.generate(model=PULL_MODEL, prompt="Say hi.", options={"num_predict": 8})
+    assert reply.done and reply.response
+    # Not streamed, and already there: one object saying success.
+    assert client.pull(PULL_MODEL).status == "success"
+    assert client.delete(PULL_MODEL).status == "success"
+    assert PULL_MODEL not in [model.model for model in client.list().models]
+    with pytest.raises(ollama.ResponseError) as error:
+        client.delete(PULL_MODEL)
+    assert error.value.status_code == 404

@@ -1,0 +1,126 @@
+//! Embeddings: one pooled, L2-normalised vector per input text.
+//!
+//! Owns: the embedding context (its own, never the generation context), the
+//! pooling choice and input length checks. Must not touch: HTTP shapes.
+//!
+//! Pooling is the model's own when its GGUF declares one (embedding models
+//! such as BERT or nomic-embed); generative models, which declare none, are
+//! mean-pooled, as llama.cpp's `--pooling mean` and Ollama do. Rerankers
+//! (`rank` pooling) score pairs of texts and cannot embed one.
+
+use llama_cpp_2::context::params::LlamaPoolingType;
+use llama_cpp_2::llama_batch::LlamaBatch;
+
+use super::{ContextShape, EngineError, Model};
+
+/// Vectors for a list of inputs and the tokens they took.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    pub prompt_tokens: usize,
+}
+
+/// Why a model cannot embed, if it cannot.
+pub fn embedding_refusal(model: &Model) -> Option<String> {
+    (declared_pooling(model).as_deref() == Some("4")).then(|| {
+        "this model is a reranker (rank pooling) and cannot produce embeddings".to_owned()
+    })
+}
+
+/// Embed each input. Inputs longer than the model's context are an error,
+/// or cut to fit with `truncate`.
+pub fn embed(
+    model: &Model,
+    inputs: &[String],
+    truncate: bool,
+    threads: u32,
+) -> Result<Embedded, EngineError> {
+    if let Some(reason) = embedding_refusal(model) {
+        return Err(EngineError::CannotEmbed(reason));
+    }
+    let limit = model.n_ctx_train().max(1) as usize;
+    let mut tokenized = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let mut tokens = model.tokenize(&super::Prompt::Raw(input.clone()))?.tokens;
+        if tokens.len() > limit {
+            if !truncate {
+                return Err(EngineError::PromptTooLong {
+                    prompt_tokens: tokens.len(),
+                    n_ctx: limit as u32,
+                    n_ctx_train: limit as u32,
+                });
+            }
+            tokens.truncate(limit);
+        }
+        tokenized.push(tokens);
+    }
+    let longest = tokenized.iter().map(Vec::len).max().unwrap_or(1);
+    let n_ctx = (longest.div_ceil(256) * 256).min(limit).max(1) as u32;
+    let pooling = if declared_pooling(model).is_some() {
+        LlamaPoolingType::Unspecified
+    } else {
+        LlamaPoolingType::Mean
+    };
+    let shape = ContextShape {
+        n_ctx,
+        n_batch: n_ctx,
+        n_ubatch: n_ctx,
+        sequences: 1,
+        threads,
+    };
+    let mut context = model.create_embedding_context(shape, pooling)?;
+    let mut batch = LlamaBatch::new(n_ctx as usize, 1);
+    let mut embedded = Embedded::default();
+    for tokens in &tokenized {
+        context.clear_kv_cache();
+        batch.clear();
+        for (position, token) in tokens.iter().enumerate() {
+            batch
+                .add(*token, position as i32, &[0], true)
+                .map_err(|error| EngineError::Decode(error.to_string()))?;
+        }
+        context
+            .decode(&mut batch)
+            .map_err(|error| EngineError::Decode(error.to_string()))?;
+        let vector = context
+            .embeddings_seq_ith(0)
+            .map_err(|_| EngineError::Decode("llama.cpp returned no embedding".into()))?;
+        embedded.vectors.push(normalized(vector));
+        embedded.prompt_tokens += tokens.len();
+    }
+    Ok(embedded)
+}
+
+/// `{arch}.pooling_type` from the GGUF header, if the model declares one.
+fn declared_pooling(model: &Model) -> Option<String> {
+    let architecture = model.metadata("general.architecture")?;
+    model.metadata(&format!("{architecture}.pooling_type"))
+}
+
+/// The vector scaled to unit length (a zero vector stays zero).
+fn normalized(vector: &[f32]) -> Vec<f32> {
+    let norm = vector
+        .iter()
+        .map(|value| f64::from(*value).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    if norm == 0.0 || !norm.is_finite() {
+        return vector.to_vec();
+    }
+    vector
+        .iter()
+        .map(|value| (f64::from(*value) / norm) as f32)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalized;
+
+    #[test]
+    fn vectors_are_scaled_to_unit_length() {
+        let unit = normalized(&[3.0, 4.0]);
+        assert!((unit[0] - 0.6).abs() < 1e-6 && (unit[1] - 0.8).abs() < 1e-6);
+        assert_eq!(normalized(&[0.0, 0.0]), vec![0.0, 0.0]);
+    }
+}

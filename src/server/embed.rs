@@ -1,0 +1,282 @@
+//! Embeddings in both APIs: OpenAI's `POST /v1/embeddings`, Ollama's
+//! `POST /api/embed` and its older `POST /api/embeddings`.
+//!
+//! Owns: their request and response shapes and input limits. The vectors
+//! come from the model's worker ([`crate::engine::embed`] runs there).
+//! Must not touch: llama.cpp, the store.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, Flavor};
+use super::models::KeepAlive;
+use super::request::json_body;
+use super::AppState;
+
+/// Most inputs one request may embed (OpenAI's own limit).
+const MAX_INPUTS: usize = 2048;
+
+/// `input`: one text or a list. Token arrays are refused: they would reach
+/// llama.cpp unchecked, and text is what every client sends.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Input {
+    One(String),
+    Many(Vec<String>),
+    Other(serde::de::IgnoredAny),
+}
+
+impl Input {
+    fn into_texts(self) -> Result<Vec<String>, ApiError> {
+        let texts = match self {
+            Input::One(text) => vec![text],
+            Input::Many(texts) => texts,
+            Input::Other(_) => {
+                return Err(ApiError::bad_request(
+                    "input must be a string or a list of strings (token ids are not accepted)",
+                ))
+            }
+        };
+        if texts.is_empty() {
+            return Err(ApiError::bad_request("input is empty"));
+        }
+        if texts.len() > MAX_INPUTS {
+            return Err(ApiError::bad_request(format!(
+                "input has {} items; at most {MAX_INPUTS} per request",
+                texts.len()
+            )));
+        }
+        if texts.iter().any(String::is_empty) {
+            return Err(ApiError::bad_request("input contains an empty string"));
+        }
+        Ok(texts)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct OpenAiRequest {
+    model: String,
+    input: Input,
+    encoding_format: Option<String>,
+    dimensions: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OllamaRequest {
+    #[serde(alias = "name")]
+    model: String,
+    input: Input,
+    truncate: Option<bool>,
+    dimensions: Option<i64>,
+    keep_alive: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OllamaLegacyRequest {
+    #[serde(alias = "name")]
+    model: String,
+    prompt: String,
+    keep_alive: Option<Value>,
+}
+
+/// `POST /v1/embeddings`.
+pub async fn openai(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    openai_inner(&state, body)
+        .await
+        .unwrap_or_else(|error| error.into_response_for(Flavor::OpenAi))
+}
+
+async fn openai_inner(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request: OpenAiRequest = json_body(body)?;
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unsupported encoding_format '{other}' (float or base64)"
+            )))
+        }
+    };
+    let dimensions = dimensions(request.dimensions)?;
+    let texts = request.input.into_texts()?;
+    let (vectors, prompt_tokens) = embed(state, &request.model, texts, false, None).await?;
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, vector)| {
+            let vector = shortened(vector, dimensions);
+            let embedding = if base64 {
+                json!(encode_base64(&vector))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": request.model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }))
+    .into_response())
+}
+
+/// `POST /api/embed`.
+pub async fn ollama(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    ollama_inner(&state, body)
+        .await
+        .unwrap_or_else(|error| error.into_response_for(Flavor::Ollama))
+}
+
+async fn ollama_inner(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let request: OllamaRequest = json_body(body)?;
+    let keep_alive = keep_alive(request.keep_alive.as_ref())?;
+    let dimensions = dimensions(request.dimensions)?;
+    let texts = request.input.into_texts()?;
+    let truncate = request.truncate.unwrap_or(true);
+    let (vectors, prompt_tokens) =
+        embed(state, &request.model, texts, truncate, keep_alive).await?;
+    let embeddings: Vec<Vec<f32>> = vectors
+        .into_iter()
+        .map(|vector| shortened(vector, dimensions))
+        .collect();
+    Ok(Json(json!({
+        "model": request.model,
+        "embeddings": embeddings,
+        "total_duration": nanos(started),
+        "load_duration": 0,
+        "prompt_eval_count": prompt_tokens,
+    }))
+    .into_response())
+}
+
+/// `POST /api/embeddings` (Ollama's older route: one prompt, one vector).
+pub async fn ollama_legacy(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    ollama_legacy_inner(&state, body)
+        .await
+        .unwrap_or_else(|error| error.into_response_for(Flavor::Ollama))
+}
+
+async fn ollama_legacy_inner(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request: OllamaLegacyRequest = json_body(body)?;
+    let keep_alive = keep_alive(request.keep_alive.as_ref())?;
+    let texts = Input::One(request.prompt).into_texts()?;
+    let (mut vectors, _) = embed(state, &request.model, texts, true, keep_alive).await?;
+    let embedding = vectors.pop().unwrap_or_default();
+    Ok(Json(json!({ "embedding": embedding })).into_response())
+}
+
+async fn embed(
+    state: &AppState,
+    model: &str,
+    texts: Vec<String>,
+    truncate: bool,
+    keep_alive: Option<KeepAlive>,
+) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
+    let loaded = state.registry.get(model, keep_alive).await?;
+    let embedded = loaded.worker.embed(texts, truncate).await?;
+    Ok((embedded.vectors, embedded.prompt_tokens))
+}
+
+fn keep_alive(value: Option<&Value>) -> Result<Option<KeepAlive>, ApiError> {
+    value
+        .filter(|value| !value.is_null())
+        .map(KeepAlive::parse)
+        .transpose()
+}
+
+fn dimensions(requested: Option<i64>) -> Result<Option<usize>, ApiError> {
+    match requested {
+        None => Ok(None),
+        Some(count) if count >= 1 => Ok(usize::try_from(count).ok()),
+        Some(count) => Err(ApiError::bad_request(format!(
+            "dimensions must be at least 1, not {count}"
+        ))),
+    }
+}
+
+/// The first `dimensions` values, scaled back to unit length (as OpenAI
+/// and Ollama shorten embeddings).
+fn shortened(mut vector: Vec<f32>, dimensions: Option<usize>) -> Vec<f32> {
+    let Some(dimensions) = dimensions.filter(|dimensions| *dimensions < vector.len()) else {
+        return vector;
+    };
+    vector.truncate(dimensions);
+    let norm = vector
+        .iter()
+        .map(|value| f64::from(*value).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    if norm > 0.0 && norm.is_finite() {
+        for value in &mut vector {
+            *value = (f64::from(*value) / norm) as f32;
+        }
+    }
+    vector
+}
+
+/// OpenAI's base64 format: the little-endian f32 bytes.
+fn encode_base64(vector: &[f32]) -> String {
+    let bytes: Vec<u8> = vector.iter().flat_map(|value| value.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn nanos(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortened_vectors_have_unit_length() {
+        let vector = shortened(vec![0.6, 0.8, 0.0, 0.0], Some(1));
+        assert_eq!(vector, vec![1.0]);
+        assert_eq!(shortened(vec![0.6, 0.8], Some(5)), vec![0.6, 0.8]);
+    }
+
+    #[test]
+    fn base64_is_little_endian_f32() {
+        assert_eq!(encode_base64(&[1.0]), "AACAPw==");
+    }
+
+    #[test]
+    fn inputs_are_checked() {
+        let tokens: Input = serde_json::from_str("[[1, 2]]").unwrap();
+        assert!(tokens.into_texts().is_err());
+        let empty: Input = serde_json::from_str("[]").unwrap();
+        assert!(empty.into_texts().is_err());
+        let two: Input = serde_json::from_str(r#"["a", "b"]"#).unwrap();
+        assert_eq!(two.into_texts().unwrap().len(), 2);
+    }
+}

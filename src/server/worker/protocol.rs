@@ -1,0 +1,206 @@
+//! What the server and a model's worker process say to each other: one JSON
+//! object per line, the server writing to the worker's stdin and the worker
+//! answering on its stdout. Every request carries an id the answers repeat.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::server::error::ApiError;
+
+use crate::engine::{GenerateRequest, LoadOptions, Prompt, SchedulerMetrics, SchedulerOptions};
+use crate::engine::{Stats, StopReason};
+
+/// The first line a worker reads: what to load and how to run it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerConfig {
+    pub path: std::path::PathBuf,
+    pub load: LoadOptions,
+    pub scheduler: SchedulerOptions,
+    pub verbose: bool,
+    /// Skip olm's GGUF validation (only for tests that need llama.cpp to see
+    /// a hostile file, to prove that its crash is contained).
+    pub skip_gguf_check: bool,
+}
+
+/// A request from the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ToWorker {
+    /// Tokenize and queue a generation; `whole` gathers the text into one piece.
+    Generate {
+        id: u64,
+        prompt: Prompt,
+        request: GenerateRequest,
+        whole: bool,
+    },
+    /// The client left: stop the generation at the next decode step.
+    Cancel { id: u64 },
+    /// Embed each input (one vector per input).
+    Embed {
+        id: u64,
+        inputs: Vec<String>,
+        truncate: bool,
+    },
+    /// Report the scheduler's counters.
+    Metrics { id: u64 },
+}
+
+/// A message from the worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FromWorker {
+    /// The model is loaded and the scheduler runs.
+    Ready(ReadyInfo),
+    /// The model could not be loaded; the worker exits after this.
+    Fatal { message: String },
+    Text { id: u64, text: String },
+    Done { id: u64, stats: WireStats },
+    Failed { id: u64, error: WireError },
+    Embedded { id: u64, embeddings: Embeddings },
+    Metrics { id: u64, metrics: SchedulerMetrics },
+}
+
+/// What the server needs to know about a loaded model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadyInfo {
+    pub context_per_sequence: u32,
+    pub parallel: u32,
+    /// Bytes of weights.
+    pub size: u64,
+    pub load_seconds: f64,
+}
+
+/// An error with the HTTP status it maps to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl From<&ApiError> for WireError {
+    fn from(error: &ApiError) -> Self {
+        Self {
+            status: error.status.as_u16(),
+            message: error.message.clone(),
+        }
+    }
+}
+
+impl From<WireError> for ApiError {
+    fn from(wire: WireError) -> Self {
+        let status = StatusCode::from_u16(wire.status)
+            .ok()
+            .filter(|status| status.is_client_error() || status.is_server_error())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            ApiError::busy(wire.message)
+        } else {
+            ApiError::new(status, wire.message)
+        }
+    }
+}
+
+/// One embedding per input, and the tokens they took.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub prompt_tokens: usize,
+}
+
+/// [`Stats`] with its durations as nanoseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireStats {
+    pub stop_reason: StopReason,
+    pub prompt_tokens: usize,
+    pub prompt_tokens_evaluated: usize,
+    pub generated_tokens: usize,
+    pub decoded_tokens: usize,
+    pub prompt_ns: u64,
+    pub first_token_ns: u64,
+    pub generation_ns: u64,
+}
+
+impl From<&Stats> for WireStats {
+    fn from(stats: &Stats) -> Self {
+        let nanos = |duration: Duration| u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        Self {
+            stop_reason: stats.stop_reason,
+            prompt_tokens: stats.prompt_tokens,
+            prompt_tokens_evaluated: stats.prompt_tokens_evaluated,
+            generated_tokens: stats.generated_tokens,
+            decoded_tokens: stats.decoded_tokens,
+            prompt_ns: nanos(stats.prompt_time),
+            first_token_ns: nanos(stats.time_to_first_token),
+            generation_ns: nanos(stats.generation_time),
+        }
+    }
+}
+
+impl From<WireStats> for Stats {
+    fn from(wire: WireStats) -> Self {
+        Stats {
+            stop_reason: wire.stop_reason,
+            prompt_tokens: wire.prompt_tokens,
+            prompt_tokens_evaluated: wire.prompt_tokens_evaluated,
+            generated_tokens: wire.generated_tokens,
+            prompt_time: Duration::from_nanos(wire.prompt_ns),
+            time_to_first_token: Duration::from_nanos(wire.first_token_ns),
+            generation_time: Duration::from_nanos(wire.generation_ns),
+            decoded_tokens: wire.decoded_tokens,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generate_request_survives_the_wire() {
+        let message = ToWorker::Generate {
+            id: 7,
+            prompt: Prompt::Raw("hi\n\"there\"".into()),
+            request: GenerateRequest {
+                max_tokens: Some(3),
+                stop: vec!["\n".into()],
+                ..GenerateRequest::default()
+            },
+            whole: true,
+        };
+        let line = serde_json::to_string(&message).unwrap();
+        assert!(!line.contains('\n'), "one message per line: {line}");
+        let back: ToWorker = serde_json::from_str(&line).unwrap();
+        let ToWorker::Generate {
+            id,
+            prompt: Prompt::Raw(text),
+            request,
+            whole,
+        } = back
+        else {
+            panic!("wrong variant: {line}");
+        };
+        assert_eq!((id, text.as_str(), whole), (7, "hi\n\"there\"", true));
+        assert_eq!(request.max_tokens, Some(3));
+        assert_eq!(request.stop, vec!["\n".to_owned()]);
+    }
+
+    #[test]
+    fn stats_keep_their_durations() {
+        let stats = Stats {
+            stop_reason: StopReason::MaxTokens,
+            prompt_tokens: 10,
+            prompt_tokens_evaluated: 4,
+            generated_tokens: 5,
+            prompt_time: Duration::from_millis(12),
+            time_to_first_token: Duration::from_millis(15),
+            generation_time: Duration::from_micros(40_123),
+            decoded_tokens: 4,
+        };
+        let back = Stats::from(WireStats::from(&stats));
+        assert_eq!(back.generation_time, stats.generation_time);
+        assert_eq!(back.prompt_tokens_evaluated, 4);
+        assert_eq!(back.stop_reason, StopReason::MaxTokens);
+    }
+}
