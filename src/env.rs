@@ -13,6 +13,15 @@ pub const OLM_THREADS: &str = "OLM_THREADS";
 /// `Authorization: Bearer KEY`.
 pub const OLM_API_KEY: &str = "OLM_API_KEY";
 
+/// Where `olm ps` finds the server: `host`, `host:port` or `http://host:port`.
+/// Default: `127.0.0.1:11435`.
+pub const OLM_HOST: &str = "OLM_HOST";
+
+/// Tests only: `1` lets llama.cpp see model files olm's GGUF validator would
+/// refuse, to prove that an abort inside llama.cpp stays inside a server's
+/// worker process. Never set it otherwise.
+pub const OLM_TEST_SKIP_GGUF_CHECK: &str = "OLM_TEST_SKIP_GGUF_CHECK";
+
 /// olm's own state: manifests (store names), imported blobs, `config.toml`.
 /// Default: the platform data directory (`~/.local/share/olm` on Linux).
 pub const OLM_HOME: &str = "OLM_HOME";

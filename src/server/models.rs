@@ -172,6 +172,9 @@ pub struct Registry {
     settings: ModelSettings,
     /// Loaded models by file, so two names of one file share it.
     loaded: tokio::sync::Mutex<BTreeMap<PathBuf, Arc<LoadedModel>>>,
+    /// One lock per file while it loads: a second request for the same
+    /// model waits for the first load; requests for other models do not.
+    loading: Mutex<BTreeMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Registry {
@@ -180,6 +183,7 @@ impl Registry {
             fixed,
             settings,
             loaded: tokio::sync::Mutex::new(BTreeMap::new()),
+            loading: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -215,25 +219,42 @@ impl Registry {
         keep_alive: Option<KeepAlive>,
     ) -> Result<Arc<LoadedModel>, ApiError> {
         let path = self.resolve(name)?;
-        let mut loaded = self.loaded.lock().await;
-        if let Some(model) = loaded.get(&path) {
-            if model.worker.is_alive() {
-                model.touch(keep_alive);
-                return Ok(Arc::clone(model));
-            }
-            tracing::warn!("the worker of {} died; loading it again", escaped(name));
-            loaded.remove(&path);
+        if let Some(model) = self.live(&path, name, keep_alive).await {
+            return Ok(model);
+        }
+        let load_lock = Arc::clone(lock(&self.loading).entry(path.clone()).or_default());
+        let _loading = load_lock.lock().await;
+        // Another request may have loaded it while this one waited.
+        if let Some(model) = self.live(&path, name, keep_alive).await {
+            return Ok(model);
         }
         if !skip_gguf_check() {
             check_file(name, &path).await?;
         }
-        let evicted = make_room(&mut loaded, &path);
+        let evicted = make_room(&mut *self.loaded.lock().await, &path);
+        shut_down(evicted).await;
         let model = Arc::new(self.load(name, path.clone()).await?);
         model.touch(keep_alive);
-        loaded.insert(path, Arc::clone(&model));
-        drop(loaded);
-        shut_down(evicted).await;
+        self.loaded.lock().await.insert(path, Arc::clone(&model));
         Ok(model)
+    }
+
+    /// The loaded model at `path` if its worker runs (a dead one is forgotten).
+    async fn live(
+        &self,
+        path: &std::path::Path,
+        name: &str,
+        keep_alive: Option<KeepAlive>,
+    ) -> Option<Arc<LoadedModel>> {
+        let mut loaded = self.loaded.lock().await;
+        let model = loaded.get(path)?;
+        if model.worker.is_alive() {
+            model.touch(keep_alive);
+            return Some(Arc::clone(model));
+        }
+        tracing::warn!("the worker of {} died; loading it again", escaped(name));
+        loaded.remove(path);
+        None
     }
 
     /// Unload `name` now (Ollama's `keep_alive: 0` with no prompt).
@@ -406,7 +427,7 @@ fn memory_needed(path: &std::path::Path) -> u64 {
 /// Tests only: let llama.cpp see files olm's validator would refuse, to
 /// prove that a crash inside llama.cpp stays inside the worker (T-E5).
 pub fn skip_gguf_check() -> bool {
-    std::env::var_os("OLM_TEST_SKIP_GGUF_CHECK").is_some_and(|value| value == "1")
+    std::env::var_os(crate::env::OLM_TEST_SKIP_GGUF_CHECK).is_some_and(|value| value == "1")
 }
 
 /// Validate a model file before llama.cpp sees it (once, when it is loaded;

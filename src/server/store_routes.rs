@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,12 +24,13 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::error::{ApiError, Flavor};
 use super::request::json_body;
+use super::AppState;
 use crate::commands::{hub_target, pull_from_hub, PullEvents};
 use crate::hub::{human_size, FileHead, HubError, PullReporter};
 use crate::store::{names::escaped, ModelRef, Store, StoreError};
 
 /// Least time between two progress lines of one file.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(0);
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// `{"model": NAME}`, or the older `{"name": NAME}`.
 #[derive(Debug, Deserialize)]
@@ -359,16 +361,24 @@ fn disk_full(message: String) -> ApiError {
 
 /// `DELETE /api/delete`: remove a store name like `olm rm` (files another
 /// name uses are kept); 200 with an empty body, 404 when unknown.
-pub async fn delete(body: Result<Bytes, BytesRejection>) -> Response {
-    delete_inner(body)
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    delete_inner(&state, body)
         .await
         .unwrap_or_else(|error| error.into_response_for(Flavor::Ollama))
 }
 
-async fn delete_inner(body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn delete_inner(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let request: NameRequest = json_body(body)?;
     let name = request.model_name()?.to_owned();
     let reference = store_name(&name)?;
+    // A deleted model must not keep answering from memory.
+    state.registry.unload(&name).await.ok();
     let removed = tokio::task::spawn_blocking(move || {
         let store = Store::from_env();
         let Some(manifest) = store.find(&reference)? else {

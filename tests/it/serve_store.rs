@@ -177,7 +177,11 @@ fn stored_names(env: &TestEnv) -> Vec<String> {
 /// Check a streamed pull's lines the way Ollama's clients read them, and that
 /// progress was throttled (`elapsed` is how long the pull took).
 fn check_pull_stream(lines: &[Value], elapsed: Duration) {
-    assert_eq!(lines[0], json!({"status": "pulling manifest"}), "{lines:#?}");
+    assert_eq!(
+        lines[0],
+        json!({"status": "pulling manifest"}),
+        "{lines:#?}"
+    );
     let statuses: Vec<&str> = lines
         .iter()
         .map(|line| line["status"].as_str().unwrap_or("<none>"))
@@ -187,16 +191,29 @@ fn check_pull_stream(lines: &[Value], elapsed: Duration) {
         ["verifying sha256 digest", "writing manifest", "success"],
         "{lines:#?}"
     );
-    let progress: Vec<&Value> = lines.iter().filter(|line| line.get("digest").is_some()).collect();
-    assert!(progress.len() >= 2, "a first and a last progress line: {lines:#?}");
+    let progress: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line.get("digest").is_some())
+        .collect();
+    assert!(
+        progress.len() >= 2,
+        "a first and a last progress line: {lines:#?}"
+    );
     let total = smol_size();
     let mut completed = 0;
     for line in &progress {
-        assert_eq!(line["status"], format!("pulling {}", &SMOL_SHA[..12]), "{line}");
+        assert_eq!(
+            line["status"],
+            format!("pulling {}", &SMOL_SHA[..12]),
+            "{line}"
+        );
         assert_eq!(line["digest"], format!("sha256:{SMOL_SHA}"), "{line}");
         assert_eq!(line["total"], total, "{line}");
         let now = line["completed"].as_u64().expect("completed");
-        assert!(now >= completed && now <= total, "completed goes up: {lines:#?}");
+        assert!(
+            now >= completed && now <= total,
+            "completed goes up: {lines:#?}"
+        );
         completed = now;
     }
     assert_eq!(completed, total, "the last progress line is complete");
@@ -234,9 +251,16 @@ fn api_pull_streams_progress_then_the_model_serves_and_deletes() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.content_type, "application/x-ndjson");
     check_pull_stream(&reply.lines(), elapsed);
-    assert!(!hub.range_starts().is_empty(), "the bytes came from the hub");
+    assert!(
+        !hub.range_starts().is_empty(),
+        "the bytes came from the hub"
+    );
     assert!(blob(&env).is_file());
-    assert!(server.tags().contains(&SMOL.to_owned()), "{:?}", server.tags());
+    assert!(
+        server.tags().contains(&SMOL.to_owned()),
+        "{:?}",
+        server.tags()
+    );
     assert_eq!(stored_names(&env), [SMOL]);
 
     let generated = server.post(
@@ -248,7 +272,10 @@ fn api_pull_streams_progress_then_the_model_serves_and_deletes() {
     let generated = generated.json();
     assert_eq!(generated["done"], true, "{generated}");
     assert!(
-        !generated["response"].as_str().unwrap_or_default().is_empty(),
+        !generated["response"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
         "{generated}"
     );
 
@@ -274,7 +301,10 @@ fn api_pull_streams_progress_then_the_model_serves_and_deletes() {
     assert_eq!(cells.len(), 5, "{text}");
     assert_eq!(cells[0], SMOL, "{text}");
     assert!(cells[1].ends_with(" MB"), "{text}");
-    assert!(cells[2].contains("CPU") || cells[2].contains("GPU"), "{text}");
+    assert!(
+        cells[2].contains("CPU") || cells[2].contains("GPU"),
+        "{text}"
+    );
     assert_eq!(
         cells[3],
         models[0]["context_length"]
@@ -291,7 +321,11 @@ fn api_pull_streams_progress_then_the_model_serves_and_deletes() {
     let deleted = server.delete(&json!({"model": SMOL}));
     assert_eq!(deleted.status, 200, "{}", deleted.body);
     assert_eq!(deleted.body, "");
-    assert!(!server.tags().contains(&SMOL.to_owned()), "{:?}", server.tags());
+    assert!(
+        !server.tags().contains(&SMOL.to_owned()),
+        "{:?}",
+        server.tags()
+    );
     assert!(stored_names(&env).is_empty());
     assert!(!blob(&env).exists(), "no other name used the blob");
     let again = server.delete(&json!({"name": SMOL}));
@@ -345,16 +379,32 @@ fn api_pull_refuses_paths_urls_bad_names_and_foreign_origins_before_the_hub() {
         long.as_str(),
     ];
     for name in names {
-        for body in [json!({"model": name}), json!({"name": name, "stream": false})] {
+        for body in [
+            json!({"model": name}),
+            json!({"name": name, "stream": false}),
+        ] {
             let reply = server.post("/api/pull", &body);
             assert_eq!(reply.status, 400, "{body}: {}", reply.body);
-            assert!(reply.error().contains("invalid model name"), "{}", reply.body);
+            assert!(
+                reply.error().contains("invalid model name"),
+                "{}",
+                reply.body
+            );
         }
         let reply = server.delete(&json!({"model": name}));
         assert_eq!(reply.status, 400, "delete {name:?}: {}", reply.body);
-        assert!(reply.error().contains("invalid model name"), "{}", reply.body);
+        assert!(
+            reply.error().contains("invalid model name"),
+            "{}",
+            reply.body
+        );
     }
-    for body in [json!({}), json!({"model": ""}), json!({"model": 7}), json!("x")] {
+    for body in [
+        json!({}),
+        json!({"model": ""}),
+        json!({"model": 7}),
+        json!("x"),
+    ] {
         let reply = server.post("/api/pull", &body);
         assert_eq!(reply.status, 400, "{body}: {}", reply.body);
         reply.error();
@@ -362,7 +412,11 @@ fn api_pull_refuses_paths_urls_bad_names_and_foreign_origins_before_the_hub() {
     // Not a catalog alias: known without asking the hub.
     let reply = server.post("/api/pull", &json!({"model": "no-such-alias"}));
     assert_eq!(reply.status, 404, "{}", reply.body);
-    assert!(reply.error().contains("not a catalog alias"), "{}", reply.body);
+    assert!(
+        reply.error().contains("not a catalog alias"),
+        "{}",
+        reply.body
+    );
 
     // T-D3: a browser on another site, with a body that needs no preflight.
     for (method, path) in [("POST", "/api/pull"), ("DELETE", "/api/delete")] {
@@ -377,7 +431,11 @@ fn api_pull_refuses_paths_urls_bad_names_and_foreign_origins_before_the_hub() {
         assert_eq!(status, 403, "{method} {path}");
         assert!(response.header("Access-Control-Allow-Origin").is_none());
     }
-    assert_eq!(hub.requests(), Vec::<Value>::new(), "no request reached the hub");
+    assert_eq!(
+        hub.requests(),
+        Vec::<Value>::new(),
+        "no request reached the hub"
+    );
     assert!(stored_names(&env).is_empty());
 
     // The same server does reach the hub for a real name: the log above was
@@ -388,7 +446,9 @@ fn api_pull_refuses_paths_urls_bad_names_and_foreign_origins_before_the_hub() {
     assert_eq!(lines[0], json!({"status": "pulling manifest"}));
     let last = lines.last().expect("lines");
     assert!(
-        last["error"].as_str().is_some_and(|error| error.contains("not found")),
+        last["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("not found")),
         "{lines:?}"
     );
     let reply = server.post(
@@ -432,11 +492,17 @@ fn a_client_that_disconnects_mid_pull_leaves_nothing_in_the_store() {
     let watch_until = Instant::now() + Duration::from_secs(9);
     while Instant::now() < watch_until {
         assert!(!blob(&env).exists(), "a cancelled download was finalized");
-        assert!(stored_names(&env).is_empty(), "a cancelled pull was registered");
+        assert!(
+            stored_names(&env).is_empty(),
+            "a cancelled pull was registered"
+        );
         assert!(!server.tags().contains(&SMOL.to_owned()));
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(partial.is_file(), "the partial download is kept for a resume");
+    assert!(
+        partial.is_file(),
+        "the partial download is kept for a resume"
+    );
 
     hub.set_faults(json!({}));
     let reply = server.post("/api/pull", &json!({"model": SMOL, "stream": false}));
@@ -478,7 +544,11 @@ fn olm_ps_without_a_server_or_without_the_key_fails_with_one_error_line() {
     let server = Server::start(&hub, &env, &["--api-key", "sekrit"]);
     let refused = server.olm_ps(&env, &[]);
     assert_exit(&refused, 1);
-    assert!(stderr(&refused).contains("OLM_API_KEY"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("OLM_API_KEY"),
+        "{}",
+        stderr(&refused)
+    );
     // Flags instead of OLM_HOST, the key from the environment.
     let listed = run(env
         .olm()
@@ -486,7 +556,10 @@ fn olm_ps_without_a_server_or_without_the_key_fails_with_one_error_line() {
         .arg(server.port.to_string())
         .env("OLM_API_KEY", "sekrit"));
     assert_exit(&listed, 0);
-    assert_eq!(stdout(&listed), "NAME   SIZE   PROCESSOR   CONTEXT   UNTIL\n");
+    assert_eq!(
+        stdout(&listed),
+        "NAME   SIZE   PROCESSOR   CONTEXT   UNTIL\n"
+    );
 }
 
 /// The real `ollama` Python client pulls from the fake hub through
@@ -525,5 +598,8 @@ fn python_ollama_client_pulls_and_deletes() {
         "pytest failed\n--- stdout ---\n{report}\n--- stderr ---\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(!hub.range_starts().is_empty(), "the client's pull reached the hub");
+    assert!(
+        !hub.range_starts().is_empty(),
+        "the client's pull reached the hub"
+    );
 }
