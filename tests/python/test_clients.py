@@ -145,3 +145,25 @@ def test_ollama_pull_generate_and_delete():
     with pytest.raises(ollama.ResponseError) as error:
         client.delete(PULL_MODEL)
     assert error.value.status_code == 404
+
+
+def test_openai_embeddings_default_base64_and_float():
+    # The openai client asks for base64 unless told otherwise, and decodes it.
+    client = openai_client()
+    texts = ["The cat sat on the mat.", "Stock markets fell today."]
+    encoded = client.embeddings.create(model=MODEL, input=texts)
+    floats = client.embeddings.create(model=MODEL, input=texts, encoding_format="float")
+    assert [item.index for item in encoded.data] == [0, 1]
+    assert len(encoded.data[0].embedding) == len(floats.data[0].embedding) > 0
+    for a, b in zip(encoded.data[0].embedding, floats.data[0].embedding):
+        assert abs(a - b) < 1e-6
+    norm = sum(value * value for value in floats.data[1].embedding) ** 0.5
+    assert abs(norm - 1.0) < 1e-3
+    assert encoded.usage.prompt_tokens > 0
+
+
+def test_ollama_embed():
+    reply = ollama_client().embed(model=MODEL, input=["first text", "second text"])
+    assert len(reply["embeddings"]) == 2
+    assert len(reply["embeddings"][0]) > 0
+    assert reply["embeddings"][0] != reply["embeddings"][1]
