@@ -99,7 +99,7 @@ pub enum SpawnError {
 impl Worker {
     /// Start `olm __worker`, hand it `config`, and wait until its model is loaded.
     pub async fn spawn(config: &WorkerConfig) -> Result<Self, SpawnError> {
-        let executable = std::env::current_exe().map_err(SpawnError::Process)?;
+        let executable = own_executable().map_err(SpawnError::Process)?;
         let mut child = tokio::process::Command::new(executable)
             .arg("__worker")
             .stdin(Stdio::piped())
@@ -266,6 +266,17 @@ impl Worker {
     fn send(&self, message: ToWorker) -> Result<(), ApiError> {
         self.outgoing.send(message).map_err(|_| died())
     }
+}
+
+/// This very program, even if its file was replaced since it started (an
+/// upgrade or a rebuild while the server runs): on Linux `/proc/self/exe`
+/// still opens the running binary.
+fn own_executable() -> std::io::Result<std::path::PathBuf> {
+    let proc_self = std::path::PathBuf::from("/proc/self/exe");
+    if proc_self.exists() {
+        return Ok(proc_self);
+    }
+    std::env::current_exe()
 }
 
 fn died() -> ApiError {
