@@ -95,6 +95,10 @@ const RESERVED_DESCRIPTORS: usize = 64;
 /// descriptors, so a burst does not turn into a busy loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How long streams stopped at the end of the grace period get to send
+/// their error event before their connections are dropped.
+const ERROR_EVENT_FLUSH: Duration = Duration::from_millis(500);
+
 /// Serve `app` on `listener` until a signal; then refuse new connections,
 /// let open ones finish within `grace`, and report how that went.
 pub async fn serve(
@@ -103,6 +107,7 @@ pub async fn serve(
     limits: &ConnectionLimits,
     grace: Duration,
     signals: &mut Signals,
+    stop_requests: impl std::future::Future<Output = ()>,
 ) -> Shutdown {
     let app = app.layer(middleware::from_fn_with_state(
         limits.body_timeout,
@@ -156,6 +161,10 @@ pub async fn serve(
         () = drained => Shutdown::Drained,
         () = tokio::time::sleep(grace) => {
             tracing::warn!("requests still running after {grace:?}; stopping them");
+            // Each stream still open ends with an error event, not a cut.
+            stop_requests.await;
+            let flushed = async { while connections.join_next().await.is_some() {} };
+            let _ = tokio::time::timeout(ERROR_EVENT_FLUSH, flushed).await;
             Shutdown::GraceExpired
         }
         name = signals.next() => {

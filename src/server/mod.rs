@@ -194,6 +194,7 @@ async fn serve(
         &config.connections,
         config.shutdown_grace,
         &mut signals,
+        state.registry.fail_in_flight("the server is shutting down"),
     )
     .await;
     unloader.abort();

@@ -325,6 +325,15 @@ impl Registry {
         shut_down(idle).await;
     }
 
+    /// End every request in flight with `message` (a 503); shutdown after
+    /// the grace period.
+    pub async fn fail_in_flight(&self, message: &str) {
+        let error = ApiError::busy(message);
+        for model in self.loaded.lock().await.values() {
+            model.worker.fail_in_flight(&error);
+        }
+    }
+
     /// Unload everything (shutdown).
     pub async fn unload_all(&self) {
         let all: Vec<Arc<LoadedModel>> = std::mem::take(&mut *self.loaded.lock().await)

@@ -758,3 +758,31 @@ fn a_second_sigint_during_the_drain_exits_130() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// T-E6: a stream still running when the grace period ends gets an error
+/// event saying the server is shutting down (not a cut connection), and
+/// the server exits 0.
+#[test]
+fn streams_past_the_grace_period_end_with_an_error_event() {
+    let mut server = Server::start(&[
+        "--parallel",
+        "1",
+        "-c",
+        "2048",
+        "--shutdown-grace-ms",
+        "1000",
+    ]);
+    server.warm_up();
+    let stream = started_stream(server.port, "/v1/completions", counting_completion(1500));
+    server.signal(libc::SIGTERM);
+    let status = server.wait_for_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let received = stream.join().expect("stream reader");
+    assert!(received.starts_with("HTTP/1.1 200"), "{received:.200}");
+    assert!(
+        received.contains("the server is shutting down"),
+        "no error event at the end of the stream: {}",
+        &received[received.len().saturating_sub(400)..]
+    );
+    assert!(!received.contains("data: [DONE]"), "the stream was not cut short");
+}

@@ -254,6 +254,24 @@ impl Worker {
         }
     }
 
+    /// End every generation and embedding in flight with `error`, and stop
+    /// the generations in the worker.
+    pub fn fail_in_flight(&self, error: &ApiError) {
+        let in_flight: Vec<(u64, Pending)> = lock(&self.pending).drain().collect();
+        for (id, pending) in in_flight {
+            match pending {
+                Pending::Generate(sender) => {
+                    let _ = sender.send(Reply::Failed(error.clone()));
+                    let _ = self.outgoing.send(ToWorker::Cancel { id });
+                }
+                Pending::Embed(sender) => {
+                    let _ = sender.send(Err(error.clone()));
+                }
+                Pending::Metrics(_) => {}
+            }
+        }
+    }
+
     fn register(&self, pending: Pending) -> Result<u64, ApiError> {
         if !self.is_alive() {
             return Err(died());
