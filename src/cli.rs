@@ -271,9 +271,14 @@ pub struct ServeArgs {
     #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub ctx_size: Option<u32>,
 
-    /// Seconds an idle model stays loaded.
+    /// Seconds an idle model stays loaded (a request's `keep_alive` overrides it).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub keep_alive: u64,
+
+    /// Models loaded at once; loading one more first unloads the least
+    /// recently used idle one (as does a shortage of memory).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_loaded: u32,
 
     /// Largest request body in MiB (413 above).
     #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]

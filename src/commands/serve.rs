@@ -51,6 +51,7 @@ pub fn run(args: ServeArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
             },
             load: load_options(&args)?,
             keep_alive: Duration::from_secs(args.keep_alive),
+            max_loaded: args.max_loaded as usize,
             verbose: args.verbose,
         },
         body_limit: usize::try_from(args.max_body_mib << 20).unwrap_or(usize::MAX),

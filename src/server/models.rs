@@ -26,6 +26,8 @@ pub struct ModelSettings {
     pub load: LoadOptions,
     /// How long an idle model stays loaded unless a request says otherwise.
     pub keep_alive: Duration,
+    /// Models loaded at once before the least recently used idle one goes.
+    pub max_loaded: usize,
     pub verbose: bool,
 }
 
@@ -231,7 +233,11 @@ impl Registry {
         if !skip_gguf_check() {
             check_file(name, &path).await?;
         }
-        let evicted = make_room(&mut *self.loaded.lock().await, &path);
+        let evicted = make_room(
+            &mut *self.loaded.lock().await,
+            &path,
+            self.settings.max_loaded,
+        );
         shut_down(evicted).await;
         let model = Arc::new(self.load(name, path.clone()).await?);
         model.touch(keep_alive);
@@ -394,12 +400,13 @@ async fn shut_down(models: Vec<Arc<LoadedModel>>) {
 const WORKER_EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// Before loading the model at `path`, unload idle models (least recently
-/// used first) while the machine lacks the memory for it. Models serving
-/// requests are never unloaded; if the memory is still short, the load is
-/// tried anyway and the OS decides (as Ollama does on CPU).
+/// used first) while `max_loaded` are loaded or the machine lacks the memory
+/// for it. Models serving requests are never unloaded; if room is still
+/// short, the load goes ahead anyway and the OS decides (as Ollama does on CPU).
 fn make_room(
     loaded: &mut BTreeMap<PathBuf, Arc<LoadedModel>>,
     path: &std::path::Path,
+    max_loaded: usize,
 ) -> Vec<Arc<LoadedModel>> {
     let needed = memory_needed(path);
     let mut evicted = Vec::new();
@@ -412,7 +419,7 @@ fn make_room(
     let mut freed = 0u64;
     for (_, candidate) in candidates {
         let available = available_memory().unwrap_or(u64::MAX).saturating_add(freed);
-        if available >= needed {
+        if available >= needed && loaded.len() < max_loaded.max(1) {
             break;
         }
         if let Some(model) = loaded.remove(&candidate) {

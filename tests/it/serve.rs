@@ -1032,3 +1032,37 @@ fn keep_alive_keeps_or_unloads_a_model() {
     let bad = server.post("/api/generate", &json!({"model": MODEL, "keep_alive": "soon"}));
     assert_eq!(bad.status, 400, "{}", bad.body);
 }
+
+/// `--max-loaded 1`: loading a second model first unloads the idle one (its
+/// worker exits); asking for the first again loads it again.
+#[test]
+fn loading_past_max_loaded_unloads_the_least_recently_used_model() {
+    let gemma = crate::common::gemma3();
+    let server = Server::start(&["--max-loaded", "1", gemma.to_str().expect("utf-8 path")]);
+    let gemma_name = "gemma-3-270m-q4_k_m";
+    let loaded_names = || -> Vec<String> {
+        server.get("/api/ps").json()["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|model| model["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let first = server.post("/v1/chat/completions", &chat_body("hi", 2, false));
+    assert_eq!(first.status, 200, "{}", first.body);
+    let smollm_worker = worker_pid(&server);
+    assert_eq!(loaded_names(), vec![MODEL.to_owned()]);
+
+    let mut body = chat_body("hi", 2, false);
+    body["model"] = json!(gemma_name);
+    let second = server.post("/v1/chat/completions", &body);
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(loaded_names(), vec![gemma_name.to_owned()]);
+    let gemma_worker = worker_pid(&server);
+    assert_ne!(gemma_worker, smollm_worker, "SmolLM2's worker has exited");
+
+    let again = server.post("/v1/chat/completions", &chat_body("hi", 2, false));
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(loaded_names(), vec![MODEL.to_owned()]);
+}
