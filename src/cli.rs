@@ -114,7 +114,7 @@ pub enum Command {
     /// Internal: run one model for `olm serve` in a child process, speaking
     /// JSON lines on stdin and stdout. Not for people.
     #[command(name = "__worker", hide = true)]
-    Worker,
+    Worker(WorkerArgs),
 }
 
 /// Arguments of `olm completions`.
@@ -237,6 +237,14 @@ pub struct RmArgs {
 }
 
 /// Arguments of `olm serve`.
+/// `olm __worker`: the server starts it; its model arrives on stdin.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Log to stderr (the server passes its own --verbose).
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Models the API may use besides store names: a name, repo or .gguf path.

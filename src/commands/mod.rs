@@ -17,9 +17,6 @@ mod verify;
 
 use std::process::ExitCode;
 
-/// The download path of `olm pull`, shared with `olm serve`'s `POST /api/pull`.
-pub use pull::{hub_target, pull_from_hub, PullEvents, Target};
-
 use crate::cli::{Cli, Command};
 use crate::engine::EngineError;
 use crate::gguf::GgufError;
@@ -40,9 +37,12 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(args, printer),
         Command::Serve(args) => serve::run(args, printer),
         Command::Ps(args) => ps::run(args, printer),
-        Command::Worker => Ok(ExitCode::from(
-            u8::try_from(crate::server::run_worker()).unwrap_or(1),
-        )),
+        Command::Worker(args) => {
+            crate::ui::init_tracing(args.verbose);
+            Ok(ExitCode::from(
+                u8::try_from(crate::server::run_worker()).unwrap_or(1),
+            ))
+        }
         Command::Completions(args) => {
             crate::cli::write_completions(args.shell, &mut std::io::stdout().lock());
             Ok(ExitCode::SUCCESS)

@@ -4,12 +4,14 @@
 //! validating every value the server sends before it becomes part of a path,
 //! retries with back-off, resume from partial files, parallel ranged parts,
 //! sha256 and size verification, and progress through [`PullReporter`].
-//! Uses: `store` (cache layout, locks, atomic writes).
+//! Uses: `store` (cache layout, locks, atomic writes), `catalog` (aliases) and
+//! `gguf` (checking a downloaded file) for the shared pull in [`pull`].
 //! Must not touch: the terminal (no printing: report through the trait),
 //! llama.cpp, `std::process::exit`.
 
 mod api;
 mod download;
+pub mod pull;
 pub mod quant;
 
 use std::sync::atomic::AtomicBool;

@@ -1,8 +1,8 @@
 //! `POST /api/pull` and `DELETE /api/delete`: the store over the Ollama API.
 //!
 //! Owns: both handlers, the NDJSON progress of a pull (throttled), and the
-//! status of each pull or store failure. A pull runs `olm pull`'s own code
-//! on a blocking thread; a client that goes away cancels it, and the partial
+//! status of each pull or store failure. A pull runs the same `hub::pull` code
+//! as `olm pull`, on a blocking thread; a client that goes away cancels it, and the partial
 //! download stays where no model is looked for (the next pull resumes it).
 //! The API names models only: a path or URL is refused before any work.
 //! Must not touch: the engine, the terminal.
@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -25,7 +25,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use super::error::{ApiError, Flavor};
 use super::request::json_body;
 use super::AppState;
-use crate::commands::{hub_target, pull_from_hub, PullEvents};
+use crate::hub::pull::{hub_target, pull_from_hub, PullEvents, TargetError};
 use crate::hub::{human_size, FileHead, HubError, PullReporter};
 use crate::store::{names::escaped, ModelRef, Store, StoreError};
 
@@ -83,7 +83,14 @@ async fn pull_inner(body: Result<Bytes, BytesRejection>) -> Result<Response, Api
     let request: NameRequest = json_body(body)?;
     let name = request.model_name()?.to_owned();
     let reference = store_name(&name)?;
-    let target = hub_target(&reference).map_err(|error| pull_error(&name, &error))?;
+    let target = hub_target(&reference).map_err(|error| {
+        let error = match error {
+            TargetError::Hub(error) => anyhow::Error::from(error),
+            TargetError::Catalog(error) => error.into(),
+            error => error.into(),
+        };
+        pull_error(&name, &error)
+    })?;
     let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
     let hub_cancel = Arc::clone(&cancel.0);
     if request.stream == Some(false) {
@@ -94,7 +101,7 @@ async fn pull_inner(body: Result<Bytes, BytesRejection>) -> Result<Response, Api
         .await
         .map_err(|_| ApiError::internal("the pull failed"))?;
         drop(cancel);
-        pulled.map_err(|error| pull_error(&name, &error))?;
+        pulled.map_err(|error| pull_error(&name, &error.into()))?;
         return Ok(Json(json!({"status": "success"})).into_response());
     }
     let (sender, lines) = unbounded_channel();
@@ -103,7 +110,7 @@ async fn pull_inner(body: Result<Bytes, BytesRejection>) -> Result<Response, Api
     tokio::task::spawn_blocking(move || {
         match pull_from_hub(&target, hub_cancel, &events) {
             Ok(_) => events.send(json!({"status": "success"}), true),
-            Err(error) => events.send(pull_error(&name, &error).body(Flavor::Ollama), true),
+            Err(error) => events.send(pull_error(&name, &error.into()).body(Flavor::Ollama), true),
         };
     });
     Ok((

@@ -53,7 +53,6 @@ pub fn run() -> i32 {
         },
         _ => return fatal(&outbox, "no worker configuration on stdin"),
     };
-    crate::ui::init_tracing(config.verbose);
     engine::configure_logging(config.verbose);
     let started = Instant::now();
     let (model, scheduler) = match load(&config) {

@@ -102,6 +102,7 @@ impl Worker {
         let executable = own_executable().map_err(SpawnError::Process)?;
         let mut child = tokio::process::Command::new(executable)
             .arg("__worker")
+            .args(config.verbose.then_some("--verbose"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
