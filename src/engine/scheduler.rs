@@ -92,6 +92,11 @@ pub struct SchedulerMetrics {
     pub finished: u64,
     pub cancelled: u64,
     pub rejected: u64,
+    /// Decode calls, and the time spent in them and in whole steps
+    /// (decode plus sampling and text), in nanoseconds.
+    pub decode_steps: u64,
+    pub decode_nanos: u64,
+    pub step_nanos: u64,
 }
 
 /// A running scheduler: a handle to the generation thread of one model.
@@ -134,6 +139,9 @@ struct Shared {
     finished: AtomicU64,
     cancelled: AtomicU64,
     rejected: AtomicU64,
+    decode_steps: AtomicU64,
+    decode_nanos: AtomicU64,
+    step_nanos: AtomicU64,
 }
 
 impl Shared {
@@ -161,6 +169,9 @@ impl Scheduler {
             finished: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            decode_steps: AtomicU64::new(0),
+            decode_nanos: AtomicU64::new(0),
+            step_nanos: AtomicU64::new(0),
         });
         let (ready_sender, ready) = mpsc::channel();
         let thread_shared = Arc::clone(&shared);
@@ -263,6 +274,9 @@ impl Scheduler {
             finished: shared.finished.load(Ordering::Relaxed),
             cancelled: shared.cancelled.load(Ordering::Relaxed),
             rejected: shared.rejected.load(Ordering::Relaxed),
+            decode_steps: shared.decode_steps.load(Ordering::Relaxed),
+            decode_nanos: shared.decode_nanos.load(Ordering::Relaxed),
+            step_nanos: shared.step_nanos.load(Ordering::Relaxed),
         }
     }
 
@@ -550,15 +564,18 @@ impl Worker<'_> {
 
     /// One decode: every generating sequence's pending token, then prompt chunks.
     fn step(&mut self) -> Result<(), EngineError> {
+        let step_started = Instant::now();
         self.fill_batch()?;
         tracing::trace!(
             tokens = self.batch.n_tokens(),
             sequences = self.sequences.len(),
             "decode step"
         );
+        let decode_started = Instant::now();
         self.context
             .decode(&mut self.batch)
             .map_err(|error| EngineError::Decode(error.to_string()))?;
+        let decode_time = decode_started.elapsed();
         for sequence in &mut self.sequences {
             if let Some(token) = sequence.pending.take() {
                 sequence.decoded.push(token);
@@ -569,6 +586,14 @@ impl Worker<'_> {
             sequence.prefill_share = 0;
         }
         self.sample_all();
+        let shared = &self.shared;
+        shared.decode_steps.fetch_add(1, Ordering::Relaxed);
+        shared
+            .decode_nanos
+            .fetch_add(nanos(decode_time), Ordering::Relaxed);
+        shared
+            .step_nanos
+            .fetch_add(nanos(step_started.elapsed()), Ordering::Relaxed);
         Ok(())
     }
 
@@ -701,6 +726,10 @@ impl Worker<'_> {
         self.shared.queued.store(0, Ordering::Relaxed);
         self.shared.active.store(0, Ordering::Relaxed);
     }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {

@@ -10,6 +10,7 @@ mod access;
 mod conn;
 mod embed;
 mod error;
+pub mod fuzzing;
 mod generation;
 mod models;
 mod ollama;
@@ -357,7 +358,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "# TYPE olm_models_loaded gauge\nolm_models_loaded {}",
         loaded.len()
     );
-    let families: [MetricFamily; 7] = [
+    let families: [MetricFamily; 10] = [
         ("olm_queue_depth", "gauge", |m| m.queued as u64),
         ("olm_active_sequences", "gauge", |m| m.active as u64),
         ("olm_prompt_tokens_total", "counter", |m| m.prompt_tokens),
@@ -367,6 +368,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ("olm_requests_finished_total", "counter", |m| m.finished),
         ("olm_requests_cancelled_total", "counter", |m| m.cancelled),
         ("olm_requests_rejected_total", "counter", |m| m.rejected),
+        ("olm_decode_steps_total", "counter", |m| m.decode_steps),
+        ("olm_decode_nanoseconds_total", "counter", |m| m.decode_nanos),
+        ("olm_step_nanoseconds_total", "counter", |m| m.step_nanos),
     ];
     let mut snapshots = Vec::with_capacity(loaded.len());
     for model in &loaded {

@@ -101,6 +101,8 @@ impl Worker {
     pub async fn spawn(config: &WorkerConfig) -> Result<Self, SpawnError> {
         let executable = own_executable().map_err(SpawnError::Process)?;
         let mut child = tokio::process::Command::new(executable)
+            // `ps` shows `olm __worker`, not `/proc/self/exe __worker`.
+            .arg0("olm")
             .arg("__worker")
             .args(config.verbose.then_some("--verbose"))
             .stdin(Stdio::piped())
