@@ -22,9 +22,8 @@ pub struct Embedded {
 
 /// Why a model cannot embed, if it cannot.
 pub fn embedding_refusal(model: &Model) -> Option<String> {
-    (declared_pooling(model).as_deref() == Some("4")).then(|| {
-        "this model is a reranker (rank pooling) and cannot produce embeddings".to_owned()
-    })
+    (declared_pooling(model).as_deref() == Some("4"))
+        .then(|| "this model is a reranker (rank pooling) and cannot produce embeddings".to_owned())
 }
 
 /// Embed each input. Inputs longer than the model's context are an error,

@@ -246,7 +246,10 @@ fn shortened(mut vector: Vec<f32>, dimensions: Option<usize>) -> Vec<f32> {
 
 /// OpenAI's base64 format: the little-endian f32 bytes.
 fn encode_base64(vector: &[f32]) -> String {
-    let bytes: Vec<u8> = vector.iter().flat_map(|value| value.to_le_bytes()).collect();
+    let bytes: Vec<u8> = vector
+        .iter()
+        .flat_map(|value| value.to_le_bytes())
+        .collect();
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 

@@ -369,7 +369,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ("olm_requests_cancelled_total", "counter", |m| m.cancelled),
         ("olm_requests_rejected_total", "counter", |m| m.rejected),
         ("olm_decode_steps_total", "counter", |m| m.decode_steps),
-        ("olm_decode_nanoseconds_total", "counter", |m| m.decode_nanos),
+        ("olm_decode_nanoseconds_total", "counter", |m| {
+            m.decode_nanos
+        }),
         ("olm_step_nanoseconds_total", "counter", |m| m.step_nanos),
     ];
     let mut snapshots = Vec::with_capacity(loaded.len());

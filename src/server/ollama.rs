@@ -65,23 +65,49 @@ struct Options {
     seed: Option<i64>,
     num_predict: Option<i64>,
     stop: Option<Stop>,
+    /// Checked, then ignored: `olm serve -c` sets the context of a model
+    /// for every request, and clients send their idea of it all the time.
+    num_ctx: Option<i64>,
+    /// Checked, then ignored: olm never shifts the context (a prompt that
+    /// does not fit is a 400), so there is nothing to keep.
+    #[serde(alias = "n_keep")]
+    num_keep: Option<i64>,
 }
 
 impl Options {
-    fn into_sampling(self) -> SamplingRequest {
-        SamplingRequest {
+    /// Ollama's options, refusing counts that mean nothing (T-D4).
+    fn into_sampling(self) -> Result<SamplingRequest, ApiError> {
+        if let Some(count) = self.num_ctx.filter(|count| *count < 1) {
+            return Err(ApiError::bad_request(format!(
+                "num_ctx must be at least 1, got {count}"
+            )));
+        }
+        // -1 keeps the whole prompt.
+        if let Some(count) = self.num_keep.filter(|count| *count < -1) {
+            return Err(ApiError::bad_request(format!(
+                "num_keep must be -1 or more, got {count}"
+            )));
+        }
+        // -1 means "until the context is full", -2 "fill the context".
+        let max_tokens = match self.num_predict {
+            None | Some(-1 | -2) => None,
+            Some(count) if count >= 1 => Some(count),
+            Some(count) => {
+                return Err(ApiError::bad_request(format!(
+                    "num_predict must be -1, -2 or at least 1, got {count}"
+                )))
+            }
+        };
+        Ok(SamplingRequest {
             temperature: self.temperature,
             top_p: self.top_p,
             top_k: self.top_k,
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
             seed: self.seed,
-            // Ollama: -1 means "until the context is full", -2 "fill the context".
-            max_tokens: self
-                .num_predict
-                .filter(|count| *count != -1 && *count != -2),
+            max_tokens,
             stop: self.stop,
-        }
+        })
     }
 }
 
@@ -111,43 +137,60 @@ pub async fn generate(
         .unwrap_or_else(|error| error.into_response_for(Flavor::Ollama))
 }
 
-async fn chat_inner(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+/// A chat or generate request, decoded and checked: all that is left to
+/// check needs the model (its name, the prompt's length in tokens).
+#[derive(Debug)]
+pub(super) enum Decoded {
+    /// No prompt: load the model, or unload it with `keep_alive: 0`.
+    Load {
+        model: String,
+        keep_alive: Option<KeepAlive>,
+    },
+    Generate {
+        model: String,
+        prompt: Prompt,
+        generate: crate::engine::GenerateRequest,
+        stream: bool,
+        keep_alive: Option<KeepAlive>,
+    },
+}
+
+/// The body of `POST /api/chat`, decoded and range-checked.
+pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<Decoded, ApiError> {
     let request: ChatRequest = json_body(body)?;
     let keep_alive = parse_keep_alive(request.keep_alive.as_ref())?;
     if request.messages.is_empty() {
         // Ollama loads (or with keep_alive 0 unloads) the model for an empty conversation.
-        return load_or_unload(state, &request.model, keep_alive, Kind::Chat).await;
+        return Ok(Decoded::Load {
+            model: request.model,
+            keep_alive,
+        });
     }
     let messages = chat_messages(request.messages)?;
     let constraint = format_constraint(request.format)?;
     let generate = request
         .options
         .unwrap_or_default()
-        .into_sampling()
+        .into_sampling()?
         .into_request(constraint)?;
-    respond(
-        state,
-        &request.model,
-        Prompt::Chat(messages),
+    Ok(Decoded::Generate {
+        model: request.model,
+        prompt: Prompt::Chat(messages),
         generate,
-        Kind::Chat,
-        request.stream.unwrap_or(true),
+        stream: request.stream.unwrap_or(true),
         keep_alive,
-    )
-    .await
+    })
 }
 
-async fn generate_inner(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+/// The body of `POST /api/generate`, decoded and range-checked.
+pub(super) fn decode_generate(body: Result<Bytes, BytesRejection>) -> Result<Decoded, ApiError> {
     let request: GenerateRequest = json_body(body)?;
     let keep_alive = parse_keep_alive(request.keep_alive.as_ref())?;
     if request.prompt.is_empty() {
-        return load_or_unload(state, &request.model, keep_alive, Kind::Generate).await;
+        return Ok(Decoded::Load {
+            model: request.model,
+            keep_alive,
+        });
     }
     let prompt = if request.raw {
         if request.system.is_some() {
@@ -168,18 +211,44 @@ async fn generate_inner(
     let generate = request
         .options
         .unwrap_or_default()
-        .into_sampling()
+        .into_sampling()?
         .into_request(constraint)?;
-    respond(
-        state,
-        &request.model,
+    Ok(Decoded::Generate {
+        model: request.model,
         prompt,
         generate,
-        Kind::Generate,
-        request.stream.unwrap_or(true),
+        stream: request.stream.unwrap_or(true),
         keep_alive,
-    )
-    .await
+    })
+}
+
+async fn chat_inner(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    dispatch(state, decode_chat(body)?, Kind::Chat).await
+}
+
+async fn generate_inner(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    dispatch(state, decode_generate(body)?, Kind::Generate).await
+}
+
+async fn dispatch(state: &AppState, request: Decoded, kind: Kind) -> Result<Response, ApiError> {
+    match request {
+        Decoded::Load { model, keep_alive } => {
+            load_or_unload(state, &model, keep_alive, kind).await
+        }
+        Decoded::Generate {
+            model,
+            prompt,
+            generate,
+            stream,
+            keep_alive,
+        } => respond(state, &model, prompt, generate, kind, stream, keep_alive).await,
+    }
 }
 
 async fn respond(
@@ -433,4 +502,45 @@ fn describe(model: &Available) -> Value {
         "digest": "",
         "details": details,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(options: Value) -> Result<Decoded, ApiError> {
+        let body = json!({"model": "m", "prompt": "hi", "options": options});
+        decode_generate(Ok(Bytes::from(body.to_string())))
+    }
+
+    /// T-D4: counts with no meaning in Ollama's API are refused, not ignored.
+    #[test]
+    fn meaningless_counts_are_refused() {
+        for (options, name) in [
+            (json!({"num_ctx": -5}), "num_ctx"),
+            (json!({"num_ctx": 0}), "num_ctx"),
+            (json!({"num_keep": -7}), "num_keep"),
+            (json!({"n_keep": -7}), "num_keep"),
+            (json!({"num_predict": -3}), "num_predict"),
+            (json!({"num_predict": 0}), "num_predict"),
+        ] {
+            let error = decode(options.clone()).expect_err(&options.to_string());
+            assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST);
+            assert!(error.message.contains(name), "{options}: {}", error.message);
+        }
+    }
+
+    #[test]
+    fn meaningful_counts_pass() {
+        let Ok(Decoded::Generate { generate, .. }) =
+            decode(json!({"num_ctx": 4096, "num_keep": -1, "num_predict": -2}))
+        else {
+            panic!("refused");
+        };
+        assert_eq!(generate.max_tokens, None);
+        let Ok(Decoded::Generate { generate, .. }) = decode(json!({"num_predict": 7})) else {
+            panic!("refused");
+        };
+        assert_eq!(generate.max_tokens, Some(7));
+    }
 }

@@ -19,7 +19,7 @@ use super::error::{ApiError, Flavor};
 use super::generation::{self, Started, StreamFormat};
 use super::request::{finish_reason, json_body, response_id, unix_seconds, SamplingRequest, Stop};
 use super::AppState;
-use crate::engine::{Constraint, Message, Prompt, Stats};
+use crate::engine::{Constraint, GenerateRequest, Message, Prompt, Stats};
 
 /// OpenAI's default `max_tokens` for `/v1/completions`.
 const COMPLETIONS_DEFAULT_MAX_TOKENS: i64 = 16;
@@ -49,11 +49,14 @@ struct CompletionRequest {
     sampling: OpenAiSampling,
 }
 
+/// `prompt`: text, or a list of one text. Token ids are refused: they would
+/// reach llama.cpp unchecked against the vocabulary (T-D4).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum PromptText {
     One(String),
     Many(Vec<String>),
+    Other(serde::de::IgnoredAny),
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,29 +65,48 @@ struct StreamOptions {
     include_usage: bool,
 }
 
+/// OpenAI's sampling fields, plus `top_k`, `min_p` and `repeat_penalty` as
+/// llama.cpp's server takes them.
 #[derive(Debug, Default, Deserialize)]
 struct OpenAiSampling {
     temperature: Option<f64>,
     top_p: Option<f64>,
+    top_k: Option<i64>,
+    min_p: Option<f64>,
+    repeat_penalty: Option<f64>,
     max_tokens: Option<i64>,
     max_completion_tokens: Option<i64>,
     stop: Option<Stop>,
     seed: Option<i64>,
+    /// Not supported: a bias the model then silently ignores would be a lie,
+    /// so any entry is a 400 (null and `{}` ask for nothing and pass).
+    logit_bias: Option<Value>,
 }
 
 impl OpenAiSampling {
-    fn into_sampling(self, default_max_tokens: Option<i64>) -> SamplingRequest {
-        SamplingRequest {
+    fn into_sampling(self, default_max_tokens: Option<i64>) -> Result<SamplingRequest, ApiError> {
+        match &self.logit_bias {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(biases)) if biases.is_empty() => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "logit_bias is not supported by this server",
+                ))
+            }
+        }
+        Ok(SamplingRequest {
             temperature: self.temperature,
             top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
             max_tokens: self
                 .max_completion_tokens
                 .or(self.max_tokens)
                 .or(default_max_tokens),
             stop: self.stop,
             seed: self.seed,
-            ..SamplingRequest::default()
-        }
+        })
     }
 }
 
@@ -152,85 +174,108 @@ pub async fn completions(
         .unwrap_or_else(|error| error.into_response_for(Flavor::OpenAi))
 }
 
-async fn chat_inner(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+/// A chat or completion request, decoded and checked: all that is left to
+/// check needs the model (its name, the prompt's length in tokens).
+#[derive(Debug)]
+pub(super) struct Decoded {
+    model: String,
+    prompt: Prompt,
+    generate: GenerateRequest,
+    stream: bool,
+    include_usage: bool,
+}
+
+/// The body of `POST /v1/chat/completions`, decoded and range-checked.
+pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<Decoded, ApiError> {
     let request: ChatRequest = json_body(body)?;
     check_n(request.n)?;
     let messages = chat_messages(request.messages)?;
     let constraint = constraint(request.response_format)?;
     let generate = request
         .sampling
-        .into_sampling(None)
+        .into_sampling(None)?
         .into_request(constraint)?;
-    let include_usage = request
-        .stream_options
-        .is_some_and(|options| options.include_usage);
-    let delivery = generation::Delivery::for_stream(request.stream);
-    let mut started = generation::start(
-        state,
-        &request.model,
-        Prompt::Chat(messages),
+    Ok(Decoded {
+        model: request.model,
+        prompt: Prompt::Chat(messages),
         generate,
-        delivery,
-        None,
-    )
-    .await?;
-    let reply = Reply::new("chatcmpl", &request.model, Kind::Chat);
-    if request.stream {
-        return Ok(event_stream(
-            started,
-            ChunkWriter {
-                reply,
-                include_usage,
-                sent_role: false,
-            },
-        ));
-    }
-    let (text, stats) = generation::collect(&mut started).await?;
-    Ok(Json(reply.complete(&text, &stats)).into_response())
+        stream: request.stream,
+        include_usage: request
+            .stream_options
+            .is_some_and(|options| options.include_usage),
+    })
 }
 
-async fn completions_inner(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+/// The body of `POST /v1/completions`, decoded and range-checked.
+pub(super) fn decode_completion(body: Result<Bytes, BytesRejection>) -> Result<Decoded, ApiError> {
     let request: CompletionRequest = json_body(body)?;
     check_n(request.n)?;
     let prompt = match request.prompt {
         PromptText::One(prompt) => prompt,
         PromptText::Many(mut prompts) if prompts.len() == 1 => prompts.remove(0),
         PromptText::Many(_) => return Err(ApiError::bad_request("prompt must be one string")),
+        PromptText::Other(_) => {
+            return Err(ApiError::bad_request(
+                "prompt must be a string (token ids are not accepted)",
+            ))
+        }
     };
     if prompt.is_empty() {
         return Err(ApiError::bad_request("prompt is empty"));
     }
     let generate = request
         .sampling
-        .into_sampling(Some(COMPLETIONS_DEFAULT_MAX_TOKENS))
+        .into_sampling(Some(COMPLETIONS_DEFAULT_MAX_TOKENS))?
         .into_request(None)?;
-    let include_usage = request
-        .stream_options
-        .is_some_and(|options| options.include_usage);
+    Ok(Decoded {
+        model: request.model,
+        prompt: Prompt::Raw(prompt),
+        generate,
+        stream: request.stream,
+        include_usage: request
+            .stream_options
+            .is_some_and(|options| options.include_usage),
+    })
+}
+
+async fn chat_inner(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    respond(state, decode_chat(body)?, Kind::Chat).await
+}
+
+async fn completions_inner(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    respond(state, decode_completion(body)?, Kind::Completion).await
+}
+
+async fn respond(state: &AppState, request: Decoded, kind: Kind) -> Result<Response, ApiError> {
     let delivery = generation::Delivery::for_stream(request.stream);
     let mut started = generation::start(
         state,
         &request.model,
-        Prompt::Raw(prompt),
-        generate,
+        request.prompt,
+        request.generate,
         delivery,
         None,
     )
     .await?;
-    let reply = Reply::new("cmpl", &request.model, Kind::Completion);
+    let prefix = match kind {
+        Kind::Chat => "chatcmpl",
+        Kind::Completion => "cmpl",
+    };
+    let reply = Reply::new(prefix, &request.model, kind);
     if request.stream {
         return Ok(event_stream(
             started,
             ChunkWriter {
                 reply,
-                include_usage,
-                sent_role: true,
+                include_usage: request.include_usage,
+                // Completion chunks carry no role.
+                sent_role: kind == Kind::Completion,
             },
         ));
     }
@@ -464,6 +509,54 @@ mod tests {
             constraint(request.response_format),
             Ok(Some(Constraint::JsonSchema(_)))
         ));
+    }
+
+    fn completion(fields: Value) -> Result<Decoded, ApiError> {
+        let mut body = json!({"model": "m", "prompt": "hi"});
+        for (key, value) in fields.as_object().expect("an object") {
+            body[key] = value.clone();
+        }
+        decode_completion(Ok(Bytes::from(body.to_string())))
+    }
+
+    /// T-D4: olm has no logit_bias; a bias must not be dropped without a word.
+    #[test]
+    fn logit_bias_is_refused_unless_empty() {
+        for bias in [
+            json!({"-1": 100}),
+            json!({"4294967296": -100}),
+            json!({"15": 1}),
+        ] {
+            let error = completion(json!({ "logit_bias": bias })).expect_err("refused");
+            assert!(error.message.contains("logit_bias"), "{}", error.message);
+        }
+        for nothing in [json!({}), Value::Null] {
+            completion(json!({ "logit_bias": nothing })).expect("nothing asked");
+        }
+    }
+
+    #[test]
+    fn token_prompts_and_llama_cpp_ranges_are_refused() {
+        for fields in [
+            json!({"prompt": [-1]}),
+            json!({"prompt": [49152]}),
+            json!({"prompt": [[1, 2]]}),
+            json!({"top_k": -5}),
+            json!({"min_p": 2}),
+            json!({"repeat_penalty": -1}),
+            json!({"max_tokens": 9_223_372_036_854_775_808_u64}),
+        ] {
+            let error = completion(fields.clone()).expect_err(&fields.to_string());
+            assert_eq!(
+                error.status,
+                axum::http::StatusCode::BAD_REQUEST,
+                "{fields}"
+            );
+        }
+        let Ok(decoded) = completion(json!({"top_k": 5, "min_p": 0.1})) else {
+            panic!("refused");
+        };
+        assert_eq!(decoded.generate.sampling.top_k, 5);
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod pull;
 mod readme;
 mod run;
 mod serve;
+mod serve_input;
 mod serve_slow;
 mod serve_store;
 mod store;

@@ -2,240 +2,15 @@
 //! access control, cancellation and shutdown (security-tests.md D and E),
 //! plus the real `openai` and `ollama` Python clients (tests/python).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Stdio};
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::common::server::{
+    chat_body, connect, http, parse_reply, send_request, sse_events, Reply, Server, MODEL,
+};
 use crate::common::{smollm2, TestEnv};
-
-/// The API name of the test model (its file stem).
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
-
-/// A running `olm serve`, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    _env: TestEnv,
-}
-
-impl Server {
-    /// `olm serve --port 0 MODEL ARGS...`, once it prints its address.
-    fn start(args: &[&str]) -> Self {
-        Self::start_with_env(args, &[])
-    }
-
-    fn start_with_env(args: &[&str], vars: &[(&str, &str)]) -> Self {
-        let env = TestEnv::new();
-        let model = smollm2();
-        let mut child = env
-            .olm()
-            .envs(vars.iter().copied())
-            .args(["serve", "--port", "0"])
-            .args(if args.contains(&"-c") {
-                &[][..]
-            } else {
-                &["-c", "512"][..]
-            })
-            .arg(&model)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn olm serve");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let port = loop {
-            let Some(Ok(line)) = lines.next() else {
-                let _ = child.kill();
-                panic!("olm serve exited before listening: {:?}", child.wait());
-            };
-            if let Some(address) = line.strip_prefix("listening on http://127.0.0.1:") {
-                break address.trim().parse().expect("port number");
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            port,
-            _env: env,
-        }
-    }
-
-    /// Poll `/metrics` until it has every line in `wanted` (the generation
-    /// thread updates its counters just after the last event is sent).
-    fn wait_for_metrics(&self, wanted: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let metrics = self.get("/metrics").body;
-            if wanted
-                .iter()
-                .all(|line| metrics.lines().any(|have| have == *line))
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "expected {wanted:?} in:\n{metrics}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn get(&self, path: &str) -> Reply {
-        self.request("GET", path, &[], "")
-    }
-
-    fn post(&self, path: &str, body: &Value) -> Reply {
-        self.request("POST", path, &[], &body.to_string())
-    }
-
-    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        let host = self.host();
-        let mut all = vec![("Host", host.as_str())];
-        all.extend_from_slice(headers);
-        http(self.port, method, path, &all, body)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A complete HTTP response.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
-    }
-}
-
-/// One HTTP/1.1 request over a fresh connection, with exactly these headers.
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut stream = connect(port);
-    send_request(&mut stream, method, path, headers, body);
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read response");
-    parse_reply(&raw)
-}
-
-fn connect(port: u16) -> TcpStream {
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to olm serve");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .expect("set timeout");
-    stream
-}
-
-fn send_request(
-    stream: &mut TcpStream,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) {
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !headers
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-    {
-        request.push_str("Content-Type: application/json\r\n");
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).expect("send request");
-}
-
-fn parse_reply(raw: &[u8]) -> Reply {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
-        .collect();
-    let chunked = headers.iter().any(|(name, value)| {
-        name.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// The `data:` payloads of a server-sent event stream.
-fn sse_events(body: &str) -> Vec<String> {
-    body.lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .map(str::to_owned)
-        .collect()
-}
-
-fn chat_body(content: &str, max_tokens: u32, stream: bool) -> Value {
-    json!({
-        "model": MODEL,
-        "messages": [{"role": "user", "content": content}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "stream": stream,
-    })
-}
 
 /// The text of an OpenAI chat stream, checking it ends with `[DONE]`.
 fn streamed_chat_text(reply: &Reply) -> String {
@@ -840,7 +615,13 @@ fn a_killed_worker_fails_its_request_and_the_model_is_reloaded() {
     let body = json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 1900,
         "stream": true, "temperature": 1.0, "seed": 1})
     .to_string();
-    send_request(&mut stream, "POST", "/v1/completions", &[("Host", &host)], &body);
+    send_request(
+        &mut stream,
+        "POST",
+        "/v1/completions",
+        &[("Host", &host)],
+        &body,
+    );
     let mut first = [0u8; 512];
     let read = stream.read(&mut first).expect("first bytes of the stream");
     assert!(String::from_utf8_lossy(&first[..read]).contains("200 OK"));
@@ -850,7 +631,13 @@ fn a_killed_worker_fails_its_request_and_the_model_is_reloaded() {
         let body = json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 1900,
             "temperature": 1.0, "seed": 2})
         .to_string();
-        http(port, "POST", "/v1/completions", &[("Host", &host_for_thread)], &body)
+        http(
+            port,
+            "POST",
+            "/v1/completions",
+            &[("Host", &host_for_thread)],
+            &body,
+        )
     });
     std::thread::sleep(Duration::from_millis(300));
 
@@ -879,7 +666,11 @@ fn a_killed_worker_fails_its_request_and_the_model_is_reloaded() {
 
     assert_eq!(server.get("/health").status, 200);
     let again = server.post("/v1/chat/completions", &chat_body("hi", 4, false));
-    assert_eq!(again.status, 200, "the model is loaded again: {}", again.body);
+    assert_eq!(
+        again.status, 200,
+        "the model is loaded again: {}",
+        again.body
+    );
     assert_ne!(worker_pid(&server), worker, "a new worker process");
 }
 
@@ -899,14 +690,21 @@ fn a_model_that_crashes_llama_cpp_while_loading_is_contained() {
         &json!({"model": "crasher", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
     );
     assert!(crashed.status >= 500, "{} {}", crashed.status, crashed.body);
-    let message = crashed.json()["error"]["message"].as_str().unwrap().to_owned();
+    let message = crashed.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(
         message.contains("crashed while loading") && message.contains("signal"),
         "{message}"
     );
     assert_eq!(server.get("/health").status, 200);
     let fine = server.post("/v1/chat/completions", &chat_body("hi", 4, false));
-    assert_eq!(fine.status, 200, "the other model still answers: {}", fine.body);
+    assert_eq!(
+        fine.status, 200,
+        "the other model still answers: {}",
+        fine.body
+    );
 }
 
 /// A GGUF file that passes llama.cpp's own parsing but makes it abort in a
@@ -943,9 +741,18 @@ fn embeddings_in_both_apis() {
         assert!((norm - 1.0).abs() < 1e-3, "unit length: {norm}");
     }
     let cosine = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-    assert!(cosine(&vectors[0], &vectors[2]) > 0.9999, "same text, same vector");
-    assert!(cosine(&vectors[0], &vectors[1]) < 0.999, "different texts differ");
-    assert!(reply["usage"]["prompt_tokens"].as_u64().unwrap() > 6, "{reply}");
+    assert!(
+        cosine(&vectors[0], &vectors[2]) > 0.9999,
+        "same text, same vector"
+    );
+    assert!(
+        cosine(&vectors[0], &vectors[1]) < 0.999,
+        "different texts differ"
+    );
+    assert!(
+        reply["usage"]["prompt_tokens"].as_u64().unwrap() > 6,
+        "{reply}"
+    );
 
     let base64 = server
         .post(
@@ -953,7 +760,9 @@ fn embeddings_in_both_apis() {
             &json!({"model": MODEL, "input": "The cat sat on the mat.", "encoding_format": "base64", "dimensions": 64}),
         )
         .json();
-    let encoded = base64["data"][0]["embedding"].as_str().expect("base64 text");
+    let encoded = base64["data"][0]["embedding"]
+        .as_str()
+        .expect("base64 text");
     // 64 little-endian f32 values are 256 bytes: 344 base64 characters.
     assert_eq!(encoded.len(), 344, "{encoded}");
 
@@ -964,24 +773,46 @@ fn embeddings_in_both_apis() {
         )
         .json();
     let first: Vec<f64> = serde_json::from_value(ollama["embeddings"][0].clone()).unwrap();
-    assert!(cosine(&first, &vectors[0]) > 0.9999, "both APIs agree: {ollama}");
+    assert!(
+        cosine(&first, &vectors[0]) > 0.9999,
+        "both APIs agree: {ollama}"
+    );
     assert!(ollama["prompt_eval_count"].as_u64().unwrap() > 0);
     let legacy = server
-        .post("/api/embeddings", &json!({"model": MODEL, "prompt": "The cat sat on the mat."}))
+        .post(
+            "/api/embeddings",
+            &json!({"model": MODEL, "prompt": "The cat sat on the mat."}),
+        )
         .json();
-    assert_eq!(legacy["embedding"].as_array().map(Vec::len), Some(576), "{legacy}");
+    assert_eq!(
+        legacy["embedding"].as_array().map(Vec::len),
+        Some(576),
+        "{legacy}"
+    );
 
     for (path, body) in [
-        ("/v1/embeddings", json!({"model": MODEL, "input": [[1, 2, 3]]})),
+        (
+            "/v1/embeddings",
+            json!({"model": MODEL, "input": [[1, 2, 3]]}),
+        ),
         ("/v1/embeddings", json!({"model": MODEL, "input": []})),
-        ("/v1/embeddings", json!({"model": MODEL, "input": "x", "encoding_format": "int8"})),
+        (
+            "/v1/embeddings",
+            json!({"model": MODEL, "input": "x", "encoding_format": "int8"}),
+        ),
         ("/api/embed", json!({"model": MODEL, "input": [-1]})),
-        ("/api/embed", json!({"model": MODEL, "input": "x", "dimensions": -3})),
+        (
+            "/api/embed",
+            json!({"model": MODEL, "input": "x", "dimensions": -3}),
+        ),
     ] {
         let reply = server.post(path, &body);
         assert_eq!(reply.status, 400, "{path} {body}: {}", reply.body);
     }
-    let unknown = server.post("/v1/embeddings", &json!({"model": "no-such-model", "input": "x"}));
+    let unknown = server.post(
+        "/v1/embeddings",
+        &json!({"model": "no-such-model", "input": "x"}),
+    );
     assert_eq!(unknown.status, 404, "{}", unknown.body);
 }
 
@@ -995,7 +826,10 @@ fn keep_alive_keeps_or_unloads_a_model() {
         .json();
     assert_eq!(loaded["done_reason"], "load", "{loaded}");
     let ps = server.get("/api/ps").json();
-    let expires = ps["models"][0]["expires_at"].as_str().unwrap_or_default().to_owned();
+    let expires = ps["models"][0]["expires_at"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(expires.starts_with("9999-"), "{ps}");
     let worker = worker_pid(&server);
 
@@ -1029,7 +863,10 @@ fn keep_alive_keeps_or_unloads_a_model() {
         assert!(Instant::now() < deadline, "not unloaded after 1s: {ps}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let bad = server.post("/api/generate", &json!({"model": MODEL, "keep_alive": "soon"}));
+    let bad = server.post(
+        "/api/generate",
+        &json!({"model": MODEL, "keep_alive": "soon"}),
+    );
     assert_eq!(bad.status, 400, "{}", bad.body);
 }
 

@@ -784,5 +784,8 @@ fn streams_past_the_grace_period_end_with_an_error_event() {
         "no error event at the end of the stream: {}",
         &received[received.len().saturating_sub(400)..]
     );
-    assert!(!received.contains("data: [DONE]"), "the stream was not cut short");
+    assert!(
+        !received.contains("data: [DONE]"),
+        "the stream was not cut short"
+    );
 }

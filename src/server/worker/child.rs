@@ -100,12 +100,14 @@ fn load(config: &WorkerConfig) -> Result<(Arc<Model>, Scheduler), String> {
         crate::gguf::inspect(&config.path)
             .map_err(|_| "the model file is not a usable GGUF file".to_owned())?;
     }
-    let model = Arc::new(Model::load(&config.path, &config.load).map_err(|error| {
-        match error {
-            engine::EngineError::Load { .. } => "llama.cpp could not load the model file".to_owned(),
+    let model = Arc::new(
+        Model::load(&config.path, &config.load).map_err(|error| match error {
+            engine::EngineError::Load { .. } => {
+                "llama.cpp could not load the model file".to_owned()
+            }
             other => other.to_string(),
-        }
-    })?);
+        })?,
+    );
     let scheduler =
         Scheduler::start(Arc::clone(&model), &config.scheduler).map_err(|e| e.to_string())?;
     Ok((model, scheduler))

@@ -351,7 +351,10 @@ async fn read_replies(
     let how = exit_description(&mut child).await;
     let orphans: Vec<Pending> = lock(&pending).drain().map(|(_, pending)| pending).collect();
     if !orphans.is_empty() {
-        tracing::error!("a model worker {how} with {} requests in flight", orphans.len());
+        tracing::error!(
+            "a model worker {how} with {} requests in flight",
+            orphans.len()
+        );
     }
     let error = ApiError::internal(format!(
         "the model's worker process {how}; the model will be loaded again on the next request"

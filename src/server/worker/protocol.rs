@@ -54,12 +54,29 @@ pub enum FromWorker {
     /// The model is loaded and the scheduler runs.
     Ready(ReadyInfo),
     /// The model could not be loaded; the worker exits after this.
-    Fatal { message: String },
-    Text { id: u64, text: String },
-    Done { id: u64, stats: WireStats },
-    Failed { id: u64, error: WireError },
-    Embedded { id: u64, embeddings: Embeddings },
-    Metrics { id: u64, metrics: SchedulerMetrics },
+    Fatal {
+        message: String,
+    },
+    Text {
+        id: u64,
+        text: String,
+    },
+    Done {
+        id: u64,
+        stats: WireStats,
+    },
+    Failed {
+        id: u64,
+        error: WireError,
+    },
+    Embedded {
+        id: u64,
+        embeddings: Embeddings,
+    },
+    Metrics {
+        id: u64,
+        metrics: SchedulerMetrics,
+    },
 }
 
 /// What the server needs to know about a loaded model.

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod server;
+
 /// The repository's `tests/models` directory (filled by `scripts/fetch-test-models.sh`).
 pub fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
