@@ -58,15 +58,17 @@ pub async fn start(
     let model = state.registry.get(model_name, keep_alive).await?;
     let generation = model
         .worker
-        .generate(prompt, request, delivery == Delivery::Whole)?;
+        .generate(prompt, request, delivery == Delivery::Whole)
+        .await?;
     Ok(Started { generation, model })
 }
 
 /// Wait for the whole answer.
 pub async fn collect(started: &mut Started) -> Result<(String, Stats), ApiError> {
     let mut text = String::new();
-    while let Some(reply) = started.generation.replies.recv().await {
+    while let Some(reply) = started.generation.next().await {
         match reply {
+            Reply::Accepted => {}
             Reply::Text(piece) => text.push_str(&piece),
             Reply::Done(stats) => return Ok((text, stats)),
             Reply::Failed(error) => return Err(error),
@@ -86,7 +88,9 @@ pub trait StreamFormat: Send + 'static {
 pub fn stream_body(started: Started, format: impl StreamFormat) -> Body {
     let stream = futures_util::stream::unfold(Some((started, format)), |state| async move {
         let (mut started, mut format) = state?;
-        let (chunk, finished) = match started.generation.replies.recv().await {
+        let (chunk, finished) = match started.generation.next().await {
+            // Consumed by `generate`; an empty chunk if it ever came again.
+            Some(Reply::Accepted) => (String::new(), false),
             Some(Reply::Text(piece)) => (format.text(&piece), false),
             Some(Reply::Done(stats)) => (format.done(&stats), true),
             Some(Reply::Failed(error)) => (format.failed(&error), true),

@@ -168,12 +168,10 @@ async fn serve(
     announce: impl FnOnce(SocketAddr),
 ) -> Result<Shutdown, ServeError> {
     let address = bind_address(&config.host, config.port);
-    let listener = tokio::net::TcpListener::bind(&address)
-        .await
-        .map_err(|source| ServeError::Bind {
-            address: address.clone(),
-            source,
-        })?;
+    let listener = listen(&address).await.map_err(|source| ServeError::Bind {
+        address: address.clone(),
+        source,
+    })?;
     let local = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { address, source })?;
@@ -208,6 +206,37 @@ async fn serve(
         () = state.registry.unload_all() => Ok(shutdown),
         _ = signals.next() => Ok(Shutdown::Interrupted),
     }
+}
+
+/// Connections the kernel may hold for us before they are accepted (std's
+/// default, 128, drops connection attempts of a burst; the kernel caps this
+/// at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Bind the first address `address` resolves to, with [`LISTEN_BACKLOG`].
+async fn listen(address: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last_error = None;
+    for resolved in tokio::net::lookup_host(address).await? {
+        let socket = if resolved.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(resolved)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the address resolves to nothing",
+        )
+    }))
 }
 
 fn bind_address(host: &str, port: u16) -> String {

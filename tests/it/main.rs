@@ -17,6 +17,7 @@ mod readme;
 mod run;
 mod serve;
 mod serve_input;
+mod serve_load;
 mod serve_slow;
 mod serve_store;
 mod store;

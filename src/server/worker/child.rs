@@ -145,12 +145,17 @@ fn handle(
                         .submit(&tokens, request, sink)
                         .map_err(scheduler_error)
                 });
-            if let Err(error) = submitted {
-                lock(cancellations).remove(&id);
-                outbox.send(&FromWorker::Failed {
-                    id,
-                    error: WireError::from(&error),
-                });
+            match submitted {
+                Ok(()) => {
+                    outbox.send(&FromWorker::Accepted { id });
+                }
+                Err(error) => {
+                    lock(cancellations).remove(&id);
+                    outbox.send(&FromWorker::Failed {
+                        id,
+                        error: WireError::from(&error),
+                    });
+                }
             }
         }
         ToWorker::Cancel { id } => {

@@ -20,9 +20,11 @@ use super::protocol::{Embeddings, FromWorker, ReadyInfo, ToWorker, WorkerConfig}
 use crate::engine::{GenerateRequest, Prompt, SchedulerMetrics, Stats};
 use crate::server::error::ApiError;
 
-/// What a generation sends its handler, in order: text, then done or failed.
+/// What a generation sends its handler, in order: accepted (or failed),
+/// text, then done or failed.
 #[derive(Debug)]
 pub enum Reply {
+    Accepted,
     Text(String),
     Done(Stats),
     Failed(ApiError),
@@ -66,8 +68,22 @@ impl std::fmt::Debug for Pending {
 /// the worker, which frees its sequence at the next decode step.
 #[derive(Debug)]
 pub struct Generation {
-    pub replies: mpsc::UnboundedReceiver<Reply>,
+    replies: mpsc::UnboundedReceiver<Reply>,
+    /// A reply that arrived before the worker's acceptance (a race the
+    /// protocol allows), handed out first.
+    early: Option<Reply>,
     _cancel: CancelOnDrop,
+}
+
+impl Generation {
+    /// The next text, done or failure; `None` if the worker vanished
+    /// without a word (it always fails requests before that).
+    pub async fn next(&mut self) -> Option<Reply> {
+        if let Some(reply) = self.early.take() {
+            return Some(reply);
+        }
+        self.replies.recv().await
+    }
 }
 
 #[derive(Debug)]
@@ -189,8 +205,10 @@ impl Worker {
             .any(|pending| !matches!(pending, Pending::Metrics(_)))
     }
 
-    /// Queue a generation; its text arrives on the returned receiver.
-    pub fn generate(
+    /// Queue a generation and wait until the worker accepts it: a prompt
+    /// that does not fit, a schema llama.cpp cannot convert or a full queue
+    /// is an error here, before any response is sent.
+    pub async fn generate(
         &self,
         prompt: Prompt,
         request: GenerateRequest,
@@ -198,20 +216,30 @@ impl Worker {
     ) -> Result<Generation, ApiError> {
         let (sender, replies) = mpsc::unbounded_channel();
         let id = self.register(Pending::Generate(sender))?;
+        let mut generation = Generation {
+            replies,
+            early: None,
+            _cancel: CancelOnDrop {
+                id,
+                outgoing: self.outgoing.clone(),
+                pending: Arc::clone(&self.pending),
+            },
+        };
         self.send(ToWorker::Generate {
             id,
             prompt,
             request,
             whole,
         })?;
-        Ok(Generation {
-            replies,
-            _cancel: CancelOnDrop {
-                id,
-                outgoing: self.outgoing.clone(),
-                pending: Arc::clone(&self.pending),
-            },
-        })
+        match generation.replies.recv().await {
+            Some(Reply::Accepted) => Ok(generation),
+            Some(Reply::Failed(error)) => Err(error),
+            Some(early) => {
+                generation.early = Some(early);
+                Ok(generation)
+            }
+            None => Err(died()),
+        }
     }
 
     /// Embed `inputs`, one vector each.
@@ -380,6 +408,11 @@ fn dispatch(line: &str, pending: &PendingTable) {
     };
     let mut table = lock(pending);
     match message {
+        FromWorker::Accepted { id } => {
+            if let Some(Pending::Generate(sender)) = table.get(&id) {
+                let _ = sender.send(Reply::Accepted);
+            }
+        }
         FromWorker::Text { id, text } => {
             if let Some(Pending::Generate(sender)) = table.get(&id) {
                 let _ = sender.send(Reply::Text(text));

@@ -57,6 +57,11 @@ pub enum FromWorker {
     Fatal {
         message: String,
     },
+    /// The generation passed the worker's checks and is queued; sent before
+    /// its text, so the server can still answer with an error status.
+    Accepted {
+        id: u64,
+    },
     Text {
         id: u64,
         text: String,
