@@ -94,14 +94,15 @@ impl SlotPool {
     }
 
     /// The free slot with the highest `score`, e.g. the one whose cache
-    /// shares most with a prompt. Ties go to the most recently freed slot
-    /// (slot 0 first when none has been used).
+    /// shares most with a prompt. Ties go to the lowest slot: busy slots
+    /// then stay contiguous, and llama.cpp decodes one run of consecutive
+    /// sequence ids per pass over the weights (a gap costs a whole pass).
     pub fn acquire_preferring(&mut self, score: impl Fn(u32) -> usize) -> Option<u32> {
         let best = self
             .free
             .iter()
             .enumerate()
-            .max_by_key(|&(index, &slot)| (score(slot), index))
+            .max_by_key(|&(_, &slot)| (score(slot), std::cmp::Reverse(slot)))
             .map(|(index, _)| index)?;
         Some(self.free.remove(best))
     }
@@ -145,12 +146,14 @@ mod tests {
             pool.acquire_preferring(|slot| if slot == 2 { 10 } else { 0 }),
             Some(2)
         );
-        // Ties go to the most recently freed slot; unused slots count up from 0.
+        // Ties go to the lowest free slot, whatever the order of release.
         assert_eq!(pool.acquire_preferring(|_| 0), Some(0));
         assert_eq!(pool.acquire_preferring(|slot| slot as usize), Some(3));
         assert_eq!(pool.acquire_preferring(|_| 0), Some(1));
         assert_eq!(pool.acquire_preferring(|_| 0), None);
         pool.release(2);
+        pool.release(0);
+        assert_eq!(pool.acquire_preferring(|_| 5), Some(0));
         assert_eq!(pool.acquire_preferring(|_| 5), Some(2));
     }
 

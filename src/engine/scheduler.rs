@@ -456,10 +456,9 @@ impl Worker<'_> {
 
     fn start(&mut self, mut job: Job) {
         let cached = &self.cached;
-        let Some(slot) = self
-            .slots
-            .acquire_preferring(|slot| common_prefix(&cached[slot as usize], &job.tokens))
-        else {
+        let Some(slot) = self.slots.acquire_preferring(|slot| {
+            worthwhile_prefix(common_prefix(&cached[slot as usize], &job.tokens))
+        }) else {
             // admit() never hands out more jobs than free slots.
             job.sink.send(Event::Failed(SchedulerError::Stopped));
             return;
@@ -597,9 +596,17 @@ impl Worker<'_> {
         Ok(())
     }
 
+    /// The step's batch, in slot order: with a separate KV stream per
+    /// sequence, llama.cpp splits a batch into one micro-batch per run of
+    /// consecutive sequence ids *in batch order*, and each micro-batch is a
+    /// full pass over the weights. Slot order makes the busy slots one run
+    /// (slots are handed out lowest first), so all generating sequences
+    /// share one pass.
     fn fill_batch(&mut self) -> Result<(), EngineError> {
         let add_error =
             |error: llama_cpp_2::llama_batch::BatchAddError| EngineError::Decode(error.to_string());
+        self.sequences
+            .sort_unstable_by_key(|sequence| sequence.slot);
         self.batch.clear();
         let mut generating = 0;
         for sequence in &mut self.sequences {
@@ -730,6 +737,20 @@ impl Worker<'_> {
 
 fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Below this many cached tokens a slot is not worth leaving a gap for: a
+/// gap among busy slots costs llama.cpp an extra pass over the weights on
+/// every step (see [`Worker::fill_batch`]), re-evaluating a short prompt once
+/// costs much less.
+const MIN_PREFIX_WORTH_A_GAP: usize = 256;
+
+fn worthwhile_prefix(prefix: usize) -> usize {
+    if prefix >= MIN_PREFIX_WORTH_A_GAP {
+        prefix
+    } else {
+        0
+    }
 }
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
