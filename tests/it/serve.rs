@@ -903,3 +903,91 @@ fn loading_past_max_loaded_unloads_the_least_recently_used_model() {
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(loaded_names(), vec![MODEL.to_owned()]);
 }
+
+/// The value of a per-model metric.
+fn metric(server: &Server, name: &str) -> Option<u64> {
+    let prefix = format!("{name}{{model=\"{MODEL}\"}} ");
+    server
+        .get("/metrics")
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+fn wait_for_metric(server: &Server, name: &str, value: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(server, name) != Some(value) {
+        assert!(
+            Instant::now() < deadline,
+            "{name} never reached {value}: {:?}",
+            metric(server, name)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A long counting completion, sent on a connection the caller may drop.
+fn long_request(server: &Server, stream: bool) -> std::net::TcpStream {
+    let mut connection = connect(server.port);
+    let body = json!({"model": MODEL, "prompt": "1, 2, 3, 4, 5, 6,", "max_tokens": 1500,
+        "stream": stream, "temperature": 0})
+    .to_string();
+    let host = server.host();
+    send_request(
+        &mut connection,
+        "POST",
+        "/v1/completions",
+        &[("Host", &host)],
+        &body,
+    );
+    connection
+}
+
+/// T-E3 with `stream: false`: a client that leaves while its answer is
+/// being generated frees its sequence too, and one that leaves while it
+/// waits in the queue is dropped from the queue without ever starting.
+#[test]
+fn non_streaming_and_queued_clients_that_leave_are_dropped() {
+    let server = Server::start(&["--parallel", "1", "-c", "2048"]);
+    let warm = server.post("/v1/chat/completions", &chat_body("hi", 2, false));
+    assert_eq!(warm.status, 200, "{}", warm.body);
+    let cancelled_before = metric(&server, "olm_requests_cancelled_total").unwrap_or(0);
+    let generated_before = metric(&server, "olm_generated_tokens_total").unwrap_or(0);
+
+    let running = long_request(&server, false);
+    wait_for_metric(&server, "olm_active_sequences", 1);
+    // Its prompt is counted with its first token.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&server, "olm_generated_tokens_total").unwrap_or(0) <= generated_before {
+        assert!(
+            Instant::now() < deadline,
+            "the running request never generated"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let queued = long_request(&server, false);
+    wait_for_metric(&server, "olm_queue_depth", 1);
+    let prompt_tokens = metric(&server, "olm_prompt_tokens_total").unwrap_or(0);
+
+    drop(queued);
+    wait_for_metric(&server, "olm_queue_depth", 0);
+    assert_eq!(
+        metric(&server, "olm_active_sequences"),
+        Some(1),
+        "the running request goes on"
+    );
+    drop(running);
+    wait_for_metric(&server, "olm_active_sequences", 0);
+    wait_for_metric(
+        &server,
+        "olm_requests_cancelled_total",
+        cancelled_before + 2,
+    );
+    assert_eq!(
+        metric(&server, "olm_prompt_tokens_total"),
+        Some(prompt_tokens),
+        "the queued request never started"
+    );
+    let next = server.post("/v1/chat/completions", &chat_body("hi", 2, false));
+    assert_eq!(next.status, 200, "{}", next.body);
+}
