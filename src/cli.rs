@@ -84,12 +84,15 @@ pub enum Command {
     /// Listens on 127.0.0.1 only unless --host says otherwise, and then only
     /// with an API key. Models load on first use: store names (see `olm
     /// list`) and the MODELs given here (a .gguf path is named by its file
-    /// stem). Requests share one batched decode loop per model with
-    /// --parallel sequences; more wait in a bounded queue, beyond it 503.
-    /// Routes: /v1/models, /v1/chat/completions, /v1/completions, /api/chat,
-    /// /api/generate, /api/tags, /api/show, /api/ps, /api/pull, /api/delete,
-    /// /api/version, /health, /metrics. SIGINT or SIGTERM lets running
-    /// requests finish, then exits 0.
+    /// stem). Each loaded model runs in its own worker process, so a crash
+    /// inside llama.cpp fails only that model's requests in flight; it is
+    /// loaded again on next use. Requests share one batched decode loop per
+    /// model with --parallel sequences; more wait in a bounded queue, beyond
+    /// it 503. Routes: /v1/models, /v1/chat/completions, /v1/completions,
+    /// /v1/embeddings, /api/chat, /api/generate, /api/embed, /api/embeddings,
+    /// /api/tags, /api/show, /api/ps, /api/pull, /api/delete, /api/version,
+    /// /health, /metrics. SIGINT or SIGTERM lets running requests finish,
+    /// then exits 0; a second one exits 130 at once.
     Serve(ServeArgs),
 
     /// List the models a running `olm serve` has loaded.

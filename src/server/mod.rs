@@ -141,6 +141,7 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), guard))
+        .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
 
@@ -253,6 +254,22 @@ async fn unload_idle_models(state: Arc<AppState>) {
         interval.tick().await;
         state.registry.unload_idle().await;
     }
+}
+
+/// One log line per request (shown with --verbose): method, path, status
+/// and the time to the response head. The path is escaped: a request must
+/// not be able to forge log lines (T-D7).
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = crate::store::names::escaped(request.uri().path());
+    let response = next.run(request).await;
+    tracing::info!(
+        "{method} {path} {} {:.1} ms",
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    response
 }
 
 /// Host allowlist, Origin allowlist (also for CORS "simple" requests), CORS
