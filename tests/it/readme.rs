@@ -153,7 +153,9 @@ fn runnable_readme_blocks_work() {
             .current_dir(&work)
             .env("PATH", &path)
             // Short answers keep the test quick; the commands are the README's.
-            .env("OLM_MAX_TOKENS", "48")
+            // Long enough for a whole `--schema` object: one cut short is not
+            // JSON, and `jq` then fails the block.
+            .env("OLM_MAX_TOKENS", "160")
             .arg("-c")
             .arg(&script);
         let output = run(&mut command);
