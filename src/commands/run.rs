@@ -256,6 +256,13 @@ fn report_end(printer: &Printer, args: &GenerationArgs, stats: &Stats, n_ctx: u3
             "the answer was cut: the context of {n_ctx} tokens is full; raise --ctx-size"
         ));
     }
+    let constrained = args.format.is_some() || args.schema.is_some();
+    if constrained && stats.stop_reason == StopReason::MaxTokens {
+        printer.warn(&format!(
+            "the JSON is incomplete: the answer reached --max-tokens ({}) first; raise -n",
+            stats.generated_tokens
+        ));
+    }
     if args.verbose {
         printer.status(&format!(
             "{} prompt tokens at {:.1} t/s, {} generated at {:.1} t/s, first token after {} ms, stop: {:?}",

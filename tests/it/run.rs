@@ -441,3 +441,27 @@ fn raw_prompt_skips_the_template() {
     assert!(err.contains("The capital of France is\n---"), "{err}");
     assert!(!err.contains("<|im_start|>"), "{err}");
 }
+
+/// A JSON answer cut short by `--max-tokens` is not valid JSON: stderr says
+/// so (stdout keeps what was generated, for a pipe to see).
+#[test]
+fn json_cut_by_max_tokens_is_reported() {
+    let env = TestEnv::new();
+    let model = smollm2();
+    let output = run(env.olm().args(["run"]).arg(&model).args([
+        "--format",
+        "json",
+        "-n",
+        "5",
+        "--temperature",
+        "0",
+        "Invent a person",
+    ]));
+    assert_exit(&output, 0);
+    assert!(stdout(&output).starts_with('{'), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("the JSON is incomplete"),
+        "{}",
+        stderr(&output)
+    );
+}
