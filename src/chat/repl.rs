@@ -13,6 +13,7 @@
 //! the server, the hub, the store, `std::process::exit` (Ctrl-C arrives as
 //! the `cancel` flag, set by the caller's signal handler).
 
+use std::io::IsTerminal;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,7 +81,7 @@ pub struct ChatSetup<'a> {
 /// Hold a conversation until `/bye` or Ctrl-D.
 pub fn run(setup: ChatSetup<'_>, printer: &Printer, cancel: &AtomicBool) -> anyhow::Result<()> {
     let mut current = setup.model.clone();
-    let mut model = load_model(&current, &setup.load_options, printer)?;
+    let mut model = load_model(&current, &setup.load_options, printer, cancel)?;
     let mut chat = Chat {
         editor: LineEditor::open(printer)?,
         input: MultilineInput::default(),
@@ -96,7 +97,7 @@ pub fn run(setup: ChatSetup<'_>, printer: &Printer, cancel: &AtomicBool) -> anyh
             return Ok(());
         };
         drop(model);
-        model = match load_model(&wanted, &setup.load_options, printer) {
+        model = match load_model(&wanted, &setup.load_options, printer, cancel) {
             Ok(loaded) => {
                 current = wanted;
                 loaded
@@ -106,20 +107,27 @@ pub fn run(setup: ChatSetup<'_>, printer: &Printer, cancel: &AtomicBool) -> anyh
                     &format!("{error:#}"),
                     Some(&format!("back to {}", current.name)),
                 );
-                load_model(&current, &setup.load_options, printer)?
+                load_model(&current, &setup.load_options, printer, cancel)?
             }
         };
     }
 }
 
+/// Load a model. llama.cpp cannot stop a load half way, so while it runs
+/// the Ctrl-C flag is raised: the handler exits at once (130) on a flag
+/// that is already set, instead of the Ctrl-C waiting for the load.
 fn load_model(
     choice: &ModelChoice,
     options: &LoadOptions,
     printer: &Printer,
+    cancel: &AtomicBool,
 ) -> anyhow::Result<Model> {
     let _spinner = printer.spinner(&format!("loading {}", choice.name));
-    Model::load(&choice.path, options)
-        .with_context(|| format!("cannot load {}", choice.path.display()))
+    cancel.store(true, Ordering::SeqCst);
+    let loaded = Model::load(&choice.path, options)
+        .with_context(|| format!("cannot load {}", choice.path.display()));
+    cancel.store(false, Ordering::SeqCst);
+    loaded
 }
 
 /// What happens after a model's conversation loop ends.
@@ -528,7 +536,11 @@ impl LineEditor {
         let mut editor = keep_interrupt_handler(|| Editor::with_config(config))
             .context("cannot start the line editor")?
             .context("cannot start the line editor")?;
-        let history_file = super::history_file();
+        // Lines piped in by a script are not the user's history.
+        let history_file = std::io::stdin()
+            .is_terminal()
+            .then(super::history_file)
+            .flatten();
         if let Some(path) = history_file.as_deref().filter(|path| path.exists()) {
             if let Err(error) = editor.load_history(path) {
                 printer.warn(&format!(

@@ -468,3 +468,37 @@ fn run_without_a_prompt_on_a_terminal_chats() {
     terminal.send_key("C-d");
     assert_eq!(terminal.wait_for_exit(), 0);
 }
+
+/// Lines piped into `olm chat` by a script are answered but kept out of
+/// the user's history file.
+#[test]
+fn piped_input_is_answered_and_not_written_to_the_history() {
+    let env = TestEnv::new();
+    let mut child = env
+        .olm()
+        .args(["chat"])
+        .arg(smollm2())
+        .args(["-n", "8", "--temperature", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn olm chat");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin
+            .write_all(b"Say hi\n/bye\n")
+            .expect("write the conversation");
+    }
+    let output = child.wait_with_output().expect("olm chat ends");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).trim().is_empty(),
+        "an answer: {output:?}"
+    );
+    assert!(
+        !env.path().join("olm-home").join("chat_history").exists(),
+        "piped lines went into the history file"
+    );
+}
