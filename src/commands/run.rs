@@ -195,6 +195,7 @@ pub(super) fn build_request(args: &GenerationArgs) -> anyhow::Result<GenerateReq
         repeat_penalty: args.repeat_penalty.unwrap_or(defaults.repeat_penalty),
         repeat_last_n: defaults.repeat_last_n,
         seed: args.seed,
+        ..defaults
     };
     let constraint = match (&args.format, &args.schema) {
         (_, Some(path)) => Some(Constraint::JsonSchema(read_schema(path)?)),

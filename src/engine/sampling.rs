@@ -15,6 +15,10 @@ pub struct SamplingConfig {
     pub top_p: f32,
     pub min_p: f32,
     pub repeat_penalty: f32,
+    /// OpenAI's penalties: subtract `frequency_penalty` times the count of a
+    /// token, and `presence_penalty` once, over the last `repeat_last_n`.
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
     pub repeat_last_n: u32,
     /// `None` draws a fresh random seed.
     pub seed: Option<u32>,
@@ -28,6 +32,8 @@ impl Default for SamplingConfig {
             top_p: 0.95,
             min_p: 0.05,
             repeat_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
             repeat_last_n: 64,
             seed: None,
         }
@@ -76,14 +82,17 @@ pub(super) fn build_sampler(
             .map_err(|error| EngineError::InvalidSchema(format!("grammar rejected: {error}")))?;
         chain.push(sampler);
     }
-    if config.repeat_penalty != 1.0 {
+    let penalized = config.repeat_penalty != 1.0
+        || config.frequency_penalty != 0.0
+        || config.presence_penalty != 0.0;
+    if penalized && config.repeat_last_n > 0 {
         let last_n = i32::try_from(config.repeat_last_n).unwrap_or(i32::MAX);
         chain.push(LlamaSampler::penalties(
             model.inner.n_vocab(),
             last_n,
             config.repeat_penalty,
-            0.0,
-            0.0,
+            config.frequency_penalty,
+            config.presence_penalty,
         ));
     }
     if config.temperature <= 0.0 {

@@ -74,6 +74,8 @@ struct OpenAiSampling {
     top_k: Option<i64>,
     min_p: Option<f64>,
     repeat_penalty: Option<f64>,
+    frequency_penalty: Option<f64>,
+    presence_penalty: Option<f64>,
     max_tokens: Option<i64>,
     max_completion_tokens: Option<i64>,
     stop: Option<Stop>,
@@ -100,6 +102,9 @@ impl OpenAiSampling {
             top_k: self.top_k,
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            repeat_last_n: None,
             max_tokens: self
                 .max_completion_tokens
                 .or(self.max_tokens)

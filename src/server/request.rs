@@ -18,6 +18,9 @@ use super::error::ApiError;
 use crate::engine::{Constraint, GenerateRequest, SamplingConfig, StopReason};
 use crate::store::names::escaped;
 
+/// Longest window of recent tokens the penalties look at.
+const MAX_PENALTY_WINDOW: u32 = 1 << 16;
+
 /// Most stop strings a request may give, and their longest length.
 const MAX_STOPS: usize = 16;
 const MAX_STOP_BYTES: usize = 1024;
@@ -115,6 +118,9 @@ pub struct SamplingRequest {
     pub top_k: Option<i64>,
     pub min_p: Option<f64>,
     pub repeat_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub repeat_last_n: Option<i64>,
     pub seed: Option<i64>,
     pub max_tokens: Option<i64>,
     pub stop: Option<Stop>,
@@ -137,7 +143,20 @@ impl SamplingRequest {
                     ApiError::bad_request(format!("top_k must be >= 0, got {top_k}"))
                 })?,
             },
-            repeat_last_n: defaults.repeat_last_n,
+            // OpenAI's range.
+            frequency_penalty: in_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?
+                .unwrap_or(defaults.frequency_penalty),
+            presence_penalty: in_range("presence_penalty", self.presence_penalty, -2.0, 2.0)?
+                .unwrap_or(defaults.presence_penalty),
+            // Ollama: 0 turns the penalties off, -1 means the whole context.
+            repeat_last_n: match self.repeat_last_n {
+                None => defaults.repeat_last_n,
+                Some(-1) => MAX_PENALTY_WINDOW,
+                Some(count) if (0..=i64::from(MAX_PENALTY_WINDOW)).contains(&count) => count as u32,
+                Some(count) => return Err(ApiError::bad_request(format!(
+                    "repeat_last_n must be -1 or between 0 and {MAX_PENALTY_WINDOW}, got {count}"
+                ))),
+            },
             // Negative seeds mean "random", as in Ollama.
             seed: self
                 .seed

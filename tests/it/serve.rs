@@ -991,3 +991,60 @@ fn non_streaming_and_queued_clients_that_leave_are_dropped() {
     let next = server.post("/v1/chat/completions", &chat_body("hi", 2, false));
     assert_eq!(next.status, 200, "{}", next.body);
 }
+
+/// OpenAI's `frequency_penalty` and `presence_penalty` (and Ollama's, with
+/// `repeat_last_n`) change what is sampled; values out of range are 400.
+#[test]
+fn frequency_and_presence_penalties_take_effect() {
+    let server = Server::start(&[]);
+    let complete = |extra: Value| {
+        let mut body =
+            json!({"model": MODEL, "prompt": "1, 2, 3, 4, 5,", "max_tokens": 24, "temperature": 0});
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let reply = server.post("/v1/completions", &body);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()["choices"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let plain = complete(json!({}));
+    assert_ne!(
+        complete(json!({"frequency_penalty": 2.0})),
+        plain,
+        "frequency_penalty changes the answer"
+    );
+    assert_ne!(
+        complete(json!({"presence_penalty": 2.0})),
+        plain,
+        "presence_penalty changes the answer"
+    );
+    let ollama = |options: Value| {
+        server.post(
+            "/api/generate",
+            &json!({"model": MODEL, "prompt": "1, 2, 3, 4, 5,", "raw": true, "stream": false,
+                "options": options}),
+        )
+    };
+    let plain_ollama =
+        ollama(json!({"temperature": 0, "num_predict": 24})).json()["response"].clone();
+    let penalized = ollama(
+        json!({"temperature": 0, "num_predict": 24, "frequency_penalty": 2.0, "repeat_last_n": 64}),
+    );
+    assert_eq!(penalized.status, 200, "{}", penalized.body);
+    assert_ne!(penalized.json()["response"], plain_ollama);
+
+    for bad in [
+        json!({"frequency_penalty": 3}),
+        json!({"presence_penalty": -2.5}),
+    ] {
+        let mut body = json!({"model": MODEL, "prompt": "x", "max_tokens": 2});
+        for (key, value) in bad.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        assert_eq!(server.post("/v1/completions", &body).status, 400, "{bad}");
+    }
+    assert_eq!(ollama(json!({"repeat_last_n": -5})).status, 400);
+}
