@@ -1,10 +1,11 @@
-//! T-D4: arbitrary bytes as the body of each generation route (OpenAI chat
-//! and completions, Ollama chat and generate), through the handlers' own
-//! decoding and range checks (`olm::server::fuzzing`). Invariants: no panic,
-//! and a refused body is the client's fault (4xx), never the server's.
+//! T-D4: arbitrary bytes as the body of each generation and embedding route
+//! (OpenAI chat, completions and embeddings; Ollama chat, generate and
+//! embed), through the handlers' own decoding and range checks
+//! (`olm::server::fuzzing`). Invariants: no panic, and a refused body is the
+//! client's fault (4xx), never the server's.
 //!
-//! A schema that passes the checks goes on to llama.cpp's JSON-schema
-//! converter, as it does in the server, so a crash there shows up too.
+//! llama.cpp's JSON-schema converter is not reached: the server leaves it
+//! to the model's worker process, where a crash ends that process only.
 
 #![no_main]
 

@@ -98,10 +98,18 @@ pub async fn openai(
         .unwrap_or_else(|error| error.into_response_for(Flavor::OpenAi))
 }
 
-async fn openai_inner(
-    state: &AppState,
+/// A checked `/v1/embeddings` request.
+pub(super) struct OpenAiDecoded {
+    model: String,
+    texts: Vec<String>,
+    base64: bool,
+    dimensions: Option<usize>,
+}
+
+/// Decode and check a `/v1/embeddings` body (no model needed).
+pub(super) fn decode_openai(
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<OpenAiDecoded, ApiError> {
     let request: OpenAiRequest = json_body(body)?;
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,
@@ -112,9 +120,25 @@ async fn openai_inner(
             )))
         }
     };
-    let dimensions = dimensions(request.dimensions)?;
-    let texts = request.input.into_texts()?;
-    let (vectors, prompt_tokens) = embed(state, &request.model, texts, false, None).await?;
+    Ok(OpenAiDecoded {
+        dimensions: dimensions(request.dimensions)?,
+        texts: request.input.into_texts()?,
+        model: request.model,
+        base64,
+    })
+}
+
+async fn openai_inner(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let OpenAiDecoded {
+        model,
+        texts,
+        base64,
+        dimensions,
+    } = decode_openai(body)?;
+    let (vectors, prompt_tokens) = embed(state, &model, texts, false, None).await?;
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
@@ -131,7 +155,7 @@ async fn openai_inner(
     Ok(Json(json!({
         "object": "list",
         "data": data,
-        "model": request.model,
+        "model": model,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     }))
     .into_response())
@@ -147,24 +171,48 @@ pub async fn ollama(
         .unwrap_or_else(|error| error.into_response_for(Flavor::Ollama))
 }
 
+/// A checked `/api/embed` request.
+pub(super) struct OllamaDecoded {
+    model: String,
+    texts: Vec<String>,
+    truncate: bool,
+    dimensions: Option<usize>,
+    keep_alive: Option<KeepAlive>,
+}
+
+/// Decode and check an `/api/embed` body (no model needed).
+pub(super) fn decode_ollama(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<OllamaDecoded, ApiError> {
+    let request: OllamaRequest = json_body(body)?;
+    Ok(OllamaDecoded {
+        keep_alive: keep_alive(request.keep_alive.as_ref())?,
+        dimensions: dimensions(request.dimensions)?,
+        texts: request.input.into_texts()?,
+        truncate: request.truncate.unwrap_or(true),
+        model: request.model,
+    })
+}
+
 async fn ollama_inner(
     state: &AppState,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let request: OllamaRequest = json_body(body)?;
-    let keep_alive = keep_alive(request.keep_alive.as_ref())?;
-    let dimensions = dimensions(request.dimensions)?;
-    let texts = request.input.into_texts()?;
-    let truncate = request.truncate.unwrap_or(true);
-    let (vectors, prompt_tokens) =
-        embed(state, &request.model, texts, truncate, keep_alive).await?;
+    let OllamaDecoded {
+        model,
+        texts,
+        truncate,
+        dimensions,
+        keep_alive,
+    } = decode_ollama(body)?;
+    let (vectors, prompt_tokens) = embed(state, &model, texts, truncate, keep_alive).await?;
     let embeddings: Vec<Vec<f32>> = vectors
         .into_iter()
         .map(|vector| shortened(vector, dimensions))
         .collect();
     Ok(Json(json!({
-        "model": request.model,
+        "model": model,
         "embeddings": embeddings,
         "total_duration": nanos(started),
         "load_duration": 0,

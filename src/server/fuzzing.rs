@@ -1,4 +1,4 @@
-//! The request decoders of the generation routes, reachable without a
+//! The request decoders of the generation and embedding routes, reachable without a
 //! model, a runtime or a socket: for the `request_decode` fuzz target and
 //! tests (T-D4). Each runs the handler's own decoding and range checks, up
 //! to where the handler would load the model.
@@ -14,14 +14,18 @@ pub enum Route {
     OpenAiCompletions,
     OllamaChat,
     OllamaGenerate,
+    OpenAiEmbeddings,
+    OllamaEmbed,
 }
 
 impl Route {
-    pub const ALL: [Route; 4] = [
+    pub const ALL: [Route; 6] = [
         Route::OpenAiChat,
         Route::OpenAiCompletions,
         Route::OllamaChat,
         Route::OllamaGenerate,
+        Route::OpenAiEmbeddings,
+        Route::OllamaEmbed,
     ];
 
     pub fn path(self) -> &'static str {
@@ -30,6 +34,8 @@ impl Route {
             Route::OpenAiCompletions => "/v1/completions",
             Route::OllamaChat => "/api/chat",
             Route::OllamaGenerate => "/api/generate",
+            Route::OpenAiEmbeddings => "/v1/embeddings",
+            Route::OllamaEmbed => "/api/embed",
         }
     }
 }
@@ -50,6 +56,8 @@ pub fn decode_request(route: Route, body: &[u8]) -> Result<(), Refused> {
         Route::OpenAiCompletions => super::openai::decode_completion(body).map(drop),
         Route::OllamaChat => super::ollama::decode_chat(body).map(drop),
         Route::OllamaGenerate => super::ollama::decode_generate(body).map(drop),
+        Route::OpenAiEmbeddings => super::embed::decode_openai(body).map(drop),
+        Route::OllamaEmbed => super::embed::decode_ollama(body).map(drop),
     };
     decoded.map_err(|error| Refused {
         status: error.status.as_u16(),
@@ -87,6 +95,14 @@ mod tests {
             (
                 Route::OllamaGenerate,
                 json!({"model": "m", "prompt": "once", "raw": true, "options": {"seed": 7}}),
+            ),
+            (
+                Route::OpenAiEmbeddings,
+                json!({"model": "m", "input": ["a", "b"], "encoding_format": "base64", "dimensions": 8}),
+            ),
+            (
+                Route::OllamaEmbed,
+                json!({"model": "m", "input": "a", "truncate": false, "keep_alive": -1}),
             ),
         ]
     }

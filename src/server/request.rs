@@ -153,9 +153,11 @@ impl SamplingRequest {
                 None => defaults.repeat_last_n,
                 Some(-1) => MAX_PENALTY_WINDOW,
                 Some(count) if (0..=i64::from(MAX_PENALTY_WINDOW)).contains(&count) => count as u32,
-                Some(count) => return Err(ApiError::bad_request(format!(
+                Some(count) => {
+                    return Err(ApiError::bad_request(format!(
                     "repeat_last_n must be -1 or between 0 and {MAX_PENALTY_WINDOW}, got {count}"
-                ))),
+                )))
+                }
             },
             // Negative seeds mean "random", as in Ollama.
             seed: self
