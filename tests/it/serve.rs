@@ -485,20 +485,8 @@ fn disconnected_client_frees_its_sequence() {
 fn sigterm_exits_zero() {
     let mut server = Server::start(&[]);
     assert_eq!(server.get("/health").status, 200);
-    let pid = i32::try_from(server.child.id()).expect("pid");
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "olm serve did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    server.signal(libc::SIGTERM);
+    let status = server.wait_for_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
 
@@ -575,19 +563,7 @@ fn a_repeated_prompt_reuses_the_cached_prefix() {
 fn worker_pid(server: &Server) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        // Children are listed under the thread that spawned them.
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", server.child.id()))
-            .expect("the server's threads");
-        let pids: Vec<u32> = tasks
-            .filter_map(Result::ok)
-            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-            .flat_map(|children| {
-                children
-                    .split_whitespace()
-                    .filter_map(|pid| pid.parse().ok())
-                    .collect::<Vec<u32>>()
-            })
-            .collect();
+        let pids = server.worker_pids();
         if let [pid] = pids[..] {
             return pid;
         }
@@ -904,28 +880,6 @@ fn loading_past_max_loaded_unloads_the_least_recently_used_model() {
     assert_eq!(loaded_names(), vec![MODEL.to_owned()]);
 }
 
-/// The value of a per-model metric.
-fn metric(server: &Server, name: &str) -> Option<u64> {
-    let prefix = format!("{name}{{model=\"{MODEL}\"}} ");
-    server
-        .get("/metrics")
-        .body
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
-}
-
-fn wait_for_metric(server: &Server, name: &str, value: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(server, name) != Some(value) {
-        assert!(
-            Instant::now() < deadline,
-            "{name} never reached {value}: {:?}",
-            metric(server, name)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A long counting completion, sent on a connection the caller may drop.
 fn long_request(server: &Server, stream: bool) -> std::net::TcpStream {
     let mut connection = connect(server.port);
@@ -951,14 +905,14 @@ fn non_streaming_and_queued_clients_that_leave_are_dropped() {
     let server = Server::start(&["--parallel", "1", "-c", "2048"]);
     let warm = server.post("/v1/chat/completions", &chat_body("hi", 2, false));
     assert_eq!(warm.status, 200, "{}", warm.body);
-    let cancelled_before = metric(&server, "olm_requests_cancelled_total").unwrap_or(0);
-    let generated_before = metric(&server, "olm_generated_tokens_total").unwrap_or(0);
+    let cancelled_before = server.metric("olm_requests_cancelled_total").unwrap_or(0);
+    let generated_before = server.metric("olm_generated_tokens_total").unwrap_or(0);
 
     let running = long_request(&server, false);
-    wait_for_metric(&server, "olm_active_sequences", 1);
+    server.wait_for_metric("olm_active_sequences", 1, Duration::from_secs(10));
     // Its prompt is counted with its first token.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&server, "olm_generated_tokens_total").unwrap_or(0) <= generated_before {
+    while server.metric("olm_generated_tokens_total").unwrap_or(0) <= generated_before {
         assert!(
             Instant::now() < deadline,
             "the running request never generated"
@@ -966,25 +920,25 @@ fn non_streaming_and_queued_clients_that_leave_are_dropped() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let queued = long_request(&server, false);
-    wait_for_metric(&server, "olm_queue_depth", 1);
-    let prompt_tokens = metric(&server, "olm_prompt_tokens_total").unwrap_or(0);
+    server.wait_for_metric("olm_queue_depth", 1, Duration::from_secs(10));
+    let prompt_tokens = server.metric("olm_prompt_tokens_total").unwrap_or(0);
 
     drop(queued);
-    wait_for_metric(&server, "olm_queue_depth", 0);
+    server.wait_for_metric("olm_queue_depth", 0, Duration::from_secs(10));
     assert_eq!(
-        metric(&server, "olm_active_sequences"),
+        server.metric("olm_active_sequences"),
         Some(1),
         "the running request goes on"
     );
     drop(running);
-    wait_for_metric(&server, "olm_active_sequences", 0);
-    wait_for_metric(
-        &server,
+    server.wait_for_metric("olm_active_sequences", 0, Duration::from_secs(10));
+    server.wait_for_metric(
         "olm_requests_cancelled_total",
         cancelled_before + 2,
+        Duration::from_secs(10),
     );
     assert_eq!(
-        metric(&server, "olm_prompt_tokens_total"),
+        server.metric("olm_prompt_tokens_total"),
         Some(prompt_tokens),
         "the queued request never started"
     );

@@ -16,17 +16,7 @@ const CLIENTS: usize = 64;
 /// Resident memory of the server and its worker processes, in KiB.
 fn resident_kib(server: &Server) -> u64 {
     let mut pids = vec![server.child.id()];
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", server.child.id())) {
-        for task in tasks.filter_map(Result::ok) {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            pids.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|pid| pid.parse::<u32>().ok()),
-            );
-        }
-    }
+    pids.extend(server.worker_pids());
     pids.iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
         .filter_map(|status| {

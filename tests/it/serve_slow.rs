@@ -8,236 +8,20 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::common::{smollm2, TestEnv};
+use crate::common::server::{chat_body, http, parse_reply, read_all, Server, MODEL};
 
-/// The API name of the test model (its file stem).
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
-
-/// A running `olm serve`, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    _env: TestEnv,
-}
-
-impl Server {
-    /// `olm serve --port 0 MODEL ARGS...`, once it prints its address.
-    fn start(args: &[&str]) -> Self {
-        let env = TestEnv::new();
-        let mut child = env
-            .olm()
-            .args(["serve", "--port", "0"])
-            .arg(smollm2())
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn olm serve");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-        let port = loop {
-            let Some(Ok(line)) = lines.next() else {
-                let _ = child.kill();
-                panic!("olm serve exited before listening: {:?}", child.wait());
-            };
-            if let Some(address) = line.strip_prefix("listening on http://127.0.0.1:") {
-                break address.trim().parse().expect("port number");
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            port,
-            _env: env,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).expect("pid")
-    }
-
-    fn address(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn get(&self, path: &str) -> Reply {
-        request(self.port, "GET", path, "")
-    }
-
-    fn post(&self, path: &str, body: &Value) -> Reply {
-        request(self.port, "POST", path, &body.to_string())
-    }
-
-    /// Load the model with one short generation, so later timings leave the load out.
-    fn warm_up(&self) {
-        let reply = self.post("/v1/chat/completions", &chat_body("hi", 2, false));
-        assert_eq!(reply.status, 200, "{}", reply.body);
-    }
-
-    /// The value of a per-model metric (`NAME{model="..."} VALUE`).
-    fn metric(&self, name: &str) -> Option<u64> {
-        let prefix = format!("{name}{{model=\"{MODEL}\"}} ");
-        self.get("/metrics")
-            .body
-            .lines()
-            .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
-    }
-
-    /// Poll a metric until it has `value`.
-    fn wait_for_metric(&self, name: &str, value: u64, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let have = self.metric(name);
-            if have == Some(value) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} is {have:?}, expected {value}, after {within:?}:\n{}",
-                self.get("/metrics").body
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
-    }
-
-    /// Wait for the server to exit; panic after `within`.
-    fn wait_for_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "olm serve still running after {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("wait").is_none()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A complete HTTP response.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
-    }
-}
-
-/// One request over a fresh connection (`Connection: close`).
-fn request(port: u16, method: &str, path: &str, body: &str) -> Reply {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to olm serve");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .expect("set timeout");
-    stream
-        .write_all(request_head(port, method, path, body.len()).as_bytes())
-        .expect("send request head");
-    stream
-        .write_all(body.as_bytes())
-        .expect("send request body");
-    parse_reply(&read_all(&mut stream))
-}
-
+/// The head of a POST with a JSON body of `length` bytes (`Connection: close`).
 fn request_head(port: u16, method: &str, path: &str, length: usize) -> String {
     format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
     )
-}
-
-/// Everything the server sends until it closes the connection; a reset
-/// after the response (the server closed with request bytes unread) ends it too.
-fn read_all(stream: &mut TcpStream) -> Vec<u8> {
-    let mut raw = Vec::new();
-    let mut buffer = [0u8; 8192];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => return raw,
-            Ok(read) => raw.extend_from_slice(&buffer[..read]),
-            Err(error) if error.kind() == ErrorKind::Interrupted => {}
-            Err(error) if !raw.is_empty() && error.kind() == ErrorKind::ConnectionReset => {
-                return raw;
-            }
-            Err(error) => panic!("read response: {error} (after {} bytes)", raw.len()),
-        }
-    }
-}
-
-fn parse_reply(raw: &[u8]) -> Reply {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .lines()
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let chunked = head.lines().any(|line| {
-        line.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Reply { status, body }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn chat_body(content: &str, max_tokens: u32, stream: bool) -> Value {
-    json!({
-        "model": MODEL,
-        "messages": [{"role": "user", "content": content}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "stream": stream,
-    })
 }
 
 /// A raw completion that counts on, greedily, for all of `max_tokens`
@@ -605,10 +389,12 @@ fn a_client_that_stops_reading_loses_its_sequence() {
     // Queued behind the stalled stream: served once its sequence is freed.
     let port = server.port;
     let queued = std::thread::spawn(move || {
-        request(
+        let host = format!("127.0.0.1:{port}");
+        http(
             port,
             "POST",
             "/v1/chat/completions",
+            &[("Host", &host)],
             &chat_body("Name a color.", 4, false).to_string(),
         )
     });

@@ -103,6 +103,88 @@ impl Server {
         format!("127.0.0.1:{}", self.port)
     }
 
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid")
+    }
+
+    pub fn address(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Load the model with one short generation, so later timings leave the load out.
+    pub fn warm_up(&self) {
+        let reply = self.post("/v1/chat/completions", &chat_body("hi", 2, false));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+
+    /// The value of a per-model metric (`NAME{model="..."} VALUE`).
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let prefix = format!("{name}{{model=\"{MODEL}\"}} ");
+        self.get("/metrics")
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+    }
+
+    /// Poll a metric until it has `value`.
+    pub fn wait_for_metric(&self, name: &str, value: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let have = self.metric(name);
+            if have == Some(value) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is {have:?}, expected {value}, after {within:?}:\n{}",
+                self.get("/metrics").body
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+    }
+
+    /// Wait for the server to exit; panic after `within`.
+    pub fn wait_for_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "olm serve still running after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+
+    /// The server's child processes (its model workers), as /proc lists
+    /// them under the threads that started them.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+            return Vec::new();
+        };
+        tasks
+            .filter_map(Result::ok)
+            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .flat_map(|children| {
+                children
+                    .split_whitespace()
+                    .filter_map(|pid| pid.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
+    }
+
     pub fn get(&self, path: &str) -> Reply {
         self.request("GET", path, &[], "")
     }
@@ -157,9 +239,27 @@ impl Reply {
 pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
     let mut stream = connect(port);
     send_request(&mut stream, method, path, headers, body);
+    parse_reply(&read_all(&mut stream))
+}
+
+/// Everything the server sends until it closes the connection; a reset
+/// after the response (the server closed with request bytes unread) ends it too.
+pub fn read_all(stream: &mut TcpStream) -> Vec<u8> {
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read response");
-    parse_reply(&raw)
+    let mut buffer = [0u8; 8192];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return raw,
+            Ok(read) => raw.extend_from_slice(&buffer[..read]),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error)
+                if !raw.is_empty() && error.kind() == std::io::ErrorKind::ConnectionReset =>
+            {
+                return raw;
+            }
+            Err(error) => panic!("read response: {error} (after {} bytes)", raw.len()),
+        }
+    }
 }
 
 pub fn connect(port: u16) -> TcpStream {
