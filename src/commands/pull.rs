@@ -17,7 +17,7 @@ use crate::hub::pull::{
 };
 use crate::hub::quant::QuantChoice;
 use crate::hub::{self, human_size, Hub, HubError, HubOptions, PullReporter};
-use crate::store::{self, space, ModelRef, RepoId, Store, StoreError};
+use crate::store::{self, space, Manifest, ModelRef, RepoId, Store, StoreError};
 use crate::ui::{Printer, PullProgress};
 
 pub fn run(args: PullArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
@@ -81,6 +81,22 @@ impl PullEvents for Terminal<'_> {
 
     fn warn(&self, message: &str) {
         self.printer.warn(message);
+    }
+
+    fn replaced(&self, previous: &Manifest, freed: u64) {
+        let old = previous
+            .files
+            .first()
+            .map_or("", |file| &file.sha256[..file.sha256.len().min(12)]);
+        let freeing = if freed > 0 {
+            format!(", freeing {}", human_size(freed))
+        } else {
+            String::new()
+        };
+        self.printer.status(&format!(
+            "{} changed on the hub (was sha256 {old}…); the new version replaces the stored one{freeing}",
+            previous.name
+        ));
     }
 
     fn pick(&self, repo: &RepoId, wanted: &str, choices: &[QuantChoice]) -> Option<usize> {

@@ -39,6 +39,9 @@ pub trait PullEvents {
     fn file(&self, _name: &str, _head: &FileHead) {}
     /// Every file is verified; the manifest is written next.
     fn writing_manifest(&self) {}
+    /// The name held other files (the hub's version changed): `previous`
+    /// was replaced, and `freed` bytes of its files no other name used are gone.
+    fn replaced(&self, _previous: &Manifest, _freed: u64) {}
 }
 
 /// Why a [`Target`] cannot be made.
@@ -268,7 +271,22 @@ pub fn fetch_and_register(
     }
     let commit = commit.unwrap_or_default();
     events.writing_manifest();
+    let previous = store.find(&target.name)?;
     let manifest = register(store, target, &choice, &commit, entries)?;
+    if let Some(previous) = previous.filter(|previous| previous.files != manifest.files) {
+        let removed = store.remove_unused_files(&previous)?;
+        let freed = if removed.is_empty() {
+            0
+        } else {
+            previous
+                .files
+                .iter()
+                .filter(|old| manifest.files.iter().all(|new| new.sha256 != old.sha256))
+                .map(|old| old.size)
+                .sum()
+        };
+        events.replaced(&previous, freed);
+    }
     Ok((choice, manifest))
 }
 

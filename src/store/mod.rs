@@ -345,6 +345,13 @@ impl Store {
             let _ = sync_directory(directory);
             remove_empty_folders(directory, &self.manifests());
         }
+        self.remove_unused_files(manifest)
+    }
+
+    /// Remove the blobs of `manifest` (a name already removed or replaced)
+    /// that no stored name refers to now, with their snapshot links unless
+    /// a stored name uses the same link. Returns the blobs removed.
+    pub fn remove_unused_files(&self, manifest: &Manifest) -> Result<Vec<PathBuf>, StoreError> {
         let (others, _) = self.manifests_all();
         let mut removed = Vec::new();
         for file in &manifest.files {
@@ -357,7 +364,12 @@ impl Store {
             }
             if let Source::Hub { .. } = manifest.source {
                 let link = self.file_path(manifest, file);
-                if fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+                let link_in_use = others
+                    .iter()
+                    .any(|other| other.files.iter().any(|f| self.file_path(other, f) == link));
+                if !link_in_use
+                    && fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink())
+                {
                     let _ = fs::remove_file(&link);
                 }
             }

@@ -76,6 +76,12 @@ impl FakeHub {
         std::fs::rename(&temp, &self.config).expect("replace hub config");
     }
 
+    /// Serve `path` as `file` of `repo` from now on (a new version upstream).
+    pub fn replace_file(&mut self, repo: &str, file: &str, path: &std::path::Path) {
+        self.repos[repo]["files"][file] = json!(path);
+        self.set_faults(json!({}));
+    }
+
     /// Every request so far.
     pub fn requests(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.log)

@@ -485,3 +485,33 @@ fn t_b9_a_redirect_to_another_host_never_gets_the_token() {
         "the hub itself still got the token: {requests:?}"
     );
 }
+
+/// When the hub's file changed since the last pull (a new sha256), pulling
+/// again says so, stores the new version, and removes the old blob that no
+/// other name uses.
+#[test]
+fn a_changed_file_on_the_hub_replaces_the_stored_version() {
+    let env = TestEnv::new();
+    let mut hub = FakeHub::start(&env);
+    assert_exit(&run(hub.olm(&env).args(["pull", SMOL])), 0);
+    assert!(blob(&env).exists());
+
+    hub.replace_file(SMOL_REPO, SMOL_FILE, &crate::common::gemma3());
+    let again = run(hub.olm(&env).args(["pull", SMOL]));
+    assert_exit(&again, 0);
+    assert!(
+        stderr(&again).contains("changed on the hub"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(!blob(&env).exists(), "the old blob is removed");
+    let show = run(env.olm().args(["show", SMOL, "--json"]));
+    assert_exit(&show, 0);
+    let details: serde_json::Value = serde_json::from_str(&stdout(&show)).unwrap();
+    assert_eq!(
+        details["architecture"], "gemma3",
+        "the new version is stored"
+    );
+    assert_eq!(manifests(&env), 1);
+    assert_exit(&run(env.olm().arg("verify")), 0);
+}
