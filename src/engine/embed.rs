@@ -84,7 +84,9 @@ pub fn embed(
         let vector = context
             .embeddings_seq_ith(0)
             .map_err(|_| EngineError::Decode("llama.cpp returned no embedding".into()))?;
-        embedded.vectors.push(normalized(vector));
+        let mut vector = vector.to_vec();
+        normalize(&mut vector);
+        embedded.vectors.push(vector);
         embedded.prompt_tokens += tokens.len();
     }
     Ok(embedded)
@@ -96,30 +98,32 @@ fn declared_pooling(model: &Model) -> Option<String> {
     model.metadata(&format!("{architecture}.pooling_type"))
 }
 
-/// The vector scaled to unit length (a zero vector stays zero).
-fn normalized(vector: &[f32]) -> Vec<f32> {
+/// Scale `vector` to unit length in place (a zero vector stays zero).
+pub fn normalize(vector: &mut [f32]) {
     let norm = vector
         .iter()
         .map(|value| f64::from(*value).powi(2))
         .sum::<f64>()
         .sqrt();
     if norm == 0.0 || !norm.is_finite() {
-        return vector.to_vec();
+        return;
     }
-    vector
-        .iter()
-        .map(|value| (f64::from(*value) / norm) as f32)
-        .collect()
+    for value in vector {
+        *value = (f64::from(*value) / norm) as f32;
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::normalized;
+    use super::normalize;
 
     #[test]
     fn vectors_are_scaled_to_unit_length() {
-        let unit = normalized(&[3.0, 4.0]);
+        let mut unit = [3.0, 4.0];
+        normalize(&mut unit);
         assert!((unit[0] - 0.6).abs() < 1e-6 && (unit[1] - 0.8).abs() < 1e-6);
-        assert_eq!(normalized(&[0.0, 0.0]), vec![0.0, 0.0]);
+        let mut zero = [0.0, 0.0];
+        normalize(&mut zero);
+        assert_eq!(zero, [0.0, 0.0]);
     }
 }

@@ -27,7 +27,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
 pub use bench::{BenchContext, BenchParams};
-pub use embed::{embed, embedding_refusal, Embedded};
+pub use embed::{embed, embedding_refusal, normalize, Embedded};
 pub use generate::{GenerateRequest, Session, SessionOptions, Stats, StopReason};
 pub use sampling::{Constraint, SamplingConfig};
 pub use scheduler::{

@@ -186,7 +186,7 @@ pub(super) fn decode_ollama(
 ) -> Result<OllamaDecoded, ApiError> {
     let request: OllamaRequest = json_body(body)?;
     Ok(OllamaDecoded {
-        keep_alive: keep_alive(request.keep_alive.as_ref())?,
+        keep_alive: KeepAlive::from_request(request.keep_alive.as_ref())?,
         dimensions: dimensions(request.dimensions)?,
         texts: request.input.into_texts()?,
         truncate: request.truncate.unwrap_or(true),
@@ -236,7 +236,7 @@ async fn ollama_legacy_inner(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: OllamaLegacyRequest = json_body(body)?;
-    let keep_alive = keep_alive(request.keep_alive.as_ref())?;
+    let keep_alive = KeepAlive::from_request(request.keep_alive.as_ref())?;
     let texts = Input::One(request.prompt).into_texts()?;
     let (mut vectors, _) = embed(state, &request.model, texts, true, keep_alive).await?;
     let embedding = vectors.pop().unwrap_or_default();
@@ -253,13 +253,6 @@ async fn embed(
     let loaded = state.registry.get(model, keep_alive).await?;
     let embedded = loaded.worker.embed(texts, truncate).await?;
     Ok((embedded.vectors, embedded.prompt_tokens))
-}
-
-fn keep_alive(value: Option<&Value>) -> Result<Option<KeepAlive>, ApiError> {
-    value
-        .filter(|value| !value.is_null())
-        .map(KeepAlive::parse)
-        .transpose()
 }
 
 fn dimensions(requested: Option<i64>) -> Result<Option<usize>, ApiError> {
@@ -279,16 +272,7 @@ fn shortened(mut vector: Vec<f32>, dimensions: Option<usize>) -> Vec<f32> {
         return vector;
     };
     vector.truncate(dimensions);
-    let norm = vector
-        .iter()
-        .map(|value| f64::from(*value).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    if norm > 0.0 && norm.is_finite() {
-        for value in &mut vector {
-            *value = (f64::from(*value) / norm) as f32;
-        }
-    }
+    crate::engine::normalize(&mut vector);
     vector
 }
 

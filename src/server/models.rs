@@ -11,8 +11,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::http::StatusCode;
-
 use super::error::ApiError;
 use super::worker::{SpawnError, Worker, WorkerConfig};
 use crate::engine::{LoadOptions, SchedulerOptions};
@@ -57,6 +55,14 @@ impl KeepAlive {
                 .ok_or_else(invalid),
             _ => Err(invalid()),
         }
+    }
+
+    /// A request's optional `keep_alive` field (`null` is as good as absent).
+    pub fn from_request(value: Option<&serde_json::Value>) -> Result<Option<Self>, ApiError> {
+        value
+            .filter(|value| !value.is_null())
+            .map(Self::parse)
+            .transpose()
     }
 
     fn from_seconds(seconds: f64) -> Option<Self> {
@@ -230,9 +236,6 @@ impl Registry {
         if let Some(model) = self.live(&path, name, keep_alive).await {
             return Ok(model);
         }
-        if !skip_gguf_check() {
-            check_file(name, &path).await?;
-        }
         let evicted = make_room(
             &mut *self.loaded.lock().await,
             &path,
@@ -285,6 +288,11 @@ impl Registry {
             SpawnError::Died(how) => ApiError::internal(format!(
                 "model '{shown}' crashed while loading: its worker process {how}"
             )),
+            SpawnError::Load(refused) => {
+                let mut error = ApiError::from(refused);
+                error.message = format!("cannot load model '{shown}': {}", error.message);
+                error
+            }
             other => ApiError::internal(format!("cannot load model '{shown}': {other}")),
         })?;
         tracing::info!(
@@ -444,19 +452,4 @@ fn memory_needed(path: &std::path::Path) -> u64 {
 /// prove that a crash inside llama.cpp stays inside the worker (T-E5).
 pub fn skip_gguf_check() -> bool {
     std::env::var_os(crate::env::OLM_TEST_SKIP_GGUF_CHECK).is_some_and(|value| value == "1")
-}
-
-/// Validate a model file before llama.cpp sees it (once, when it is loaded;
-/// not on every request).
-async fn check_file(name: &str, path: &std::path::Path) -> Result<(), ApiError> {
-    let shown = escaped(name);
-    let path = path.to_owned();
-    let checked = tokio::task::spawn_blocking(move || crate::gguf::inspect(&path).map(drop)).await;
-    match checked {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("model '{shown}' is not a usable GGUF file"),
-        )),
-    }
 }

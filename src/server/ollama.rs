@@ -164,7 +164,7 @@ pub(super) enum Decoded {
 /// The body of `POST /api/chat`, decoded and range-checked.
 pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<Decoded, ApiError> {
     let request: ChatRequest = json_body(body)?;
-    let keep_alive = parse_keep_alive(request.keep_alive.as_ref())?;
+    let keep_alive = KeepAlive::from_request(request.keep_alive.as_ref())?;
     if request.messages.is_empty() {
         // Ollama loads (or with keep_alive 0 unloads) the model for an empty conversation.
         return Ok(Decoded::Load {
@@ -172,26 +172,21 @@ pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<Decoded
             keep_alive,
         });
     }
-    let messages = chat_messages(request.messages)?;
-    let constraint = format_constraint(request.format)?;
-    let generate = request
-        .options
-        .unwrap_or_default()
-        .into_sampling()?
-        .into_request(constraint)?;
-    Ok(Decoded::Generate {
-        model: request.model,
-        prompt: Prompt::Chat(messages),
-        generate,
-        stream: request.stream.unwrap_or(true),
+    let prompt = Prompt::Chat(chat_messages(request.messages)?);
+    decoded_generation(
+        request.model,
+        prompt,
+        request.options,
+        request.format,
+        request.stream,
         keep_alive,
-    })
+    )
 }
 
 /// The body of `POST /api/generate`, decoded and range-checked.
 pub(super) fn decode_generate(body: Result<Bytes, BytesRejection>) -> Result<Decoded, ApiError> {
     let request: GenerateRequest = json_body(body)?;
-    let keep_alive = parse_keep_alive(request.keep_alive.as_ref())?;
+    let keep_alive = KeepAlive::from_request(request.keep_alive.as_ref())?;
     if request.prompt.is_empty() {
         return Ok(Decoded::Load {
             model: request.model,
@@ -213,17 +208,36 @@ pub(super) fn decode_generate(body: Result<Bytes, BytesRejection>) -> Result<Dec
         messages.push(Message::new("user", request.prompt));
         Prompt::Chat(messages)
     };
-    let constraint = format_constraint(request.format)?;
-    let generate = request
-        .options
+    decoded_generation(
+        request.model,
+        prompt,
+        request.options,
+        request.format,
+        request.stream,
+        keep_alive,
+    )
+}
+
+/// What chat and generate share once the prompt is built: options and
+/// `format` checked into an engine request, NDJSON streaming by default.
+fn decoded_generation(
+    model: String,
+    prompt: Prompt,
+    options: Option<Options>,
+    format: Option<Value>,
+    stream: Option<bool>,
+    keep_alive: Option<KeepAlive>,
+) -> Result<Decoded, ApiError> {
+    let constraint = format_constraint(format)?;
+    let generate = options
         .unwrap_or_default()
         .into_sampling()?
         .into_request(constraint)?;
     Ok(Decoded::Generate {
-        model: request.model,
+        model,
         prompt,
         generate,
-        stream: request.stream.unwrap_or(true),
+        stream: stream.unwrap_or(true),
         keep_alive,
     })
 }
@@ -311,13 +325,6 @@ fn format_constraint(format: Option<Value>) -> Result<Option<Constraint>, ApiErr
 enum Kind {
     Chat,
     Generate,
-}
-
-fn parse_keep_alive(value: Option<&Value>) -> Result<Option<KeepAlive>, ApiError> {
-    value
-        .filter(|value| !value.is_null())
-        .map(KeepAlive::parse)
-        .transpose()
 }
 
 /// A request with no prompt: load the model, or unload it with `keep_alive: 0`.

@@ -1002,3 +1002,37 @@ fn frequency_and_presence_penalties_take_effect() {
     }
     assert_eq!(ollama(json!({"repeat_last_n": -5})).status, 400);
 }
+
+/// A model file that stops being a usable GGUF after the server started
+/// (here: overwritten with a hostile one) is refused at load with 422, by
+/// the worker's own check, before llama.cpp sees it; the server goes on.
+#[test]
+fn a_model_file_broken_after_startup_is_refused_with_422() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tiny.gguf");
+    let valid = olm::gguf::samples::valid()
+        .into_iter()
+        .find(|sample| sample.name == "valid-tiny")
+        .expect("the valid-tiny sample");
+    valid.write_to(&path).expect("write the sample");
+    let server = Server::start(&[path.to_str().expect("utf-8 path")]);
+    olm::gguf::samples::llama_cpp_crasher()
+        .write_to(&path)
+        .expect("overwrite the sample");
+
+    let reply = server.post(
+        "/v1/chat/completions",
+        &json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+    );
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a usable GGUF file"),
+        "{}",
+        reply.body
+    );
+    let fine = server.post("/v1/chat/completions", &chat_body("hi", 2, false));
+    assert_eq!(fine.status, 200, "{}", fine.body);
+}

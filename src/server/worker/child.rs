@@ -30,11 +30,12 @@ impl Outbox {
 
     /// Send a message; `false` when the server is gone.
     fn send(&self, message: &FromWorker) -> bool {
-        let Ok(line) = serde_json::to_string(message) else {
-            return false;
-        };
         let mut out = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+        // Straight into the buffer: no String per token. The newline ends
+        // the line even if serializing failed half way (the server skips it).
+        let serialized = serde_json::to_writer(&mut *out, message).is_ok();
+        let ended = out.write_all(b"\n").and_then(|()| out.flush()).is_ok();
+        serialized && ended
     }
 }
 
@@ -49,15 +50,20 @@ pub fn run() -> i32 {
     let config: WorkerConfig = match lines.next() {
         Some(Ok(line)) => match serde_json::from_str(&line) {
             Ok(config) => config,
-            Err(error) => return fatal(&outbox, &format!("bad worker configuration: {error}")),
+            Err(error) => {
+                return fatal(
+                    &outbox,
+                    internal(format!("bad worker configuration: {error}")),
+                )
+            }
         },
-        _ => return fatal(&outbox, "no worker configuration on stdin"),
+        _ => return fatal(&outbox, internal("no worker configuration on stdin".into())),
     };
     engine::configure_logging(config.verbose);
     let started = Instant::now();
     let (model, scheduler) = match load(&config) {
         Ok(loaded) => loaded,
-        Err(message) => return fatal(&outbox, &message),
+        Err(error) => return fatal(&outbox, error),
     };
     let ready = ReadyInfo {
         context_per_sequence: scheduler.context_per_sequence(),
@@ -88,28 +94,36 @@ pub fn run() -> i32 {
     0
 }
 
-fn fatal(outbox: &Outbox, message: &str) -> i32 {
-    outbox.send(&FromWorker::Fatal {
-        message: message.to_owned(),
-    });
+fn internal(message: String) -> WireError {
+    WireError {
+        status: 500,
+        message,
+    }
+}
+
+fn fatal(outbox: &Outbox, error: WireError) -> i32 {
+    outbox.send(&FromWorker::Fatal { error });
     1
 }
 
-fn load(config: &WorkerConfig) -> Result<(Arc<Model>, Scheduler), String> {
+/// Validate the file (the one check that stands between a request and
+/// llama.cpp), load it and start its scheduler.
+fn load(config: &WorkerConfig) -> Result<(Arc<Model>, Scheduler), WireError> {
+    let failed = |status: u16, message: String| WireError { status, message };
     if !config.skip_gguf_check {
         crate::gguf::inspect(&config.path)
-            .map_err(|_| "the model file is not a usable GGUF file".to_owned())?;
+            .map_err(|_| failed(422, "the model file is not a usable GGUF file".into()))?;
     }
     let model = Arc::new(
         Model::load(&config.path, &config.load).map_err(|error| match error {
             engine::EngineError::Load { .. } => {
-                "llama.cpp could not load the model file".to_owned()
+                failed(500, "llama.cpp could not load the model file".into())
             }
-            other => other.to_string(),
+            other => failed(500, other.to_string()),
         })?,
     );
-    let scheduler =
-        Scheduler::start(Arc::clone(&model), &config.scheduler).map_err(|e| e.to_string())?;
+    let scheduler = Scheduler::start(Arc::clone(&model), &config.scheduler)
+        .map_err(|error| failed(500, error.to_string()))?;
     Ok((model, scheduler))
 }
 

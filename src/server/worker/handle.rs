@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 
-use super::protocol::{Embeddings, FromWorker, ReadyInfo, ToWorker, WorkerConfig};
+use super::protocol::{Embeddings, FromWorker, ReadyInfo, ToWorker, WireError, WorkerConfig};
 use crate::engine::{GenerateRequest, Prompt, SchedulerMetrics, Stats};
 use crate::server::error::ApiError;
 
@@ -106,8 +106,10 @@ impl Drop for CancelOnDrop {
 pub enum SpawnError {
     #[error("cannot start a worker process: {0}")]
     Process(std::io::Error),
-    #[error("{0}")]
-    Load(String),
+    /// The worker refused or failed to load the model, with the status the
+    /// request should get (422 for a file that is not a usable GGUF).
+    #[error("{}", .0.message)]
+    Load(WireError),
     #[error("the worker process {0} while loading the model")]
     Died(String),
 }
@@ -147,13 +149,16 @@ impl Worker {
         let ready = match lines.next_line().await {
             Ok(Some(line)) => match serde_json::from_str::<FromWorker>(&line) {
                 Ok(FromWorker::Ready(ready)) => ready,
-                Ok(FromWorker::Fatal { message }) => {
+                Ok(FromWorker::Fatal { error }) => {
                     let _ = child.wait().await;
-                    return Err(SpawnError::Load(message));
+                    return Err(SpawnError::Load(error));
                 }
                 _ => {
                     let _ = child.start_kill();
-                    return Err(SpawnError::Load("the worker answered nonsense".into()));
+                    return Err(SpawnError::Load(WireError {
+                        status: 500,
+                        message: "the worker answered nonsense".into(),
+                    }));
                 }
             },
             _ => return Err(SpawnError::Died(exit_description(&mut child).await)),

@@ -55,7 +55,7 @@ pub enum FromWorker {
     Ready(ReadyInfo),
     /// The model could not be loaded; the worker exits after this.
     Fatal {
-        message: String,
+        error: WireError,
     },
     /// The generation passed the worker's checks and is queued; sent before
     /// its text, so the server can still answer with an error status.
