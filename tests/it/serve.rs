@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::server::{
-    chat_body, connect, http, parse_reply, send_request, sse_events, Reply, Server, MODEL,
+    chat_body, connect, http, parse_reply, pytest, send_request, sse_events, Reply, Server, MODEL,
 };
 use crate::common::{smollm2, TestEnv};
 
@@ -494,35 +494,8 @@ fn sigterm_exits_zero() {
 /// (tests/python; the clients are installed by scripts/setup-python-clients.sh).
 #[test]
 fn python_openai_and_ollama_clients() {
-    let python = std::env::var_os("OLM_TEST_PYTHON")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            let home = std::env::var_os("HOME")?;
-            let venv = std::path::Path::new(&home).join(".cache/olm/python-venv/bin/python");
-            venv.is_file().then_some(venv)
-        })
-        .expect(
-            "no Python with the openai and ollama clients: run scripts/setup-python-clients.sh",
-        );
     let server = Server::start(&["--parallel", "2"]);
-    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
-    let output = std::process::Command::new(python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(&tests)
-        .env("OLM_BASE_URL", format!("http://127.0.0.1:{}", server.port))
-        .env("OLM_MODEL", MODEL)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("ALL_PROXY")
-        .output()
-        .expect("run pytest");
-    assert!(
-        output.status.success(),
-        "pytest failed\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    pytest(server.port, None, &[("OLM_MODEL", MODEL)]);
 }
 
 #[test]

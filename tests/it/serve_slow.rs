@@ -12,9 +12,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::common::server::{chat_body, http, parse_reply, read_all, Server, MODEL};
+use crate::common::server::{chat_body, http, parse_reply, read_all, Reply, Server, MODEL};
+
+/// A 408 whose message (in either API's shape) says the body did not
+/// arrive, answered after the body timeout and not long after.
+fn assert_timely_408(reply: &Reply, message: &Value, elapsed: Duration, timeout: Duration) {
+    assert_eq!(reply.status, 408, "{}", reply.body);
+    assert!(
+        message
+            .as_str()
+            .is_some_and(|message| message.contains("did not arrive")),
+        "{}",
+        reply.body
+    );
+    assert!(
+        elapsed >= timeout && elapsed < timeout + Duration::from_secs(3),
+        "408 after {elapsed:?}, timeout {timeout:?}"
+    );
+}
 
 /// The head of a POST with a JSON body of `length` bytes (`Connection: close`).
 fn request_head(port: u16, method: &str, path: &str, length: usize) -> String {
@@ -324,34 +341,11 @@ fn a_body_sent_a_byte_a_second_gets_408() {
     let ollama = trickle("/api/chat");
 
     let (reply, elapsed) = openai.join().expect("OpenAI client");
-    assert_eq!(reply.status, 408, "{}", reply.body);
     let error = &reply.json()["error"];
     assert_eq!(error["code"], "408", "{}", reply.body);
-    assert!(
-        error["message"]
-            .as_str()
-            .is_some_and(|message| message.contains("did not arrive")),
-        "{}",
-        reply.body
-    );
-    assert!(
-        elapsed >= TIMEOUT && elapsed < TIMEOUT + Duration::from_secs(3),
-        "408 after {elapsed:?}, timeout {TIMEOUT:?}"
-    );
-
+    assert_timely_408(&reply, &error["message"], elapsed, TIMEOUT);
     let (reply, elapsed) = ollama.join().expect("Ollama client");
-    assert_eq!(reply.status, 408, "{}", reply.body);
-    assert!(
-        reply.json()["error"]
-            .as_str()
-            .is_some_and(|message| message.contains("did not arrive")),
-        "{}",
-        reply.body
-    );
-    assert!(
-        elapsed >= TIMEOUT && elapsed < TIMEOUT + Duration::from_secs(3),
-        "408 after {elapsed:?}, timeout {TIMEOUT:?}"
-    );
+    assert_timely_408(&reply, &reply.json()["error"], elapsed, TIMEOUT);
     assert_eq!(server.get("/health").status, 200);
 }
 

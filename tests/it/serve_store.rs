@@ -5,11 +5,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::common::server::{listening, pytest};
 use crate::common::{assert_exit, run, smollm2, stderr, stdout, TestEnv};
 use crate::fakehub::{FakeHub, SMOL_REPO, SMOL_SHA};
 
@@ -24,27 +25,11 @@ struct Server {
 
 impl Server {
     fn start(hub: &FakeHub, env: &TestEnv, args: &[&str]) -> Self {
-        let mut child = hub
-            .olm(env)
+        let mut command = hub.olm(env);
+        command
             .args(["serve", "--port", "0", "-c", "512"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn olm serve");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let port = loop {
-            let Some(Ok(line)) = lines.next() else {
-                let _ = child.kill();
-                panic!("olm serve exited before listening: {:?}", child.wait());
-            };
-            if let Some(address) = line.strip_prefix("listening on http://127.0.0.1:") {
-                break address.trim().parse().expect("port number");
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+            .args(args);
+        let (child, port, _stderr) = listening(command);
         Self { child, port }
     }
 
@@ -566,37 +551,17 @@ fn olm_ps_without_a_server_or_without_the_key_fails_with_one_error_line() {
 /// `olm serve`, then generates and deletes (tests/python/test_clients.py).
 #[test]
 fn python_ollama_client_pulls_and_deletes() {
-    let python = std::env::var_os("OLM_TEST_PYTHON")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let home = std::env::var_os("HOME")?;
-            let venv = std::path::Path::new(&home).join(".cache/olm/python-venv/bin/python");
-            venv.is_file().then_some(venv)
-        })
-        .expect(
-            "no Python with the openai and ollama clients: run scripts/setup-python-clients.sh",
-        );
     let env = TestEnv::new();
     let hub = FakeHub::start(&env);
     let server = Server::start(&hub, &env, &[]);
-    let tests = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_clients.py");
-    let output = Command::new(python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "pull"])
-        .arg(&tests)
-        .env("OLM_BASE_URL", format!("http://127.0.0.1:{}", server.port))
-        .env("OLM_MODEL", SMOL)
-        .env("OLM_PULL_MODEL", SMOL)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("ALL_PROXY")
-        .output()
-        .expect("run pytest");
-    let report = String::from_utf8_lossy(&output.stdout);
+    let report = pytest(
+        server.port,
+        Some("pull"),
+        &[("OLM_MODEL", SMOL), ("OLM_PULL_MODEL", SMOL)],
+    );
     assert!(
-        output.status.success() && report.contains("1 passed") && !report.contains("skipped"),
-        "pytest failed\n--- stdout ---\n{report}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        report.contains("1 passed") && !report.contains("skipped"),
+        "{report}"
     );
     assert!(
         !hub.range_starts().is_empty(),

@@ -32,9 +32,8 @@ impl Server {
 
     pub fn start_with_env(args: &[&str], vars: &[(&str, &str)]) -> Self {
         let env = TestEnv::new();
-        let model = smollm2();
-        let mut child = env
-            .olm()
+        let mut command = env.olm();
+        command
             .envs(vars.iter().copied())
             .args(["serve", "--port", "0"])
             .args(if args.contains(&"-c") {
@@ -42,40 +41,14 @@ impl Server {
             } else {
                 &["-c", "512"][..]
             })
-            .arg(&model)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn olm serve");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let captured = Arc::new(Mutex::new(Vec::new()));
-        let port = loop {
-            let Some(Ok(line)) = lines.next() else {
-                let _ = child.kill();
-                panic!("olm serve exited before listening: {:?}", child.wait());
-            };
-            let port = line
-                .strip_prefix("listening on http://127.0.0.1:")
-                .map(|address| address.trim().parse().expect("port number"));
-            lock(&captured).push(line);
-            if let Some(port) = port {
-                break port;
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        let sink = Arc::clone(&captured);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                lock(&sink).push(line);
-            }
-        });
+            .arg(smollm2())
+            .args(args);
+        let (child, port, stderr) = listening(command);
         Self {
             child,
             port,
             env,
-            stderr: captured,
+            stderr,
         }
     }
 
@@ -204,6 +177,40 @@ impl Server {
         all.extend_from_slice(headers);
         http(self.port, method, path, &all, body)
     }
+}
+
+/// Spawn an `olm serve --port 0 ...` command and wait for the address it
+/// prints: the child, its port, and its stderr lines (kept being read, so
+/// the server never blocks on a full pipe).
+pub fn listening(mut command: std::process::Command) -> (Child, u16, Arc<Mutex<Vec<String>>>) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn olm serve");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let captured = Arc::new(Mutex::new(Vec::new()));
+    let port = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            panic!("olm serve exited before listening: {:?}", child.wait());
+        };
+        let port = line
+            .strip_prefix("listening on http://127.0.0.1:")
+            .map(|address| address.trim().parse().expect("port number"));
+        lock(&captured).push(line);
+        if let Some(port) = port {
+            break port;
+        }
+    };
+    let sink = Arc::clone(&captured);
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            lock(&sink).push(line);
+        }
+    });
+    (child, port, captured)
 }
 
 impl Drop for Server {
@@ -358,4 +365,41 @@ pub fn chat_body(content: &str, max_tokens: u32, stream: bool) -> Value {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Run tests/python (pytest, with `filter` as `-k` if given) against the
+/// server on `port`, with the real `openai` and `ollama` clients that
+/// scripts/setup-python-clients.sh installs. Panics with pytest's output if
+/// it fails; returns its report.
+pub fn pytest(port: u16, filter: Option<&str>, vars: &[(&str, &str)]) -> String {
+    let python = std::env::var_os("OLM_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let home = std::env::var_os("HOME")?;
+            let venv = std::path::Path::new(&home).join(".cache/olm/python-venv/bin/python");
+            venv.is_file().then_some(venv)
+        })
+        .expect(
+            "no Python with the openai and ollama clients: run scripts/setup-python-clients.sh",
+        );
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    let output = std::process::Command::new(python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .args(filter.map(|filter| ["-k", filter]).into_iter().flatten())
+        .arg(&tests)
+        .env("OLM_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .envs(vars.iter().copied())
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("ALL_PROXY")
+        .output()
+        .expect("run pytest");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "pytest failed\n--- stdout ---\n{report}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    report
 }
