@@ -114,9 +114,11 @@ fn runnable_readme_blocks_work() {
         "error: disk full\nwarning: retrying\nerror: disk full\n",
     )
     .unwrap();
+    // Bounded fields: the whole object fits in the 160 tokens below, so a
+    // tiny model sampling at random cannot ramble past the end of the JSON.
     std::fs::write(
         work.join("person.json"),
-        r#"{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"}},"required":["name","age"]}"#,
+        r#"{"type":"object","properties":{"name":{"type":"string","maxLength":40},"age":{"type":"integer"}},"required":["name","age"]}"#,
     )
     .unwrap();
     let import = run(env
@@ -153,8 +155,7 @@ fn runnable_readme_blocks_work() {
             .current_dir(&work)
             .env("PATH", &path)
             // Short answers keep the test quick; the commands are the README's.
-            // Long enough for a whole `--schema` object: one cut short is not
-            // JSON, and `jq` then fails the block.
+            // Long enough for a whole `--schema` object (see person.json).
             .env("OLM_MAX_TOKENS", "160")
             .arg("-c")
             .arg(&script);
