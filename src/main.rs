@@ -10,6 +10,8 @@ use olm::commands;
 use olm::ui::Printer;
 
 fn main() -> ExitCode {
+    // Before any thread exists, and inherited by every child process.
+    std::env::set_var(olm::env::GGML_NO_BACKTRACE, "1");
     olm::cli::complete_from_env();
     let command = Cli::command().long_version(commands::long_version());
     let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|error| error.exit());

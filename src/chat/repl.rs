@@ -29,9 +29,10 @@ use super::input::MultilineInput;
 use super::settings;
 use super::transcript;
 use crate::engine::{
-    GenerateRequest, LoadOptions, Message, Model, Prompt, PromptTokens, Session, SessionOptions,
-    Stats, StopReason,
+    EngineError, ErrorKind, GenerateRequest, LoadOptions, Message, Model, Prompt, PromptTokens,
+    Session, SessionOptions, Stats, StopReason,
 };
+use crate::gguf::CheckedModel;
 use crate::ui::Printer;
 
 /// Context size when `--ctx-size` is not given (capped by what the model was trained for).
@@ -41,30 +42,41 @@ const MAX_BATCH: u32 = 2048;
 const PROMPT: &str = ">>> ";
 const CONTINUATION_PROMPT: &str = "... ";
 
-/// A model to chat with: the name the user typed and the file it resolved to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A model to chat with: the name the user typed and the checked file it
+/// resolved to.
+#[derive(Debug, Clone)]
 pub struct ModelChoice {
     pub name: String,
-    pub path: PathBuf,
+    pub model: CheckedModel,
 }
 
 impl ModelChoice {
-    /// A path is shown by its file stem (`SmolLM2-135M-Instruct.Q4_1`), a name as typed.
-    pub fn new(reference: &str, path: PathBuf) -> Self {
-        let typed_a_path = Path::new(reference) == path || reference.ends_with(".gguf");
-        let stem = path
-            .file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned());
-        let name = match stem {
-            Some(stem) if typed_a_path => stem,
-            _ => reference.to_owned(),
-        };
-        Self { name, path }
+    pub fn new(reference: &str, model: CheckedModel) -> Self {
+        Self {
+            name: display_name(reference, model.path()),
+            model,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.model.path()
+    }
+}
+
+/// A path is shown by its file stem (`SmolLM2-135M-Instruct.Q4_1`), a name as typed.
+fn display_name(reference: &str, path: &Path) -> String {
+    let typed_a_path = Path::new(reference) == path || reference.ends_with(".gguf");
+    let stem = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned());
+    match stem {
+        Some(stem) if typed_a_path => stem,
+        _ => reference.to_owned(),
     }
 }
 
 /// Resolves `/model NAME` to a checked model file, exactly as the command line does.
-pub type Resolver<'a> = dyn Fn(&str) -> anyhow::Result<PathBuf> + 'a;
+pub type Resolver<'a> = dyn Fn(&str) -> anyhow::Result<CheckedModel> + 'a;
 
 /// Everything a chat needs, resolved by `commands::chat`.
 pub struct ChatSetup<'a> {
@@ -124,8 +136,8 @@ fn load_model(
 ) -> anyhow::Result<Model> {
     let _spinner = printer.spinner(&format!("loading {}", choice.name));
     cancel.store(true, Ordering::SeqCst);
-    let loaded = Model::load(&choice.path, options)
-        .with_context(|| format!("cannot load {}", choice.path.display()));
+    let loaded = Model::load(&choice.model, options)
+        .with_context(|| format!("cannot load {}", choice.path().display()));
     cancel.store(false, Ordering::SeqCst);
     loaded
 }
@@ -201,7 +213,9 @@ impl Chat<'_> {
                 Input::Nothing => continue,
                 Input::Quit => return Ok(Next::Quit),
                 Input::Message(text) => {
-                    self.answer(model, &mut session, text)?;
+                    if let Err(error) = self.answer(model, &mut session, text) {
+                        self.refuse_message(error)?;
+                    }
                     continue;
                 }
                 Input::Command(command) => {
@@ -255,6 +269,27 @@ impl Chat<'_> {
         }
     }
 
+    /// A message the engine could not take (too long for the context, a
+    /// template that fails on it, Ctrl-C while it was prepared): say why and
+    /// forget it, the conversation goes on. Anything else ends the chat.
+    fn refuse_message(&mut self, error: anyhow::Error) -> anyhow::Result<()> {
+        let kind = error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<EngineError>())
+            .map(EngineError::kind);
+        match kind {
+            Some(ErrorKind::InvalidRequest) => {
+                self.printer.warn(&format!("{error:#}"));
+                Ok(())
+            }
+            Some(ErrorKind::Cancelled) => {
+                self.printer.status("interrupted; the message was not sent");
+                Ok(())
+            }
+            _ => Err(error),
+        }
+    }
+
     /// One turn: fit the conversation into the context, generate, stream.
     fn answer(
         &mut self,
@@ -262,19 +297,46 @@ impl Chat<'_> {
         session: &mut Session<'_>,
         text: String,
     ) -> anyhow::Result<()> {
+        self.cancel.store(false, Ordering::SeqCst);
+        let n_ctx = session.n_ctx();
+        // A message that alone cannot fit is refused before it is rendered.
+        model
+            .prompt_limits()
+            .check(&Prompt::Raw(text.clone()), n_ctx)?;
         self.conversation.push_user(text);
-        let budget = prompt_budget(session.n_ctx(), self.request.max_tokens);
+        let answered = self.answer_last_message(model, session);
+        if answered.is_err() {
+            self.conversation.pop_user();
+        }
+        answered
+    }
+
+    /// The rest of a turn, once the user's message is in the conversation.
+    fn answer_last_message(
+        &mut self,
+        model: &Model,
+        session: &mut Session<'_>,
+    ) -> anyhow::Result<()> {
+        let n_ctx = session.n_ctx();
+        let budget = prompt_budget(n_ctx, self.request.max_tokens);
+        let cancel = self.cancel;
         let trim = self.conversation.trim_to_fit(budget, |messages| {
-            model
-                .tokenize(&Prompt::Chat(messages.to_vec()))
-                .map(|tokens| tokens.len())
+            match model.tokenize(&Prompt::Chat(messages.to_vec()), n_ctx, cancel) {
+                Ok(tokens) => Ok(tokens.len()),
+                // Too long to even render: older turns must go.
+                Err(EngineError::InputTooLong { .. }) => Ok(usize::MAX),
+                Err(error) => Err(error),
+            }
         })?;
         if !trim.fits {
             self.conversation.pop_user();
+            let length = match trim.prompt_tokens {
+                usize::MAX => "too long to render".to_owned(),
+                tokens => format!("{tokens} tokens"),
+            };
             self.printer.warn(&format!(
-                "that message is {} tokens with the system prompt; the context holds {} with room for the answer; \
-                 shorten it or restart with a larger --ctx-size",
-                trim.prompt_tokens, budget
+                "that message is {length} with the system prompt; the context holds {budget} with room for the answer; \
+                 shorten it or restart with a larger --ctx-size"
             ));
             return Ok(());
         }
@@ -288,12 +350,12 @@ impl Chat<'_> {
             ));
         }
         let prompt = Prompt::Chat(self.conversation.prompt_messages());
-        let rendered = model.render(&prompt)?;
+        let rendered = model.render(&prompt, n_ctx, self.cancel)?;
         let tokens = match self.evaluated.take() {
             Some(evaluated) if rendered.starts_with(&evaluated.text) => {
                 model.tokenize_after(&evaluated.tokens, &rendered[evaluated.text.len()..])?
             }
-            _ => model.tokenize(&prompt)?,
+            _ => model.tokenize(&prompt, n_ctx, self.cancel)?,
         };
         let (answer, stats) = self.generate(session, &tokens)?;
         self.evaluated = Some(Evaluated {
@@ -392,7 +454,7 @@ impl Chat<'_> {
             SlashCommand::Save(path) => self.save(&path, choice),
             SlashCommand::Load(path) => self.load(&path),
             SlashCommand::Model(name) => match (setup.resolve)(&name) {
-                Ok(path) => return Ok(Some(Next::Switch(ModelChoice::new(&name, path)))),
+                Ok(checked) => return Ok(Some(Next::Switch(ModelChoice::new(&name, checked)))),
                 Err(error) => printer.error(
                     &format!("{error:#}"),
                     Some("the conversation goes on with the current model"),
@@ -415,7 +477,7 @@ impl Chat<'_> {
                 choice.name,
                 model.description(),
                 model.size() as f64 / f64::from(1 << 20),
-                choice.path.display(),
+                choice.path().display(),
                 session.n_ctx(),
                 model.n_ctx_train(),
                 self.conversation.turns().len()
@@ -425,7 +487,8 @@ impl Chat<'_> {
             ShowTopic::Template => {
                 let mut messages = self.conversation.prompt_messages();
                 messages.push(Message::new("user", "(your next message)"));
-                format!("the conversation as the model sees it:\n{}", model.render(&Prompt::Chat(messages))?)
+                let rendered = model.render(&Prompt::Chat(messages), session.n_ctx(), self.cancel)?;
+                format!("the conversation as the model sees it:\n{rendered}")
             }
         };
         self.printer.status(&text);
@@ -617,12 +680,12 @@ mod tests {
 
     #[test]
     fn a_path_shows_as_its_file_stem_and_a_name_as_typed() {
-        let path = PathBuf::from("/models/SmolLM2.Q4_1.gguf");
+        let path = Path::new("/models/SmolLM2.Q4_1.gguf");
         assert_eq!(
-            ModelChoice::new("/models/SmolLM2.Q4_1.gguf", path.clone()).name,
+            display_name("/models/SmolLM2.Q4_1.gguf", path),
             "SmolLM2.Q4_1"
         );
-        assert_eq!(ModelChoice::new("smollm2", path).name, "smollm2");
+        assert_eq!(display_name("smollm2", path), "smollm2");
     }
 
     #[test]

@@ -6,29 +6,23 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::run::resolve_model;
+use super::resolve::{load_options, resolve_model};
 use crate::bench::{self, Measurement, ModelSummary, Plan, ReportFormat};
 use crate::cli::{BenchArgs, BenchFormat};
-use crate::engine::{self, LoadOptions, Model};
-use crate::gguf;
+use crate::engine::{self, Model};
 use crate::ui::Printer;
 
 pub fn run(args: BenchArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     crate::ui::init_tracing(args.verbose);
     engine::configure_logging(args.verbose);
-    let path = resolve_model(&args.model)?;
-    let quant = gguf::inspect(&path)?
+    let checked = resolve_model(&args.model)?;
+    let quant = checked
+        .header()
         .file_type_name()
         .unwrap_or_else(|| "?".to_owned());
-    let model = Model::load(
-        &path,
-        &LoadOptions {
-            gpu_layers: args.gpu_layers,
-            chat_template: None,
-        },
-    )
-    .with_context(|| format!("cannot load {}", path.display()))?;
-    let summary = summarize(&path, &model, &quant);
+    let model = Model::load(&checked, &load_options(&args.load, None)?)
+        .with_context(|| format!("cannot load {}", checked.path().display()))?;
+    let summary = summarize(checked.path(), &model, &quant);
     let format = report_format(args.output);
     let plan = Plan {
         prompts: args.prompts,

@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
-use super::run::{build_request, install_interrupt_flag, load_options, resolve_model};
+use super::resolve::{build_request, install_interrupt_flag, load_options, resolve_model};
 use crate::chat::{self, ChatSetup, ModelChoice};
 use crate::cli::{ChatArgs, GenerationArgs};
 use crate::engine;
@@ -27,10 +27,10 @@ pub(super) fn converse(
     printer: &Printer,
     cancel: &AtomicBool,
 ) -> anyhow::Result<ExitCode> {
-    let path = resolve_model(model)?;
+    let checked = resolve_model(model)?;
     let setup = ChatSetup {
-        model: ModelChoice::new(model, path),
-        load_options: load_options(generation)?,
+        model: ModelChoice::new(model, checked),
+        load_options: load_options(&generation.load, generation.chat_template.as_deref())?,
         request: build_request(generation)?,
         system: generation.system.clone(),
         ctx_size: generation.ctx_size,

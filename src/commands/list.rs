@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use crate::cli::ListArgs;
-use crate::hub::human_size;
+use crate::human;
 use crate::store::{self, Manifest, Source, Store};
 use crate::ui::Printer;
 
@@ -55,9 +55,9 @@ pub fn run(args: ListArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
                 "{:<44} {:<8} {:>9}  {:<8} {}",
                 row.name,
                 row.quant.as_deref().unwrap_or("-"),
-                human_size(row.size),
+                human::size(row.size),
                 row.source,
-                ago(now, row.modified)
+                human::ago(now, row.modified)
             )?;
         }
     }
@@ -114,16 +114,4 @@ fn cache_rows(store: &Store, manifests: &[Manifest]) -> Vec<Row> {
             }
         })
         .collect()
-}
-
-/// "just now", "5 minutes ago", "3 days ago".
-fn ago(now: u64, then: u64) -> String {
-    let seconds = now.saturating_sub(then);
-    let (value, unit) = match seconds {
-        0..=59 => return "just now".into(),
-        60..=3599 => (seconds / 60, "minute"),
-        3600..=86_399 => (seconds / 3600, "hour"),
-        _ => (seconds / 86_400, "day"),
-    };
-    format!("{value} {unit}{} ago", if value == 1 { "" } else { "s" })
 }

@@ -9,6 +9,7 @@ mod chat;
 mod list;
 mod ps;
 mod pull;
+mod resolve;
 mod rm;
 mod run;
 mod serve;
@@ -18,7 +19,7 @@ mod verify;
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
-use crate::engine::EngineError;
+use crate::engine::{self, AbortPolicy, EngineError, ErrorKind};
 use crate::gguf::GgufError;
 use crate::hub::HubError;
 use crate::store::StoreError;
@@ -26,6 +27,14 @@ use crate::ui::Printer;
 
 /// Run the chosen subcommand.
 pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Chat(_) | Command::Bench(_)
+    ) {
+        // These load models in this process: an abort inside llama.cpp
+        // becomes one error line and an exit code, never a core dump.
+        engine::install_abort_handler(AbortPolicy::ExitWithError);
+    }
     match cli.command {
         Command::Run(args) => run::run(args, printer),
         Command::Chat(args) => chat::run(args, printer),
@@ -39,15 +48,19 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Ps(args) => ps::run(args, printer),
         Command::Worker(args) => {
             crate::ui::init_tracing(args.verbose);
-            Ok(ExitCode::from(
-                u8::try_from(crate::server::run_worker()).unwrap_or(1),
-            ))
+            engine::install_abort_handler(AbortPolicy::ReportAndAbort);
+            Ok(exit_status(crate::server::run_worker()))
         }
+        Command::Template => Ok(exit_status(engine::serve_template_process())),
         Command::Completions(args) => {
             crate::cli::write_completions(args.shell, &mut std::io::stdout().lock());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn exit_status(status: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(status).unwrap_or(1))
 }
 
 /// `olm --version`: olm's version and commit, and the llama.cpp it links
@@ -127,9 +140,10 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
             return exit::USAGE;
         }
         if let Some(engine) = cause.downcast_ref::<EngineError>() {
-            return match engine {
-                EngineError::InvalidSchema(_) => exit::USAGE,
-                EngineError::Load { .. } => exit::INTEGRITY,
+            return match (engine, engine.kind()) {
+                (EngineError::InvalidSchema(_), _) => exit::USAGE,
+                (_, ErrorKind::UnusableModel) => exit::INTEGRITY,
+                (_, ErrorKind::Cancelled) => exit::INTERRUPTED,
                 _ => exit::FAILURE,
             };
         }
@@ -153,6 +167,9 @@ pub fn hint(error: &anyhow::Error) -> Option<String> {
         if let Some(usage) = cause.downcast_ref::<UsageError>() {
             return usage.hint.clone();
         }
+        if let Some(cut) = cause.downcast_ref::<run::IncompleteJson>() {
+            return Some(cut.hint.clone());
+        }
         if let Some(store) = cause.downcast_ref::<StoreError>() {
             return store.hint();
         }
@@ -164,6 +181,10 @@ pub fn hint(error: &anyhow::Error) -> Option<String> {
                 EngineError::PromptTooLong { n_ctx_train, .. } => Some(format!(
                     "shorten the input, or raise --ctx-size (up to {n_ctx_train} for this model)"
                 )),
+                EngineError::InputTooLong { .. } => Some(
+                    "shorten the input, or raise --ctx-size (up to the model's trained context)"
+                        .into(),
+                ),
                 EngineError::Template(_) => Some(
                     "the model's chat template is unusable; pass --chat-template FILE|NAME \
                      (e.g. chatml) or --raw"

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::UsageError;
 use crate::cli::PsArgs;
-use crate::hub::human_size;
+use crate::human;
 use crate::ui::Printer;
 
 /// `olm serve`'s default port.
@@ -170,7 +170,7 @@ fn row(model: &Value, now: SystemTime) -> [String; 5] {
         .map_or_else(|| "-".to_owned(), |expires| until(expires, now));
     [
         crate::ui::escape_controls(name),
-        size.map_or_else(|| "-".to_owned(), human_size),
+        size.map_or_else(|| "-".to_owned(), human::size),
         processor(size, size_vram),
         context,
         until,

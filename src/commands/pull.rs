@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::run::install_interrupt_flag;
+use super::resolve::install_interrupt_flag;
 use super::UsageError;
 use crate::catalog::Catalog;
 use crate::cli::PullArgs;
@@ -16,7 +16,8 @@ use crate::hub::pull::{
     TargetError,
 };
 use crate::hub::quant::QuantChoice;
-use crate::hub::{self, human_size, Hub, HubError, HubOptions, PullReporter};
+use crate::hub::{self, Hub, HubError, HubOptions, PullReporter};
+use crate::human;
 use crate::store::{self, space, Manifest, ModelRef, RepoId, Store, StoreError};
 use crate::ui::{Printer, PullProgress};
 
@@ -89,7 +90,7 @@ impl PullEvents for Terminal<'_> {
             .first()
             .map_or("", |file| &file.sha256[..file.sha256.len().min(12)]);
         let freeing = if freed > 0 {
-            format!(", freeing {}", human_size(freed))
+            format!(", freeing {}", human::size(freed))
         } else {
             String::new()
         };
@@ -109,7 +110,7 @@ impl PullEvents for Terminal<'_> {
                 format!(
                     "{:<10} {:>9}  {}",
                     choice.quant,
-                    human_size(choice.size),
+                    human::size(choice.size),
                     choice.set_name
                 )
             })
@@ -169,7 +170,7 @@ fn import(
         "registered {} ({}, {})",
         manifest.name,
         manifest.quant.as_deref().unwrap_or("unknown quant"),
-        human_size(manifest.size())
+        human::size(manifest.size())
     ));
     Ok(ExitCode::SUCCESS)
 }
@@ -203,7 +204,7 @@ fn pull_online(
         "pulled {} ({}, {}); run it with `olm run {} \"...\"`",
         manifest.name,
         choice.quant,
-        human_size(manifest.size()),
+        human::size(manifest.size()),
         manifest.name
     ));
     Ok(ExitCode::SUCCESS)
@@ -244,7 +245,7 @@ fn print_dry_run(
             stdout,
             "{:<10} {:>10} {:>6}  {:<20} {}{marker}",
             choice.quant,
-            human_size(choice.size),
+            human::size(choice.size),
             choice.files.len(),
             fits,
             choice.set_name
@@ -253,8 +254,8 @@ fn print_dry_run(
     stdout.flush()?;
     printer.status(&format!(
         "free disk: {}, available memory: {}; * = the quant `olm pull` takes",
-        free.map_or("unknown".into(), human_size),
-        memory.map_or("unknown".into(), human_size)
+        free.map_or("unknown".into(), human::size),
+        memory.map_or("unknown".into(), human::size)
     ));
     Ok(())
 }

@@ -1,23 +1,20 @@
 //! `olm run`: one-shot generation streamed to stdout.
 
 use std::io::{self, IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use serde::Serialize;
 
+use super::resolve::{build_request, install_interrupt_flag, load_options, resolve_model};
 use super::{Interrupted, UsageError};
-use crate::cli::{GenerationArgs, OutputFormat, RunArgs};
+use crate::cli::{GenerationArgs, RunArgs};
 use crate::engine::{
-    self, Constraint, GenerateRequest, LoadOptions, Message, Model, Prompt, SamplingConfig,
-    SessionOptions, Stats, StopReason, TemplateSource,
+    self, EngineError, Message, Model, Prompt, PromptLimits, SessionOptions, Stats, StopReason,
 };
-use crate::gguf;
-use crate::store::{ModelRef, Store};
+use crate::gguf::CheckedModel;
 use crate::ui::Printer;
 
 /// Tokens an answer may take when `--max-tokens` is not given; the context is
@@ -38,23 +35,37 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     if args.prompt.is_empty() && !args.json && !args.raw && io::stdin().is_terminal() {
         return super::chat::converse(&args.model, &args.generation, printer, &cancel);
     }
-    let input = read_input(&args.prompt)?;
-    let path = resolve_model(&args.model)?;
+    let checked = resolve_model(&args.model)?;
     tracing::info!("model checked after {} ms", started.elapsed().as_millis());
-    let prompt = build_prompt(&args, input)?;
     let request = build_request(&args.generation)?;
+    // The largest context this run may use: what the prompt is checked
+    // against before anything grows with it (stdin, the template, tokens).
+    let max_context = args
+        .generation
+        .ctx_size
+        .or_else(|| trained_context(&checked))
+        .unwrap_or(DEFAULT_ANSWER_BUDGET);
+    let limits = PromptLimits::from_header(checked.header());
+    let input = read_input(&args.prompt, limits.max_bytes(max_context), max_context)?;
+    let prompt = build_prompt(&args, input)?;
 
     let mut spinner = printer.spinner("loading model");
-    let model = Model::load(&path, &load_options(&args.generation)?)
-        .with_context(|| format!("cannot load {}", path.display()))?;
+    let model = Model::load(
+        &checked,
+        &load_options(
+            &args.generation.load,
+            args.generation.chat_template.as_deref(),
+        )?,
+    )
+    .with_context(|| format!("cannot load {}", checked.path().display()))?;
     let load_time = started.elapsed();
 
     if args.verbose_prompt {
-        let rendered = model.render(&prompt)?;
+        let rendered = model.render(&prompt, max_context, &cancel)?;
         spinner.finish();
         printer.status(&format!("prompt as the model sees it:\n{rendered}\n---"));
     }
-    let tokens = model.tokenize(&prompt)?;
+    let tokens = model.tokenize(&prompt, max_context, &cancel)?;
     let n_ctx = match args.generation.ctx_size {
         Some(n_ctx) => n_ctx,
         None => model.context_for(
@@ -95,7 +106,7 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         .context("cannot write the answer to stdout")?;
 
     if args.json {
-        let report = JsonReport::new(&path, text, &stats, load_time);
+        let report = JsonReport::new(checked.path(), text, &stats, load_time);
         serde_json::to_writer(&mut stdout, &report)?;
         stdout.write_all(b"\n")?;
     } else if !ends_with_newline {
@@ -108,39 +119,39 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     if stats.stop_reason == StopReason::Cancelled {
         return Err(Interrupted.into());
     }
+    check_structured_output_complete(&args.generation, &stats, session.n_ctx())?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Ctrl-C sets the flag (generation stops at the next token, exit 130); a
-/// second Ctrl-C exits at once.
-pub(super) fn install_interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag))
-            .context("cannot install the Ctrl-C handler")?;
-        signal_hook::flag::register(signal, Arc::clone(&flag))
-            .context("cannot install the Ctrl-C handler")?;
-    }
-    Ok(flag)
+/// The context the model was trained for, from its header.
+fn trained_context(checked: &CheckedModel) -> Option<u32> {
+    checked
+        .header()
+        .context_length()
+        .and_then(|length| u32::try_from(length).ok())
+        .filter(|length| *length > 0)
 }
 
 /// PROMPT words joined by spaces, then stdin (when it is not a terminal)
-/// after a blank line.
-fn read_input(words: &[String]) -> anyhow::Result<String> {
+/// after a blank line. Stdin is read only as far as text could still fit
+/// `max_context` tokens (`max_bytes`): more is refused at once, before it
+/// is all read, rendered or tokenized.
+fn read_input(words: &[String], max_bytes: usize, max_context: u32) -> anyhow::Result<String> {
     let mut input = words.join(" ");
     let stdin = io::stdin();
     if !stdin.is_terminal() {
+        let limit = (max_bytes as u64).min(MAX_STDIN_BYTES);
         let mut piped = Vec::new();
         stdin
             .lock()
-            .take(MAX_STDIN_BYTES + 1)
+            .take(limit + 1)
             .read_to_end(&mut piped)
             .context("cannot read stdin")?;
-        if piped.len() as u64 > MAX_STDIN_BYTES {
-            return Err(UsageError::new(format!(
-                "stdin is larger than {} MiB",
-                MAX_STDIN_BYTES >> 20
-            ))
+        if piped.len() as u64 > limit {
+            return Err(EngineError::InputTooLong {
+                input: format!("more than {} on stdin", crate::human::size(limit)),
+                n_ctx: max_context,
+            }
             .into());
         }
         let piped = String::from_utf8_lossy(&piped);
@@ -160,16 +171,6 @@ fn read_input(words: &[String]) -> anyhow::Result<String> {
     Ok(input)
 }
 
-/// Resolve MODEL (a .gguf path, a store name, or a repo already in the
-/// Hugging Face cache) and check the file before llama.cpp sees it.
-pub(super) fn resolve_model(reference: &str) -> anyhow::Result<PathBuf> {
-    let path = Store::from_env()
-        .resolve(&ModelRef::parse(reference)?)?
-        .path;
-    gguf::inspect(&path).with_context(|| format!("{} is not a usable model", path.display()))?;
-    Ok(path)
-}
-
 fn build_prompt(args: &RunArgs, input: String) -> anyhow::Result<Prompt> {
     if args.raw {
         if args.generation.system.is_some() {
@@ -185,83 +186,12 @@ fn build_prompt(args: &RunArgs, input: String) -> anyhow::Result<Prompt> {
     Ok(Prompt::Chat(messages))
 }
 
-pub(super) fn build_request(args: &GenerationArgs) -> anyhow::Result<GenerateRequest> {
-    let defaults = SamplingConfig::default();
-    let sampling = SamplingConfig {
-        temperature: args.temperature.unwrap_or(defaults.temperature),
-        top_k: args.top_k.unwrap_or(defaults.top_k),
-        top_p: args.top_p.unwrap_or(defaults.top_p),
-        min_p: args.min_p.unwrap_or(defaults.min_p),
-        repeat_penalty: args.repeat_penalty.unwrap_or(defaults.repeat_penalty),
-        repeat_last_n: defaults.repeat_last_n,
-        seed: args.seed,
-        ..defaults
-    };
-    let constraint = match (&args.format, &args.schema) {
-        (_, Some(path)) => Some(Constraint::JsonSchema(read_schema(path)?)),
-        (Some(OutputFormat::Json), None) => Some(Constraint::JsonObject),
-        (None, None) => None,
-    };
-    if let Some(constraint) = &constraint {
-        // Fail on a bad schema now, before the model is loaded.
-        constraint.to_grammar()?;
-    }
-    Ok(GenerateRequest {
-        sampling,
-        max_tokens: args.max_tokens,
-        constraint,
-        stop: Vec::new(),
-    })
-}
-
-fn read_schema(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        UsageError::new(format!(
-            "cannot read schema file {}: {error}",
-            path.display()
-        ))
-    })?;
-    serde_json::from_str::<serde_json::Value>(&text).map_err(|error| {
-        UsageError::new(format!(
-            "schema file {} is not valid JSON: {error}",
-            path.display()
-        ))
-    })?;
-    Ok(text)
-}
-
-pub(super) fn load_options(args: &GenerationArgs) -> anyhow::Result<LoadOptions> {
-    Ok(LoadOptions {
-        gpu_layers: args.gpu_layers,
-        chat_template: chat_template(args.chat_template.as_deref())?,
-    })
-}
-
-/// `--chat-template FILE|NAME`: a Jinja file when the path exists, else a
-/// llama.cpp built-in template name.
-pub(super) fn chat_template(value: Option<&str>) -> anyhow::Result<Option<TemplateSource>> {
-    let Some(value) = value else {
-        return Ok(None);
-    };
-    if !Path::new(value).is_file() {
-        return Ok(Some(TemplateSource::Builtin(value.to_owned())));
-    }
-    let text = std::fs::read_to_string(value)
-        .with_context(|| format!("cannot read chat template {value}"))?;
-    Ok(Some(TemplateSource::Jinja(text)))
-}
-
 fn report_end(printer: &Printer, args: &GenerationArgs, stats: &Stats, n_ctx: u32) {
-    if stats.stop_reason == StopReason::ContextFull {
+    let constrained = args.format.is_some() || args.schema.is_some();
+    // A cut JSON answer is an error of its own (check_structured_output_complete).
+    if stats.stop_reason == StopReason::ContextFull && !constrained {
         printer.warn(&format!(
             "the answer was cut: the context of {n_ctx} tokens is full; raise --ctx-size"
-        ));
-    }
-    let constrained = args.format.is_some() || args.schema.is_some();
-    if constrained && stats.stop_reason == StopReason::MaxTokens {
-        printer.warn(&format!(
-            "the JSON is incomplete: the answer reached --max-tokens ({}) first; raise -n",
-            stats.generated_tokens
         ));
     }
     if args.verbose {
@@ -275,6 +205,38 @@ fn report_end(printer: &Printer, args: &GenerationArgs, stats: &Stats, n_ctx: u3
             stats.stop_reason,
         ));
     }
+}
+
+/// A `--format json` or `--schema` answer cut short is not JSON: say so and
+/// exit 1, so that `olm run ... | jq` fails loudly under `set -e`.
+fn check_structured_output_complete(
+    args: &GenerationArgs,
+    stats: &Stats,
+    n_ctx: u32,
+) -> Result<(), IncompleteJson> {
+    let constrained = args.format.is_some() || args.schema.is_some();
+    match stats.stop_reason {
+        StopReason::MaxTokens if constrained => Err(IncompleteJson {
+            reason: format!(
+                "the answer reached --max-tokens ({}) first",
+                stats.generated_tokens
+            ),
+            hint: "raise --max-tokens (-n)".into(),
+        }),
+        StopReason::ContextFull if constrained => Err(IncompleteJson {
+            reason: format!("the context of {n_ctx} tokens filled up first"),
+            hint: "raise --ctx-size (-c)".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Structured output that stopped before its JSON was complete (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("the JSON is incomplete: {reason}")]
+pub struct IncompleteJson {
+    reason: String,
+    pub hint: String,
 }
 
 /// The single object `olm run --json` prints.

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::resolve::{load_options, resolve_model};
 use super::{Interrupted, UsageError};
 use crate::cli::ServeArgs;
-use crate::engine::{self, LoadOptions, SchedulerOptions};
+use crate::engine::{self, SchedulerOptions};
 use crate::server::{
     self, is_loopback, is_wildcard, AccessPolicy, ConnectionLimits, ModelSettings, ServerConfig,
     Shutdown,
@@ -28,6 +29,9 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a write to a client that stopped reading may stay blocked (T-E2).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a loaded model may make no progress before `/health` says so:
+/// far longer than any decode step or prompt preparation should take.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// Connections open at once, well under the usual 1024 file descriptors.
 const MAX_CONNECTIONS: usize = 512;
 
@@ -49,13 +53,14 @@ pub fn run(args: ServeArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
                 threads: args.threads.unwrap_or_else(engine::physical_cores),
                 batch_size: BATCH_SIZE,
             },
-            load: load_options(&args)?,
+            load: load_options(&args.load, args.chat_template.as_deref())?,
             keep_alive: Duration::from_secs(args.keep_alive),
             max_loaded: args.max_loaded as usize,
             verbose: args.verbose,
         },
         body_limit: usize::try_from(args.max_body_mib << 20).unwrap_or(usize::MAX),
         shutdown_grace: milliseconds(args.shutdown_grace_ms, SHUTDOWN_GRACE),
+        stall_limit: milliseconds(args.stall_limit_ms, STALL_LIMIT),
         connections: ConnectionLimits {
             header_timeout: milliseconds(args.header_timeout_ms, HEADER_TIMEOUT),
             body_timeout: milliseconds(args.body_timeout_ms, BODY_TIMEOUT),
@@ -115,7 +120,8 @@ fn command_line_models(references: &[String]) -> anyhow::Result<BTreeMap<String,
                 .resolve(&ModelRef::parse(reference)?)?
                 .path
         } else {
-            super::run::resolve_model(reference)?
+            // Checked here to fail at start; each worker checks again on load.
+            resolve_model(reference)?.path().to_owned()
         };
         let name = match ModelRef::parse(reference)? {
             ModelRef::Path(given) => file_stem(&given),
@@ -136,11 +142,4 @@ fn file_stem(path: &Path) -> String {
     name.strip_suffix(".gguf")
         .map(str::to_owned)
         .unwrap_or(name)
-}
-
-fn load_options(args: &ServeArgs) -> anyhow::Result<LoadOptions> {
-    Ok(LoadOptions {
-        gpu_layers: args.gpu_layers,
-        chat_template: super::run::chat_template(args.chat_template.as_deref())?,
-    })
 }

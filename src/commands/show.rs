@@ -122,7 +122,7 @@ fn write_table(out: &mut impl Write, details: &Details) -> std::io::Result<()> {
             details.source.clone().unwrap_or_else(|| "file".into()),
         ),
         ("path", details.path.display().to_string()),
-        ("size", crate::hub::human_size(details.size)),
+        ("size", crate::human::size(details.size)),
         ("sha256", details.sha256.clone()),
     ];
     for (label, value) in rows {

@@ -8,6 +8,8 @@
 //! mean-pooled, as llama.cpp's `--pooling mean` and Ollama do. Rerankers
 //! (`rank` pooling) score pairs of texts and cannot embed one.
 
+use std::sync::atomic::AtomicBool;
+
 use llama_cpp_2::context::params::LlamaPoolingType;
 use llama_cpp_2::llama_batch::LlamaBatch;
 
@@ -18,6 +20,18 @@ use super::{ContextShape, EngineError, Model};
 pub struct Embedded {
     pub vectors: Vec<Vec<f32>>,
     pub prompt_tokens: usize,
+}
+
+/// The longest prefix of `text` of at most `bytes` bytes.
+fn cut_at_char_boundary(text: &str, bytes: usize) -> &str {
+    if text.len() <= bytes {
+        return text;
+    }
+    let mut end = bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Why a model cannot embed, if it cannot.
@@ -38,9 +52,22 @@ pub fn embed(
         return Err(EngineError::CannotEmbed(reason));
     }
     let limit = model.n_ctx_train().max(1) as usize;
+    let limit_tokens = u32::try_from(limit).unwrap_or(u32::MAX);
+    // Text past this many bytes is past `limit` tokens too: with `truncate`
+    // it is cut before tokenizing, not after.
+    let most_bytes = model.prompt_limits().max_bytes(limit_tokens);
+    let never_cancelled = AtomicBool::new(false);
     let mut tokenized = Vec::with_capacity(inputs.len());
     for input in inputs {
-        let mut tokens = model.tokenize(&super::Prompt::Raw(input.clone()))?.tokens;
+        let text = if truncate {
+            cut_at_char_boundary(input, most_bytes)
+        } else {
+            input
+        };
+        let prompt = super::Prompt::Raw(text.to_owned());
+        let mut tokens = model
+            .tokenize(&prompt, limit_tokens, &never_cancelled)?
+            .tokens;
         if tokens.len() > limit {
             if !truncate {
                 return Err(EngineError::PromptTooLong {

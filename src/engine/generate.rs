@@ -16,7 +16,7 @@ use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 
 use super::sampling::{build_sampler, Constraint, SamplingConfig};
-use super::text::{StopMatcher, StopScan, Utf8Joiner};
+use super::text::{StopScan, TextPipeline};
 use super::{ContextShape, EngineError, Model, PromptTokens};
 
 /// How to create a session's context.
@@ -206,10 +206,8 @@ impl<'model> Session<'model> {
         }
 
         let vocab = self.model.inner.vocab();
-        let mut joiner = Utf8Joiner::default();
-        let mut stops = StopMatcher::new(&request.stop);
+        let mut text = TextPipeline::new(&request.stop);
         let mut piece = Vec::with_capacity(64);
-        let mut decoded = String::with_capacity(64);
         let mut release = String::with_capacity(64);
         let mut logits_index = self.batch.n_tokens() - 1;
         let budget = request.max_tokens.map_or(usize::MAX, |n| n as usize);
@@ -230,12 +228,9 @@ impl<'model> Session<'model> {
             }
             stats.generated_tokens += 1;
 
-            piece.clear();
-            vocab.token_to_piece_into(token, &mut piece, false, None);
-            decoded.clear();
-            joiner.push(&piece, &mut decoded);
+            self.model.token_bytes(token, &mut piece);
             release.clear();
-            let scan = stops.push(&decoded, &mut release);
+            let scan = text.push(&piece, &mut release);
             if !release.is_empty() {
                 if let Err(error) = on_text(&release) {
                     return Ok(Err(error));
@@ -263,13 +258,9 @@ impl<'model> Session<'model> {
         };
 
         if stats.stop_reason != StopReason::StopSequence {
-            decoded.clear();
-            joiner.finish(&mut decoded);
             release.clear();
-            if stops.push(&decoded, &mut release) == StopScan::Stopped {
+            if text.finish(&mut release) == StopScan::Stopped {
                 stats.stop_reason = StopReason::StopSequence;
-            } else {
-                stops.finish(&mut release);
             }
             if !release.is_empty() {
                 if let Err(error) = on_text(&release) {

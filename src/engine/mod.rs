@@ -8,17 +8,21 @@
 //! Inputs are checked before they reach llama.cpp, which aborts the process on
 //! some invalid ones (token ids, positions, batch sizes).
 
+mod abort;
 mod admission;
 mod bench;
 mod embed;
 mod generate;
+mod limits;
 mod sampling;
 mod scheduler;
+mod schema;
 mod template;
-pub mod text;
+mod text;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -33,8 +37,13 @@ pub use sampling::{Constraint, SamplingConfig};
 pub use scheduler::{
     Event, EventSink, Scheduler, SchedulerError, SchedulerMetrics, SchedulerOptions,
 };
-pub use template::{Message, TemplateError, TemplateSource};
+pub use template::{serve_template_process, Message, TemplateError, TemplateSource};
 
+pub use abort::{install_abort_handler, AbortPolicy};
+pub use limits::PromptLimits;
+
+use crate::gguf::CheckedModel;
+use abort::LoadingGuard;
 use template::ChatTemplate;
 
 /// Errors from the engine. Each carries what a user needs to act on it.
@@ -59,6 +68,10 @@ pub enum EngineError {
     EmptyPrompt,
     #[error("the input is {bytes} bytes; the limit is {limit} bytes")]
     InputTooLarge { bytes: usize, limit: usize },
+    #[error("the input ({input}) cannot fit a context of {n_ctx} tokens")]
+    InputTooLong { input: String, n_ctx: u32 },
+    #[error("interrupted")]
+    Cancelled,
     #[error("invalid JSON schema: {0}")]
     InvalidSchema(String),
     #[error(transparent)]
@@ -67,6 +80,51 @@ pub enum EngineError {
     Decode(String),
     #[error("{0}")]
     CannotEmbed(String),
+}
+
+/// What kind of failure an [`EngineError`] is, for whoever answers the user
+/// (a command's exit code, the server's HTTP status). It crosses the worker
+/// process boundary, so its names are the wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request cannot be served as asked: a prompt too long or empty, a
+    /// schema that is not valid, a template that fails on this input.
+    InvalidRequest,
+    /// The model file cannot be used: refused by the check, or llama.cpp
+    /// could not load it.
+    UnusableModel,
+    /// Not now: every place in the queue is taken, or preparing the prompt
+    /// ran out of time; the same request may succeed later.
+    Busy,
+    /// The model is being unloaded or the process is stopping.
+    ShuttingDown,
+    /// The caller (or the client) cancelled.
+    Cancelled,
+    /// Anything else, such as llama.cpp failing while evaluating.
+    Internal,
+}
+
+impl EngineError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EngineError::PromptTooLong { .. }
+            | EngineError::EmptyPrompt
+            | EngineError::InputTooLarge { .. }
+            | EngineError::InputTooLong { .. }
+            | EngineError::InvalidSchema(_)
+            | EngineError::CannotEmbed(_) => ErrorKind::InvalidRequest,
+            EngineError::Template(TemplateError::Cancelled) | EngineError::Cancelled => {
+                ErrorKind::Cancelled
+            }
+            EngineError::Template(TemplateError::Process(_)) => ErrorKind::Internal,
+            EngineError::Template(_) => ErrorKind::InvalidRequest,
+            EngineError::Load { .. } => ErrorKind::UnusableModel,
+            EngineError::Backend(_) | EngineError::Context { .. } | EngineError::Decode(_) => {
+                ErrorKind::Internal
+            }
+        }
+    }
 }
 
 /// The llama.cpp backend, created once per process.
@@ -178,6 +236,20 @@ impl PromptTokens {
     }
 }
 
+/// A request made ready for the decode loop by [`Model::prepare`].
+#[derive(Debug)]
+pub struct Prepared {
+    tokens: PromptTokens,
+    sampler: sampling::PreparedSampler,
+}
+
+impl Prepared {
+    /// Tokens in the prompt.
+    pub fn prompt_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+}
+
 /// Largest prompt text accepted (llama.cpp's tokenizer counts in i32).
 const MAX_PROMPT_BYTES: usize = 256 << 20;
 
@@ -186,6 +258,7 @@ pub struct Model {
     inner: LlamaModel,
     template: ChatTemplate,
     description: String,
+    limits: PromptLimits,
 }
 
 impl std::fmt::Debug for Model {
@@ -198,10 +271,37 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// Load a GGUF file. The caller must have validated it with
-    /// [`crate::gguf::inspect`]: llama.cpp trusts what the file says.
-    pub fn load(path: &Path, options: &LoadOptions) -> Result<Self, EngineError> {
+    /// Load a model file that passed olm's check: llama.cpp trusts what the
+    /// file says. An abort inside llama.cpp while it loads ends the process
+    /// with one error line naming the file (see [`install_abort_handler`]).
+    pub fn load(model: &CheckedModel, options: &LoadOptions) -> Result<Self, EngineError> {
+        Self::load_path(
+            model.path(),
+            PromptLimits::from_header(model.header()),
+            options,
+        )
+    }
+
+    /// Tests only (debug builds): load a file without olm's check, to prove
+    /// that an abort inside llama.cpp is contained where it must be.
+    #[cfg(debug_assertions)]
+    pub fn load_unchecked(path: &Path, options: &LoadOptions) -> Result<Self, EngineError> {
+        let limits = crate::gguf::inspect(path).map_or_else(
+            |_| PromptLimits::unknown(),
+            |header| PromptLimits::from_header(&header),
+        );
+        Self::load_path(path, limits, options)
+    }
+
+    fn load_path(
+        path: &Path,
+        limits: PromptLimits,
+        options: &LoadOptions,
+    ) -> Result<Self, EngineError> {
         let backend = backend()?;
+        let _loading = LoadingGuard::new(path);
+        #[cfg(debug_assertions)]
+        abort::inject_test_fault();
         let mut params = LlamaModelParams::default().with_use_mmap(true);
         if let Some(layers) = options.gpu_layers {
             params = params.with_n_gpu_layers(layers);
@@ -227,7 +327,13 @@ impl Model {
             inner,
             template,
             description,
+            limits,
         })
+    }
+
+    /// What the vocabulary says about how much input can fit a context.
+    pub fn prompt_limits(&self) -> PromptLimits {
+        self.limits
     }
 
     /// e.g. `llama 135M Q4_1`, as llama.cpp describes the model.
@@ -244,6 +350,14 @@ impl Model {
         self.inner.n_params()
     }
 
+    /// The bytes `token` stands for, into `buffer` (cleared first).
+    pub(crate) fn token_bytes(&self, token: LlamaToken, buffer: &mut Vec<u8>) {
+        buffer.clear();
+        self.inner
+            .vocab()
+            .token_to_piece_into(token, buffer, false, None);
+    }
+
     /// A GGUF metadata value as text, if the file has the key.
     pub fn metadata(&self, key: &str) -> Option<String> {
         self.inner.meta_val_str(key).ok()
@@ -254,17 +368,31 @@ impl Model {
         self.inner.size()
     }
 
-    /// The prompt text the model sees for `prompt`.
-    pub fn render(&self, prompt: &Prompt) -> Result<String, EngineError> {
+    /// The prompt text the model sees for `prompt`, which must fit `n_ctx`
+    /// tokens as far as can be told before rendering (see [`PromptLimits`]).
+    /// Rendering stops when `cancel` is raised.
+    pub fn render(
+        &self,
+        prompt: &Prompt,
+        n_ctx: u32,
+        cancel: &AtomicBool,
+    ) -> Result<String, EngineError> {
+        self.limits.check(prompt, n_ctx)?;
         match prompt {
             Prompt::Raw(text) => Ok(text.clone()),
-            Prompt::Chat(messages) => Ok(self.template.render(&self.inner, messages)?),
+            Prompt::Chat(messages) => Ok(self.template.render(&self.inner, messages, cancel)?),
         }
     }
 
-    /// Render (for chat prompts) and tokenize a prompt.
-    pub fn tokenize(&self, prompt: &Prompt) -> Result<PromptTokens, EngineError> {
-        let text = self.render(prompt)?;
+    /// Render (for chat prompts) and tokenize a prompt meant for a context
+    /// of at most `n_ctx` tokens; see [`Model::render`].
+    pub fn tokenize(
+        &self,
+        prompt: &Prompt,
+        n_ctx: u32,
+        cancel: &AtomicBool,
+    ) -> Result<PromptTokens, EngineError> {
+        let text = self.render(prompt, n_ctx, cancel)?;
         if text.len() > MAX_PROMPT_BYTES {
             return Err(EngineError::InputTooLarge {
                 bytes: text.len(),
@@ -285,6 +413,46 @@ impl Model {
             return Err(EngineError::EmptyPrompt);
         }
         Ok(PromptTokens { tokens })
+    }
+
+    /// All the input-driven work of a request before it can join a decode
+    /// loop: the prompt rendered and tokenized for a context of `n_ctx`
+    /// tokens, its grammar converted and its sampler built. The server runs
+    /// this off the thread that decodes, so that a slow or hostile request
+    /// cannot stall the sequences already generating; `cancel` stops it
+    /// between steps (and during rendering).
+    pub fn prepare(
+        &self,
+        prompt: &Prompt,
+        request: &GenerateRequest,
+        n_ctx: u32,
+        cancel: &AtomicBool,
+    ) -> Result<Prepared, EngineError> {
+        let cancelled = || cancel.load(std::sync::atomic::Ordering::Relaxed);
+        let tokens = self.tokenize(prompt, n_ctx, cancel)?;
+        if tokens.len() >= n_ctx as usize {
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens: tokens.len(),
+                n_ctx,
+                n_ctx_train: self.n_ctx_train(),
+            });
+        }
+        if cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        let grammar = request
+            .constraint
+            .as_ref()
+            .map(Constraint::to_grammar)
+            .transpose()?;
+        if cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        let sampler = sampling::build_sampler(self, &request.sampling, grammar.as_deref())?;
+        Ok(Prepared {
+            tokens,
+            sampler: sampling::PreparedSampler::new(sampler),
+        })
     }
 
     /// `base` followed by the tokens of `text`, which continues it: special
@@ -394,16 +562,5 @@ fn describe_model(model: &LlamaModel) -> String {
     let architecture = model
         .meta_val_str("general.architecture")
         .unwrap_or_else(|_| "unknown".to_owned());
-    format!("{architecture} {}", human_count(model.n_params()))
-}
-
-/// 134515008 -> "135M", 7615616512 -> "7.6B".
-pub fn human_count(count: u64) -> String {
-    let count = count as f64;
-    match count {
-        c if c >= 1e9 => format!("{:.1}B", c / 1e9),
-        c if c >= 1e6 => format!("{:.0}M", c / 1e6),
-        c if c >= 1e3 => format!("{:.0}K", c / 1e3),
-        c => format!("{c}"),
-    }
+    format!("{architecture} {}", crate::human::count(model.n_params()))
 }

@@ -3,8 +3,13 @@
 //! Owns: defaults (llama.cpp's own), the order of samplers, greedy at
 //! temperature 0, seeded randomness, and grammar constraints.
 
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::LlamaToken;
 
+use super::schema::check_schema;
 use super::{EngineError, Model};
 
 /// How the next token is chosen. Defaults match llama.cpp's.
@@ -51,37 +56,146 @@ pub enum Constraint {
     Grammar(String),
 }
 
+/// One request's sampler: the chain (penalties, top-k/p, min-p, temperature,
+/// the pick), and its grammar kept apart, as llama.cpp's own tools do: the
+/// token is first picked without the grammar and only that token is checked
+/// against it; the whole vocabulary is filtered by the grammar only when the
+/// grammar rejects the pick. A grammar with many live alternatives (a
+/// 250-value enum) costs one check per token instead of one per
+/// vocabulary entry.
+pub struct Sampler {
+    chain: LlamaSampler,
+    grammar: Option<LlamaSampler>,
+    /// Reused for each token's candidates when there is a grammar.
+    candidates: LlamaTokenDataArray,
+}
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Sampler")
+            .field("grammar", &self.grammar.is_some())
+            .finish()
+    }
+}
+
+impl Sampler {
+    /// Pick the next token from the logits at `index` of the last decode
+    /// and record it (penalty window, grammar state).
+    pub fn sample(&mut self, context: &LlamaContext<'_>, index: i32) -> LlamaToken {
+        let Some(grammar) = &mut self.grammar else {
+            return self.chain.sample(context, index);
+        };
+        let logits = context.get_logits_ith(index);
+        fill(&mut self.candidates, logits);
+        self.chain.apply(&mut self.candidates);
+        let picked = self.candidates.selected_token();
+        let allowed = picked.is_some_and(|token| {
+            let mut single =
+                LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 1.0, 0.0)], false);
+            grammar.apply(&mut single);
+            single
+                .data
+                .first()
+                .is_some_and(|data| data.logit().is_finite())
+        });
+        let token = match picked {
+            Some(token) if allowed => token,
+            _ => {
+                fill(&mut self.candidates, logits);
+                grammar.apply(&mut self.candidates);
+                self.chain.apply(&mut self.candidates);
+                // The chain always ends with a pick; the grammar leaves at
+                // least end-of-generation when nothing else fits.
+                self.candidates
+                    .selected_token()
+                    .unwrap_or(LlamaToken::new(0))
+            }
+        };
+        grammar.accept(token);
+        self.chain.accept(token);
+        token
+    }
+}
+
+/// Every vocabulary entry with its logit, unsorted and unpicked.
+fn fill(candidates: &mut LlamaTokenDataArray, logits: &[f32]) {
+    candidates.data.clear();
+    candidates.data.extend(
+        (0_i32..)
+            .zip(logits)
+            .map(|(id, &logit)| LlamaTokenData::new(LlamaToken::new(id), logit, 0.0)),
+    );
+    candidates.selected = None;
+    candidates.sorted = false;
+}
+
+/// A sampler built for one request, ready to move to the thread that
+/// decodes (see [`super::Model::prepare`]).
+pub struct PreparedSampler(Sampler);
+
+// SAFETY: a llama.cpp sampler chain is plain heap state (a random number
+// generator, a penalty window, grammar stacks) plus a read-only pointer to
+// the model's vocabulary, which outlives it. Nothing in it belongs to the
+// thread that built it, and it is moved to one other thread, never shared.
+unsafe impl Send for PreparedSampler {}
+
+impl PreparedSampler {
+    pub(super) fn new(sampler: Sampler) -> Self {
+        Self(sampler)
+    }
+
+    pub(super) fn into_inner(self) -> Sampler {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for PreparedSampler {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("PreparedSampler")
+    }
+}
+
 /// llama.cpp's marker for "pick a random seed".
 const RANDOM_SEED: u32 = u32::MAX;
 
 impl Constraint {
+    /// Refuse a schema llama.cpp's converter should never see (see
+    /// [`super::schema`]); cheap and pure, so callers check before queueing.
+    pub fn check(&self) -> Result<(), EngineError> {
+        match self {
+            Constraint::JsonSchema(schema) => check_schema(schema),
+            Constraint::JsonObject | Constraint::Grammar(_) => Ok(()),
+        }
+    }
+
     /// The GBNF grammar for this constraint.
     pub fn to_grammar(&self) -> Result<String, EngineError> {
+        self.check()?;
         let schema = match self {
             Constraint::Grammar(grammar) => return Ok(grammar.clone()),
             Constraint::JsonObject => r#"{"type": "object"}"#,
             Constraint::JsonSchema(schema) => schema.as_str(),
         };
-        serde_json::from_str::<serde_json::Value>(schema)
-            .map_err(|error| EngineError::InvalidSchema(error.to_string()))?;
         llama_cpp_2::json_schema_to_grammar(schema)
             .map_err(|error| EngineError::InvalidSchema(error.to_string()))
     }
 }
 
-/// Build the sampler chain, in llama.cpp's order: grammar, penalties,
-/// top-k, top-p, min-p, temperature, then the final pick.
+/// Build the sampler: the grammar (if any), and the chain in llama.cpp's
+/// order: penalties, top-k, top-p, min-p, temperature, then the final pick.
 pub(super) fn build_sampler(
     model: &Model,
     config: &SamplingConfig,
     grammar: Option<&str>,
-) -> Result<LlamaSampler, EngineError> {
-    let mut chain = Vec::with_capacity(7);
-    if let Some(grammar) = grammar {
-        let sampler = LlamaSampler::grammar(&model.inner, grammar, "root")
-            .map_err(|error| EngineError::InvalidSchema(format!("grammar rejected: {error}")))?;
-        chain.push(sampler);
-    }
+) -> Result<Sampler, EngineError> {
+    let grammar = grammar
+        .map(|grammar| {
+            LlamaSampler::grammar(&model.inner, grammar, "root")
+                .map_err(|error| EngineError::InvalidSchema(format!("grammar rejected: {error}")))
+        })
+        .transpose()?;
+    let mut chain = Vec::with_capacity(6);
     let penalized = config.repeat_penalty != 1.0
         || config.frequency_penalty != 0.0
         || config.presence_penalty != 0.0;
@@ -97,22 +211,26 @@ pub(super) fn build_sampler(
     }
     if config.temperature <= 0.0 {
         chain.push(LlamaSampler::greedy());
-        return Ok(LlamaSampler::chain_simple(chain));
+    } else {
+        if config.top_k > 0 {
+            chain.push(LlamaSampler::top_k(
+                i32::try_from(config.top_k).unwrap_or(i32::MAX),
+            ));
+        }
+        if config.top_p < 1.0 {
+            chain.push(LlamaSampler::top_p(config.top_p, 1));
+        }
+        if config.min_p > 0.0 {
+            chain.push(LlamaSampler::min_p(config.min_p, 1));
+        }
+        chain.push(LlamaSampler::temp(config.temperature));
+        chain.push(LlamaSampler::dist(config.seed.unwrap_or(RANDOM_SEED)));
     }
-    if config.top_k > 0 {
-        chain.push(LlamaSampler::top_k(
-            i32::try_from(config.top_k).unwrap_or(i32::MAX),
-        ));
-    }
-    if config.top_p < 1.0 {
-        chain.push(LlamaSampler::top_p(config.top_p, 1));
-    }
-    if config.min_p > 0.0 {
-        chain.push(LlamaSampler::min_p(config.min_p, 1));
-    }
-    chain.push(LlamaSampler::temp(config.temperature));
-    chain.push(LlamaSampler::dist(config.seed.unwrap_or(RANDOM_SEED)));
-    Ok(LlamaSampler::chain_simple(chain))
+    Ok(Sampler {
+        chain: LlamaSampler::chain_simple(chain),
+        grammar,
+        candidates: LlamaTokenDataArray::new(Vec::new(), false),
+    })
 }
 
 #[cfg(test)]

@@ -25,13 +25,12 @@ use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use super::admission::{prefill_shares, AdmissionQueue, QueueFull, SlotPool};
-use super::sampling::{build_sampler, Constraint};
-use super::text::{StopMatcher, StopScan, Utf8Joiner};
-use super::{ContextShape, EngineError, GenerateRequest, Model, PromptTokens, Stats, StopReason};
+use super::sampling::{PreparedSampler, Sampler};
+use super::text::{StopScan, TextPipeline};
+use super::{ContextShape, EngineError, GenerateRequest, Model, Prepared, Stats, StopReason};
 
 /// How to run a model's scheduler.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -82,6 +81,18 @@ pub enum SchedulerError {
     Engine(#[from] EngineError),
 }
 
+impl SchedulerError {
+    pub fn kind(&self) -> super::ErrorKind {
+        use super::ErrorKind;
+        match self {
+            SchedulerError::QueueFull { .. } => ErrorKind::Busy,
+            SchedulerError::PromptTooLong { .. } => ErrorKind::InvalidRequest,
+            SchedulerError::Stopped => ErrorKind::ShuttingDown,
+            SchedulerError::Engine(engine) => engine.kind(),
+        }
+    }
+}
+
 /// A snapshot of the scheduler's counters.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct SchedulerMetrics {
@@ -97,6 +108,10 @@ pub struct SchedulerMetrics {
     pub decode_steps: u64,
     pub decode_nanos: u64,
     pub step_nanos: u64,
+    /// While sequences are active: how long since the last decode step
+    /// finished (or since work arrived). A model that stops making progress
+    /// (a step that never ends) shows here; 0 when idle.
+    pub stalled_ms: u64,
 }
 
 /// A running scheduler: a handle to the generation thread of one model.
@@ -122,7 +137,8 @@ impl std::fmt::Debug for Scheduler {
 struct Job {
     tokens: Vec<LlamaToken>,
     request: GenerateRequest,
-    grammar: Option<String>,
+    /// Built with the prompt, off this thread; taken when the job starts.
+    sampler: Option<PreparedSampler>,
     sink: Box<dyn EventSink>,
     submitted: Instant,
 }
@@ -142,9 +158,18 @@ struct Shared {
     decode_steps: AtomicU64,
     decode_nanos: AtomicU64,
     step_nanos: AtomicU64,
+    /// When the scheduler started: `last_progress` counts from here.
+    epoch: Instant,
+    /// Nanoseconds after `epoch` when the last step ended or work arrived.
+    last_progress: AtomicU64,
 }
 
 impl Shared {
+    fn note_progress(&self) {
+        self.last_progress
+            .store(nanos(self.epoch.elapsed()), Ordering::Relaxed);
+    }
+
     fn lock_queue(&self) -> MutexGuard<'_, AdmissionQueue<Job>> {
         // A panic elsewhere cannot leave the queue itself inconsistent.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
@@ -172,6 +197,8 @@ impl Scheduler {
             decode_steps: AtomicU64::new(0),
             decode_nanos: AtomicU64::new(0),
             step_nanos: AtomicU64::new(0),
+            epoch: Instant::now(),
+            last_progress: AtomicU64::new(0),
         });
         let (ready_sender, ready) = mpsc::channel();
         let thread_shared = Arc::clone(&shared);
@@ -215,33 +242,30 @@ impl Scheduler {
         self.parallel
     }
 
-    /// Queue a request. Checked here, before llama.cpp sees anything: the
-    /// prompt must leave room for an answer in one sequence's context, and a
-    /// constraint must turn into a grammar. Fails at once when the queue is full.
+    /// Queue a request prepared by [`Model::prepare`] (rendered, tokenized,
+    /// its sampler built: nothing slow is left for the decode loop). The
+    /// prompt must leave room for an answer in one sequence's context. Fails
+    /// at once when the queue is full.
     pub fn submit(
         &self,
-        prompt: &PromptTokens,
+        prepared: Prepared,
         request: GenerateRequest,
         sink: Box<dyn EventSink>,
     ) -> Result<(), SchedulerError> {
-        if prompt.len() >= self.context_per_sequence as usize {
+        let Prepared { tokens, sampler } = prepared;
+        if tokens.len() >= self.context_per_sequence as usize {
             return Err(SchedulerError::PromptTooLong {
-                prompt_tokens: prompt.len(),
+                prompt_tokens: tokens.len(),
                 n_ctx: self.context_per_sequence,
             });
         }
         if self.shared.stopping.load(Ordering::Relaxed) {
             return Err(SchedulerError::Stopped);
         }
-        let grammar = request
-            .constraint
-            .as_ref()
-            .map(Constraint::to_grammar)
-            .transpose()?;
         let job = Job {
-            tokens: prompt.tokens.clone(),
+            tokens: tokens.tokens,
             request,
-            grammar,
+            sampler: Some(sampler),
             sink,
             submitted: Instant::now(),
         };
@@ -266,9 +290,18 @@ impl Scheduler {
 
     pub fn metrics(&self) -> SchedulerMetrics {
         let shared = &self.shared;
+        let active = shared.active.load(Ordering::Relaxed);
+        let stalled_ms = if active > 0 {
+            let since = nanos(shared.epoch.elapsed())
+                .saturating_sub(shared.last_progress.load(Ordering::Relaxed));
+            since / 1_000_000
+        } else {
+            0
+        };
         SchedulerMetrics {
+            stalled_ms,
             queued: shared.queued.load(Ordering::Relaxed),
-            active: shared.active.load(Ordering::Relaxed),
+            active,
             prompt_tokens: shared.prompt_tokens.load(Ordering::Relaxed),
             generated_tokens: shared.generated_tokens.load(Ordering::Relaxed),
             finished: shared.finished.load(Ordering::Relaxed),
@@ -323,7 +356,6 @@ fn generation_thread(
         context_per_sequence: context_per_sequence as usize,
         shared,
         piece: Vec::with_capacity(64),
-        decoded: String::with_capacity(64),
         cached: vec![Vec::new(); options.parallel as usize],
     };
     worker.run();
@@ -356,9 +388,8 @@ fn create_context<'model>(
 struct Sequence {
     slot: u32,
     job: Job,
-    sampler: LlamaSampler,
-    joiner: Utf8Joiner,
-    stops: StopMatcher,
+    sampler: Sampler,
+    text: TextPipeline,
     /// Prompt tokens already in the KV cache.
     prefilled: usize,
     /// Generated tokens evaluated into the KV cache, in order.
@@ -394,9 +425,8 @@ struct Worker<'model> {
     slots: SlotPool,
     context_per_sequence: usize,
     shared: Arc<Shared>,
+    /// Reused for each sampled token's bytes.
     piece: Vec<u8>,
-    /// Reused for each token's complete UTF-8 text.
-    decoded: String,
     /// Per slot, the tokens its KV range holds: kept after a request ends so
     /// that the next request with the same beginning (a chat's next turn, a
     /// repeated system prompt) evaluates only what is new.
@@ -446,6 +476,10 @@ impl Worker<'_> {
                 .store(self.sequences.len() + jobs.len(), Ordering::Relaxed);
             jobs
         };
+        if !jobs.is_empty() && self.sequences.is_empty() {
+            // Work arrived at an idle model: progress is measured from now.
+            self.shared.note_progress();
+        }
         for job in jobs {
             self.start(job);
         }
@@ -463,15 +497,13 @@ impl Worker<'_> {
             job.sink.send(Event::Failed(SchedulerError::Stopped));
             return;
         };
-        let sampler = match build_sampler(self.model, &job.request.sampling, job.grammar.as_deref())
-        {
-            Ok(sampler) => sampler,
-            Err(error) => {
-                job.sink.send(Event::Failed(error.into()));
-                self.slots.release(slot);
-                return;
-            }
+        let Some(sampler) = job.sampler.take() else {
+            // submit() always gives a job its sampler.
+            job.sink.send(Event::Failed(SchedulerError::Stopped));
+            self.slots.release(slot);
+            return;
         };
+        let sampler = sampler.into_inner();
         let reused = self.reuse_prefix(slot, &job.tokens);
         let room = self.context_per_sequence.saturating_sub(job.tokens.len());
         let budget = job
@@ -490,10 +522,9 @@ impl Worker<'_> {
         };
         self.sequences.push(Sequence {
             slot,
-            stops: StopMatcher::new(&job.request.stop),
+            text: TextPipeline::new(&job.request.stop),
             job,
             sampler,
-            joiner: Utf8Joiner::default(),
             prefilled: reused,
             position: reused,
             decoded: Vec::new(),
@@ -593,6 +624,7 @@ impl Worker<'_> {
         shared
             .step_nanos
             .fetch_add(nanos(step_started.elapsed()), Ordering::Relaxed);
+        shared.note_progress();
         Ok(())
     }
 
@@ -671,7 +703,6 @@ impl Worker<'_> {
                 token,
                 self.context_per_sequence,
                 &mut self.piece,
-                &mut self.decoded,
                 &self.shared,
             ) {
                 finished.push((index, reason));
@@ -770,7 +801,6 @@ fn accept_token(
     token: LlamaToken,
     context_per_sequence: usize,
     piece: &mut Vec<u8>,
-    decoded: &mut String,
     shared: &Shared,
 ) -> Option<StopReason> {
     if sequence.first_token.is_none() {
@@ -789,13 +819,10 @@ fn accept_token(
     sequence.generated += 1;
     shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
 
-    piece.clear();
-    vocab.token_to_piece_into(token, piece, false, None);
-    decoded.clear();
-    sequence.joiner.push(piece, decoded);
+    model.token_bytes(token, piece);
     // `release` is sent away as the event's text, so it is a new String.
     let mut release = String::new();
-    let scan = sequence.stops.push(decoded, &mut release);
+    let scan = sequence.text.push(piece, &mut release);
     if !release.is_empty() && !sequence.job.sink.send(Event::Text(release)) {
         return Some(StopReason::Cancelled);
     }
@@ -817,14 +844,10 @@ fn flush_text(sequence: &mut Sequence, reason: StopReason) -> StopReason {
     if reason == StopReason::StopSequence {
         return reason;
     }
-    let mut decoded = String::new();
-    sequence.joiner.finish(&mut decoded);
     let mut release = String::new();
-    let reason = if sequence.stops.push(&decoded, &mut release) == StopScan::Stopped {
-        StopReason::StopSequence
-    } else {
-        sequence.stops.finish(&mut release);
-        reason
+    let reason = match sequence.text.finish(&mut release) {
+        StopScan::Stopped => StopReason::StopSequence,
+        StopScan::Continue => reason,
     };
     if !release.is_empty() {
         sequence.job.sink.send(Event::Text(release));

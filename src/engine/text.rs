@@ -1,19 +1,66 @@
-//! Pure text plumbing for the generation loop: joining token pieces into
-//! valid UTF-8 and holding back text that may be the start of a stop string.
+//! The per-token text pipeline, written once for the one-shot generator and
+//! the server's scheduler: token bytes are joined into valid UTF-8, text that
+//! may be the start of a stop string is held back, and what is left is
+//! flushed when generation ends.
 //!
-//! No llama.cpp here: these are tested without a model.
+//! No llama.cpp here: the callers turn a token into its bytes; everything
+//! after that is pure and tested without a model.
+
+/// One sequence's text: feed it each token's bytes with [`TextPipeline::push`],
+/// emit what it releases, and call [`TextPipeline::finish`] once when
+/// generation ends for any reason but a stop string.
+#[derive(Debug, Default)]
+pub struct TextPipeline {
+    joiner: Utf8Joiner,
+    stops: StopMatcher,
+    /// Reused for each token's complete UTF-8 text.
+    decoded: String,
+}
+
+impl TextPipeline {
+    pub fn new(stops: &[String]) -> Self {
+        Self {
+            joiner: Utf8Joiner::default(),
+            stops: StopMatcher::new(stops),
+            decoded: String::with_capacity(64),
+        }
+    }
+
+    /// Take one token's bytes; append the text that is now safe to emit to
+    /// `release`. [`StopScan::Stopped`] when a stop string completed (the
+    /// text before it has been released, the stop string itself never is).
+    pub fn push(&mut self, bytes: &[u8], release: &mut String) -> StopScan {
+        self.decoded.clear();
+        self.joiner.push(bytes, &mut self.decoded);
+        self.stops.push(&self.decoded, release)
+    }
+
+    /// Generation ended without a stop string: release the bytes of an
+    /// unfinished character (as U+FFFD) and any text held back. Those last
+    /// bytes may still complete a stop string: then the result is
+    /// [`StopScan::Stopped`] and only the text before it is released.
+    pub fn finish(&mut self, release: &mut String) -> StopScan {
+        self.decoded.clear();
+        self.joiner.finish(&mut self.decoded);
+        let scan = self.stops.push(&self.decoded, release);
+        if scan == StopScan::Continue {
+            self.stops.finish(release);
+        }
+        scan
+    }
+}
 
 /// Joins byte pieces into UTF-8 text. A character split across two tokens is
 /// held until its last byte arrives; bytes that can never form valid UTF-8
 /// become U+FFFD.
 #[derive(Debug, Default)]
-pub struct Utf8Joiner {
+struct Utf8Joiner {
     pending: Vec<u8>,
 }
 
 impl Utf8Joiner {
     /// Append `bytes` and push the text that is now complete onto `out`.
-    pub fn push(&mut self, bytes: &[u8], out: &mut String) {
+    fn push(&mut self, bytes: &[u8], out: &mut String) {
         self.pending.extend_from_slice(bytes);
         let mut consumed = 0;
         loop {
@@ -46,7 +93,7 @@ impl Utf8Joiner {
 
     /// Flush what is left at the end of generation (an incomplete character
     /// becomes U+FFFD).
-    pub fn finish(&mut self, out: &mut String) {
+    fn finish(&mut self, out: &mut String) {
         if !self.pending.is_empty() {
             out.push_str(&String::from_utf8_lossy(&self.pending));
             self.pending.clear();
@@ -57,7 +104,7 @@ impl Utf8Joiner {
 /// Watches generated text for stop strings. Text that might be the beginning
 /// of a stop string is held back until it is known not to be one.
 #[derive(Debug, Default)]
-pub struct StopMatcher {
+struct StopMatcher {
     stops: Vec<String>,
     held: String,
 }
@@ -72,7 +119,7 @@ pub enum StopScan {
 }
 
 impl StopMatcher {
-    pub fn new(stops: &[String]) -> Self {
+    fn new(stops: &[String]) -> Self {
         Self {
             stops: stops
                 .iter()
@@ -84,7 +131,7 @@ impl StopMatcher {
     }
 
     /// Feed new text; append what is safe to emit to `release`.
-    pub fn push(&mut self, text: &str, release: &mut String) -> StopScan {
+    fn push(&mut self, text: &str, release: &mut String) -> StopScan {
         if self.stops.is_empty() {
             release.push_str(text);
             return StopScan::Continue;
@@ -103,7 +150,7 @@ impl StopMatcher {
     }
 
     /// Release whatever is held (generation ended without a stop string).
-    pub fn finish(&mut self, release: &mut String) {
+    fn finish(&mut self, release: &mut String) {
         release.push_str(&self.held);
         self.held.clear();
     }
@@ -204,6 +251,37 @@ mod tests {
     fn no_stops_passes_everything_through() {
         assert_eq!(scan(&[], &["a", "b"]), ("ab".into(), false));
         assert_eq!(scan(&[""], &["a"]), ("a".into(), false));
+    }
+
+    #[test]
+    fn pipeline_joins_bytes_and_holds_stop_prefixes() {
+        let mut pipeline = TextPipeline::new(&["</s>".to_owned()]);
+        let mut out = String::new();
+        assert_eq!(pipeline.push(b"caf\xC3", &mut out), StopScan::Continue);
+        assert_eq!(pipeline.push(b"\xA9 <", &mut out), StopScan::Continue);
+        assert_eq!(out, "café ");
+        assert_eq!(pipeline.push(b"/s> tail", &mut out), StopScan::Stopped);
+        assert_eq!(out, "café ");
+    }
+
+    #[test]
+    fn pipeline_finish_flushes_held_text_and_broken_characters() {
+        let mut pipeline = TextPipeline::new(&["STOP".to_owned()]);
+        let mut out = String::new();
+        pipeline.push(b"end ST", &mut out);
+        pipeline.push(b"\xE2\x82", &mut out);
+        assert_eq!(out, "end ");
+        assert_eq!(pipeline.finish(&mut out), StopScan::Continue);
+        assert_eq!(out, "end ST\u{FFFD}");
+    }
+
+    #[test]
+    fn pipeline_finish_can_complete_a_stop_string() {
+        let mut pipeline = TextPipeline::new(&["a\u{FFFD}".to_owned()]);
+        let mut out = String::new();
+        pipeline.push(b"xa\xC3", &mut out);
+        assert_eq!(pipeline.finish(&mut out), StopScan::Stopped);
+        assert_eq!(out, "x");
     }
 
     #[test]

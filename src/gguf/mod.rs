@@ -11,6 +11,7 @@
 //! Uses std and thiserror only: no llama.cpp and no other olm module, so the
 //! fuzz crate can include this directory's source as is.
 
+mod checked;
 mod error;
 mod reader;
 pub mod samples;
@@ -26,6 +27,7 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
+pub use checked::{check_model, CheckedModel};
 pub use error::GgufError;
 pub use types::{file_type_name, GgmlType};
 pub use value::{Array, Value, ValueType};

@@ -143,7 +143,7 @@ impl HubError {
                 "available: {}",
                 available
                     .iter()
-                    .map(|(quant, size)| format!("{quant} ({})", human_size(*size)))
+                    .map(|(quant, size)| format!("{quant} ({})", crate::human::size(*size)))
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
@@ -180,22 +180,6 @@ impl HubError {
             path: path.display().to_string(),
             source,
         }
-    }
-}
-
-/// Sizes as people read them: 1.2 GB, 850 MB.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

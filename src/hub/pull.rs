@@ -15,7 +15,8 @@ use std::sync::Arc;
 use super::quant::{self, QuantChoice};
 use super::{FileHead, Hub, HubError, HubOptions, PullReporter, RemoteFile};
 use crate::catalog::{Catalog, CatalogError};
-use crate::hub::{self, human_size};
+use crate::hub;
+use crate::human;
 use crate::store::{
     self, space, Manifest, ManifestFile, ModelRef, RepoId, Source, Store, StoreError,
 };
@@ -379,8 +380,8 @@ fn check_space(
             events.warn(&format!(
                 "{} needs about {} of memory and {} is available; it may run slowly or not load",
                 choice.quant,
-                human_size(choice.size),
-                human_size(memory)
+                human::size(choice.size),
+                human::size(memory)
             ));
         }
     }

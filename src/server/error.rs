@@ -2,12 +2,15 @@
 //!
 //! Owns: the status code of every failure and the two error shapes, OpenAI's
 //! `{"error": {"message", "type", "param", "code"}}` and Ollama's
-//! `{"error": "message"}`. Must not touch: the engine or the store (callers
-//! translate their errors into [`ApiError`]).
+//! `{"error": "message"}`. Must not touch: the engine's internals or the
+//! store: an engine failure arrives as its [`ErrorKind`] and becomes a
+//! status in [`ApiError::from_engine`].
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+
+use crate::engine::ErrorKind;
 
 /// Which API a route belongs to, and so which error shape it answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +64,17 @@ impl ApiError {
         Self {
             retry_after: Some(1),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
+    }
+
+    /// The one place an engine failure becomes an HTTP status: from its
+    /// kind, as the worker process reports it.
+    pub fn from_engine(kind: ErrorKind, message: impl Into<String>) -> Self {
+        match kind {
+            ErrorKind::InvalidRequest => Self::bad_request(message),
+            ErrorKind::UnusableModel => Self::new(StatusCode::UNPROCESSABLE_ENTITY, message),
+            ErrorKind::Busy | ErrorKind::ShuttingDown | ErrorKind::Cancelled => Self::busy(message),
+            ErrorKind::Internal => Self::internal(message),
         }
     }
 

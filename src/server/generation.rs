@@ -3,7 +3,7 @@
 //!
 //! Owns: starting a generation (dropping it, as hyper does with the body
 //! when a client disconnects, cancels the sequence within one decode step),
-//! the translation of engine errors into API errors, and streaming bodies.
+//! and streaming bodies.
 //! Must not touch: either API's JSON shapes (a [`StreamFormat`] writes them).
 
 use std::convert::Infallible;
@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::models::{KeepAlive, LoadedModel};
 use super::worker::{Generation, Reply};
 use super::AppState;
-use crate::engine::{EngineError, GenerateRequest, Prompt, SchedulerError, Stats};
+use crate::engine::{GenerateRequest, Prompt, Stats};
 
 /// How a request's text reaches its handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,25 +107,4 @@ pub fn stream_body(started: Started, format: impl StreamFormat) -> Body {
         Some((Ok::<_, Infallible>(Bytes::from(chunk)), next))
     });
     Body::from_stream(stream)
-}
-
-pub fn scheduler_error(error: SchedulerError) -> ApiError {
-    match error {
-        SchedulerError::QueueFull { .. } => ApiError::busy(error.to_string()),
-        SchedulerError::Stopped => ApiError::busy(error.to_string()),
-        SchedulerError::PromptTooLong { .. } => ApiError::bad_request(error.to_string()),
-        SchedulerError::Engine(engine) => engine_error(&engine),
-    }
-}
-
-pub fn engine_error(error: &EngineError) -> ApiError {
-    match error {
-        EngineError::PromptTooLong { .. }
-        | EngineError::EmptyPrompt
-        | EngineError::InputTooLarge { .. }
-        | EngineError::InvalidSchema(_)
-        | EngineError::Template(_) => ApiError::bad_request(error.to_string()),
-        EngineError::Load { .. } => ApiError::internal("llama.cpp could not load the model"),
-        other => ApiError::internal(other.to_string()),
-    }
 }

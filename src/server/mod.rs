@@ -41,6 +41,7 @@ pub use worker::run_child as run_worker;
 
 use error::{ApiError, Flavor};
 use models::Registry;
+use worker::WorkerMetrics;
 
 /// Everything `olm serve` was asked for.
 #[derive(Debug, Clone)]
@@ -57,6 +58,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Timeouts and the cap on open connections (slow clients, T-E1/T-E2).
     pub connections: ConnectionLimits,
+    /// How long a loaded model may make no progress before `/health` is 503.
+    pub stall_limit: Duration,
 }
 
 /// Why the server could not run.
@@ -80,6 +83,8 @@ pub struct AppState {
     access: AccessPolicy,
     requests: RequestCounters,
     body_limit: usize,
+    /// How long a model may go without progress before `/health` says so.
+    stall_limit: Duration,
 }
 
 /// Requests per route, for `/metrics` (fixed routes only: no label from input).
@@ -183,6 +188,7 @@ async fn serve(
         access: config.access,
         requests: RequestCounters::default(),
         body_limit: config.body_limit,
+        stall_limit: config.stall_limit,
     });
     announce(local);
 
@@ -370,17 +376,21 @@ async fn not_found(request: Request) -> Response {
 }
 
 /// `GET /health`: open without a key, so load balancers can probe it.
-async fn health() -> Response {
-    Json(serde_json::json!({"status": "ok"})).into_response()
+/// 503 while a loaded model has stopped making progress (a decode step or a
+/// request's preparation running past the stall limit, or a worker that does
+/// not answer), naming the models.
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let stalled = state.registry.stalled(state.stall_limit).await;
+    if stalled.is_empty() {
+        return Json(serde_json::json!({"status": "ok"})).into_response();
+    }
+    let body = serde_json::json!({"status": "stalled", "models": stalled});
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 /// `GET /metrics`: Prometheus text format.
 /// A per-model Prometheus family: name, type, and how to read it from a snapshot.
-type MetricFamily = (
-    &'static str,
-    &'static str,
-    fn(&crate::engine::SchedulerMetrics) -> u64,
-);
+type MetricFamily = (&'static str, &'static str, fn(&WorkerMetrics) -> u64);
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = String::new();
@@ -404,21 +414,39 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "# TYPE olm_models_loaded gauge\nolm_models_loaded {}",
         loaded.len()
     );
-    let families: [MetricFamily; 10] = [
-        ("olm_queue_depth", "gauge", |m| m.queued as u64),
-        ("olm_active_sequences", "gauge", |m| m.active as u64),
-        ("olm_prompt_tokens_total", "counter", |m| m.prompt_tokens),
+    let families: [MetricFamily; 12] = [
+        ("olm_queue_depth", "gauge", |m| m.scheduler.queued as u64),
+        ("olm_active_sequences", "gauge", |m| {
+            m.scheduler.active as u64
+        }),
+        ("olm_preparing_requests", "gauge", |m| m.preparing as u64),
+        ("olm_stalled_milliseconds", "gauge", |m| {
+            m.scheduler.stalled_ms.max(m.oldest_preparation_ms)
+        }),
+        ("olm_prompt_tokens_total", "counter", |m| {
+            m.scheduler.prompt_tokens
+        }),
         ("olm_generated_tokens_total", "counter", |m| {
-            m.generated_tokens
+            m.scheduler.generated_tokens
         }),
-        ("olm_requests_finished_total", "counter", |m| m.finished),
-        ("olm_requests_cancelled_total", "counter", |m| m.cancelled),
-        ("olm_requests_rejected_total", "counter", |m| m.rejected),
-        ("olm_decode_steps_total", "counter", |m| m.decode_steps),
+        ("olm_requests_finished_total", "counter", |m| {
+            m.scheduler.finished
+        }),
+        ("olm_requests_cancelled_total", "counter", |m| {
+            m.scheduler.cancelled
+        }),
+        ("olm_requests_rejected_total", "counter", |m| {
+            m.scheduler.rejected
+        }),
+        ("olm_decode_steps_total", "counter", |m| {
+            m.scheduler.decode_steps
+        }),
         ("olm_decode_nanoseconds_total", "counter", |m| {
-            m.decode_nanos
+            m.scheduler.decode_nanos
         }),
-        ("olm_step_nanoseconds_total", "counter", |m| m.step_nanos),
+        ("olm_step_nanoseconds_total", "counter", |m| {
+            m.scheduler.step_nanos
+        }),
     ];
     let mut snapshots = Vec::with_capacity(loaded.len());
     for model in &loaded {

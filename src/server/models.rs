@@ -289,7 +289,7 @@ impl Registry {
                 "model '{shown}' crashed while loading: its worker process {how}"
             )),
             SpawnError::Load(refused) => {
-                let mut error = ApiError::from(refused);
+                let mut error = ApiError::from_engine(refused.kind, refused.message);
                 error.message = format!("cannot load model '{shown}': {}", error.message);
                 error
             }
@@ -308,6 +308,27 @@ impl Registry {
             last_used: Mutex::new(Instant::now()),
             keep_alive: Mutex::new(None),
         })
+    }
+
+    /// Names of the loaded models that stopped making progress: a decode
+    /// step or a request's preparation running longer than `limit`, or a
+    /// worker that does not answer for its counters.
+    pub async fn stalled(&self, limit: Duration) -> Vec<String> {
+        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        let mut stalled = Vec::new();
+        for model in self.loaded().await {
+            let stuck = match model.worker.metrics().await {
+                Some(metrics) => {
+                    metrics.scheduler.stalled_ms > limit_ms
+                        || metrics.oldest_preparation_ms > limit_ms
+                }
+                None => true,
+            };
+            if stuck {
+                stalled.push(model.name.clone());
+            }
+        }
+        stalled
     }
 
     /// Models loaded now (with a live worker).
@@ -450,6 +471,8 @@ fn memory_needed(path: &std::path::Path) -> u64 {
 
 /// Tests only: let llama.cpp see files olm's validator would refuse, to
 /// prove that a crash inside llama.cpp stays inside the worker (T-E5).
+/// Release builds never read the switch.
 pub fn skip_gguf_check() -> bool {
-    std::env::var_os(crate::env::OLM_TEST_SKIP_GGUF_CHECK).is_some_and(|value| value == "1")
+    cfg!(debug_assertions)
+        && std::env::var_os(crate::env::OLM_TEST_SKIP_GGUF_CHECK).is_some_and(|value| value == "1")
 }

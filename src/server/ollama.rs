@@ -19,9 +19,10 @@ use serde_json::{json, Map, Value};
 use super::error::{ApiError, Flavor};
 use super::generation::{self, StreamFormat};
 use super::models::{Available, KeepAlive};
-use super::request::{finish_reason, json_body, rfc3339, SamplingRequest, Stop};
+use super::request::{finish_reason, json_body, SamplingRequest, Stop};
 use super::AppState;
-use crate::engine::{human_count, Constraint, Message, Prompt, Stats};
+use crate::engine::{Constraint, Message, Prompt, Stats};
+use crate::human::{self, rfc3339};
 
 #[derive(Debug, Deserialize)]
 struct ChatRequest {
@@ -498,7 +499,7 @@ fn details(file: &crate::gguf::GgufFile) -> Value {
         "format": "gguf",
         "family": family,
         "families": [family],
-        "parameter_size": human_count(file.parameter_count()),
+        "parameter_size": human::count(file.parameter_count()),
         "quantization_level": file.file_type_name().unwrap_or_default(),
     })
 }

@@ -17,9 +17,10 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, Flavor};
 use super::generation::{self, Started, StreamFormat};
-use super::request::{finish_reason, json_body, response_id, unix_seconds, SamplingRequest, Stop};
+use super::request::{finish_reason, json_body, response_id, SamplingRequest, Stop};
 use super::AppState;
 use crate::engine::{Constraint, GenerateRequest, Message, Prompt, Stats};
+use crate::human::unix_seconds;
 
 /// OpenAI's default `max_tokens` for `/v1/completions`.
 const COMPLETIONS_DEFAULT_MAX_TOKENS: i64 = 16;

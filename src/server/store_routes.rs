@@ -26,7 +26,8 @@ use super::error::{ApiError, Flavor};
 use super::request::json_body;
 use super::AppState;
 use crate::hub::pull::{hub_target, pull_from_hub, PullEvents, TargetError};
-use crate::hub::{human_size, FileHead, HubError, PullReporter};
+use crate::hub::{FileHead, HubError, PullReporter};
+use crate::human;
 use crate::store::{names::escaped, ModelRef, Store, StoreError};
 
 /// Least time between two progress lines of one file.
@@ -329,8 +330,8 @@ fn hub_error(error: &HubError) -> ApiError {
         | HubError::SizeMismatch { .. } => bad_gateway(error.to_string()),
         HubError::DiskFull { needed, free, .. } => disk_full(format!(
             "not enough disk space on the server: {} needed, {} free",
-            human_size(*needed),
-            human_size(*free)
+            human::size(*needed),
+            human::size(*free)
         )),
         HubError::Io { source, .. } if crate::store::is_disk_full(source) => {
             disk_full("not enough disk space on the server".into())

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Printer;
-use crate::hub::{human_size, PullReporter};
+use crate::hub::PullReporter;
+use crate::human;
 
 /// Seconds between plain progress lines when stderr is not a terminal.
 const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
@@ -86,12 +87,12 @@ impl PullReporter for PullProgress {
         });
         if !interactive {
             let resumed = if already > 0 {
-                format!(", resuming at {}", human_size(already))
+                format!(", resuming at {}", human::size(already))
             } else {
                 String::new()
             };
             self.printer
-                .status(&format!("pulling {file} ({}{resumed})", human_size(total)));
+                .status(&format!("pulling {file} ({}{resumed})", human::size(total)));
         }
     }
 
@@ -140,8 +141,8 @@ impl PullReporter for PullProgress {
             } else {
                 format!(
                     "{file}: {} in {seconds:.1} s ({}/s), sha256 verified",
-                    human_size(fetched),
-                    human_size((fetched as f64 / seconds) as u64)
+                    human::size(fetched),
+                    human::size((fetched as f64 / seconds) as u64)
                 )
             };
         });
@@ -168,9 +169,9 @@ fn plain_line(state: &State) -> String {
     format!(
         "{}: {percent:.0}% ({} of {}, {}/s{eta})",
         state.file,
-        human_size(state.done),
-        human_size(state.total),
-        human_size(rate as u64)
+        human::size(state.done),
+        human::size(state.total),
+        human::size(rate as u64)
     )
 }
 

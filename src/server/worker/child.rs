@@ -2,22 +2,34 @@
 //! scheduler, and answers the server over stdin/stdout (see [`protocol`]).
 //!
 //! Owns: everything llama.cpp does for the server, so that an abort inside
-//! llama.cpp ends this process only. Must not touch: HTTP, the store, the
-//! terminal (stdout carries the protocol; logs go to stderr).
+//! llama.cpp ends this process only. Three kinds of thread keep each other
+//! free: the reader takes the server's messages (a cancel is never stuck
+//! behind a slow request), preparers render, tokenize and build each
+//! request's grammar within a time budget, and the scheduler's thread only
+//! decodes. Must not touch: HTTP, the store, the terminal (stdout carries
+//! the protocol; logs go to stderr).
 //!
 //! [`protocol`]: super::protocol
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::protocol::{
-    Embeddings, FromWorker, ReadyInfo, ToWorker, WireError, WireStats, WorkerConfig,
+    Embeddings, FromWorker, ReadyInfo, ToWorker, WireError, WireStats, WorkerConfig, WorkerMetrics,
 };
-use crate::engine::{self, Event, EventSink, Model, Scheduler};
-use crate::server::generation::{engine_error, scheduler_error};
+use crate::engine::{
+    self, EngineError, ErrorKind, Event, EventSink, GenerateRequest, Model, Prompt, Scheduler,
+};
+
+/// Threads that prepare requests (render, tokenize, grammar) at once.
+const PREPARERS: usize = 2;
+/// How long preparing one request may take before it is answered with 503.
+const PREPARATION_BUDGET: Duration = Duration::from_secs(15);
 
 /// Where every message to the server goes; one line each, flushed at once.
 #[derive(Clone)]
@@ -37,6 +49,10 @@ impl Outbox {
         let ended = out.write_all(b"\n").and_then(|()| out.flush()).is_ok();
         serialized && ended
     }
+
+    fn fail(&self, id: u64, error: WireError) {
+        self.send(&FromWorker::Failed { id, error });
+    }
 }
 
 /// Cancellation flags of the generations in flight, by request id.
@@ -53,11 +69,19 @@ pub fn run() -> i32 {
             Err(error) => {
                 return fatal(
                     &outbox,
-                    internal(format!("bad worker configuration: {error}")),
+                    WireError::new(
+                        ErrorKind::Internal,
+                        format!("bad worker configuration: {error}"),
+                    ),
                 )
             }
         },
-        _ => return fatal(&outbox, internal("no worker configuration on stdin".into())),
+        _ => {
+            return fatal(
+                &outbox,
+                WireError::new(ErrorKind::Internal, "no worker configuration on stdin"),
+            )
+        }
     };
     engine::configure_logging(config.verbose);
     let started = Instant::now();
@@ -74,6 +98,13 @@ pub fn run() -> i32 {
     if !outbox.send(&FromWorker::Ready(ready)) {
         return 0;
     }
+    let queue_capacity = config.scheduler.queue_capacity + config.scheduler.parallel as usize;
+    let preparers = Preparers::start(
+        Arc::clone(&model),
+        Arc::clone(&scheduler),
+        outbox.clone(),
+        queue_capacity,
+    );
     let cancellations: Cancellations = Arc::default();
     for line in lines {
         let Ok(line) = line else { break };
@@ -82,6 +113,7 @@ pub fn run() -> i32 {
                 message,
                 &model,
                 &scheduler,
+                &preparers,
                 &config,
                 &outbox,
                 &cancellations,
@@ -90,15 +122,9 @@ pub fn run() -> i32 {
         }
     }
     // stdin closed: the server stopped or let this model go.
+    preparers.stop();
     drop(scheduler);
     0
-}
-
-fn internal(message: String) -> WireError {
-    WireError {
-        status: 500,
-        message,
-    }
 }
 
 fn fatal(outbox: &Outbox, error: WireError) -> i32 {
@@ -108,29 +134,33 @@ fn fatal(outbox: &Outbox, error: WireError) -> i32 {
 
 /// Validate the file (the one check that stands between a request and
 /// llama.cpp), load it and start its scheduler.
-fn load(config: &WorkerConfig) -> Result<(Arc<Model>, Scheduler), WireError> {
-    let failed = |status: u16, message: String| WireError { status, message };
-    if !config.skip_gguf_check {
-        crate::gguf::inspect(&config.path)
-            .map_err(|_| failed(422, "the model file is not a usable GGUF file".into()))?;
-    }
-    let model = Arc::new(
-        Model::load(&config.path, &config.load).map_err(|error| match error {
-            engine::EngineError::Load { .. } => {
-                failed(500, "llama.cpp could not load the model file".into())
-            }
-            other => failed(500, other.to_string()),
-        })?,
-    );
+fn load(config: &WorkerConfig) -> Result<(Arc<Model>, Arc<Scheduler>), WireError> {
+    let model = Arc::new(load_model(config)?);
     let scheduler = Scheduler::start(Arc::clone(&model), &config.scheduler)
-        .map_err(|error| failed(500, error.to_string()))?;
-    Ok((model, scheduler))
+        .map_err(|error| WireError::from(&error))?;
+    Ok((model, Arc::new(scheduler)))
+}
+
+fn load_model(config: &WorkerConfig) -> Result<Model, WireError> {
+    #[cfg(debug_assertions)]
+    if config.skip_gguf_check {
+        return Model::load_unchecked(&config.path, &config.load)
+            .map_err(|error| WireError::from(&error));
+    }
+    let checked = crate::gguf::check_model(&config.path).map_err(|_| {
+        WireError::new(
+            ErrorKind::UnusableModel,
+            "the model file is not a usable GGUF file",
+        )
+    })?;
+    Model::load(&checked, &config.load).map_err(|error| WireError::from(&error))
 }
 
 fn handle(
     message: ToWorker,
     model: &Arc<Model>,
     scheduler: &Scheduler,
+    preparers: &Preparers,
     config: &WorkerConfig,
     outbox: &Outbox,
     cancellations: &Cancellations,
@@ -144,33 +174,19 @@ fn handle(
         } => {
             let cancelled = Arc::new(AtomicBool::new(false));
             lock(cancellations).insert(id, Arc::clone(&cancelled));
-            let sink = Box::new(WorkerSink {
+            let sink = WorkerSink {
                 id,
                 outbox: outbox.clone(),
                 cancelled,
                 cancellations: Arc::clone(cancellations),
                 gathered: whole.then(String::new),
+            };
+            preparers.queue(Preparation {
+                prompt,
+                request,
+                sink,
+                received: Instant::now(),
             });
-            let submitted = model
-                .tokenize(&prompt)
-                .map_err(|error| engine_error(&error))
-                .and_then(|tokens| {
-                    scheduler
-                        .submit(&tokens, request, sink)
-                        .map_err(scheduler_error)
-                });
-            match submitted {
-                Ok(()) => {
-                    outbox.send(&FromWorker::Accepted { id });
-                }
-                Err(error) => {
-                    lock(cancellations).remove(&id);
-                    outbox.send(&FromWorker::Failed {
-                        id,
-                        error: WireError::from(&error),
-                    });
-                }
-            }
         }
         ToWorker::Cancel { id } => {
             if let Some(flag) = lock(cancellations).get(&id) {
@@ -181,50 +197,225 @@ fn handle(
             id,
             inputs,
             truncate,
-        } => {
-            let model = Arc::clone(model);
-            let thread_outbox = outbox.clone();
-            let threads = config.scheduler.threads;
-            // Off the reading thread, so cancels and new requests keep flowing.
-            let spawned = std::thread::Builder::new()
-                .name("olm-embed".into())
-                .spawn(move || {
-                    let reply = match engine::embed(&model, &inputs, truncate, threads) {
-                        Ok(embedded) => FromWorker::Embedded {
-                            id,
-                            embeddings: Embeddings {
-                                vectors: embedded.vectors,
-                                prompt_tokens: embedded.prompt_tokens,
-                            },
-                        },
-                        Err(error) => FromWorker::Failed {
-                            id,
-                            error: WireError::from(&engine_error(&error)),
-                        },
-                    };
-                    thread_outbox.send(&reply);
-                });
-            if spawned.is_err() {
-                outbox.send(&FromWorker::Failed {
-                    id,
-                    error: WireError {
-                        status: 500,
-                        message: "cannot start an embedding thread".into(),
-                    },
-                });
-            }
-        }
+        } => embed(id, inputs, truncate, model, config, outbox),
         ToWorker::Metrics { id } => {
             outbox.send(&FromWorker::Metrics {
                 id,
-                metrics: scheduler.metrics(),
+                metrics: WorkerMetrics {
+                    scheduler: scheduler.metrics(),
+                    preparing: preparers.busy(),
+                    oldest_preparation_ms: preparers.oldest_ms(),
+                },
             });
         }
     }
 }
 
+/// Embed off the reading thread, so cancels and new requests keep flowing.
+fn embed(
+    id: u64,
+    inputs: Vec<String>,
+    truncate: bool,
+    model: &Arc<Model>,
+    config: &WorkerConfig,
+    outbox: &Outbox,
+) {
+    let model = Arc::clone(model);
+    let thread_outbox = outbox.clone();
+    let threads = config.scheduler.threads;
+    let spawned = std::thread::Builder::new()
+        .name("olm-embed".into())
+        .spawn(move || {
+            let reply = match engine::embed(&model, &inputs, truncate, threads) {
+                Ok(embedded) => FromWorker::Embedded {
+                    id,
+                    embeddings: Embeddings {
+                        vectors: embedded.vectors,
+                        prompt_tokens: embedded.prompt_tokens,
+                    },
+                },
+                Err(error) => FromWorker::Failed {
+                    id,
+                    error: WireError::from(&error),
+                },
+            };
+            thread_outbox.send(&reply);
+        });
+    if spawned.is_err() {
+        outbox.fail(
+            id,
+            WireError::new(ErrorKind::Internal, "cannot start an embedding thread"),
+        );
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A generation waiting to be prepared.
+struct Preparation {
+    prompt: Prompt,
+    request: GenerateRequest,
+    sink: WorkerSink,
+    received: Instant,
+}
+
+/// The preparing threads and their bounded queue.
+struct Preparers {
+    queue: Option<SyncSender<Preparation>>,
+    /// Raised when stdin closes: what is still queued is dropped unprepared.
+    stopping: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    outbox: Outbox,
+    /// When each busy preparer started its current request.
+    started: Arc<Mutex<Vec<Option<Instant>>>>,
+}
+
+impl Preparers {
+    fn start(
+        model: Arc<Model>,
+        scheduler: Arc<Scheduler>,
+        outbox: Outbox,
+        capacity: usize,
+    ) -> Self {
+        let (sender, receiver) = mpsc::sync_channel(capacity.max(1));
+        let receiver = Arc::new(Mutex::new(receiver));
+        let started = Arc::new(Mutex::new(vec![None; PREPARERS]));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let threads = (0..PREPARERS)
+            .filter_map(|index| {
+                let preparer = Preparer {
+                    index,
+                    model: Arc::clone(&model),
+                    scheduler: Arc::clone(&scheduler),
+                    outbox: outbox.clone(),
+                    started: Arc::clone(&started),
+                    stopping: Arc::clone(&stopping),
+                };
+                let receiver = Arc::clone(&receiver);
+                std::thread::Builder::new()
+                    .name(format!("olm-prepare-{index}"))
+                    .spawn(move || preparer.run(&receiver))
+                    .ok()
+            })
+            .collect();
+        Self {
+            queue: Some(sender),
+            stopping,
+            threads,
+            outbox,
+            started,
+        }
+    }
+
+    /// Queue `preparation`, or answer 503 at once when the queue is full.
+    fn queue(&self, preparation: Preparation) {
+        let Some(queue) = &self.queue else { return };
+        match queue.try_send(preparation) {
+            Ok(()) => {}
+            Err(TrySendError::Full(preparation) | TrySendError::Disconnected(preparation)) => {
+                self.outbox.fail(
+                    preparation.sink.id,
+                    WireError::new(
+                        ErrorKind::Busy,
+                        "the server is busy: too many requests are waiting to be prepared",
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Requests being prepared now.
+    fn busy(&self) -> usize {
+        lock(&self.started).iter().flatten().count()
+    }
+
+    /// How long the oldest preparation now running has taken, in milliseconds.
+    fn oldest_ms(&self) -> u64 {
+        lock(&self.started)
+            .iter()
+            .flatten()
+            .map(|started| u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Let queued requests drain and the threads end.
+    fn stop(mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.queue = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One preparing thread.
+struct Preparer {
+    index: usize,
+    model: Arc<Model>,
+    scheduler: Arc<Scheduler>,
+    outbox: Outbox,
+    started: Arc<Mutex<Vec<Option<Instant>>>>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Preparer {
+    fn run(&self, queue: &Mutex<Receiver<Preparation>>) {
+        loop {
+            let next = lock(queue).recv();
+            let Ok(preparation) = next else { return };
+            if self.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            lock(&self.started)[self.index] = Some(Instant::now());
+            self.prepare(preparation);
+            lock(&self.started)[self.index] = None;
+        }
+    }
+
+    /// Render, tokenize and build the sampler, then hand the request to the
+    /// scheduler; every failure is answered with its kind.
+    fn prepare(&self, preparation: Preparation) {
+        let Preparation {
+            prompt,
+            request,
+            sink,
+            received,
+        } = preparation;
+        let id = sink.id;
+        if sink.is_closed() {
+            return;
+        }
+        let n_ctx = self.scheduler.context_per_sequence();
+        let prepared = self
+            .model
+            .prepare(&prompt, &request, n_ctx, &sink.cancelled);
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(EngineError::Cancelled) => return,
+            Err(error) => return self.outbox.fail(id, WireError::from(&error)),
+        };
+        if received.elapsed() > PREPARATION_BUDGET {
+            return self.outbox.fail(
+                id,
+                WireError::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "preparing the prompt took longer than {} s",
+                        PREPARATION_BUDGET.as_secs()
+                    ),
+                ),
+            );
+        }
+        match self.scheduler.submit(prepared, request, Box::new(sink)) {
+            Ok(()) => {
+                self.outbox.send(&FromWorker::Accepted { id });
+            }
+            Err(error) => self.outbox.fail(id, WireError::from(&error)),
+        }
+    }
 }
 
 /// Sends one request's events to the server; with `gathered`, its text in
@@ -257,7 +448,7 @@ impl EventSink for WorkerSink {
             }
             (_, Event::Failed(error)) => FromWorker::Failed {
                 id,
-                error: WireError::from(&scheduler_error(error)),
+                error: WireError::from(&error),
             },
         };
         self.outbox.send(&message) && !self.is_closed()

@@ -16,8 +16,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 
+use super::protocol::WorkerMetrics;
 use super::protocol::{Embeddings, FromWorker, ReadyInfo, ToWorker, WireError, WorkerConfig};
-use crate::engine::{GenerateRequest, Prompt, SchedulerMetrics, Stats};
+use crate::engine::{ErrorKind, GenerateRequest, Prompt, Stats};
 use crate::server::error::ApiError;
 
 /// What a generation sends its handler, in order: accepted (or failed),
@@ -34,7 +35,7 @@ pub enum Reply {
 enum Pending {
     Generate(mpsc::UnboundedSender<Reply>),
     Embed(oneshot::Sender<Result<Embeddings, ApiError>>),
-    Metrics(oneshot::Sender<SchedulerMetrics>),
+    Metrics(oneshot::Sender<WorkerMetrics>),
 }
 
 type PendingTable = Arc<Mutex<HashMap<u64, Pending>>>;
@@ -106,8 +107,8 @@ impl Drop for CancelOnDrop {
 pub enum SpawnError {
     #[error("cannot start a worker process: {0}")]
     Process(std::io::Error),
-    /// The worker refused or failed to load the model, with the status the
-    /// request should get (422 for a file that is not a usable GGUF).
+    /// The worker refused or failed to load the model (a file that is not a
+    /// usable GGUF is [`ErrorKind::UnusableModel`]).
     #[error("{}", .0.message)]
     Load(WireError),
     #[error("the worker process {0} while loading the model")]
@@ -117,18 +118,12 @@ pub enum SpawnError {
 impl Worker {
     /// Start `olm __worker`, hand it `config`, and wait until its model is loaded.
     pub async fn spawn(config: &WorkerConfig) -> Result<Self, SpawnError> {
-        let executable = own_executable().map_err(SpawnError::Process)?;
-        let mut child = tokio::process::Command::new(executable)
-            // `ps` shows `olm __worker`, not `/proc/self/exe __worker`.
-            .arg0("olm")
-            .arg("__worker")
+        let mut command = crate::process::olm_command(crate::process::WORKER_COMMAND)
+            .map_err(SpawnError::Process)?;
+        command
             .args(config.verbose.then_some("--verbose"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            // On an abort, ggml would attach gdb to print a backtrace: slow
-            // and noisy for a crash the server reports anyway.
-            .env("GGML_NO_BACKTRACE", "1")
+            .stderr(Stdio::inherit());
+        let mut child = tokio::process::Command::from(command)
             .kill_on_drop(true)
             .spawn()
             .map_err(SpawnError::Process)?;
@@ -155,10 +150,10 @@ impl Worker {
                 }
                 _ => {
                     let _ = child.start_kill();
-                    return Err(SpawnError::Load(WireError {
-                        status: 500,
-                        message: "the worker answered nonsense".into(),
-                    }));
+                    return Err(SpawnError::Load(WireError::new(
+                        ErrorKind::Internal,
+                        "the worker answered nonsense",
+                    )));
                 }
             },
             _ => return Err(SpawnError::Died(exit_description(&mut child).await)),
@@ -260,7 +255,7 @@ impl Worker {
     }
 
     /// The scheduler's counters, or `None` when the worker does not answer.
-    pub async fn metrics(&self) -> Option<SchedulerMetrics> {
+    pub async fn metrics(&self) -> Option<WorkerMetrics> {
         let (sender, answer) = oneshot::channel();
         let id = self.register(Pending::Metrics(sender)).ok()?;
         self.send(ToWorker::Metrics { id }).ok()?;
@@ -322,15 +317,8 @@ impl Worker {
     }
 }
 
-/// This very program, even if its file was replaced since it started (an
-/// upgrade or a rebuild while the server runs): on Linux `/proc/self/exe`
-/// still opens the running binary.
-fn own_executable() -> std::io::Result<std::path::PathBuf> {
-    let proc_self = std::path::PathBuf::from("/proc/self/exe");
-    if proc_self.exists() {
-        return Ok(proc_self);
-    }
-    std::env::current_exe()
+fn api_error(error: WireError) -> ApiError {
+    ApiError::from_engine(error.kind, error.message)
 }
 
 fn died() -> ApiError {
@@ -430,10 +418,10 @@ fn dispatch(line: &str, pending: &PendingTable) {
         }
         FromWorker::Failed { id, error } => match table.remove(&id) {
             Some(Pending::Generate(sender)) => {
-                let _ = sender.send(Reply::Failed(error.into()));
+                let _ = sender.send(Reply::Failed(api_error(error)));
             }
             Some(Pending::Embed(sender)) => {
-                let _ = sender.send(Err(error.into()));
+                let _ = sender.send(Err(api_error(error)));
             }
             _ => {}
         },

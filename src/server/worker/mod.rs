@@ -15,4 +15,4 @@ mod protocol;
 
 pub use child::run as run_child;
 pub use handle::{Generation, Reply, SpawnError, Worker};
-pub use protocol::WorkerConfig;
+pub use protocol::{WorkerConfig, WorkerMetrics};

@@ -4,11 +4,9 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::server::error::ApiError;
-
+use crate::engine::{EngineError, ErrorKind, SchedulerError};
 use crate::engine::{GenerateRequest, LoadOptions, Prompt, SchedulerMetrics, SchedulerOptions};
 use crate::engine::{Stats, StopReason};
 
@@ -80,8 +78,19 @@ pub enum FromWorker {
     },
     Metrics {
         id: u64,
-        metrics: SchedulerMetrics,
+        metrics: WorkerMetrics,
     },
+}
+
+/// A worker's counters: its scheduler's, and its preparing threads'.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct WorkerMetrics {
+    #[serde(flatten)]
+    pub scheduler: SchedulerMetrics,
+    /// Requests being rendered, tokenized or given their grammar now.
+    pub preparing: usize,
+    /// How long the oldest of those has taken so far.
+    pub oldest_preparation_ms: u64,
 }
 
 /// What the server needs to know about a loaded model.
@@ -94,32 +103,40 @@ pub struct ReadyInfo {
     pub load_seconds: f64,
 }
 
-/// An error with the HTTP status it maps to.
+/// An engine failure as it crosses the process boundary: what kind it is
+/// and what to tell the client. The server alone decides what a kind means
+/// in HTTP ([`crate::server::error::ApiError::from_engine`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireError {
-    pub status: u16,
+    pub kind: ErrorKind,
     pub message: String,
 }
 
-impl From<&ApiError> for WireError {
-    fn from(error: &ApiError) -> Self {
+impl WireError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            status: error.status.as_u16(),
-            message: error.message.clone(),
+            kind,
+            message: message.into(),
         }
     }
 }
 
-impl From<WireError> for ApiError {
-    fn from(wire: WireError) -> Self {
-        let status = StatusCode::from_u16(wire.status)
-            .ok()
-            .filter(|status| status.is_client_error() || status.is_server_error())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            ApiError::busy(wire.message)
-        } else {
-            ApiError::new(status, wire.message)
+impl From<&EngineError> for WireError {
+    fn from(error: &EngineError) -> Self {
+        let message = match error {
+            // The path stays in the worker; the client named the model.
+            EngineError::Load { .. } => "llama.cpp could not load the model file".to_owned(),
+            other => other.to_string(),
+        };
+        Self::new(error.kind(), message)
+    }
+}
+
+impl From<&SchedulerError> for WireError {
+    fn from(error: &SchedulerError) -> Self {
+        match error {
+            SchedulerError::Engine(engine) => Self::from(engine),
+            other => Self::new(other.kind(), other.to_string()),
         }
     }
 }

@@ -1,0 +1,128 @@
+//! What `run`, `chat`, `bench` and `serve` share before they start: the
+//! model a MODEL argument names (checked before llama.cpp sees it), the
+//! engine request the generation flags describe, how to load the model, and
+//! the Ctrl-C flag.
+//!
+//! Owns: turning parsed arguments into resolved values (parse, then
+//! resolve). Reads only what the user named (the store, a schema file, a
+//! template file), each with a size bound. Must not touch: the terminal.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::UsageError;
+use crate::cli::{GenerationArgs, LoadArgs, OutputFormat};
+use crate::engine::{Constraint, GenerateRequest, LoadOptions, SamplingConfig, TemplateSource};
+use crate::files::{self, ReadError};
+use crate::gguf::{self, CheckedModel};
+use crate::store::{ModelRef, Store, StoreError};
+
+/// Largest `--schema` file (far above any schema the converter accepts).
+const MAX_SCHEMA_FILE_BYTES: u64 = 1 << 20;
+/// Largest `--chat-template` file (real templates are a few KB).
+const MAX_TEMPLATE_FILE_BYTES: u64 = 1 << 20;
+
+/// Resolve MODEL (a .gguf path, a store name, or a repo already in the
+/// Hugging Face cache) and check the file (every part of a split set)
+/// before llama.cpp sees it.
+pub fn resolve_model(reference: &str) -> anyhow::Result<CheckedModel> {
+    let path = Store::from_env()
+        .resolve(&ModelRef::parse(reference)?)?
+        .path;
+    gguf::check_model(&path).map_err(|source| {
+        StoreError::InvalidModel {
+            path: path.clone(),
+            source,
+        }
+        .into()
+    })
+}
+
+/// The engine request of the generation flags: sampling values and the
+/// output constraint (a schema is read, bounded and checked now, before
+/// any model loads).
+pub fn build_request(args: &GenerationArgs) -> anyhow::Result<GenerateRequest> {
+    let defaults = SamplingConfig::default();
+    let sampling = SamplingConfig {
+        temperature: args.temperature.unwrap_or(defaults.temperature),
+        top_k: args.top_k.unwrap_or(defaults.top_k),
+        top_p: args.top_p.unwrap_or(defaults.top_p),
+        min_p: args.min_p.unwrap_or(defaults.min_p),
+        repeat_penalty: args.repeat_penalty.unwrap_or(defaults.repeat_penalty),
+        repeat_last_n: defaults.repeat_last_n,
+        seed: args.seed,
+        ..defaults
+    };
+    let constraint = match (&args.format, &args.schema) {
+        (_, Some(path)) => Some(Constraint::JsonSchema(read_schema(path)?)),
+        (Some(OutputFormat::Json), None) => Some(Constraint::JsonObject),
+        (None, None) => None,
+    };
+    if let Some(constraint) = &constraint {
+        // The same bounds the server applies, and llama.cpp's own conversion:
+        // a bad schema fails now, before the model is loaded.
+        constraint.to_grammar().map_err(|error| {
+            UsageError::new(error.to_string()).with_hint("fix the schema given with --schema")
+        })?;
+    }
+    Ok(GenerateRequest {
+        sampling,
+        max_tokens: args.max_tokens,
+        constraint,
+        stop: Vec::new(),
+    })
+}
+
+fn read_schema(path: &Path) -> anyhow::Result<String> {
+    let text = files::read_text_bounded(path, MAX_SCHEMA_FILE_BYTES)
+        .map_err(|error| usage_read_error("schema", &error))?;
+    serde_json::from_str::<serde_json::Value>(&text).map_err(|error| {
+        UsageError::new(format!(
+            "schema file {} is not valid JSON: {error}",
+            path.display()
+        ))
+    })?;
+    Ok(text)
+}
+
+fn usage_read_error(what: &str, error: &ReadError) -> UsageError {
+    UsageError::new(format!("cannot use the {what} file: {error}"))
+}
+
+/// How to load the model, from the shared load flags and `--chat-template`.
+pub fn load_options(load: &LoadArgs, chat_template: Option<&str>) -> anyhow::Result<LoadOptions> {
+    Ok(LoadOptions {
+        gpu_layers: load.gpu_layers,
+        chat_template: chat_template_source(chat_template)?,
+    })
+}
+
+/// `--chat-template FILE|NAME`: a Jinja file when the path exists, else a
+/// llama.cpp built-in template name.
+fn chat_template_source(value: Option<&str>) -> anyhow::Result<Option<TemplateSource>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    if std::fs::symlink_metadata(value).is_err() {
+        return Ok(Some(TemplateSource::Builtin(value.to_owned())));
+    }
+    let text = files::read_text_bounded(Path::new(value), MAX_TEMPLATE_FILE_BYTES)
+        .map_err(|error| usage_read_error("chat template", &error))?;
+    Ok(Some(TemplateSource::Jinja(text)))
+}
+
+/// Ctrl-C sets the flag (generation stops at the next token, exit 130); a
+/// second Ctrl-C exits at once.
+pub fn install_interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag))
+            .context("cannot install the Ctrl-C handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&flag))
+            .context("cannot install the Ctrl-C handler")?;
+    }
+    Ok(flag)
+}
