@@ -2,6 +2,7 @@
 //! cost, and what SIGINT and SIGTERM do to open connections (T-E1, T-E2, T-E6).
 //!
 //! Owns: the cap on open connections (so file descriptors stay bounded), the
+//! `Host` checks every request passes first (RFC 9112 §3.2, T-G6), the
 //! header, body and write timeouts (so slow or stalled clients cannot hold a
 //! connection or a generation slot), the signals, and the drain on shutdown.
 //! Must not touch: routes, handlers or models; it serves whatever [`Router`]
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode, Version};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
@@ -32,6 +33,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 
+use super::access::check_host;
 use super::error::{ApiError, Flavor};
 
 /// What one client may cost the server.
@@ -109,10 +111,13 @@ pub async fn serve(
     signals: &mut Signals,
     stop_requests: impl std::future::Future<Output = ()>,
 ) -> Shutdown {
-    let app = app.layer(middleware::from_fn_with_state(
-        limits.body_timeout,
-        body_deadline,
-    ));
+    // Outermost: a request whose Host is malformed reaches nothing else.
+    let app = app
+        .layer(middleware::from_fn_with_state(
+            limits.body_timeout,
+            body_deadline,
+        ))
+        .layer(middleware::from_fn(strict_host));
     let service = TowerToHyperService::new(app);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -223,6 +228,40 @@ fn connection_slots(configured: usize) -> usize {
         );
     }
     configured.clamp(1, available)
+}
+
+/// Middleware: RFC 9112 §3.2 on every route, `/health` included. A request
+/// with no `Host` (HTTP/1.1), two of them, a malformed one (a bad port, a
+/// stray colon or bracket), or an absolute target that names another host
+/// gets 400 in the route's error shape before the access guard (whose
+/// allowlist answers 403 to a well-formed foreign host) or a handler runs.
+/// The connection is closed after it: a client that frames requests this
+/// way is not one to keep talking to.
+async fn strict_host(request: Request, next: Next) -> Response {
+    let hosts: Vec<&[u8]> = request
+        .headers()
+        .get_all(header::HOST)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let uri = request.uri();
+    let target = uri.scheme_str().zip(uri.authority().map(|a| a.as_str()));
+    let requires_host = request.version() >= Version::HTTP_11;
+    let Err(error) = check_host(&hosts, requires_host, target) else {
+        return next.run(request).await;
+    };
+    let path = uri.path();
+    tracing::info!(
+        "{} {} 400 ({error})",
+        request.method(),
+        crate::store::names::escaped(path)
+    );
+    let mut response =
+        ApiError::bad_request(error.to_string()).into_response_for(Flavor::for_path(path));
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Middleware: give the request body `timeout` to arrive; when it does not,

@@ -21,9 +21,14 @@ use super::error::{ApiError, Flavor};
 use super::models::KeepAlive;
 use super::request::json_body;
 use super::AppState;
+use crate::store::names::escaped;
 
 /// Most inputs one request may embed (OpenAI's own limit).
 const MAX_INPUTS: usize = 2048;
+
+/// Widest embeddings of any model olm loads (its GGUF check refuses wider),
+/// so a larger `dimensions` is refused before a model is loaded for it.
+const MAX_DIMENSIONS: u64 = crate::gguf::MAX_EMBEDDING_LENGTH;
 
 /// `input`: one text or a list. Token arrays are refused: they would reach
 /// llama.cpp unchecked, and text is what every client sends.
@@ -67,7 +72,7 @@ struct OpenAiRequest {
     model: String,
     input: Input,
     encoding_format: Option<String>,
-    dimensions: Option<i64>,
+    dimensions: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,7 +81,7 @@ struct OllamaRequest {
     model: String,
     input: Input,
     truncate: Option<bool>,
-    dimensions: Option<i64>,
+    dimensions: Option<Value>,
     keep_alive: Option<Value>,
 }
 
@@ -121,7 +126,7 @@ pub(super) fn decode_openai(
         }
     };
     Ok(OpenAiDecoded {
-        dimensions: dimensions(request.dimensions)?,
+        dimensions: dimensions(request.dimensions.as_ref())?,
         texts: request.input.into_texts()?,
         model: request.model,
         base64,
@@ -138,12 +143,11 @@ async fn openai_inner(
         base64,
         dimensions,
     } = decode_openai(body)?;
-    let (vectors, prompt_tokens) = embed(state, &model, texts, false, None).await?;
+    let (vectors, prompt_tokens) = embed(state, &model, texts, false, None, dimensions).await?;
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
         .map(|(index, vector)| {
-            let vector = shortened(vector, dimensions);
             let embedding = if base64 {
                 json!(encode_base64(&vector))
             } else {
@@ -187,7 +191,7 @@ pub(super) fn decode_ollama(
     let request: OllamaRequest = json_body(body)?;
     Ok(OllamaDecoded {
         keep_alive: KeepAlive::from_request(request.keep_alive.as_ref())?,
-        dimensions: dimensions(request.dimensions)?,
+        dimensions: dimensions(request.dimensions.as_ref())?,
         texts: request.input.into_texts()?,
         truncate: request.truncate.unwrap_or(true),
         model: request.model,
@@ -206,11 +210,8 @@ async fn ollama_inner(
         dimensions,
         keep_alive,
     } = decode_ollama(body)?;
-    let (vectors, prompt_tokens) = embed(state, &model, texts, truncate, keep_alive).await?;
-    let embeddings: Vec<Vec<f32>> = vectors
-        .into_iter()
-        .map(|vector| shortened(vector, dimensions))
-        .collect();
+    let (embeddings, prompt_tokens) =
+        embed(state, &model, texts, truncate, keep_alive, dimensions).await?;
     Ok(Json(json!({
         "model": model,
         "embeddings": embeddings,
@@ -238,39 +239,98 @@ async fn ollama_legacy_inner(
     let request: OllamaLegacyRequest = json_body(body)?;
     let keep_alive = KeepAlive::from_request(request.keep_alive.as_ref())?;
     let texts = Input::One(request.prompt).into_texts()?;
-    let (mut vectors, _) = embed(state, &request.model, texts, true, keep_alive).await?;
+    let (mut vectors, _) = embed(state, &request.model, texts, true, keep_alive, None).await?;
     let embedding = vectors.pop().unwrap_or_default();
     Ok(Json(json!({ "embedding": embedding })).into_response())
 }
 
+/// Embed `texts` with `model`: one vector per text, shortened to
+/// `dimensions` if asked (400 when the model's vectors are narrower), and
+/// the prompt tokens they took.
 async fn embed(
     state: &AppState,
     model: &str,
     texts: Vec<String>,
     truncate: bool,
     keep_alive: Option<KeepAlive>,
+    dimensions: Option<usize>,
 ) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
     let loaded = state.registry.get(model, keep_alive).await?;
     let embedded = loaded.worker.embed(texts, truncate).await?;
-    Ok((embedded.vectors, embedded.prompt_tokens))
+    let vectors = shortened_all(embedded.vectors, dimensions).map_err(|size| {
+        ApiError::bad_request(format!(
+            "dimensions must be at most the model's embedding size: '{}' makes vectors \
+             of {size} dimensions, not {}",
+            escaped(model),
+            dimensions.unwrap_or_default()
+        ))
+    })?;
+    Ok((vectors, embedded.prompt_tokens))
 }
 
-fn dimensions(requested: Option<i64>) -> Result<Option<usize>, ApiError> {
-    match requested {
-        None => Ok(None),
-        Some(count) if count >= 1 => Ok(usize::try_from(count).ok()),
-        Some(count) => Err(ApiError::bad_request(format!(
+/// A request's `dimensions`: a whole number from 1 to [`MAX_DIMENSIONS`]
+/// (the model's own size is checked once its vectors are known). Decoded
+/// here rather than by serde so that every refusal names the field.
+fn dimensions(requested: Option<&Value>) -> Result<Option<usize>, ApiError> {
+    let count = match requested {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(number)) => number.as_i64().or_else(|| {
+            // Past i64, or written as a float (`1e9`, `8.0`): whole ones count.
+            number
+                .as_f64()
+                .filter(|value| value.fract() == 0.0)
+                .map(|value| value as i64)
+        }),
+        Some(_) => None,
+    };
+    let Some(count) = count else {
+        return Err(ApiError::bad_request(
+            "dimensions must be a whole number from 1 to the model's embedding size",
+        ));
+    };
+    if count < 1 {
+        return Err(ApiError::bad_request(format!(
             "dimensions must be at least 1, not {count}"
-        ))),
+        )));
     }
+    u64::try_from(count)
+        .ok()
+        .filter(|count| *count <= MAX_DIMENSIONS)
+        .and_then(|count| usize::try_from(count).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "dimensions must be at most the model's embedding size; {count} is more \
+                 than any model has (olm loads none wider than {MAX_DIMENSIONS})"
+            ))
+        })
+}
+
+/// Every vector shortened to `dimensions`, or the model's embedding size
+/// when `dimensions` is larger than it.
+fn shortened_all(
+    vectors: Vec<Vec<f32>>,
+    dimensions: Option<usize>,
+) -> Result<Vec<Vec<f32>>, usize> {
+    let Some(dimensions) = dimensions else {
+        return Ok(vectors);
+    };
+    let size = vectors.iter().map(Vec::len).max().unwrap_or(0);
+    if dimensions > size {
+        return Err(size);
+    }
+    Ok(vectors
+        .into_iter()
+        .map(|vector| shortened(vector, dimensions))
+        .collect())
 }
 
 /// The first `dimensions` values, scaled back to unit length (as OpenAI
 /// and Ollama shorten embeddings).
-fn shortened(mut vector: Vec<f32>, dimensions: Option<usize>) -> Vec<f32> {
-    let Some(dimensions) = dimensions.filter(|dimensions| *dimensions < vector.len()) else {
+fn shortened(mut vector: Vec<f32>, dimensions: usize) -> Vec<f32> {
+    if dimensions >= vector.len() {
         return vector;
-    };
+    }
     vector.truncate(dimensions);
     crate::engine::normalize(&mut vector);
     vector
@@ -295,9 +355,52 @@ mod tests {
 
     #[test]
     fn shortened_vectors_have_unit_length() {
-        let vector = shortened(vec![0.6, 0.8, 0.0, 0.0], Some(1));
+        let vector = shortened(vec![0.6, 0.8, 0.0, 0.0], 1);
         assert_eq!(vector, vec![1.0]);
-        assert_eq!(shortened(vec![0.6, 0.8], Some(5)), vec![0.6, 0.8]);
+        assert_eq!(shortened(vec![0.6, 0.8], 2), vec![0.6, 0.8]);
+    }
+
+    /// T-G6: `dimensions` from 1 to the model's embedding size.
+    #[test]
+    fn dimensions_beyond_the_model_are_refused_with_its_size() {
+        let vectors = || vec![vec![0.6, 0.8, 0.0], vec![0.0, 0.0, 1.0]];
+        assert_eq!(shortened_all(vectors(), None), Ok(vectors()));
+        assert_eq!(shortened_all(vectors(), Some(3)), Ok(vectors()));
+        assert_eq!(
+            shortened_all(vectors(), Some(1)),
+            Ok(vec![vec![1.0], vec![0.0]])
+        );
+        assert_eq!(shortened_all(vectors(), Some(4)), Err(3));
+        assert_eq!(shortened_all(vectors(), Some(usize::MAX)), Err(3));
+    }
+
+    #[test]
+    fn dimensions_are_bounded_before_any_model() {
+        assert_eq!(dimensions(None), Ok(None));
+        assert_eq!(dimensions(Some(&Value::Null)), Ok(None));
+        assert_eq!(dimensions(Some(&json!(1))), Ok(Some(1)));
+        assert_eq!(dimensions(Some(&json!(8.0))), Ok(Some(8)));
+        assert_eq!(dimensions(Some(&json!(1 << 20))), Ok(Some(1 << 20)));
+        for refused in [
+            json!(0),
+            json!(-1),
+            json!(i64::MIN),
+            json!((1 << 20) + 1),
+            json!(1_000_000_000),
+            json!(1e9),
+            json!(i64::MAX),
+            json!(u64::MAX),
+            json!(-1e300),
+            json!(1e300),
+            json!(8.5),
+            json!("8"),
+            json!([8]),
+            json!(true),
+        ] {
+            let error = dimensions(Some(&refused)).expect_err("refused");
+            assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST);
+            assert!(error.message.contains("dimensions"), "{}", error.message);
+        }
     }
 
     #[test]

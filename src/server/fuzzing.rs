@@ -104,6 +104,14 @@ mod tests {
                 Route::OllamaEmbed,
                 json!({"model": "m", "input": "a", "truncate": false, "keep_alive": -1}),
             ),
+            (
+                Route::OpenAiEmbeddings,
+                json!({"model": "m", "input": "a", "encoding_format": "float", "dimensions": 1048576}),
+            ),
+            (
+                Route::OllamaEmbed,
+                json!({"model": "m", "input": ["a", "b"], "dimensions": 1, "keep_alive": "5m"}),
+            ),
         ]
     }
 
@@ -112,6 +120,39 @@ mod tests {
         for (route, body) in valid_bodies() {
             let decoded = decode_request(route, body.to_string().as_bytes());
             assert_eq!(decoded, Ok(()), "{route:?} {body}");
+        }
+    }
+
+    /// T-G6: `dimensions` outside 1..=2^20 (no model olm loads is wider) is
+    /// refused before a model is loaded; the model's own size is checked
+    /// once its vectors are known.
+    #[test]
+    fn embedding_dimensions_are_bounded() {
+        for route in [Route::OpenAiEmbeddings, Route::OllamaEmbed] {
+            for dimensions in ["1", "576", "1048576"] {
+                let body = format!(r#"{{"model": "m", "input": "a", "dimensions": {dimensions}}}"#);
+                assert_eq!(decode_request(route, body.as_bytes()), Ok(()), "{body}");
+            }
+            for dimensions in [
+                "0",
+                "-1",
+                "1048577",
+                "1000000000",
+                "1e9",
+                "9223372036854775808",
+                "-9223372036854775809",
+                "8.5",
+                "\"8\"",
+                "[8]",
+            ] {
+                let body = format!(r#"{{"model": "m", "input": "a", "dimensions": {dimensions}}}"#);
+                let refused = decode_request(route, body.as_bytes()).expect_err(&body);
+                assert_eq!(refused.status, 400, "{body}: {refused:?}");
+                assert!(
+                    refused.message.contains("dimensions"),
+                    "{body}: {refused:?}"
+                );
+            }
         }
     }
 

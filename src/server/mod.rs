@@ -31,7 +31,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 
 pub use access::{is_loopback, is_wildcard, keys_match, AccessPolicy};
@@ -87,62 +87,93 @@ pub struct AppState {
     stall_limit: Duration,
 }
 
-/// Requests per route, for `/metrics` (fixed routes only: no label from input).
-#[derive(Debug, Default)]
-struct RequestCounters {
-    counts: [AtomicU64; ROUTES.len()],
-    refused: AtomicU64,
+/// One route of the API: its path and what answers there (the method is
+/// part of the handler: `get(...)`, `post(...)`).
+struct Route {
+    path: &'static str,
+    handler: fn() -> MethodRouter<Arc<AppState>>,
 }
 
-const ROUTES: &[&str] = &[
-    "/health",
-    "/metrics",
-    "/v1/models",
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/api/chat",
-    "/api/generate",
-    "/api/tags",
-    "/api/show",
-    "/api/ps",
-    "/api/version",
-    "/api/embed",
-    "/api/embeddings",
-    "/api/pull",
-    "/api/delete",
-    "other",
-];
-
-impl RequestCounters {
-    fn count(&self, path: &str) {
-        let index = ROUTES
-            .iter()
-            .position(|route| *route == path)
-            .unwrap_or(ROUTES.len() - 1);
-        self.counts[index].fetch_add(1, Ordering::Relaxed);
+impl Route {
+    const fn new(path: &'static str, handler: fn() -> MethodRouter<Arc<AppState>>) -> Self {
+        Self { path, handler }
     }
 }
 
-/// Every route of the API, behind the access guard and the body limit.
+/// Every route of the API, in one table: [`router`] is built from it and
+/// `/metrics` counts requests by its paths, so a new route cannot be left
+/// out of either.
+const ROUTES: &[Route] = &[
+    Route::new("/health", || get(health)),
+    Route::new("/metrics", || get(metrics)),
+    Route::new("/v1/models", || get(openai::models)),
+    Route::new("/v1/chat/completions", || post(openai::chat)),
+    Route::new("/v1/completions", || post(openai::completions)),
+    Route::new("/v1/embeddings", || post(embed::openai)),
+    Route::new("/api/chat", || post(ollama::chat)),
+    Route::new("/api/generate", || post(ollama::generate)),
+    Route::new("/api/tags", || get(ollama::tags)),
+    Route::new("/api/show", || post(ollama::show)),
+    Route::new("/api/ps", || get(ollama::ps)),
+    Route::new("/api/version", || get(ollama::version)),
+    Route::new("/api/embed", || post(embed::ollama)),
+    Route::new("/api/embeddings", || post(embed::ollama_legacy)),
+    Route::new("/api/pull", || post(store_routes::pull)),
+    Route::new("/api/delete", || delete(store_routes::delete)),
+];
+
+/// The `/metrics` label of requests to no route in [`ROUTES`].
+const OTHER_ROUTE: &str = "other";
+
+/// Requests per route, for `/metrics` (fixed routes only: no label from
+/// input): one counter per entry of [`ROUTES`], then one for the rest.
+#[derive(Debug)]
+struct RequestCounters {
+    counts: Box<[AtomicU64]>,
+    refused: AtomicU64,
+}
+
+impl Default for RequestCounters {
+    fn default() -> Self {
+        Self {
+            counts: (0..=ROUTES.len()).map(|_| AtomicU64::new(0)).collect(),
+            refused: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RequestCounters {
+    /// Where `path`'s requests are counted: its route's index in [`ROUTES`],
+    /// or the last counter ([`OTHER_ROUTE`]).
+    fn index(path: &str) -> usize {
+        ROUTES
+            .iter()
+            .position(|route| route.path == path)
+            .unwrap_or(ROUTES.len())
+    }
+
+    fn count(&self, path: &str) {
+        self.counts[Self::index(path)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Each route's label and count, [`OTHER_ROUTE`] last.
+    fn labelled(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        ROUTES
+            .iter()
+            .map(|route| route.path)
+            .chain([OTHER_ROUTE])
+            .zip(self.counts.iter())
+            .map(|(label, count)| (label, count.load(Ordering::Relaxed)))
+    }
+}
+
+/// Every route of [`ROUTES`], behind the access guard and the body limit.
 pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/v1/models", get(openai::models))
-        .route("/v1/chat/completions", post(openai::chat))
-        .route("/v1/completions", post(openai::completions))
-        .route("/v1/embeddings", post(embed::openai))
-        .route("/api/chat", post(ollama::chat))
-        .route("/api/generate", post(ollama::generate))
-        .route("/api/tags", get(ollama::tags))
-        .route("/api/show", post(ollama::show))
-        .route("/api/ps", get(ollama::ps))
-        .route("/api/version", get(ollama::version))
-        .route("/api/embed", post(embed::ollama))
-        .route("/api/embeddings", post(embed::ollama_legacy))
-        .route("/api/pull", post(store_routes::pull))
-        .route("/api/delete", axum::routing::delete(store_routes::delete))
+    ROUTES
+        .iter()
+        .fold(Router::new(), |router, route| {
+            router.route(route.path, (route.handler)())
+        })
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), guard))
@@ -395,12 +426,8 @@ type MetricFamily = (&'static str, &'static str, fn(&WorkerMetrics) -> u64);
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = String::new();
     let _ = writeln!(text, "# TYPE olm_http_requests_total counter");
-    for (route, count) in ROUTES.iter().zip(&state.requests.counts) {
-        let _ = writeln!(
-            text,
-            "olm_http_requests_total{{route=\"{route}\"}} {}",
-            count.load(Ordering::Relaxed)
-        );
+    for (route, count) in state.requests.labelled() {
+        let _ = writeln!(text, "olm_http_requests_total{{route=\"{route}\"}} {count}");
     }
     let _ = writeln!(text, "# TYPE olm_http_refused_total counter");
     let _ = writeln!(
@@ -483,4 +510,66 @@ fn label(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_paths_are_distinct_and_absolute() {
+        let mut paths: Vec<&str> = ROUTES.iter().map(|route| route.path).collect();
+        assert!(paths.iter().all(|path| path.starts_with('/')), "{paths:?}");
+        paths.sort_unstable();
+        paths.dedup();
+        assert_eq!(paths.len(), ROUTES.len(), "a path is listed twice");
+        assert!(!paths.contains(&OTHER_ROUTE));
+    }
+
+    /// Each route is counted under its own label, anything else under "other".
+    #[test]
+    fn requests_are_counted_by_route() {
+        let counters = RequestCounters::default();
+        for route in ROUTES {
+            counters.count(route.path);
+        }
+        counters.count("/v1/embeddings");
+        counters.count("/no/such/route");
+        counters.count("/health/");
+        let counted: Vec<(&str, u64)> = counters.labelled().collect();
+        assert_eq!(counted.len(), ROUTES.len() + 1);
+        for (label, count) in counted {
+            let expected = match label {
+                "/v1/embeddings" | OTHER_ROUTE => 2,
+                _ => 1,
+            };
+            assert_eq!(count, expected, "{label}");
+        }
+    }
+
+    /// axum panics on a path it cannot route (or routes twice): building
+    /// the router from the table proves it holds none.
+    #[test]
+    fn the_router_builds_from_the_table() {
+        let settings = ModelSettings {
+            scheduler: crate::engine::SchedulerOptions {
+                parallel: 1,
+                context_per_sequence: 512,
+                queue_capacity: 1,
+                threads: 1,
+                batch_size: 512,
+            },
+            load: Default::default(),
+            keep_alive: Duration::from_secs(1),
+            max_loaded: 1,
+            verbose: false,
+        };
+        let state = Arc::new(AppState {
+            registry: Registry::new(BTreeMap::new(), settings),
+            access: AccessPolicy::default(),
+            requests: RequestCounters::default(),
+            body_limit: 1,
+        });
+        let _router = router(state, 1);
+    }
 }

@@ -1,14 +1,16 @@
-//! `olm serve` against hostile input (security-tests.md T-D4, T-D6, T-D7):
-//! malformed and out-of-range requests, structured-output abuse, forged log
-//! lines. Every one is refused quickly, in the route's own error shape,
-//! before any model is loaded, and the server stays healthy.
+//! `olm serve` against hostile input (security-tests.md T-D4, T-D6, T-D7,
+//! T-G6): malformed and out-of-range requests, structured-output abuse,
+//! forged log lines, malformed `Host` headers. Every one is refused
+//! quickly, in the route's own error shape, before any model is loaded
+//! (but an embedding `dimensions` past the model's own size, which its
+//! vectors tell), and the server stays healthy.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::server::{connect, parse_reply, Reply, Server, MODEL};
+use crate::common::server::{connect, http, parse_reply, read_all, Reply, Server, MODEL};
 use crate::common::{models_dir, smollm2};
 
 /// SmolLM2's vocabulary size: the first token id it does not have.
@@ -508,6 +510,226 @@ fn forged_log_lines_stay_escaped_and_errors_name_no_paths() {
         );
         if user.len() > 3 {
             assert!(!body.contains(&user), "names the user {user}: {body}");
+        }
+    }
+}
+
+/// One request exactly as written, over a fresh connection.
+fn raw_request(port: u16, request: &str) -> Reply {
+    let mut stream = connect(port);
+    stream.write_all(request.as_bytes()).expect("send request");
+    parse_reply(&read_all(&mut stream))
+}
+
+/// The message of an error reply, checked to be in the shape of `path`'s API.
+#[track_caller]
+fn error_message(path: &str, reply: &Reply) -> String {
+    let error = &reply.json()["error"];
+    let message = if path.starts_with("/api/") {
+        error.as_str()
+    } else {
+        assert_eq!(
+            error["type"], "invalid_request_error",
+            "OpenAI shape: {}",
+            reply.body
+        );
+        assert_eq!(error["code"], reply.status.to_string(), "{}", reply.body);
+        error["message"].as_str()
+    };
+    message
+        .unwrap_or_else(|| panic!("{path}: not the API's error shape: {}", reply.body))
+        .to_owned()
+}
+
+/// Another client is served: the refusal before it left nothing behind.
+#[track_caller]
+fn another_client_is_served(server: &Server) {
+    let reply = server.get("/v1/models");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+/// T-G6 (RFC 9112 §3.2): no `Host` in HTTP/1.1, two of them, a malformed
+/// one, or an absolute request target that names another host get 400 in
+/// the route's error shape, on `/health` too, before the allowlist, the
+/// API key or a handler; the connection is closed after it, and the next
+/// client is served. Well-formed loopback hosts are served and well-formed
+/// foreign ones still get the allowlist's 403 (T-D2).
+#[test]
+fn malformed_host_headers_are_refused_with_400() {
+    let mut server = Server::start(&[]);
+    let port = server.port;
+    let malformed = [
+        String::new(),
+        format!("Host: 127.0.0.1:{port}\r\nHost: 127.0.0.1:{port}\r\n"),
+        format!("Host: 127.0.0.1:{port}\r\nHost: evil.example\r\n"),
+        format!("Host: evil.example\r\nHost: 127.0.0.1:{port}\r\n"),
+        "Host: localhost:\r\n".to_owned(),
+        "Host: [::1]:\r\n".to_owned(),
+        "Host: localhost:abc\r\n".to_owned(),
+        "Host: localhost:65536\r\n".to_owned(),
+        "Host: localhost:99999\r\n".to_owned(),
+        "Host: localhost:-1\r\n".to_owned(),
+        format!("Host: localhost:{port}0\r\n"),
+        format!("Host: localhost:{port}:{port}\r\n"),
+        format!("Host: ::1:{port}\r\n"),
+        format!("Host: [::1]x:{port}\r\n"),
+        format!("Host: x[::1]:{port}\r\n"),
+        format!("Host: [::1]:{port}]\r\n"),
+        "Host: [::1\r\n".to_owned(),
+        format!("Host: [localhost]:{port}\r\n"),
+        format!("Host: user@localhost:{port}\r\n"),
+        format!("Host: local host:{port}\r\n"),
+    ];
+    for path in ["/health", "/v1/models", "/api/tags"] {
+        for head in &malformed {
+            let reply = raw_request(
+                port,
+                &format!("GET {path} HTTP/1.1\r\n{head}Connection: keep-alive\r\n\r\n"),
+            );
+            assert_eq!(reply.status, 400, "{path} {head:?}: {}", reply.body);
+            let message = error_message(path, &reply);
+            assert!(message.contains("Host"), "{path} {head:?}: {message}");
+            assert_eq!(reply.header("connection"), Some("close"), "{path} {head:?}");
+            another_client_is_served(&server);
+        }
+    }
+
+    // Absolute request targets: the authority must be the Host's.
+    let host = format!("Host: 127.0.0.1:{port}\r\n");
+    for target in [
+        format!("http://evil.example:{port}/health"),
+        format!("http://localhost:{port}/health"),
+        format!("http://127.0.0.1:{}/health", port.wrapping_add(1)),
+        "http://127.0.0.1/health".to_owned(),
+        format!("ftp://127.0.0.1:{port}/health"),
+        format!("http://user@127.0.0.1:{port}/health"),
+    ] {
+        let reply = raw_request(
+            port,
+            &format!("GET {target} HTTP/1.1\r\n{host}Connection: close\r\n\r\n"),
+        );
+        assert_eq!(reply.status, 400, "{target}: {}", reply.body);
+        error_message("/health", &reply);
+        another_client_is_served(&server);
+    }
+    let reply = raw_request(
+        port,
+        &format!("GET http://127.0.0.1:{port}/health HTTP/1.1\r\n{host}Connection: close\r\n\r\n"),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    // Well-formed: loopback names are served, others meet the allowlist.
+    for name in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        format!("LocalHost:{port}"),
+        "localhost".to_owned(),
+    ] {
+        for path in ["/health", "/v1/models", "/api/tags"] {
+            let reply = http(port, "GET", path, &[("Host", &name)], "");
+            assert_eq!(reply.status, 200, "{path} Host {name}: {}", reply.body);
+        }
+    }
+    for name in [
+        format!("evil.example:{port}"),
+        format!("attacker.localhost:{port}"),
+        format!("[::2]:{port}"),
+        format!(":{port}"),
+        String::new(),
+    ] {
+        for path in ["/health", "/v1/models", "/api/tags"] {
+            let reply = http(port, "GET", path, &[("Host", &name)], "");
+            assert_eq!(reply.status, 403, "{path} Host {name:?}: {}", reply.body);
+        }
+    }
+    // HTTP/1.0 may leave Host out; the allowlist still wants one.
+    let reply = raw_request(port, "GET /health HTTP/1.0\r\n\r\n");
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert_healthy_and_idle(&mut server);
+
+    // With an API key: a malformed Host is 400 before the key is asked for.
+    let keyed = Server::start(&["--api-key", "secret"]);
+    let port = keyed.port;
+    for head in ["", "Host: localhost:99999\r\n"] {
+        let reply = raw_request(
+            port,
+            &format!("GET /v1/models HTTP/1.1\r\n{head}Connection: close\r\n\r\n"),
+        );
+        assert_eq!(reply.status, 400, "{head:?}: {}", reply.body);
+    }
+    let foreign = format!("evil.example:{port}");
+    let reply = http(port, "GET", "/v1/models", &[("Host", &foreign)], "");
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert_eq!(keyed.get("/v1/models").status, 401);
+}
+
+/// T-G6: `dimensions` of `/v1/embeddings` and `/api/embed` is a whole
+/// number from 1 to the model's embedding size (SmolLM2-135M: 576).
+/// Values no model could meet are refused before a model loads; one more
+/// than the model's size is refused with its size; valid ones still work;
+/// and each refusal leaves the server serving the next client.
+#[test]
+fn embedding_dimensions_are_bounded_by_the_model() {
+    const WIDTH: usize = 576;
+    let mut server = Server::start(&[]);
+    let routes = ["/v1/embeddings", "/api/embed"];
+    for path in routes {
+        for dimensions in [
+            json!(0),
+            json!(-1),
+            json!(1e9),
+            json!(1_000_000_000),
+            json!(9_223_372_036_854_775_808_u64),
+            json!(8.5),
+            json!("8"),
+        ] {
+            let body = json!({"model": MODEL, "input": "hi", "dimensions": dimensions});
+            let message = refused(&server, path, body.to_string().as_bytes(), &[400]);
+            assert!(
+                message.contains("dimensions"),
+                "{path} {dimensions}: {message}"
+            );
+            another_client_is_served(&server);
+        }
+    }
+    assert_healthy_and_idle(&mut server);
+
+    for path in routes {
+        let body = json!({"model": MODEL, "input": ["hi", "there"], "dimensions": WIDTH + 1});
+        let reply = server.post(path, &body);
+        assert_eq!(reply.status, 400, "{path}: {}", reply.body);
+        let message = error_message(path, &reply);
+        assert!(
+            message.contains("dimensions") && message.contains(&WIDTH.to_string()),
+            "{path}: the model's size is not in {message:?}"
+        );
+        another_client_is_served(&server);
+
+        for dimensions in [1, 8, WIDTH] {
+            let body = json!({"model": MODEL, "input": ["hi", "there"], "dimensions": dimensions});
+            let reply = server.post(path, &body);
+            assert_eq!(reply.status, 200, "{path} {dimensions}: {}", reply.body);
+            let reply = reply.json();
+            let vectors: Vec<Vec<f64>> = if path == "/api/embed" {
+                serde_json::from_value(reply["embeddings"].clone()).expect("embeddings")
+            } else {
+                reply["data"]
+                    .as_array()
+                    .expect("data")
+                    .iter()
+                    .map(|item| serde_json::from_value(item["embedding"].clone()).expect("vector"))
+                    .collect()
+            };
+            assert_eq!(vectors.len(), 2, "{reply}");
+            for vector in vectors {
+                assert_eq!(vector.len(), dimensions, "{path}");
+                let norm = vector.iter().map(|value| value * value).sum::<f64>().sqrt();
+                assert!(
+                    (norm - 1.0).abs() < 1e-3,
+                    "{path} {dimensions}: norm {norm}"
+                );
+            }
         }
     }
 }
