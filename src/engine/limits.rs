@@ -55,6 +55,15 @@ impl PromptLimits {
     /// and tokenizer make of it: more messages than tokens (a message takes
     /// at least one), or more text than [`Self::max_bytes`].
     pub fn check(&self, prompt: &Prompt, n_ctx: u32) -> Result<(), EngineError> {
+        check_prompt_fits(prompt, n_ctx, self.max_bytes(n_ctx))
+    }
+}
+
+/// [`PromptLimits::check`] where the byte bound is already known (a server
+/// learns it from the model's worker): at most `n_ctx` messages and
+/// `max_bytes` bytes of text.
+pub fn check_prompt_fits(prompt: &Prompt, n_ctx: u32, max_bytes: usize) -> Result<(), EngineError> {
+    {
         let (messages, bytes) = match prompt {
             Prompt::Chat(messages) => (
                 messages.len(),
@@ -71,7 +80,7 @@ impl PromptLimits {
                 n_ctx,
             });
         }
-        if bytes > self.max_bytes(n_ctx) {
+        if bytes > max_bytes {
             return Err(EngineError::InputTooLong {
                 input: format!("{} of text", crate::human::size(bytes as u64)),
                 n_ctx,

@@ -40,7 +40,7 @@ pub use scheduler::{
 pub use template::{serve_template_process, Message, TemplateError, TemplateSource};
 
 pub use abort::{install_abort_handler, AbortPolicy};
-pub use limits::PromptLimits;
+pub use limits::{check_prompt_fits, PromptLimits};
 
 use crate::gguf::CheckedModel;
 use abort::LoadingGuard;
@@ -344,6 +344,11 @@ impl Model {
     /// The context length the model was trained with.
     pub fn n_ctx_train(&self) -> u32 {
         self.inner.n_ctx_train()
+    }
+
+    /// Width of the vectors the model embeds text as.
+    pub fn embedding_size(&self) -> u32 {
+        u32::try_from(self.inner.n_embd_out()).unwrap_or(0)
     }
 
     pub fn n_params(&self) -> u64 {

@@ -256,6 +256,15 @@ async fn embed(
     dimensions: Option<usize>,
 ) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
     let loaded = state.registry.get(model, keep_alive).await?;
+    let size = loaded.worker.ready().embedding_size as usize;
+    if let Some(asked) = dimensions.filter(|asked| *asked > size) {
+        // Refused before any text is embedded.
+        return Err(ApiError::bad_request(format!(
+            "dimensions must be at most the model's embedding size: '{}' makes vectors \
+             of {size} dimensions, not {asked}",
+            escaped(model),
+        )));
+    }
     let embedded = loaded.worker.embed(texts, truncate).await?;
     let vectors = shortened_all(embedded.vectors, dimensions).map_err(|size| {
         ApiError::bad_request(format!(

@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::models::{KeepAlive, LoadedModel};
 use super::worker::{Generation, Reply};
 use super::AppState;
-use crate::engine::{GenerateRequest, Prompt, Stats};
+use crate::engine::{check_prompt_fits, GenerateRequest, Prompt, Stats};
 
 /// How a request's text reaches its handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,10 @@ pub async fn start(
     keep_alive: Option<KeepAlive>,
 ) -> Result<Started, ApiError> {
     let model = state.registry.get(model_name, keep_alive).await?;
+    let ready = model.worker.ready();
+    let max_bytes = usize::try_from(ready.max_prompt_bytes).unwrap_or(usize::MAX);
+    check_prompt_fits(&prompt, ready.context_per_sequence, max_bytes)
+        .map_err(|error| ApiError::from_engine(error.kind(), error.to_string()))?;
     let generation = model
         .worker
         .generate(prompt, request, delivery == Delivery::Whole)

@@ -72,10 +72,16 @@ impl KeepAlive {
         if seconds < 0.0 {
             return Some(KeepAlive::Forever);
         }
-        // Longer than a century is forever too.
+        // Longer than a century is forever too (and never overflows an
+        // `Instant` when added to it).
+        if seconds > CENTURY.as_secs_f64() {
+            return Some(KeepAlive::Forever);
+        }
         Some(Duration::try_from_secs_f64(seconds).map_or(KeepAlive::Forever, KeepAlive::For))
     }
 }
+
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// `"1h30m"`, `"5m"`, `"-1"`, `"2.5s"`, `"300ms"`, or a bare number of seconds.
 fn parse_duration(text: &str) -> Option<f64> {

@@ -112,7 +112,10 @@ impl SamplingRequest {
             top_k: match self.top_k {
                 None => defaults.top_k,
                 Some(top_k) => u32::try_from(top_k).map_err(|_| {
-                    ApiError::bad_request(format!("top_k must be >= 0, got {top_k}"))
+                    ApiError::bad_request(format!(
+                        "top_k must be between 0 and {}, got {top_k}",
+                        u32::MAX
+                    ))
                 })?,
             },
             // OpenAI's range.

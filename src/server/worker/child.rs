@@ -93,6 +93,10 @@ pub fn run() -> i32 {
         context_per_sequence: scheduler.context_per_sequence(),
         parallel: scheduler.parallel(),
         size: model.size(),
+        embedding_size: model.embedding_size(),
+        max_prompt_bytes: model
+            .prompt_limits()
+            .max_bytes(scheduler.context_per_sequence()) as u64,
         load_seconds: started.elapsed().as_secs_f64(),
     };
     if !outbox.send(&FromWorker::Ready(ready)) {

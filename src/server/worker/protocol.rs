@@ -100,6 +100,11 @@ pub struct ReadyInfo {
     pub parallel: u32,
     /// Bytes of weights.
     pub size: u64,
+    /// Width of the model's embedding vectors (the most `dimensions` can ask).
+    pub embedding_size: u32,
+    /// Most bytes of prompt text that could fit one sequence's context:
+    /// the server refuses more before sending it here.
+    pub max_prompt_bytes: u64,
     pub load_seconds: f64,
 }
 

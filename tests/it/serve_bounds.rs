@@ -1,0 +1,194 @@
+//! Bounded work per request in `olm serve` (T-G3; issue 12): a hostile chat
+//! template, a request of 100,000 messages or a pathological schema fails on
+//! its own, fast, while another client's answer keeps streaming; `/health`
+//! says when a model stops making progress.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::server::{chat_body, Server, MODEL};
+use crate::common::smollm2;
+
+/// A copy of the test model whose embedded chat template is `template`:
+/// the header rewritten by olm's GGUF writer, the weights copied as they are.
+fn model_with_template(directory: &Path, name: &str, template: &str) -> PathBuf {
+    let source = smollm2();
+    let header = olm::gguf::inspect(&source).expect("the test model parses");
+    let rewritten = olm::gguf::writer::GgufBuilder::from_file(&header)
+        .set_metadata("tokenizer.chat_template", template)
+        .data_len(0)
+        .to_bytes();
+    let weights = std::fs::read(&source).expect("read the test model");
+    let data_offset = usize::try_from(header.data_offset).expect("offset fits");
+    let path = directory.join(format!("{name}.gguf"));
+    let mut file = std::fs::File::create(&path).expect("create model copy");
+    file.write_all(&rewritten).expect("write header");
+    file.write_all(&weights[data_offset..])
+        .expect("write weights");
+    path
+}
+
+const DOUBLING_TEMPLATE: &str = "{% set ns = namespace(s='xxxxxxxxxxxxxxxx') %}\
+    {% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}";
+
+/// A streaming answer from the good model runs while a model with a hostile
+/// template is asked: that request fails with 400 in seconds, the stream
+/// finishes, and both stay usable.
+#[test]
+fn a_hostile_template_fails_alone_while_another_answer_streams() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let hostile = model_with_template(directory.path(), "hostile", DOUBLING_TEMPLATE);
+    let server = Server::start(&[hostile.to_str().expect("utf-8 path")]);
+    server.warm_up();
+    // Load the hostile model first, so its request below measures rendering.
+    let first = server.post("/v1/completions", &json!({"model": "hostile", "prompt": "x", "max_tokens": 1}));
+    assert_eq!(first.status, 200, "raw completions need no template: {}", first.body);
+
+    let port = server.port;
+    let streaming = std::thread::spawn(move || {
+        let started = Instant::now();
+        let reply = crate::common::server::http(
+            port,
+            "POST",
+            "/v1/chat/completions",
+            &[("Content-Type", "application/json")],
+            &chat_body("Count from one to forty.", 60, true).to_string(),
+        );
+        (reply, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let refused = server.post(
+        "/v1/chat/completions",
+        &json!({"model": "hostile", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+    );
+    let refused_after = started.elapsed();
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    let message = refused.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("chat template"), "{message}");
+    assert!(refused_after < Duration::from_secs(8), "refused after {refused_after:?}");
+
+    let (streamed, _) = streaming.join().expect("streaming client");
+    assert_eq!(streamed.status, 200, "{}", streamed.body);
+    assert!(streamed.body.contains("[DONE]"), "the stream finished: {}", streamed.body);
+    assert_eq!(server.get("/health").status, 200);
+    let again = server.post("/v1/chat/completions", &chat_body("hi", 2, false));
+    assert_eq!(again.status, 200, "{}", again.body);
+}
+
+/// T-G3: 100,000 messages cannot fit any context: refused before the
+/// template sees them, in well under a second, by either API.
+#[test]
+fn a_hundred_thousand_messages_are_refused_at_once() {
+    let server = Server::start(&[]);
+    server.warm_up();
+    let messages: Vec<serde_json::Value> = (0..100_000)
+        .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": "hi"}))
+        .collect();
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": messages, "max_tokens": 2}),
+        ),
+        (
+            "/api/chat",
+            json!({"model": MODEL, "messages": messages, "stream": false}),
+        ),
+    ] {
+        let started = Instant::now();
+        let reply = server.post(path, &body);
+        assert_eq!(reply.status, 400, "{path}: {}", reply.body);
+        assert!(
+            reply.body.contains("100000 messages") && reply.body.contains("cannot fit"),
+            "{path}: {}",
+            reply.body
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{path}: refused after {:?}",
+            started.elapsed()
+        );
+    }
+    let fine = server.post("/v1/chat/completions", &chat_body("hi", 2, false));
+    assert_eq!(fine.status, 200, "{}", fine.body);
+}
+
+/// A schema pattern of nested alternations is refused with 400 before it
+/// reaches the model's worker.
+#[test]
+fn a_pattern_of_nested_alternations_is_refused() {
+    fn tree(depth: u32) -> String {
+        match depth {
+            0 => "a".into(),
+            _ => format!("({}|{})", tree(depth - 1), tree(depth - 1).replace('a', "b")),
+        }
+    }
+    let server = Server::start(&[]);
+    let schema = json!({"type": "object", "properties": {"x": {"type": "string", "pattern": format!("^{}$", tree(10))}}});
+    let started = Instant::now();
+    let reply = server.post(
+        "/v1/chat/completions",
+        &json!({
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+        }),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.contains("alternatives"), "{}", reply.body);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+/// `/health` answers 503 naming the model while one decode step runs past
+/// the stall limit (a long prompt's chunk on one thread, with a limit of
+/// 50 ms), and 200 again once the model makes progress.
+#[test]
+fn health_reports_a_model_that_stops_making_progress() {
+    let server = Server::start(&["-c", "4096", "--stall-limit-ms", "50"]);
+    server.warm_up();
+    assert_eq!(server.get("/health").status, 200);
+    let port = server.port;
+    let long_prompt = "The quick brown fox jumps over the lazy dog. ".repeat(300);
+    let request = std::thread::spawn(move || {
+        crate::common::server::http(
+            port,
+            "POST",
+            "/v1/chat/completions",
+            &[("Content-Type", "application/json")],
+            &chat_body(&long_prompt, 2, false).to_string(),
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut stalled = None;
+    while Instant::now() < deadline && !request.is_finished() {
+        let health = server.get("/health");
+        if health.status == 503 {
+            stalled = Some(health.body);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let body = stalled.expect("/health said 503 during the long step");
+    assert!(body.contains("stalled") && body.contains(MODEL), "{body}");
+    let reply = request.join().expect("request thread");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(server.get("/health").status, 200, "healthy once idle");
+}
+
+/// A `keep_alive` longer than a century means "forever"; `/api/ps` still
+/// answers (it used to overflow adding it to the clock).
+#[test]
+fn an_enormous_keep_alive_is_forever() {
+    let server = Server::start(&[]);
+    let reply = server.post(
+        "/api/generate",
+        &json!({"model": MODEL, "prompt": "hi", "stream": false, "keep_alive": 1.8e19, "options": {"num_predict": 1}}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let ps = server.get("/api/ps");
+    assert_eq!(ps.status, 200, "{}", ps.body);
+    assert!(ps.body.contains(MODEL), "{}", ps.body);
+}
