@@ -1,7 +1,9 @@
-//! Crash-safe file writes: a temp file in the same directory, `sync_all`,
-//! rename over the target, then `sync_all` on the directory.
+//! Crash-safe file writes: a fresh temp file in the same directory,
+//! `sync_all`, rename over the target (replacing a link there, never
+//! writing through it), then `sync_all` on the directory. Callers confine
+//! the directory to the store first.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
@@ -20,7 +22,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::process::id()
     ));
     let result = (|| {
-        let mut file = File::create(&temp)?;
+        // A fresh file: a link planted under the temp name is removed, never written through.
+        match fs::remove_file(&temp) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temp, path)?;
