@@ -56,10 +56,16 @@ impl RepoCache {
         self.lock_root.join(format!("{sha256}.lock"))
     }
 
-    /// `snapshots/<commit>/<file name>`.
+    /// `snapshots/<commit>/<file name>`; an empty name is the snapshot folder.
     pub fn snapshot_file(&self, commit: &str, name: &str) -> PathBuf {
-        debug_assert!(is_commit(commit) && check_repo_file_name(name).is_ok());
-        self.root.join("snapshots").join(commit).join(name)
+        debug_assert!(is_commit(commit) && (name.is_empty() || check_repo_file_name(name).is_ok()));
+        self.snapshot_folder(commit).join(name)
+    }
+
+    /// `snapshots/<commit>`.
+    pub fn snapshot_folder(&self, commit: &str) -> PathBuf {
+        debug_assert!(is_commit(commit));
+        self.root.join("snapshots").join(commit)
     }
 
     /// `refs/<revision>`.

@@ -37,8 +37,8 @@ const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
 /// Why a model reference could not be resolved or the store could not act.
 ///
-/// A path that leads outside the store is an [`StoreError::Io`] whose
-/// source carries the [`Escape`] ([`StoreError::escape`]).
+/// A path that leads outside the store is a [`StoreError::Io`] whose
+/// error carries the [`Escape`] ([`StoreError::escape`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("model reference is empty")]
@@ -60,12 +60,13 @@ pub enum StoreError {
         #[source]
         source: crate::gguf::GgufError,
     },
-    #[error("{action} {}: {source}", path.display())]
+    /// The message names the I/O error itself (it is not also a `source`,
+    /// which would print it twice in an error chain).
+    #[error("{action} {}: {error}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -79,22 +80,22 @@ impl StoreError {
     }
 
     fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Self + 'a {
-        move |source| StoreError::Io {
+        move |error| StoreError::Io {
             action,
             path: path.to_owned(),
-            source,
+            error,
         }
     }
 
     /// Whether the disk is full (exit 6).
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, StoreError::Io { source, .. } if is_disk_full(source))
+        matches!(self, StoreError::Io { error, .. } if is_disk_full(error))
     }
 
     /// The symlink leading outside the store that stopped the store, if any.
     pub fn escape(&self) -> Option<&Escape> {
         match self {
-            StoreError::Io { source, .. } => escape_of(source),
+            StoreError::Io { error, .. } => escape_of(error),
             _ => None,
         }
     }
@@ -165,6 +166,15 @@ pub struct Removal {
     /// Links leading outside the store: nothing was deleted through them
     /// (a link that was itself a stored file is in `removed`).
     pub left: Vec<Escape>,
+}
+
+impl Removal {
+    /// Note a link out of the store (once, however often it was met).
+    fn leave(&mut self, escape: &Escape) {
+        if !self.left.contains(escape) {
+            self.left.push(escape.clone());
+        }
+    }
 }
 
 /// olm's home directory: `OLM_HOME` if set and not empty, else the platform
@@ -249,7 +259,7 @@ impl Store {
         };
         let text = match self.read_manifest_text(&path) {
             Ok(text) => text,
-            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Err(StoreError::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => {
                 return Ok(None)
             }
             Err(error) => return Err(error),
@@ -700,7 +710,7 @@ fn remove_snapshot_link(
     }
     if let Err(error) = cache.resolve_snapshot_file(link) {
         if let Some(escape) = escape_of(&error) {
-            removal.left.push(escape.clone());
+            removal.leave(escape);
         }
     }
     match cache.remove_entry(link) {
@@ -714,7 +724,7 @@ fn remove_snapshot_link(
 fn remove_blob(root: &Root, blob: &Path, removal: &mut Removal) -> Result<(), StoreError> {
     if let Err(error) = root.resolve(blob) {
         if let Some(escape) = escape_of(&error) {
-            removal.left.push(escape.clone());
+            removal.leave(escape);
             if escape.link() != blob {
                 return Ok(());
             }
@@ -732,7 +742,7 @@ fn remove_blob(root: &Root, blob: &Path, removal: &mut Removal) -> Result<(), St
 fn note_escape(error: io::Error, path: &Path, removal: &mut Removal) -> Result<(), StoreError> {
     match escape_of(&error) {
         Some(escape) => {
-            removal.left.push(escape.clone());
+            removal.leave(escape);
             Ok(())
         }
         None => Err(StoreError::io("cannot remove", path)(error)),
