@@ -55,3 +55,34 @@ pub fn rename_durable(from: &Path, to: &Path) -> std::io::Result<()> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_planted_under_the_temp_name_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, b"keep").unwrap();
+        let target = dir.path().join("store/file.json");
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let temp = target
+            .parent()
+            .unwrap()
+            .join(format!(".file.json.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&outside, &temp).unwrap();
+        write_atomic(&target, b"new").unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"keep");
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        // A link at the target itself is replaced, not written through.
+        fs::remove_file(&target).unwrap();
+        std::os::unix::fs::symlink(&outside, &target).unwrap();
+        write_atomic(&target, b"newer").unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"keep");
+        assert!(!fs::symlink_metadata(&target)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+}

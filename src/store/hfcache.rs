@@ -317,3 +317,161 @@ struct Snapshot<'a> {
     repo: &'a RepoId,
     commit: &'a str,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    const SHA: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+    const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        cache: RepoCache,
+        outside: PathBuf,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(dir.path()).unwrap();
+        let outside = base.join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("keep"), b"keep").unwrap();
+        let repo = RepoId::parse("owner/repo").unwrap();
+        let cache = RepoCache::new(&base.join("hub"), &repo);
+        fs::create_dir_all(cache.root.join("blobs")).unwrap();
+        fs::write(cache.blob(SHA), b"gguf bytes").unwrap();
+        Setup {
+            _dir: dir,
+            cache,
+            outside,
+        }
+    }
+
+    fn is_escape(error: &StoreError) -> bool {
+        error.escape().is_some()
+    }
+
+    #[test]
+    fn the_normal_layout_links_checks_and_scans() {
+        let setup = setup();
+        let cache = &setup.cache;
+        cache.check().unwrap();
+        let link = cache
+            .link_snapshot(COMMIT, "model-Q4_K_M.gguf", SHA)
+            .unwrap();
+        assert_eq!(
+            fs::read_link(&link).unwrap(),
+            Path::new("../../blobs").join(SHA)
+        );
+        assert_eq!(cache.resolve_snapshot_file(&link).unwrap(), cache.blob(SHA));
+        let nested = cache
+            .link_snapshot(COMMIT, "sub/model-Q8_0.gguf", SHA)
+            .unwrap();
+        assert_eq!(
+            cache.resolve_snapshot_file(&nested).unwrap(),
+            cache.blob(SHA)
+        );
+        fs::create_dir_all(cache.root.join("refs")).unwrap();
+        fs::write(cache.reference("main"), COMMIT).unwrap();
+        assert_eq!(cache.main_commit().as_deref(), Some(COMMIT));
+        let (found, escapes) = scan_root(cache.cache());
+        assert!(escapes.is_empty());
+        assert_eq!(found.len(), 2);
+    }
+
+    #[test]
+    fn repo_folders_that_lead_out_are_refused_before_a_pull_writes() {
+        for folder in ["blobs", "snapshots", "refs"] {
+            let setup = setup();
+            let path = setup.cache.root.join(folder);
+            let _ = fs::remove_dir_all(&path);
+            symlink(&setup.outside, &path).unwrap();
+            let error = setup.cache.check().unwrap_err();
+            assert!(is_escape(&error), "{folder}: {error}");
+        }
+        let setup = setup();
+        let locks = setup.cache.lock(SHA);
+        fs::create_dir_all(locks.parent().unwrap().parent().unwrap()).unwrap();
+        symlink(&setup.outside, locks.parent().unwrap()).unwrap();
+        assert!(is_escape(&setup.cache.check().unwrap_err()), ".locks");
+    }
+
+    #[test]
+    fn partial_and_lock_files_linked_out_are_refused() {
+        let setup = setup();
+        symlink(setup.outside.join("keep"), setup.cache.partial(SHA)).unwrap();
+        assert!(is_escape(&setup.cache.check().unwrap_err()), "partial");
+        let setup = self::setup();
+        let lock = setup.cache.lock(SHA);
+        fs::create_dir_all(lock.parent().unwrap()).unwrap();
+        symlink(setup.outside.join("keep"), &lock).unwrap();
+        assert!(is_escape(&setup.cache.check().unwrap_err()), "lock");
+    }
+
+    #[test]
+    fn link_snapshot_refuses_a_snapshot_folder_or_blob_that_leads_out() {
+        let setup = setup();
+        let snapshots = setup.cache.root.join("snapshots");
+        symlink(&setup.outside, &snapshots).unwrap();
+        let error = setup
+            .cache
+            .link_snapshot(COMMIT, "m.gguf", SHA)
+            .unwrap_err();
+        assert!(escape_of(&error).is_some(), "{error}");
+        assert_eq!(
+            fs::read_dir(&setup.outside).unwrap().count(),
+            1,
+            "nothing created outside"
+        );
+
+        let setup = self::setup();
+        fs::remove_file(setup.cache.blob(SHA)).unwrap();
+        symlink(setup.outside.join("keep"), setup.cache.blob(SHA)).unwrap();
+        let error = setup
+            .cache
+            .link_snapshot(COMMIT, "m.gguf", SHA)
+            .unwrap_err();
+        assert!(escape_of(&error).is_some(), "{error}");
+    }
+
+    #[test]
+    fn snapshot_links_anywhere_but_their_own_blobs_are_refused() {
+        let setup = setup();
+        let folder = setup.cache.snapshot_folder(COMMIT);
+        fs::create_dir_all(&folder).unwrap();
+        // Into the cache, but not into this repo's blobs.
+        let other = setup.cache.cache().join("models--other--repo/blobs");
+        fs::create_dir_all(&other).unwrap();
+        fs::write(other.join(SHA), b"other").unwrap();
+        let link = folder.join("a.gguf");
+        symlink(format!("../../../models--other--repo/blobs/{SHA}"), &link).unwrap();
+        let error = setup.cache.resolve_snapshot_file(&link).unwrap_err();
+        assert!(
+            matches!(escape_of(&error), Some(Escape::OutsideBlobs { .. })),
+            "{error}"
+        );
+        // Out of the cache.
+        let out = folder.join("b.gguf");
+        symlink(setup.outside.join("keep"), &out).unwrap();
+        let error = setup.cache.resolve_snapshot_file(&out).unwrap_err();
+        assert!(
+            matches!(escape_of(&error), Some(Escape::OutsideStore { .. })),
+            "{error}"
+        );
+        // A scan lists neither.
+        let (found, escapes) = scan_root(setup.cache.cache());
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(escapes.len(), 2);
+    }
+
+    #[test]
+    fn refs_main_linked_out_is_not_read() {
+        let setup = setup();
+        fs::write(setup.outside.join("main"), COMMIT).unwrap();
+        fs::create_dir_all(setup.cache.root.join("refs")).unwrap();
+        symlink(setup.outside.join("main"), setup.cache.reference("main")).unwrap();
+        assert_eq!(setup.cache.main_commit(), None);
+    }
+}

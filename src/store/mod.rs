@@ -1039,6 +1039,52 @@ mod tests {
         assert_eq!(damaged.len(), 1);
     }
 
+    #[test]
+    fn copying_into_the_store_never_writes_through_a_planted_temp_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, b"keep").unwrap();
+        let source = dir.path().join("source.bin");
+        fs::write(&source, b"abc").unwrap();
+        let sha = sha256_bytes(b"abc");
+        let blob = dir.path().join("blobs").join(format!("sha256-{sha}"));
+        fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        let temp = blob
+            .parent()
+            .unwrap()
+            .join(format!(".{sha}.{}.incomplete", std::process::id()));
+        std::os::unix::fs::symlink(&outside, &temp).unwrap();
+        copy_into_store(&source, &blob, &sha).unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"keep");
+        assert_eq!(fs::read(&blob).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn remove_deletes_nothing_through_a_blobs_folder_that_leads_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(dir.path()).unwrap();
+        let store = Store::new(base.join("home"), base.join("hub"));
+        let sha = sha256_bytes(b"abc");
+        let outside = base.join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join(format!("sha256-{sha}")), b"abc").unwrap();
+        fs::create_dir_all(store.home()).unwrap();
+        std::os::unix::fs::symlink(&outside, store.home().join("blobs")).unwrap();
+        let manifest = sample_manifest("evil", &sha);
+        store.save_manifest(&manifest).unwrap();
+        let check = &store.verify(&manifest)[0];
+        assert!(
+            matches!(check.problem, Some(Problem::Outside(_))),
+            "{check:?}"
+        );
+        let removal = store.remove(&manifest).unwrap();
+        assert!(removal.removed.is_empty());
+        assert_eq!(removal.left.len(), 1);
+        assert_eq!(removal.left[0].link(), store.home().join("blobs"));
+        assert!(outside.join(format!("sha256-{sha}")).exists());
+        assert!(store.manifests_all().0.is_empty(), "the name is gone");
+    }
+
     fn sha256_bytes(bytes: &[u8]) -> String {
         to_hex(&Sha256::digest(bytes))
     }
