@@ -655,13 +655,14 @@ impl Store {
 
     fn check_file(&self, manifest: &Manifest, file: &ManifestFile, blob: &Path) -> Option<Problem> {
         let outside = |error: &io::Error| escape_of(error).cloned().map(Problem::Outside);
+        // What `olm run` loads: the snapshot file (hub) or the blob (local).
+        let loaded_path = self.file_path(manifest, file);
         let loaded = match self.resolve_file(manifest, file) {
-            Ok(loaded) => Some(loaded),
+            Ok(loaded) => loaded,
             Err(error) => {
-                if let Some(problem) = outside(&error) {
-                    return Some(problem);
-                }
-                None
+                return Some(outside(&error).unwrap_or_else(|| {
+                    Problem::Changed(format!("cannot read {}: {error}", loaded_path.display()))
+                }))
             }
         };
         let root = self.blob_root(manifest);
@@ -677,17 +678,22 @@ impl Store {
         if let Some(problem) = check_blob(root, &resolved_blob, file) {
             return Some(Problem::Changed(problem));
         }
-        let snapshot = self.file_path(manifest, file);
-        let is_link =
-            fs::symlink_metadata(&snapshot).is_ok_and(|metadata| metadata.file_type().is_symlink());
-        match loaded {
-            Some(loaded) if is_link && loaded != resolved_blob => Some(Problem::Changed(format!(
-                "{} links to {}, not to this blob",
-                snapshot.display(),
-                loaded.display()
-            ))),
-            _ => None,
+        if fs::symlink_metadata(&loaded).is_err() {
+            return Some(Problem::Changed(format!(
+                "{} is missing",
+                loaded_path.display()
+            )));
         }
+        let is_link = fs::symlink_metadata(&loaded_path)
+            .is_ok_and(|metadata| metadata.file_type().is_symlink());
+        if is_link && loaded != resolved_blob {
+            return Some(Problem::Changed(format!(
+                "{} links to {}, not to this blob",
+                loaded_path.display(),
+                loaded.display()
+            )));
+        }
+        None
     }
 }
 
@@ -1083,6 +1089,36 @@ mod tests {
         assert_eq!(removal.left[0].link(), store.home().join("blobs"));
         assert!(outside.join(format!("sha256-{sha}")).exists());
         assert!(store.manifests_all().0.is_empty(), "the name is gone");
+    }
+
+    #[test]
+    fn verify_reports_a_snapshot_link_that_loops_or_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(dir.path()).unwrap();
+        let store = Store::new(base.join("home"), base.join("hub"));
+        let sha = sha256_bytes(b"abc");
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let repo = RepoId::parse("owner/repo").unwrap();
+        let cache = store.repo_cache(&repo);
+        fs::create_dir_all(cache.root.join("blobs")).unwrap();
+        fs::write(cache.blob(&sha), b"abc").unwrap();
+        cache.link_snapshot(commit, "x.gguf", &sha).unwrap();
+        let mut manifest = sample_manifest("owner/repo:Q4_1", &sha);
+        manifest.source = Source::Hub {
+            repo: "owner/repo".into(),
+            revision: commit.into(),
+        };
+        assert_eq!(store.verify(&manifest)[0].problem, None);
+        let link = cache.snapshot_file(commit, "x.gguf");
+        fs::remove_file(&link).unwrap();
+        let missing = store.verify(&manifest)[0].problem.clone();
+        assert!(
+            matches!(&missing, Some(Problem::Changed(text)) if text.contains("missing")),
+            "{missing:?}"
+        );
+        std::os::unix::fs::symlink("x.gguf", &link).unwrap();
+        let looping = store.verify(&manifest)[0].problem.clone();
+        assert!(matches!(looping, Some(Problem::Changed(_))), "{looping:?}");
     }
 
     fn sha256_bytes(bytes: &[u8]) -> String {

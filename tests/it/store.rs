@@ -440,6 +440,27 @@ fn t_g5_hf_blobs_folder_linked_out_is_never_followed() {
 }
 
 #[test]
+fn t_g5_hf_repo_folder_linked_out_is_never_followed() {
+    let env = TestEnv::new();
+    register_hf(&env);
+    // The attacker moves the whole repo folder out and links it back.
+    let repo = hf_repo(&env);
+    let moved = base(&env).join("canary");
+    fs::rename(&repo, &moved).unwrap();
+    symlink(&moved, &repo).unwrap();
+    let canary = Canary::around(moved);
+    assert_verify_names(&env, &repo, &canary);
+    assert_run_refused(&env, HF_NAME, &repo, &canary);
+    let rows = assert_list_stays_inside(&env, &canary);
+    assert_eq!(
+        rows.as_array().unwrap().len(),
+        1,
+        "only the manifest row: {rows}"
+    );
+    assert_rm_stays_inside(&env, HF_NAME, &repo, &canary);
+}
+
+#[test]
 fn t_g5_hf_snapshot_folder_linked_out_is_never_followed() {
     let env = TestEnv::new();
     register_hf(&env);
