@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 pub use atomic::{rename_durable, sync_directory, write_atomic};
 pub use confine::{escape_of, Escape, Root};
-pub use hfcache::{scan as scan_hf_cache, scan_root as scan_hf_cache_root, CachedFile, RepoCache};
+pub use hfcache::{scan as scan_hf_cache, CachedFile, RepoCache};
 pub use manifest::{Manifest, ManifestFile, Source};
 pub use reference::{ModelRef, RepoId};
 pub use upkeep::{FileCheck, Problem, Removal};
@@ -204,7 +204,7 @@ impl Store {
 
     /// Every GGUF file in the HF cache, and the ones skipped because they
     /// lead outside the store.
-    pub fn scan_hf_cache(&self) -> (Vec<CachedFile>, Vec<StoreError>) {
+    pub fn cached_files(&self) -> (Vec<CachedFile>, Vec<StoreError>) {
         hfcache::scan_root(&self.hf_cache)
     }
 
@@ -457,7 +457,7 @@ impl Store {
                 && !name.to_ascii_lowercase().contains("mmproj")
                 && quant.is_none_or(|quant| quant_in_name(name).as_deref() == Some(quant))
         };
-        let (found, escapes) = self.scan_hf_cache();
+        let (found, escapes) = self.cached_files();
         let snapshot = cache.root.join("snapshots").join(&commit);
         let escaping = escapes.into_iter().find(|error| {
             error.escape().is_some_and(|escape| {
