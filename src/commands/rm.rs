@@ -1,4 +1,6 @@
-//! `olm rm`: remove store names, and files no other name uses.
+//! `olm rm`: remove store names, and files no other name uses. Only what
+//! lies inside the store is removed (a link itself, never its target); a
+//! link out of the store is named in a warning and left alone.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -33,12 +35,17 @@ pub fn run(args: RmArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         }
     }
     for manifest in &targets {
-        let removed = store.remove(manifest)?;
-        let files = match removed.len() {
-            0 => "its files are shared with another name and were kept".to_owned(),
-            count => format!("{count} file(s) deleted"),
+        let removal = store.remove(manifest)?;
+        let files = match (removal.removed.len(), removal.left.is_empty()) {
+            (0, true) => "its files are shared with another name and were kept".to_owned(),
+            (count, _) => format!("{count} file(s) deleted"),
         };
         printer.status(&format!("removed {} ({files})", manifest.name));
+        for escape in &removal.left {
+            printer.warn(&format!(
+                "{escape}; nothing outside the store was touched: remove the link yourself if it should not be there"
+            ));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,9 @@
-//! Crash-safe file writes: a temp file in the same directory, `sync_all`,
-//! rename over the target, then `sync_all` on the directory.
+//! Crash-safe file writes: a fresh temp file in the same directory,
+//! `sync_all`, rename over the target (replacing a link there, never
+//! writing through it), then `sync_all` on the directory. Callers confine
+//! the directory to the store first.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
@@ -20,7 +22,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::process::id()
     ));
     let result = (|| {
-        let mut file = File::create(&temp)?;
+        // A fresh file: a link planted under the temp name is removed, never written through.
+        match fs::remove_file(&temp) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temp, path)?;
@@ -43,5 +53,36 @@ pub fn rename_durable(from: &Path, to: &Path) -> std::io::Result<()> {
     match to.parent() {
         Some(directory) => sync_directory(directory),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_planted_under_the_temp_name_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, b"keep").unwrap();
+        let target = dir.path().join("store/file.json");
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let temp = target
+            .parent()
+            .unwrap()
+            .join(format!(".file.json.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&outside, &temp).unwrap();
+        write_atomic(&target, b"new").unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"keep");
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        // A link at the target itself is replaced, not written through.
+        fs::remove_file(&target).unwrap();
+        std::os::unix::fs::symlink(&outside, &target).unwrap();
+        write_atomic(&target, b"newer").unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"keep");
+        assert!(!fs::symlink_metadata(&target)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 }

@@ -1,20 +1,24 @@
 //! The model store: what the user typed as MODEL, and where its files are.
 //!
 //! Owns: model references ([`ModelRef`], validated so no name can escape the
-//! store), olm's manifests in `OLM_HOME`, the Hugging Face cache layout
-//! (shared with other tools), file locks, atomic writes, sha256 of stored
-//! files, import of local files, `rm` and `verify`.
+//! store), olm's home directory ([`olm_home`]) and its manifests, the
+//! Hugging Face cache layout (shared with other tools), file locks, atomic
+//! writes, sha256 of stored files, import of local files, `rm` and `verify`.
+//! The store never acts outside itself: every path it reads, hashes, lists,
+//! links or deletes is confined to olm's home or the cache (`confine`).
 //! Uses: `gguf` (a file is validated before it is registered).
 //! Must not touch: llama.cpp, the network, the terminal.
 
 mod atomic;
+mod confine;
 mod hfcache;
 mod manifest;
 pub mod names;
 mod reference;
 pub mod space;
+mod upkeep;
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,13 +26,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 pub use atomic::{rename_durable, sync_directory, write_atomic};
+pub use confine::{escape_of, Escape, Root};
 pub use hfcache::{scan as scan_hf_cache, CachedFile, RepoCache};
 pub use manifest::{Manifest, ManifestFile, Source};
 pub use reference::{ModelRef, RepoId};
+pub use upkeep::{FileCheck, Problem, Removal};
 
 use names::escaped;
 
+/// The most bytes read from one manifest file.
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
 /// Why a model reference could not be resolved or the store could not act.
+///
+/// A path that leads outside the store is a [`StoreError::Io`] whose
+/// error carries the [`Escape`] ([`StoreError::escape`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("model reference is empty")]
@@ -50,12 +62,13 @@ pub enum StoreError {
         #[source]
         source: crate::gguf::GgufError,
     },
-    #[error("{action} {}: {source}", path.display())]
+    /// The message names the I/O error itself (it is not also a `source`,
+    /// which would print it twice in an error chain).
+    #[error("{action} {}: {error}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -69,16 +82,24 @@ impl StoreError {
     }
 
     fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Self + 'a {
-        move |source| StoreError::Io {
+        move |error| StoreError::Io {
             action,
             path: path.to_owned(),
-            source,
+            error,
         }
     }
 
     /// Whether the disk is full (exit 6).
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, StoreError::Io { source, .. } if is_disk_full(source))
+        matches!(self, StoreError::Io { error, .. } if is_disk_full(error))
+    }
+
+    /// The symlink leading outside the store that stopped the store, if any.
+    pub fn escape(&self) -> Option<&Escape> {
+        match self {
+            StoreError::Io { error, .. } => escape_of(error),
+            _ => None,
+        }
     }
 
     /// What the user can do about it.
@@ -91,6 +112,9 @@ impl StoreError {
             StoreError::NotInStore(name) => Some(format!("run `olm pull {name}` first, or give a path to a .gguf file")),
             StoreError::CorruptManifest { .. } => Some("remove it with `olm rm` and pull the model again".into()),
             StoreError::InvalidModel { .. } => None,
+            StoreError::Io { .. } if self.escape().is_some() => Some(
+                "olm does not follow links out of its store; remove the link, then `olm rm` the model and pull it again".into(),
+            ),
             StoreError::Io { .. } if self.is_disk_full() => Some("free some disk space and try again".into()),
             StoreError::Io { .. } => None,
         }
@@ -109,26 +133,35 @@ pub struct Resolved {
     pub manifest: Option<Manifest>,
 }
 
-/// Result of checking one stored file against its manifest.
-#[derive(Debug, Clone)]
-pub struct FileCheck {
-    pub model: String,
-    pub path: PathBuf,
-    /// `None` when the file matches; otherwise what is wrong.
-    pub problem: Option<String>,
+/// olm's home directory: `OLM_HOME` if set and not empty, else the platform
+/// data directory (`~/.local/share/olm` on Linux), made absolute so that
+/// runs from different folders share one store. The one definition: chat
+/// keeps its history here too.
+pub fn olm_home() -> PathBuf {
+    if let Some(home) = std::env::var_os(crate::env::OLM_HOME).filter(|value| !value.is_empty()) {
+        return absolute(PathBuf::from(home));
+    }
+    match directories::ProjectDirs::from("", "", "olm") {
+        Some(dirs) => dirs.data_dir().to_path_buf(),
+        None => absolute(PathBuf::from(".olm")),
+    }
 }
 
-/// olm's store: `OLM_HOME` and the Hugging Face cache.
+/// olm's store: `OLM_HOME` and the Hugging Face cache, each a [`Root`] the
+/// store does not leave.
 #[derive(Debug, Clone)]
 pub struct Store {
-    home: PathBuf,
-    hf_cache: PathBuf,
+    home: Root,
+    hf_cache: Root,
 }
 
 impl Store {
-    /// The store at explicit locations.
+    /// The store at explicit locations (each resolved once, now).
     pub fn new(home: PathBuf, hf_cache: PathBuf) -> Self {
-        Self { home, hf_cache }
+        Self {
+            home: Root::new(&home),
+            hf_cache: Root::new(&hf_cache),
+        }
     }
 
     /// The store the environment names (`OLM_HOME`, `HF_HUB_CACHE`, `HF_HOME`).
@@ -136,12 +169,14 @@ impl Store {
         Self::new(olm_home(), hf_cache_dir())
     }
 
+    /// olm's home, resolved.
     pub fn home(&self) -> &Path {
-        &self.home
+        self.home.path()
     }
 
+    /// The Hugging Face cache, resolved.
     pub fn hf_cache(&self) -> &Path {
-        &self.hf_cache
+        self.hf_cache.path()
     }
 
     /// olm's configuration file (user aliases).
@@ -153,9 +188,24 @@ impl Store {
         self.home.join("manifests")
     }
 
-    /// The cache folder of a repo.
+    /// The cache folder of a repo (paths only; see [`Store::checked_repo_cache`]).
     pub fn repo_cache(&self, repo: &RepoId) -> RepoCache {
-        RepoCache::new(&self.hf_cache, repo)
+        RepoCache::in_root(&self.hf_cache, repo)
+    }
+
+    /// The cache folder of a repo, refused when one of its folders (or an
+    /// entry of `blobs`, `refs` or its lock folder) leads outside the cache.
+    /// Check this before writing into the repo (a pull).
+    pub fn checked_repo_cache(&self, repo: &RepoId) -> Result<RepoCache, StoreError> {
+        let cache = self.repo_cache(repo);
+        cache.check()?;
+        Ok(cache)
+    }
+
+    /// Every GGUF file in the HF cache, and the ones skipped because they
+    /// lead outside the store.
+    pub fn cached_files(&self) -> (Vec<CachedFile>, Vec<StoreError>) {
+        hfcache::scan_root(&self.hf_cache)
     }
 
     /// The manifest stored under exactly this name, if any.
@@ -163,21 +213,92 @@ impl Store {
         let Some(path) = manifest::manifest_path(&self.manifests(), reference) else {
             return Ok(None);
         };
-        let text = match fs::read_to_string(&path) {
+        let text = match self.read_manifest_text(&path) {
             Ok(text) => text,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(StoreError::io("cannot read", &path)(error)),
+            Err(StoreError::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(error) => return Err(error),
         };
         parse_manifest(&path, &text).map(Some)
     }
 
-    /// Every manifest, sorted by name, and the damaged ones as errors.
+    /// A manifest's text, read inside olm's home only, at most 1 MiB.
+    fn read_manifest_text(&self, path: &Path) -> Result<String, StoreError> {
+        let file = self
+            .home
+            .open_file(path)
+            .map_err(StoreError::io("cannot read", path))?;
+        let mut text = String::new();
+        file.take(MAX_MANIFEST_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(StoreError::io("cannot read", path))?;
+        if text.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(StoreError::CorruptManifest {
+                path: path.to_owned(),
+                reason: "larger than 1 MiB".into(),
+            });
+        }
+        Ok(text)
+    }
+
+    /// Every manifest, sorted by name, and the damaged ones as errors (a
+    /// manifest or folder that leads outside the store is one).
     pub fn manifests_all(&self) -> (Vec<Manifest>, Vec<StoreError>) {
         let mut found = Vec::new();
         let mut damaged = Vec::new();
-        collect_manifests(&self.manifests(), 0, &mut found, &mut damaged);
+        self.collect_manifests(&self.manifests(), 0, &mut found, &mut damaged);
         found.sort_by(|a: &Manifest, b| a.name.cmp(&b.name));
         (found, damaged)
+    }
+
+    fn collect_manifests(
+        &self,
+        directory: &Path,
+        depth: usize,
+        found: &mut Vec<Manifest>,
+        damaged: &mut Vec<StoreError>,
+    ) {
+        let resolved = match self.home.resolve(directory) {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                damaged.push(StoreError::io("cannot read", directory)(error));
+                return;
+            }
+        };
+        let Ok(entries) = fs::read_dir(&resolved) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = directory.join(entry.file_name());
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(mut file_type) = entry.file_type() else {
+                continue;
+            };
+            if file_type.is_symlink() {
+                match self.home.resolve(&path) {
+                    Ok(target) => match fs::metadata(&target) {
+                        Ok(metadata) => file_type = metadata.file_type(),
+                        Err(_) => continue,
+                    },
+                    Err(error) => {
+                        damaged.push(StoreError::io("cannot read", &path)(error));
+                        continue;
+                    }
+                }
+            }
+            if file_type.is_dir() && depth < 2 {
+                self.collect_manifests(&path, depth + 1, found, damaged);
+            } else if file_type.is_file() && name.ends_with(".json") && !name.starts_with('.') {
+                match self
+                    .read_manifest_text(&path)
+                    .and_then(|text| parse_manifest(&path, &text))
+                {
+                    Ok(manifest) => found.push(manifest),
+                    Err(error) => damaged.push(error),
+                }
+            }
+        }
     }
 
     /// Write a manifest atomically; it becomes visible last, after its files.
@@ -189,10 +310,17 @@ impl Store {
         manifest.validate(&path)?;
         let text = serde_json::to_vec_pretty(manifest)
             .map_err(|error| StoreError::io("cannot encode", &path)(io::Error::other(error)))?;
-        write_atomic(&path, &text).map_err(StoreError::io("cannot write", &path))
+        let (directory, file_name) = split(&path)?;
+        let directory = self
+            .home
+            .create_dir_all(directory)
+            .map_err(StoreError::io("cannot write", &path))?;
+        write_atomic(&directory.join(file_name), &text)
+            .map_err(StoreError::io("cannot write", &path))
     }
 
-    /// The files of a stored model, in load order (split sets: part 1 first).
+    /// The files of a stored model, in load order (split sets: part 1
+    /// first), as paths under the store; nothing is checked or followed.
     pub fn files(&self, manifest: &Manifest) -> Vec<PathBuf> {
         manifest
             .files
@@ -211,11 +339,29 @@ impl Store {
         }
     }
 
+    /// Where a model file leads, confined: a hub snapshot file must link
+    /// into its repo's `blobs/`, an imported blob must lie in olm's home.
+    fn resolve_file(&self, manifest: &Manifest, file: &ManifestFile) -> io::Result<PathBuf> {
+        let path = self.file_path(manifest, file);
+        match manifest.repo() {
+            Some(repo) => self.repo_cache(&repo).resolve_snapshot_file(&path),
+            None => self.home.resolve(&path),
+        }
+    }
+
     /// Where a file's bytes are: the HF cache blob, or olm's own blob.
     pub fn blob_path(&self, manifest: &Manifest, file: &ManifestFile) -> PathBuf {
         match manifest.repo() {
             Some(repo) => self.repo_cache(&repo).blob(&file.sha256),
             None => self.local_blob(&file.sha256),
+        }
+    }
+
+    /// The root a stored model's blobs live in.
+    fn blob_root(&self, manifest: &Manifest) -> &Root {
+        match manifest.source {
+            Source::Hub { .. } => &self.hf_cache,
+            Source::Local { .. } => &self.home,
         }
     }
 
@@ -248,7 +394,8 @@ impl Store {
         Ok(found)
     }
 
-    /// Resolve MODEL to a file: a path, a store name, or a repo already in the HF cache.
+    /// Resolve MODEL to a file: a path, a store name, or a repo already in
+    /// the HF cache. A stored file that leads outside the store is an error.
     pub fn resolve(&self, reference: &ModelRef) -> Result<Resolved, StoreError> {
         if let ModelRef::Path(_) = reference {
             return Ok(Resolved {
@@ -257,8 +404,18 @@ impl Store {
             });
         }
         if let Some(manifest) = self.find(reference)? {
-            let path = self.files(&manifest).into_iter().next().unwrap_or_default();
-            if !path.exists() {
+            let mut first = None;
+            for file in &manifest.files {
+                let path = self.file_path(&manifest, file);
+                let resolved = self
+                    .resolve_file(&manifest, file)
+                    .map_err(StoreError::io("cannot use", &path))?;
+                first.get_or_insert((path, resolved));
+            }
+            let Some((path, resolved)) = first else {
+                return Err(StoreError::NotInStore(manifest.name.clone()));
+            };
+            if !resolved.exists() {
                 return Err(StoreError::NoSuchFile(path));
             }
             return Ok(Resolved {
@@ -267,7 +424,7 @@ impl Store {
             });
         }
         if let ModelRef::Repo { repo, quant } = reference {
-            if let Some(path) = self.find_in_hf_cache(repo, quant.as_deref()) {
+            if let Some(path) = self.find_in_hf_cache_checked(repo, quant.as_deref())? {
                 return Ok(Resolved {
                     path,
                     manifest: None,
@@ -279,22 +436,47 @@ impl Store {
 
     /// A GGUF file of `repo` at `refs/main` in the HF cache whose name carries
     /// `quant` (or the only one when no quant is given); split sets: part 1.
+    /// `None` also when the repo leads outside the cache.
     pub fn find_in_hf_cache(&self, repo: &RepoId, quant: Option<&str>) -> Option<PathBuf> {
-        let cache = self.repo_cache(repo);
-        let commit = cache.main_commit()?;
-        let candidates: Vec<CachedFile> = hfcache::scan(&self.hf_cache)
-            .into_iter()
-            .filter(|file| &file.repo == repo && file.commit == commit && is_first_part(&file.name))
-            .filter(|file| !file.name.to_ascii_lowercase().contains("mmproj"))
-            .collect();
-        let matching: Vec<&CachedFile> = match quant {
-            Some(quant) => candidates
-                .iter()
-                .filter(|file| quant_in_name(&file.name).as_deref() == Some(quant))
-                .collect(),
-            None => candidates.iter().collect(),
+        self.find_in_hf_cache_checked(repo, quant).ok().flatten()
+    }
+
+    /// [`Store::find_in_hf_cache`], with an error when the repo's folders or
+    /// a file it would pick lead outside the cache.
+    pub fn find_in_hf_cache_checked(
+        &self,
+        repo: &RepoId,
+        quant: Option<&str>,
+    ) -> Result<Option<PathBuf>, StoreError> {
+        let cache = self.checked_repo_cache(repo)?;
+        let Some(commit) = cache.main_commit() else {
+            return Ok(None);
         };
-        (matching.len() == 1).then(|| matching[0].path.clone())
+        let wanted = |name: &str| {
+            is_first_part(name)
+                && !name.to_ascii_lowercase().contains("mmproj")
+                && quant.is_none_or(|quant| quant_in_name(name).as_deref() == Some(quant))
+        };
+        let (found, escapes) = self.cached_files();
+        let snapshot = cache.root.join("snapshots").join(&commit);
+        let escaping = escapes.into_iter().find(|error| {
+            error.escape().is_some_and(|escape| {
+                let link = escape.link();
+                link.starts_with(&snapshot)
+                    && (link == snapshot
+                        || link
+                            .file_name()
+                            .is_some_and(|name| wanted(&name.to_string_lossy())))
+            })
+        });
+        if let Some(error) = escaping {
+            return Err(error);
+        }
+        let matching: Vec<CachedFile> = found
+            .into_iter()
+            .filter(|file| &file.repo == repo && file.commit == commit && wanted(&file.name))
+            .collect();
+        Ok((matching.len() == 1).then(|| matching[0].path.clone()))
     }
 
     /// Copy a local `.gguf` file into the store under `name` (after validating it).
@@ -310,8 +492,14 @@ impl Store {
         })?;
         let sha256 = sha256_file(source).map_err(StoreError::io("cannot read", source))?;
         let blob = self.local_blob(&sha256);
-        if !blob_matches(&blob, &sha256) {
-            copy_into_store(source, &blob, &sha256)?;
+        let (directory, file_name) = split(&blob)?;
+        let directory = self
+            .home
+            .create_dir_all(directory)
+            .map_err(StoreError::io("cannot write", &blob))?;
+        let resolved = directory.join(file_name);
+        if !blob_matches(&resolved, &sha256) {
+            copy_into_store(source, &resolved, &sha256)?;
         }
         let original = fs::canonicalize(source).unwrap_or_else(|_| source.to_owned());
         let file_name = source
@@ -332,91 +520,15 @@ impl Store {
         self.save_manifest(&manifest)?;
         Ok(manifest)
     }
-
-    /// Remove a stored name, and each of its blobs no other name refers to.
-    /// Returns the blobs removed. Only files inside the store are touched.
-    pub fn remove(&self, manifest: &Manifest) -> Result<Vec<PathBuf>, StoreError> {
-        let reference = ModelRef::parse_name(&manifest.name)?;
-        let Some(path) = manifest::manifest_path(&self.manifests(), &reference) else {
-            return Err(StoreError::NotInStore(manifest.name.clone()));
-        };
-        fs::remove_file(&path).map_err(StoreError::io("cannot remove", &path))?;
-        if let Some(directory) = path.parent() {
-            let _ = sync_directory(directory);
-            remove_empty_folders(directory, &self.manifests());
-        }
-        self.remove_unused_files(manifest)
-    }
-
-    /// Remove the blobs of `manifest` (a name already removed or replaced)
-    /// that no stored name refers to now, with their snapshot links unless
-    /// a stored name uses the same link. Returns the blobs removed.
-    pub fn remove_unused_files(&self, manifest: &Manifest) -> Result<Vec<PathBuf>, StoreError> {
-        let (others, _) = self.manifests_all();
-        let mut removed = Vec::new();
-        for file in &manifest.files {
-            let blob = self.blob_path(manifest, file);
-            let shared = others
-                .iter()
-                .any(|other| other.files.iter().any(|f| self.blob_path(other, f) == blob));
-            if shared {
-                continue;
-            }
-            if let Source::Hub { .. } = manifest.source {
-                let link = self.file_path(manifest, file);
-                let link_in_use = others
-                    .iter()
-                    .any(|other| other.files.iter().any(|f| self.file_path(other, f) == link));
-                if !link_in_use
-                    && fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink())
-                {
-                    let _ = fs::remove_file(&link);
-                }
-            }
-            if fs::symlink_metadata(&blob).is_ok() {
-                fs::remove_file(&blob).map_err(StoreError::io("cannot remove", &blob))?;
-                removed.push(blob);
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Re-hash a stored model's files against its manifest.
-    pub fn verify(&self, manifest: &Manifest) -> Vec<FileCheck> {
-        manifest
-            .files
-            .iter()
-            .map(|file| {
-                let path = self.blob_path(manifest, file);
-                FileCheck {
-                    model: manifest.name.clone(),
-                    problem: check_blob(&path, file),
-                    path,
-                }
-            })
-            .collect()
-    }
 }
 
-fn check_blob(path: &Path, file: &ManifestFile) -> Option<String> {
-    let metadata = match fs::symlink_metadata(path) {
-        Ok(metadata) => metadata,
-        Err(error) => return Some(format!("cannot read: {error}")),
-    };
-    if !metadata.file_type().is_file() {
-        return Some("is not a regular file (a symlink or folder replaced it)".into());
-    }
-    if metadata.len() != file.size {
-        return Some(format!(
-            "size is {} bytes, expected {}",
-            metadata.len(),
-            file.size
-        ));
-    }
-    match sha256_file(path) {
-        Ok(sha256) if sha256 == file.sha256 => None,
-        Ok(sha256) => Some(format!("sha256 is {sha256}, expected {}", file.sha256)),
-        Err(error) => Some(format!("cannot read: {error}")),
+/// A path's folder and file name.
+fn split(path: &Path) -> Result<(&Path, &std::ffi::OsStr), StoreError> {
+    match (path.parent(), path.file_name()) {
+        (Some(directory), Some(name)) => Ok((directory, name)),
+        _ => Err(StoreError::io("cannot use", path)(io::Error::other(
+            "path has no parent",
+        ))),
     }
 }
 
@@ -426,13 +538,20 @@ pub fn blob_matches(path: &Path, sha256: &str) -> bool {
         && sha256_file(path).is_ok_and(|actual| actual == sha256)
 }
 
+/// Copy `source` to the resolved `blob` through a fresh temp file (created
+/// anew, so a link planted under its name is never written through).
 fn copy_into_store(source: &Path, blob: &Path, sha256: &str) -> Result<(), StoreError> {
     let directory = blob.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(directory).map_err(StoreError::io("cannot create", directory))?;
     let temp = directory.join(format!(".{sha256}.{}.incomplete", std::process::id()));
     let copy = || -> io::Result<()> {
-        fs::copy(source, &temp)?;
-        File::open(&temp)?.sync_all()?;
+        remove_if_present(&temp)?;
+        let mut output = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        io::copy(&mut File::open(source)?, &mut output)?;
+        output.sync_all()?;
+        drop(output);
         if sha256_file(&temp)? != sha256 {
             return Err(io::Error::other("the file changed while it was copied"));
         }
@@ -444,15 +563,11 @@ fn copy_into_store(source: &Path, blob: &Path, sha256: &str) -> Result<(), Store
     })
 }
 
-fn remove_empty_folders(mut directory: &Path, stop: &Path) {
-    while directory != stop && directory.starts_with(stop) {
-        if fs::remove_dir(directory).is_err() {
-            return;
-        }
-        match directory.parent() {
-            Some(parent) => directory = parent,
-            None => return,
-        }
+/// Remove `path` itself if it exists (a link: the link).
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
     }
 }
 
@@ -466,38 +581,13 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, StoreError> {
     Ok(manifest)
 }
 
-fn collect_manifests(
-    directory: &Path,
-    depth: usize,
-    found: &mut Vec<Manifest>,
-    damaged: &mut Vec<StoreError>,
-) {
-    let Ok(entries) = fs::read_dir(directory) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(file_type) = entry.file_type() else {
-            continue;
-        };
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if file_type.is_dir() && depth < 2 {
-            collect_manifests(&path, depth + 1, found, damaged);
-        } else if file_type.is_file() && name.ends_with(".json") && !name.starts_with('.') {
-            match fs::read_to_string(&path) {
-                Ok(text) => match parse_manifest(&path, &text) {
-                    Ok(manifest) => found.push(manifest),
-                    Err(error) => damaged.push(error),
-                },
-                Err(error) => damaged.push(StoreError::io("cannot read", &path)(error)),
-            }
-        }
-    }
-}
-
 /// The sha256 of a file, as lowercase hex.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut file = File::open(path)?;
+    sha256_reader(File::open(path)?)
+}
+
+/// The sha256 of everything `reader` gives, as lowercase hex.
+pub fn sha256_reader(mut file: impl Read) -> io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
@@ -568,16 +658,6 @@ fn looks_like_quant(token: &str) -> bool {
         && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn olm_home() -> PathBuf {
-    if let Some(home) = std::env::var_os(crate::env::OLM_HOME).filter(|value| !value.is_empty()) {
-        return absolute(PathBuf::from(home));
-    }
-    match directories::ProjectDirs::from("", "", "olm") {
-        Some(dirs) => dirs.data_dir().to_path_buf(),
-        None => absolute(PathBuf::from(".olm")),
-    }
-}
-
 fn hf_cache_dir() -> PathBuf {
     if let Some(cache) =
         std::env::var_os(crate::env::HF_HUB_CACHE).filter(|value| !value.is_empty())
@@ -595,7 +675,7 @@ fn hf_cache_dir() -> PathBuf {
 
 /// A relative path made absolute against the working directory, so that runs
 /// from different folders share one store.
-fn absolute(path: PathBuf) -> PathBuf {
+pub(crate) fn absolute(path: PathBuf) -> PathBuf {
     if path.is_absolute() {
         return path;
     }
@@ -678,12 +758,15 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(found, second);
-        assert!(store.remove(&first).unwrap().is_empty(), "shared blob kept");
+        assert!(
+            store.remove(&first).unwrap().removed.is_empty(),
+            "shared blob kept"
+        );
         assert!(blob.exists());
         assert!(store.verify(&second)[0].problem.is_none());
         fs::write(&blob, b"abd").unwrap();
         assert!(store.verify(&second)[0].problem.is_some());
-        assert_eq!(store.remove(&second).unwrap(), vec![blob.clone()]);
+        assert_eq!(store.remove(&second).unwrap().removed, vec![blob.clone()]);
         assert!(!blob.exists());
         assert!(!dir.path().join("home/manifests/first").exists());
     }
@@ -703,6 +786,82 @@ mod tests {
         let (found, damaged) = store.manifests_all();
         assert!(found.is_empty());
         assert_eq!(damaged.len(), 1);
+    }
+
+    #[test]
+    fn copying_into_the_store_never_writes_through_a_planted_temp_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, b"keep").unwrap();
+        let source = dir.path().join("source.bin");
+        fs::write(&source, b"abc").unwrap();
+        let sha = sha256_bytes(b"abc");
+        let blob = dir.path().join("blobs").join(format!("sha256-{sha}"));
+        fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        let temp = blob
+            .parent()
+            .unwrap()
+            .join(format!(".{sha}.{}.incomplete", std::process::id()));
+        std::os::unix::fs::symlink(&outside, &temp).unwrap();
+        copy_into_store(&source, &blob, &sha).unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"keep");
+        assert_eq!(fs::read(&blob).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn remove_deletes_nothing_through_a_blobs_folder_that_leads_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(dir.path()).unwrap();
+        let store = Store::new(base.join("home"), base.join("hub"));
+        let sha = sha256_bytes(b"abc");
+        let outside = base.join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join(format!("sha256-{sha}")), b"abc").unwrap();
+        fs::create_dir_all(store.home()).unwrap();
+        std::os::unix::fs::symlink(&outside, store.home().join("blobs")).unwrap();
+        let manifest = sample_manifest("evil", &sha);
+        store.save_manifest(&manifest).unwrap();
+        let check = &store.verify(&manifest)[0];
+        assert!(
+            matches!(check.problem, Some(Problem::Outside(_))),
+            "{check:?}"
+        );
+        let removal = store.remove(&manifest).unwrap();
+        assert!(removal.removed.is_empty());
+        assert_eq!(removal.left.len(), 1);
+        assert_eq!(removal.left[0].link(), store.home().join("blobs"));
+        assert!(outside.join(format!("sha256-{sha}")).exists());
+        assert!(store.manifests_all().0.is_empty(), "the name is gone");
+    }
+
+    #[test]
+    fn verify_reports_a_snapshot_link_that_loops_or_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(dir.path()).unwrap();
+        let store = Store::new(base.join("home"), base.join("hub"));
+        let sha = sha256_bytes(b"abc");
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let repo = RepoId::parse("owner/repo").unwrap();
+        let cache = store.repo_cache(&repo);
+        fs::create_dir_all(cache.root.join("blobs")).unwrap();
+        fs::write(cache.blob(&sha), b"abc").unwrap();
+        cache.link_snapshot(commit, "x.gguf", &sha).unwrap();
+        let mut manifest = sample_manifest("owner/repo:Q4_1", &sha);
+        manifest.source = Source::Hub {
+            repo: "owner/repo".into(),
+            revision: commit.into(),
+        };
+        assert_eq!(store.verify(&manifest)[0].problem, None);
+        let link = cache.snapshot_file(commit, "x.gguf");
+        fs::remove_file(&link).unwrap();
+        let missing = store.verify(&manifest)[0].problem.clone();
+        assert!(
+            matches!(&missing, Some(Problem::Changed(text)) if text.contains("missing")),
+            "{missing:?}"
+        );
+        std::os::unix::fs::symlink("x.gguf", &link).unwrap();
+        let looping = store.verify(&manifest)[0].problem.clone();
+        assert!(matches!(looping, Some(Problem::Changed(_))), "{looping:?}");
     }
 
     fn sha256_bytes(bytes: &[u8]) -> String {
