@@ -17,11 +17,12 @@ use std::path::{Path, PathBuf};
 /// Why a file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("cannot read {}: {source}", path.display())]
+    /// The message names the I/O error itself (not also as a `source`,
+    /// which would print it twice in an error chain).
+    #[error("cannot read {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{} is not a regular file", path.display())]
     NotAFile { path: PathBuf },
@@ -34,9 +35,9 @@ pub enum ReadError {
 /// The bytes of the regular file at `path`, refused when it holds more than
 /// `limit` bytes.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
-    let io_error = |source| ReadError::Io {
+    let io_error = |error| ReadError::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
     let file = open_without_blocking(path).map_err(io_error)?;
     let metadata = file.metadata().map_err(io_error)?;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::conversation::{Conversation, ASSISTANT, SYSTEM, USER};
 use crate::engine::Message;
+use crate::files::{self, ReadError};
 
 /// Largest transcript `/load` reads (a context never holds more).
 const MAX_TRANSCRIPT_BYTES: u64 = 64 << 20;
@@ -39,6 +40,9 @@ pub enum TranscriptError {
     },
     #[error("{path} is larger than {} MiB", MAX_TRANSCRIPT_BYTES >> 20)]
     TooLarge { path: PathBuf },
+    /// Not a regular file (a FIFO, a device, a folder) or not text.
+    #[error(transparent)]
+    Unreadable(ReadError),
     #[error("{path} is not a JSON transcript (save one with /save FILE.json): {reason}")]
     Invalid { path: PathBuf, reason: String },
 }
@@ -68,13 +72,13 @@ pub fn load(path: &Path) -> Result<Conversation, TranscriptError> {
         path: path.to_owned(),
         source,
     };
-    let size = std::fs::metadata(path).map_err(read_error)?.len();
-    if size > MAX_TRANSCRIPT_BYTES {
-        return Err(TranscriptError::TooLarge {
+    let text = files::read_text_bounded(path, MAX_TRANSCRIPT_BYTES).map_err(|error| match error {
+        ReadError::Io { error, .. } => read_error(error),
+        ReadError::TooLarge { .. } => TranscriptError::TooLarge {
             path: path.to_owned(),
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(read_error)?;
+        },
+        other => TranscriptError::Unreadable(other),
+    })?;
     let invalid = |reason: String| TranscriptError::Invalid {
         path: path.to_owned(),
         reason,

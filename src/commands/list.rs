@@ -37,7 +37,11 @@ pub fn run(args: ListArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|manifest| manifest_row(&store, manifest))
         .collect();
-    rows.extend(cache_rows(&store, &manifests));
+    let (cached, escapes) = store.cached_files();
+    for escape in &escapes {
+        printer.warn(&format!("skipped: {escape}"));
+    }
+    rows.extend(cache_rows(&store, &manifests, cached));
     let mut stdout = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut stdout, &rows)?;
@@ -83,12 +87,12 @@ fn manifest_row(store: &Store, manifest: &Manifest) -> Row {
 }
 
 /// GGUF files in the HF cache that no manifest refers to (first parts only).
-fn cache_rows(store: &Store, manifests: &[Manifest]) -> Vec<Row> {
+fn cache_rows(store: &Store, manifests: &[Manifest], cached: Vec<store::CachedFile>) -> Vec<Row> {
     let known: Vec<PathBuf> = manifests
         .iter()
         .flat_map(|manifest| store.files(manifest))
         .collect();
-    store::scan_hf_cache(store.hf_cache())
+    cached
         .into_iter()
         .filter(|file| store::is_first_part(&file.name) && !known.contains(&file.path))
         .map(|file| {

@@ -70,7 +70,9 @@ pub fn fetch_file(
             reporter.finish_file(name);
             return Ok(blob);
         }
-        fs::remove_file(&blob).map_err(HubError::io("cannot remove the damaged", &blob))?;
+        cache
+            .remove_entry(&blob)
+            .map_err(HubError::io("cannot remove the damaged", &blob))?;
     }
     let partial = cache.partial(&head.sha256);
     download(hub, &partial, name, head, reporter)?;

@@ -100,12 +100,13 @@ pub enum HubError {
     },
     #[error("interrupted; the partial download is kept and the next pull resumes it")]
     Interrupted,
-    #[error("{action} {path}: {source}")]
+    /// The message names the I/O error itself (it is not also a `source`,
+    /// which would print it twice in an error chain).
+    #[error("{action} {path}: {error}")]
     Io {
         action: &'static str,
         path: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -126,7 +127,7 @@ impl HubError {
             | HubError::HashMismatch { .. }
             | HubError::SizeMismatch { .. } => 5,
             HubError::DiskFull { .. } => 6,
-            HubError::Io { source, .. } if crate::store::is_disk_full(source) => 6,
+            HubError::Io { error, .. } if crate::store::is_disk_full(error) => 6,
             HubError::Interrupted => 130,
             HubError::Io { .. } | HubError::Store(_) => 1,
         }
@@ -160,7 +161,7 @@ impl HubError {
             HubError::DiskFull { .. } => {
                 Some("free some disk space and run the same command again".into())
             }
-            HubError::Io { source, .. } if crate::store::is_disk_full(source) => {
+            HubError::Io { error, .. } if crate::store::is_disk_full(error) => {
                 Some("free some disk space and run the same command again; it resumes".into())
             }
             HubError::RepoNotFound(_) => {
@@ -175,10 +176,10 @@ impl HubError {
         action: &'static str,
         path: &'a std::path::Path,
     ) -> impl FnOnce(std::io::Error) -> Self + 'a {
-        move |source| HubError::Io {
+        move |error| HubError::Io {
             action,
             path: path.display().to_string(),
-            source,
+            error,
         }
     }
 }

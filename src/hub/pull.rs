@@ -183,11 +183,11 @@ pub fn register_from_cache(store: &Store, target: &Target) -> Result<FromCache, 
     let Some(path) = store.find_in_hf_cache(&target.repo, Some(&quant)) else {
         return Err(HubError::Offline(format!("{}:{quant}", target.repo)));
     };
-    let cache = store.repo_cache(&target.repo);
+    let cache = store.checked_repo_cache(&target.repo)?;
     let commit = cache
         .main_commit()
         .ok_or_else(|| HubError::Offline(target.repo.to_string()))?;
-    let snapshot = cache.snapshot_file(&commit, "");
+    let snapshot = cache.snapshot_folder(&commit);
     let name = path
         .strip_prefix(&snapshot)
         .map(|relative| relative.to_string_lossy().into_owned())
@@ -249,6 +249,9 @@ pub fn fetch_and_register(
 ) -> Result<(QuantChoice, Manifest), HubError> {
     let choice = choose(target, files, choices, events)?;
     check_space(store, &target.repo, &choice, events)?;
+    // Every folder a download writes into lies inside the cache (a planted
+    // link out would have the bytes written elsewhere).
+    let cache = store.checked_repo_cache(&target.repo)?;
     let mut entries = Vec::new();
     let mut commit = None;
     for file in &choice.files {
@@ -257,7 +260,7 @@ pub fn fetch_and_register(
         events.file(&file.name, &head);
         hub::fetch_file(
             hub,
-            &store.repo_cache(&target.repo),
+            &cache,
             &file.name,
             &head,
             existing,
@@ -348,7 +351,7 @@ fn check_space(
     choice: &QuantChoice,
     events: &dyn PullEvents,
 ) -> Result<(), HubError> {
-    let cache = store.repo_cache(repo);
+    let cache = store.checked_repo_cache(repo)?;
     let needed: u64 = choice
         .files
         .iter()
@@ -397,7 +400,7 @@ fn register(
     commit: &str,
     files: Vec<ManifestFile>,
 ) -> Result<Manifest, HubError> {
-    let cache = store.repo_cache(&target.repo);
+    let cache = store.checked_repo_cache(&target.repo)?;
     for file in &files {
         cache
             .link_snapshot(commit, &file.name, &file.sha256)
@@ -408,8 +411,8 @@ fn register(
     let first = cache.snapshot_file(commit, &files[0].name);
     if let Err(error) = crate::gguf::inspect(&first) {
         for file in &files {
-            let _ = std::fs::remove_file(cache.snapshot_file(commit, &file.name));
-            let _ = std::fs::remove_file(cache.blob(&file.sha256));
+            let _ = cache.remove_entry(&cache.snapshot_file(commit, &file.name));
+            let _ = cache.remove_entry(&cache.blob(&file.sha256));
         }
         return Err(StoreError::InvalidModel {
             path: first,

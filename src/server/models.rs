@@ -220,6 +220,9 @@ impl Registry {
                 StoreError::NotInStore(_) | StoreError::NoSuchFile(_) => ApiError::not_found(
                     format!("model '{shown}' not found; pull it with `olm pull {shown}`"),
                 ),
+                error if error.escape().is_some() => ApiError::internal(format!(
+                    "model '{shown}' cannot be used: its files lead outside the store"
+                )),
                 _ => ApiError::internal(format!("cannot look up model '{shown}' in the store")),
             })?;
         Ok(resolved.path)

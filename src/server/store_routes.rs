@@ -333,7 +333,7 @@ fn hub_error(error: &HubError) -> ApiError {
             human::size(*needed),
             human::size(*free)
         )),
-        HubError::Io { source, .. } if crate::store::is_disk_full(source) => {
+        HubError::Io { error, .. } if crate::store::is_disk_full(error) => {
             disk_full("not enough disk space on the server".into())
         }
         HubError::Io { .. } => ApiError::internal("the server cannot write the download"),

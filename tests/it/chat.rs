@@ -74,6 +74,18 @@ impl Terminal {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Paste `text` (as a terminal does, bracketed) and press Enter: for
+    /// text too long for one tmux command line.
+    fn paste_line(&self, text: &str) -> String {
+        let before = prompts(&self.screen());
+        let file = self.socket.with_extension("paste");
+        std::fs::write(&file, text).expect("write the paste buffer");
+        self.tmux(&["load-buffer", path_text(&file)]);
+        self.tmux(&["paste-buffer", "-p", "-t", "olm"]);
+        self.send_key("Enter");
+        self.wait_for_prompt(before + 1)
+    }
+
     /// Type `text` and press Enter.
     fn send_line(&self, text: &str) {
         self.tmux(&["send-keys", "-t", "olm", "-l", text]);
@@ -501,4 +513,35 @@ fn piped_input_is_answered_and_not_written_to_the_history() {
         !env.path().join("olm-home").join("chat_history").exists(),
         "piped lines went into the history file"
     );
+}
+
+/// T-G4: `/load` of a FIFO or a device is refused at once (it used to wait
+/// for a writer forever), and a message too long for any context is refused
+/// before it is rendered; the chat goes on after both.
+#[test]
+fn unbounded_loads_and_messages_are_refused_and_the_chat_goes_on() {
+    let env = TestEnv::new();
+    let fifo = env.path().join("talk.json");
+    let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: mkfifo gets a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
+    let terminal = chat(&env, &["-n", "4", "-c", "256"]);
+
+    let started = Instant::now();
+    let screen = terminal.say("/load talk.json");
+    assert!(screen.contains("not a regular file"), "{screen}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let screen = terminal.say("/load /dev/zero");
+    assert!(screen.contains("not a regular file"), "{screen}");
+
+    let screen = terminal.paste_line(&"word ".repeat(40_000));
+    assert!(screen.contains("cannot fit a context of 256 tokens"), "{screen}");
+
+    let screen = terminal.say("/show info");
+    assert!(screen.contains("conversation: 0 messages"), "{screen}");
+    terminal.say("Say hi.");
+    let screen = terminal.say("/show info");
+    assert!(screen.contains("conversation: 2 messages"), "{screen}");
+    terminal.send_key("C-d");
+    assert_eq!(terminal.wait_for_exit(), 0);
 }

