@@ -72,13 +72,14 @@ pub fn load(path: &Path) -> Result<Conversation, TranscriptError> {
         path: path.to_owned(),
         source,
     };
-    let text = files::read_text_bounded(path, MAX_TRANSCRIPT_BYTES).map_err(|error| match error {
-        ReadError::Io { error, .. } => read_error(error),
-        ReadError::TooLarge { .. } => TranscriptError::TooLarge {
-            path: path.to_owned(),
-        },
-        other => TranscriptError::Unreadable(other),
-    })?;
+    let text =
+        files::read_text_bounded(path, MAX_TRANSCRIPT_BYTES).map_err(|error| match error {
+            ReadError::Io { error, .. } => read_error(error),
+            ReadError::TooLarge { .. } => TranscriptError::TooLarge {
+                path: path.to_owned(),
+            },
+            other => TranscriptError::Unreadable(other),
+        })?;
     let invalid = |reason: String| TranscriptError::Invalid {
         path: path.to_owned(),
         reason,

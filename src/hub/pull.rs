@@ -258,14 +258,7 @@ pub fn fetch_and_register(
         let head = hub.head_file(&target.repo, &file.name, events.reporter())?;
         check_head(file, &head)?;
         events.file(&file.name, &head);
-        hub::fetch_file(
-            hub,
-            &cache,
-            &file.name,
-            &head,
-            existing,
-            events.reporter(),
-        )?;
+        hub::fetch_file(hub, &cache, &file.name, &head, existing, events.reporter())?;
         commit.get_or_insert_with(|| head.commit.clone());
         entries.push(ManifestFile {
             name: file.name.clone(),

@@ -569,6 +569,7 @@ mod tests {
             access: AccessPolicy::default(),
             requests: RequestCounters::default(),
             body_limit: 1,
+            stall_limit: Duration::from_secs(1),
         });
         let _router = router(state, 1);
     }

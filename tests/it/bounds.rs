@@ -23,6 +23,10 @@ pub struct Measured {
 }
 
 /// Run `command` to its end, measuring it with `wait4`.
+#[expect(
+    clippy::zombie_processes,
+    reason = "reaped by wait4, which also reports its peak memory"
+)]
 pub fn measure(command: &mut Command) -> Measured {
     let started = Instant::now();
     let mut child = command
@@ -139,11 +143,7 @@ fn endless_and_slow_templates_stop_within_seconds() {
         "endless.jinja",
         "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
     );
-    run_with_template(&env, &endless).assert_refused(
-        1,
-        "chat template",
-        Duration::from_secs(10),
-    );
+    run_with_template(&env, &endless).assert_refused(1, "chat template", Duration::from_secs(10));
     let slow = template_file(&env, "slow.jinja", SLOW_TEMPLATE);
     let run = run_with_template(&env, &slow);
     run.assert_refused(1, "longer than", Duration::from_secs(12));
@@ -221,7 +221,11 @@ fn schema_and_template_files_are_bounded_regular_files() {
         ("--schema", fifo.as_path(), "not a regular file"),
         ("--schema", huge.as_path(), "larger than"),
         ("--chat-template", fifo.as_path(), "not a regular file"),
-        ("--chat-template", Path::new("/dev/zero"), "not a regular file"),
+        (
+            "--chat-template",
+            Path::new("/dev/zero"),
+            "not a regular file",
+        ),
     ] {
         measure(
             env.olm()
@@ -243,7 +247,11 @@ fn a_schema_pattern_of_nested_alternations_is_refused() {
     fn tree(depth: u32) -> String {
         match depth {
             0 => "a".into(),
-            _ => format!("({}|{})", tree(depth - 1), tree(depth - 1).replace('a', "b")),
+            _ => format!(
+                "({}|{})",
+                tree(depth - 1),
+                tree(depth - 1).replace('a', "b")
+            ),
         }
     }
     let schema = serde_json::json!({
@@ -275,7 +283,11 @@ fn stdin_beyond_the_context_is_refused_while_it_is_read() {
         smollm2().display()
     );
     let run = measure(env.olm_env(&mut Command::new("sh")).args(["-c", &script]));
-    run.assert_refused(1, "cannot fit a context of 512 tokens", Duration::from_secs(5));
+    run.assert_refused(
+        1,
+        "cannot fit a context of 512 tokens",
+        Duration::from_secs(5),
+    );
     assert!(run.stderr.contains("stdin"), "{}", run.stderr);
     assert!(run.max_rss_mib < 512, "peak memory {} MiB", run.max_rss_mib);
 }
@@ -305,7 +317,10 @@ fn structured_output_cut_short_exits_1() {
         "{}",
         stderr(&plain)
     );
-    assert!(!stdout(&plain).is_empty(), "the partial answer is still shown");
+    assert!(
+        !stdout(&plain).is_empty(),
+        "the partial answer is still shown"
+    );
 
     let json = run(env.olm().arg("run").arg(smollm2()).args([
         "--format",
@@ -337,11 +352,19 @@ fn an_abort_inside_llama_cpp_while_loading_is_one_error_line() {
                 .arg(smollm2())
                 .arg("hi"),
         );
-        run.assert_refused(5, "SmolLM2-135M-Instruct.Q4_1.gguf", Duration::from_secs(10));
+        run.assert_refused(
+            5,
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            Duration::from_secs(10),
+        );
         assert!(run.stderr.contains("not a usable model"), "{}", run.stderr);
         assert!(run.stdout.is_empty(), "{fault}: stdout {:?}", run.stdout);
         for noise in ["gdb", "backtrace", "core dumped", "#0 "] {
-            assert!(!run.stderr.contains(noise), "{fault}: {noise} in {}", run.stderr);
+            assert!(
+                !run.stderr.contains(noise),
+                "{fault}: {noise} in {}",
+                run.stderr
+            );
         }
     }
 }

@@ -535,7 +535,10 @@ fn unbounded_loads_and_messages_are_refused_and_the_chat_goes_on() {
     assert!(screen.contains("not a regular file"), "{screen}");
 
     let screen = terminal.paste_line(&"word ".repeat(40_000));
-    assert!(screen.contains("cannot fit a context of 256 tokens"), "{screen}");
+    assert!(
+        screen.contains("cannot fit a context of 256 tokens"),
+        "{screen}"
+    );
 
     let screen = terminal.say("/show info");
     assert!(screen.contains("conversation: 0 messages"), "{screen}");

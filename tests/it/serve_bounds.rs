@@ -44,8 +44,15 @@ fn a_hostile_template_fails_alone_while_another_answer_streams() {
     let server = Server::start(&[hostile.to_str().expect("utf-8 path")]);
     server.warm_up();
     // Load the hostile model first, so its request below measures rendering.
-    let first = server.post("/v1/completions", &json!({"model": "hostile", "prompt": "x", "max_tokens": 1}));
-    assert_eq!(first.status, 200, "raw completions need no template: {}", first.body);
+    let first = server.post(
+        "/v1/completions",
+        &json!({"model": "hostile", "prompt": "x", "max_tokens": 1}),
+    );
+    assert_eq!(
+        first.status, 200,
+        "raw completions need no template: {}",
+        first.body
+    );
 
     let (streamed, refused, refused_after) = std::thread::scope(|scope| {
         let streaming = scope.spawn(|| {
@@ -61,15 +68,29 @@ fn a_hostile_template_fails_alone_while_another_answer_streams() {
             &json!({"model": "hostile", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
         );
         let refused_after = started.elapsed();
-        (streaming.join().expect("streaming client"), refused, refused_after)
+        (
+            streaming.join().expect("streaming client"),
+            refused,
+            refused_after,
+        )
     });
     assert_eq!(refused.status, 400, "{}", refused.body);
-    let message = refused.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(message.contains("chat template"), "{message}");
-    assert!(refused_after < Duration::from_secs(8), "refused after {refused_after:?}");
+    assert!(
+        refused_after < Duration::from_secs(8),
+        "refused after {refused_after:?}"
+    );
 
     assert_eq!(streamed.status, 200, "{}", streamed.body);
-    assert!(streamed.body.contains("[DONE]"), "the stream finished: {}", streamed.body);
+    assert!(
+        streamed.body.contains("[DONE]"),
+        "the stream finished: {}",
+        streamed.body
+    );
     assert_eq!(server.get("/health").status, 200);
     let again = server.post("/v1/chat/completions", &chat_body("hi", 2, false));
     assert_eq!(again.status, 200, "{}", again.body);
@@ -120,7 +141,11 @@ fn a_pattern_of_nested_alternations_is_refused() {
     fn tree(depth: u32) -> String {
         match depth {
             0 => "a".into(),
-            _ => format!("({}|{})", tree(depth - 1), tree(depth - 1).replace('a', "b")),
+            _ => format!(
+                "({}|{})",
+                tree(depth - 1),
+                tree(depth - 1).replace('a', "b")
+            ),
         }
     }
     let server = Server::start(&[]);
@@ -149,7 +174,8 @@ fn health_reports_a_model_that_stops_making_progress() {
     assert_eq!(server.get("/health").status, 200);
     let long_prompt = "The quick brown fox jumps over the lazy dog. ".repeat(60);
     let (stalled, reply) = std::thread::scope(|scope| {
-        let request = scope.spawn(|| server.post("/v1/chat/completions", &chat_body(&long_prompt, 2, false)));
+        let request =
+            scope.spawn(|| server.post("/v1/chat/completions", &chat_body(&long_prompt, 2, false)));
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut stalled = None;
         while Instant::now() < deadline && !request.is_finished() {

@@ -82,7 +82,11 @@ impl TestEnv {
 #[track_caller]
 pub fn skip_or_fail(name: &str, why: &str) {
     let allowed = std::env::var("OLM_ALLOW_SKIP").unwrap_or_default();
-    if allowed.split(',').map(str::trim).any(|allowed| allowed == name) {
+    if allowed
+        .split(',')
+        .map(str::trim)
+        .any(|allowed| allowed == name)
+    {
         eprintln!("skipped ({name}, allowed by OLM_ALLOW_SKIP): {why}");
         return;
     }
