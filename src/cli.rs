@@ -276,7 +276,7 @@ pub struct ServeArgs {
     pub max_queue: usize,
 
     /// API key required as `Authorization: Bearer KEY` on every route but /health.
-    #[arg(long, value_name = "KEY", env = "OLM_API_KEY", hide_env_values = true)]
+    #[arg(long, value_name = "KEY", env = crate::env::OLM_API_KEY, hide_env_values = true)]
     pub api_key: Option<String>,
 
     /// A browser origin allowed to call the API (exact, e.g. http://localhost:3000); repeatable.
@@ -301,7 +301,7 @@ pub struct ServeArgs {
     pub max_body_mib: u64,
 
     /// CPU threads for generation [default: physical cores].
-    #[arg(short = 't', long, value_name = "N", env = "OLM_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(short = 't', long, value_name = "N", env = crate::env::OLM_THREADS, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
 
     #[command(flatten)]
@@ -358,7 +358,7 @@ pub struct PsArgs {
     #[arg(
         long,
         value_name = "HOST",
-        env = "OLM_HOST",
+        env = crate::env::OLM_HOST,
         default_value = "127.0.0.1"
     )]
     pub host: String,
@@ -368,7 +368,7 @@ pub struct PsArgs {
     pub port: Option<u16>,
 
     /// API key sent as `Authorization: Bearer KEY` (the server's --api-key).
-    #[arg(long, value_name = "KEY", env = "OLM_API_KEY", hide_env_values = true)]
+    #[arg(long, value_name = "KEY", env = crate::env::OLM_API_KEY, hide_env_values = true)]
     pub api_key: Option<String>,
 }
 
@@ -545,7 +545,7 @@ pub struct GenerationArgs {
         short = 'n',
         long,
         value_name = "N",
-        env = "OLM_MAX_TOKENS",
+        env = crate::env::OLM_MAX_TOKENS,
         help_heading = "Generation"
     )]
     pub max_tokens: Option<u32>,
@@ -558,7 +558,7 @@ pub struct GenerationArgs {
     pub ctx_size: Option<u32>,
 
     /// CPU threads for generation [default: physical cores].
-    #[arg(short = 't', long, value_name = "N", env = "OLM_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = "Generation")]
+    #[arg(short = 't', long, value_name = "N", env = crate::env::OLM_THREADS, value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = "Generation")]
     pub threads: Option<u32>,
 
     #[command(flatten)]

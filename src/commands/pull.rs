@@ -115,13 +115,7 @@ impl PullEvents for Terminal<'_> {
                 )
             })
             .collect();
-        dialoguer::Select::new()
-            .with_prompt(format!("{repo} has no {wanted}; pick a quant"))
-            .items(&labels)
-            .default(0)
-            .interact_opt()
-            .ok()
-            .flatten()
+        crate::ui::choose(&format!("{repo} has no {wanted}; pick a quant"), &labels)
     }
 }
 

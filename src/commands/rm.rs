@@ -25,11 +25,7 @@ pub fn run(args: RmArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|manifest| manifest.name.as_str())
             .collect();
-        let confirmed = dialoguer::Confirm::new()
-            .with_prompt(format!("remove {}?", names.join(", ")))
-            .default(false)
-            .interact()
-            .unwrap_or(false);
+        let confirmed = crate::ui::confirm(&format!("remove {}?", names.join(", ")));
         if !confirmed {
             return Err(UsageError::new("nothing removed").into());
         }

@@ -346,7 +346,7 @@ fn generation_thread(
     };
     let _ = ready.send(Ok(context_per_sequence));
     let batch_size = options.batch_size.max(options.parallel) as usize;
-    let mut worker = Worker {
+    let mut worker = StepLoop {
         model,
         context,
         batch: LlamaBatch::new(batch_size, 1),
@@ -416,7 +416,7 @@ impl Sequence {
 }
 
 /// The generation thread's state.
-struct Worker<'model> {
+struct StepLoop<'model> {
     model: &'model Model,
     context: LlamaContext<'model>,
     batch: LlamaBatch<'static>,
@@ -433,7 +433,7 @@ struct Worker<'model> {
     cached: Vec<Vec<LlamaToken>>,
 }
 
-impl Worker<'_> {
+impl StepLoop<'_> {
     fn run(&mut self) {
         loop {
             self.admit_waiting();
@@ -772,7 +772,7 @@ fn nanos(duration: Duration) -> u64 {
 
 /// Below this many cached tokens a slot is not worth leaving a gap for: a
 /// gap among busy slots costs llama.cpp an extra pass over the weights on
-/// every step (see [`Worker::fill_batch`]), re-evaluating a short prompt once
+/// every step (see [`StepLoop::fill_batch`]), re-evaluating a short prompt once
 /// costs much less.
 const MIN_PREFIX_WORTH_A_GAP: usize = 256;
 

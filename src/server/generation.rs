@@ -13,7 +13,7 @@ use axum::body::{Body, Bytes};
 
 use super::error::ApiError;
 use super::models::{KeepAlive, LoadedModel};
-use super::worker::{Generation, Reply};
+use super::worker::{Generation, GenerationEvent};
 use super::AppState;
 use crate::engine::{check_prompt_fits, GenerateRequest, Prompt, Stats};
 
@@ -72,10 +72,10 @@ pub async fn collect(started: &mut Started) -> Result<(String, Stats), ApiError>
     let mut text = String::new();
     while let Some(reply) = started.generation.next().await {
         match reply {
-            Reply::Accepted => {}
-            Reply::Text(piece) => text.push_str(&piece),
-            Reply::Done(stats) => return Ok((text, stats)),
-            Reply::Failed(error) => return Err(error),
+            GenerationEvent::Accepted => {}
+            GenerationEvent::Text(piece) => text.push_str(&piece),
+            GenerationEvent::Done(stats) => return Ok((text, stats)),
+            GenerationEvent::Failed(error) => return Err(error),
         }
     }
     Err(ApiError::internal("generation ended without a result"))
@@ -94,10 +94,10 @@ pub fn stream_body(started: Started, format: impl StreamFormat) -> Body {
         let (mut started, mut format) = state?;
         let (chunk, finished) = match started.generation.next().await {
             // Consumed by `generate`; an empty chunk if it ever came again.
-            Some(Reply::Accepted) => (String::new(), false),
-            Some(Reply::Text(piece)) => (format.text(&piece), false),
-            Some(Reply::Done(stats)) => (format.done(&stats), true),
-            Some(Reply::Failed(error)) => (format.failed(&error), true),
+            Some(GenerationEvent::Accepted) => (String::new(), false),
+            Some(GenerationEvent::Text(piece)) => (format.text(&piece), false),
+            Some(GenerationEvent::Done(stats)) => (format.done(&stats), true),
+            Some(GenerationEvent::Failed(error)) => (format.failed(&error), true),
             None => (
                 format.failed(&ApiError::internal("generation ended without a result")),
                 true,

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::error::ApiError;
-use super::worker::{SpawnError, Worker, WorkerConfig};
+use super::worker::{SpawnError, WorkerProcess, WorkerConfig};
 use crate::engine::{LoadOptions, SchedulerOptions};
 use crate::store::space::available_memory;
 use crate::store::{names::escaped, ModelRef, Store, StoreError};
@@ -124,7 +124,7 @@ fn parse_duration(text: &str) -> Option<f64> {
 pub struct LoadedModel {
     pub name: String,
     pub path: PathBuf,
-    pub worker: Worker,
+    pub worker: WorkerProcess,
     pub load_time: Duration,
     last_used: Mutex<Instant>,
     /// Set by the last request that asked; `None` is the server's default.
@@ -293,7 +293,7 @@ impl Registry {
             skip_gguf_check: skip_gguf_check(),
         };
         let started = Instant::now();
-        let worker = Worker::spawn(&config).await.map_err(|error| match error {
+        let worker = WorkerProcess::spawn(&config).await.map_err(|error| match error {
             SpawnError::Died(how) => ApiError::internal(format!(
                 "model '{shown}' crashed while loading: its worker process {how}"
             )),

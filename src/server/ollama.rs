@@ -25,7 +25,7 @@ use crate::engine::{Constraint, Message, Prompt, Stats};
 use crate::human::{self, rfc3339};
 
 #[derive(Debug, Deserialize)]
-struct ChatRequest {
+struct ChatBody {
     model: String,
     #[serde(default)]
     messages: Vec<ChatMessage>,
@@ -43,7 +43,7 @@ struct ChatMessage {
 }
 
 #[derive(Debug, Deserialize)]
-struct GenerateRequest {
+struct GenerateBody {
     model: String,
     #[serde(default)]
     prompt: String,
@@ -147,7 +147,7 @@ pub async fn generate(
 /// A chat or generate request, decoded and checked: all that is left to
 /// check needs the model (its name, the prompt's length in tokens).
 #[derive(Debug)]
-pub(super) enum Decoded {
+pub(super) enum OllamaRequest {
     /// No prompt: load the model, or unload it with `keep_alive: 0`.
     Load {
         model: String,
@@ -163,12 +163,12 @@ pub(super) enum Decoded {
 }
 
 /// The body of `POST /api/chat`, decoded and range-checked.
-pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<Decoded, ApiError> {
-    let request: ChatRequest = json_body(body)?;
+pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<OllamaRequest, ApiError> {
+    let request: ChatBody = json_body(body)?;
     let keep_alive = KeepAlive::from_request(request.keep_alive.as_ref())?;
     if request.messages.is_empty() {
         // Ollama loads (or with keep_alive 0 unloads) the model for an empty conversation.
-        return Ok(Decoded::Load {
+        return Ok(OllamaRequest::Load {
             model: request.model,
             keep_alive,
         });
@@ -185,11 +185,11 @@ pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<Decoded
 }
 
 /// The body of `POST /api/generate`, decoded and range-checked.
-pub(super) fn decode_generate(body: Result<Bytes, BytesRejection>) -> Result<Decoded, ApiError> {
-    let request: GenerateRequest = json_body(body)?;
+pub(super) fn decode_generate(body: Result<Bytes, BytesRejection>) -> Result<OllamaRequest, ApiError> {
+    let request: GenerateBody = json_body(body)?;
     let keep_alive = KeepAlive::from_request(request.keep_alive.as_ref())?;
     if request.prompt.is_empty() {
-        return Ok(Decoded::Load {
+        return Ok(OllamaRequest::Load {
             model: request.model,
             keep_alive,
         });
@@ -228,13 +228,13 @@ fn decoded_generation(
     format: Option<Value>,
     stream: Option<bool>,
     keep_alive: Option<KeepAlive>,
-) -> Result<Decoded, ApiError> {
+) -> Result<OllamaRequest, ApiError> {
     let constraint = format_constraint(format)?;
     let generate = options
         .unwrap_or_default()
         .into_sampling()?
         .into_request(constraint)?;
-    Ok(Decoded::Generate {
+    Ok(OllamaRequest::Generate {
         model,
         prompt,
         generate,
@@ -257,12 +257,12 @@ async fn generate_inner(
     dispatch(state, decode_generate(body)?, Kind::Generate).await
 }
 
-async fn dispatch(state: &AppState, request: Decoded, kind: Kind) -> Result<Response, ApiError> {
+async fn dispatch(state: &AppState, request: OllamaRequest, kind: Kind) -> Result<Response, ApiError> {
     match request {
-        Decoded::Load { model, keep_alive } => {
+        OllamaRequest::Load { model, keep_alive } => {
             load_or_unload(state, &model, keep_alive, kind).await
         }
-        Decoded::Generate {
+        OllamaRequest::Generate {
             model,
             prompt,
             generate,
@@ -522,7 +522,7 @@ fn describe(model: &Available) -> Value {
 mod tests {
     use super::*;
 
-    fn decode(options: Value) -> Result<Decoded, ApiError> {
+    fn decode(options: Value) -> Result<OllamaRequest, ApiError> {
         let body = json!({"model": "m", "prompt": "hi", "options": options});
         decode_generate(Ok(Bytes::from(body.to_string())))
     }
@@ -546,13 +546,13 @@ mod tests {
 
     #[test]
     fn meaningful_counts_pass() {
-        let Ok(Decoded::Generate { generate, .. }) =
+        let Ok(OllamaRequest::Generate { generate, .. }) =
             decode(json!({"num_ctx": 4096, "num_keep": -1, "num_predict": -2}))
         else {
             panic!("refused");
         };
         assert_eq!(generate.max_tokens, None);
-        let Ok(Decoded::Generate { generate, .. }) = decode(json!({"num_predict": 7})) else {
+        let Ok(OllamaRequest::Generate { generate, .. }) = decode(json!({"num_predict": 7})) else {
             panic!("refused");
         };
         assert_eq!(generate.max_tokens, Some(7));

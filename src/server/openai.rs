@@ -26,7 +26,7 @@ use crate::human::unix_seconds;
 const COMPLETIONS_DEFAULT_MAX_TOKENS: i64 = 16;
 
 #[derive(Debug, Deserialize)]
-struct ChatRequest {
+struct ChatBody {
     model: String,
     messages: Vec<ChatMessage>,
     #[serde(default)]
@@ -39,7 +39,7 @@ struct ChatRequest {
 }
 
 #[derive(Debug, Deserialize)]
-struct CompletionRequest {
+struct CompletionBody {
     model: String,
     prompt: PromptText,
     #[serde(default)]
@@ -183,7 +183,7 @@ pub async fn completions(
 /// A chat or completion request, decoded and checked: all that is left to
 /// check needs the model (its name, the prompt's length in tokens).
 #[derive(Debug)]
-pub(super) struct Decoded {
+pub(super) struct OpenAiRequest {
     model: String,
     prompt: Prompt,
     generate: GenerateRequest,
@@ -192,8 +192,8 @@ pub(super) struct Decoded {
 }
 
 /// The body of `POST /v1/chat/completions`, decoded and range-checked.
-pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<Decoded, ApiError> {
-    let request: ChatRequest = json_body(body)?;
+pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<OpenAiRequest, ApiError> {
+    let request: ChatBody = json_body(body)?;
     check_n(request.n)?;
     let messages = chat_messages(request.messages)?;
     let constraint = constraint(request.response_format)?;
@@ -201,7 +201,7 @@ pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<Decoded
         .sampling
         .into_sampling(None)?
         .into_request(constraint)?;
-    Ok(Decoded {
+    Ok(OpenAiRequest {
         model: request.model,
         prompt: Prompt::Chat(messages),
         generate,
@@ -213,8 +213,8 @@ pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<Decoded
 }
 
 /// The body of `POST /v1/completions`, decoded and range-checked.
-pub(super) fn decode_completion(body: Result<Bytes, BytesRejection>) -> Result<Decoded, ApiError> {
-    let request: CompletionRequest = json_body(body)?;
+pub(super) fn decode_completion(body: Result<Bytes, BytesRejection>) -> Result<OpenAiRequest, ApiError> {
+    let request: CompletionBody = json_body(body)?;
     check_n(request.n)?;
     let prompt = match request.prompt {
         PromptText::One(prompt) => prompt,
@@ -233,7 +233,7 @@ pub(super) fn decode_completion(body: Result<Bytes, BytesRejection>) -> Result<D
         .sampling
         .into_sampling(Some(COMPLETIONS_DEFAULT_MAX_TOKENS))?
         .into_request(None)?;
-    Ok(Decoded {
+    Ok(OpenAiRequest {
         model: request.model,
         prompt: Prompt::Raw(prompt),
         generate,
@@ -258,7 +258,7 @@ async fn completions_inner(
     respond(state, decode_completion(body)?, Kind::Completion).await
 }
 
-async fn respond(state: &AppState, request: Decoded, kind: Kind) -> Result<Response, ApiError> {
+async fn respond(state: &AppState, request: OpenAiRequest, kind: Kind) -> Result<Response, ApiError> {
     let delivery = generation::Delivery::for_stream(request.stream);
     let mut started = generation::start(
         state,
@@ -273,7 +273,7 @@ async fn respond(state: &AppState, request: Decoded, kind: Kind) -> Result<Respo
         Kind::Chat => "chatcmpl",
         Kind::Completion => "cmpl",
     };
-    let reply = Reply::new(prefix, &request.model, kind);
+    let reply = ResponseIdentity::new(prefix, &request.model, kind);
     if request.stream {
         return Ok(event_stream(
             started,
@@ -363,14 +363,14 @@ enum Kind {
 
 /// What every object of one response shares.
 #[derive(Debug)]
-struct Reply {
+struct ResponseIdentity {
     id: String,
     model: String,
     created: u64,
     kind: Kind,
 }
 
-impl Reply {
+impl ResponseIdentity {
     fn new(prefix: &str, model: &str, kind: Kind) -> Self {
         Self {
             id: response_id(prefix),
@@ -449,7 +449,7 @@ fn usage(stats: &Stats) -> Value {
 
 /// Server-sent events: one `data:` line per chunk, then `data: [DONE]`.
 struct ChunkWriter {
-    reply: Reply,
+    reply: ResponseIdentity,
     include_usage: bool,
     sent_role: bool,
 }
@@ -499,7 +499,7 @@ mod tests {
 
     #[test]
     fn chat_request_accepts_text_and_part_contents() {
-        let request: ChatRequest = serde_json::from_value(json!({
+        let request: ChatBody = serde_json::from_value(json!({
             "model": "m",
             "messages": [
                 {"role": "system", "content": "be brief"},
@@ -517,7 +517,7 @@ mod tests {
         ));
     }
 
-    fn completion(fields: Value) -> Result<Decoded, ApiError> {
+    fn completion(fields: Value) -> Result<OpenAiRequest, ApiError> {
         let mut body = json!({"model": "m", "prompt": "hi"});
         for (key, value) in fields.as_object().expect("an object") {
             body[key] = value.clone();
@@ -574,7 +574,7 @@ mod tests {
         }];
         assert!(chat_messages(tool).is_err());
         assert!(
-            serde_json::from_value::<ChatRequest>(json!({"model": "m", "messages": "x"})).is_err()
+            serde_json::from_value::<ChatBody>(json!({"model": "m", "messages": "x"})).is_err()
         );
     }
 }

@@ -2,7 +2,8 @@
 //! carries status, warnings and errors.
 //!
 //! Owns: colour and TTY decisions (`NO_COLOR` is honoured; styling only on a
-//! terminal), the `error:`/`hint:` format, and the spinner. Must not know
+//! terminal), the `error:`/`hint:` format, the spinner, and the questions
+//! asked on a terminal (the only user of dialoguer). Must not know
 //! engine internals or decide exit codes.
 
 mod progress;
@@ -12,6 +13,28 @@ use std::io::{self, IsTerminal, Write};
 
 pub use progress::PullProgress;
 pub use spinner::Spinner;
+
+/// Ask a yes/no question on the terminal (default no). `false` when there
+/// is no answer (no terminal, Ctrl-C).
+pub fn confirm(question: &str) -> bool {
+    dialoguer::Confirm::new()
+        .with_prompt(question)
+        .default(false)
+        .interact()
+        .unwrap_or(false)
+}
+
+/// Let the user pick one of `items` on the terminal (the first is
+/// highlighted); `None` when they escape or there is no terminal.
+pub fn choose(question: &str, items: &[String]) -> Option<usize> {
+    dialoguer::Select::new()
+        .with_prompt(question)
+        .items(items)
+        .default(0)
+        .interact_opt()
+        .ok()
+        .flatten()
+}
 
 /// Where output goes and how it looks.
 #[derive(Debug, Clone)]

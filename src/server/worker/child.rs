@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -24,6 +24,7 @@ use super::protocol::{
 };
 use crate::engine::{
     self, EngineError, ErrorKind, Event, EventSink, GenerateRequest, Model, Prompt, Scheduler,
+    SchedulerError,
 };
 
 /// Threads that prepare requests (render, tokenize, grammar) at once.
@@ -102,12 +103,11 @@ pub fn run() -> i32 {
     if !outbox.send(&FromWorker::Ready(ready)) {
         return 0;
     }
-    let queue_capacity = config.scheduler.queue_capacity + config.scheduler.parallel as usize;
     let preparers = Preparers::start(
         Arc::clone(&model),
         Arc::clone(&scheduler),
         outbox.clone(),
-        queue_capacity,
+        Admission::new(&config.scheduler),
     );
     let cancellations: Cancellations = Arc::default();
     for line in lines {
@@ -178,12 +178,17 @@ fn handle(
         } => {
             let cancelled = Arc::new(AtomicBool::new(false));
             lock(cancellations).insert(id, Arc::clone(&cancelled));
+            let Some(admitted) = preparers.admission.admit() else {
+                lock(cancellations).remove(&id);
+                return outbox.fail(id, preparers.admission.refusal());
+            };
             let sink = WorkerSink {
                 id,
                 outbox: outbox.clone(),
                 cancelled,
                 cancellations: Arc::clone(cancellations),
                 gathered: whole.then(String::new),
+                _admitted: admitted,
             };
             preparers.queue(Preparation {
                 prompt,
@@ -203,10 +208,12 @@ fn handle(
             truncate,
         } => embed(id, inputs, truncate, model, config, outbox),
         ToWorker::Metrics { id } => {
+            let mut counters = scheduler.metrics();
+            counters.rejected += preparers.admission.rejected.load(Ordering::Relaxed);
             outbox.send(&FromWorker::Metrics {
                 id,
                 metrics: WorkerMetrics {
-                    scheduler: scheduler.metrics(),
+                    scheduler: counters,
                     preparing: preparers.busy(),
                     oldest_preparation_ms: preparers.oldest_ms(),
                 },
@@ -257,6 +264,56 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The worker's door: at most `parallel + queue_capacity` generations are
+/// in the worker at once (being prepared, queued or decoding), as the
+/// scheduler's own queue allows; one more is refused at once with 503.
+struct Admission {
+    in_flight: Arc<AtomicUsize>,
+    capacity: usize,
+    queue_capacity: usize,
+    rejected: AtomicU64,
+}
+
+/// One admitted generation; leaves when dropped (with its sink, when the
+/// request ends for any reason).
+struct Admitted(Arc<AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Admission {
+    fn new(options: &engine::SchedulerOptions) -> Self {
+        Self {
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            capacity: options.queue_capacity + options.parallel as usize,
+            queue_capacity: options.queue_capacity,
+            rejected: AtomicU64::new(0),
+        }
+    }
+
+    fn admit(&self) -> Option<Admitted> {
+        let taken = self
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |count| {
+                (count < self.capacity).then_some(count + 1)
+            })
+            .is_ok();
+        if !taken {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        taken.then(|| Admitted(Arc::clone(&self.in_flight)))
+    }
+
+    fn refusal(&self) -> WireError {
+        WireError::from(&SchedulerError::QueueFull {
+            capacity: self.queue_capacity,
+        })
+    }
+}
+
 /// A generation waiting to be prepared.
 struct Preparation {
     prompt: Prompt,
@@ -268,6 +325,7 @@ struct Preparation {
 /// The preparing threads and their bounded queue.
 struct Preparers {
     queue: Option<SyncSender<Preparation>>,
+    admission: Admission,
     /// Raised when stdin closes: what is still queued is dropped unprepared.
     stopping: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -281,9 +339,10 @@ impl Preparers {
         model: Arc<Model>,
         scheduler: Arc<Scheduler>,
         outbox: Outbox,
-        capacity: usize,
+        admission: Admission,
     ) -> Self {
-        let (sender, receiver) = mpsc::sync_channel(capacity.max(1));
+        // Never full: admission bounds what is in the worker.
+        let (sender, receiver) = mpsc::sync_channel(admission.capacity.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         let started = Arc::new(Mutex::new(vec![None; PREPARERS]));
         let stopping = Arc::new(AtomicBool::new(false));
@@ -306,6 +365,7 @@ impl Preparers {
             .collect();
         Self {
             queue: Some(sender),
+            admission,
             stopping,
             threads,
             outbox,
@@ -430,6 +490,8 @@ struct WorkerSink {
     cancelled: Arc<AtomicBool>,
     cancellations: Cancellations,
     gathered: Option<String>,
+    /// Holds this generation's place until the request ends.
+    _admitted: Admitted,
 }
 
 impl EventSink for WorkerSink {

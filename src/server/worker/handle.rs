@@ -4,7 +4,7 @@
 //! Owns: the child process, its pipes, the table of requests in flight.
 //! When the child dies (a llama.cpp abort, the OOM killer, `kill -9`),
 //! every request in flight fails with a 500 that says so, and the registry
-//! sees [`Worker::is_alive`] turn false and loads the model again on next use.
+//! sees [`WorkerProcess::is_alive`] turn false and loads the model again on next use.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -24,7 +24,7 @@ use crate::server::error::ApiError;
 /// What a generation sends its handler, in order: accepted (or failed),
 /// text, then done or failed.
 #[derive(Debug)]
-pub enum Reply {
+pub enum GenerationEvent {
     Accepted,
     Text(String),
     Done(Stats),
@@ -33,7 +33,7 @@ pub enum Reply {
 
 /// A request waiting for the worker's answer.
 enum Pending {
-    Generate(mpsc::UnboundedSender<Reply>),
+    Generate(mpsc::UnboundedSender<GenerationEvent>),
     Embed(oneshot::Sender<Result<Embeddings, ApiError>>),
     Metrics(oneshot::Sender<WorkerMetrics>),
 }
@@ -42,7 +42,7 @@ type PendingTable = Arc<Mutex<HashMap<u64, Pending>>>;
 
 /// A running worker process with one model loaded.
 #[derive(Debug)]
-pub struct Worker {
+pub struct WorkerProcess {
     pid: u32,
     ready: ReadyInfo,
     outgoing: mpsc::UnboundedSender<ToWorker>,
@@ -69,17 +69,17 @@ impl std::fmt::Debug for Pending {
 /// the worker, which frees its sequence at the next decode step.
 #[derive(Debug)]
 pub struct Generation {
-    replies: mpsc::UnboundedReceiver<Reply>,
+    replies: mpsc::UnboundedReceiver<GenerationEvent>,
     /// A reply that arrived before the worker's acceptance (a race the
     /// protocol allows), handed out first.
-    early: Option<Reply>,
+    early: Option<GenerationEvent>,
     _cancel: CancelOnDrop,
 }
 
 impl Generation {
     /// The next text, done or failure; `None` if the worker vanished
     /// without a word (it always fails requests before that).
-    pub async fn next(&mut self) -> Option<Reply> {
+    pub async fn next(&mut self) -> Option<GenerationEvent> {
         if let Some(reply) = self.early.take() {
             return Some(reply);
         }
@@ -115,7 +115,7 @@ pub enum SpawnError {
     Died(String),
 }
 
-impl Worker {
+impl WorkerProcess {
     /// Start `olm __worker`, hand it `config`, and wait until its model is loaded.
     pub async fn spawn(config: &WorkerConfig) -> Result<Self, SpawnError> {
         let mut command = crate::process::olm_command(crate::process::WORKER_COMMAND)
@@ -232,8 +232,8 @@ impl Worker {
             whole,
         })?;
         match generation.replies.recv().await {
-            Some(Reply::Accepted) => Ok(generation),
-            Some(Reply::Failed(error)) => Err(error),
+            Some(GenerationEvent::Accepted) => Ok(generation),
+            Some(GenerationEvent::Failed(error)) => Err(error),
             Some(early) => {
                 generation.early = Some(early);
                 Ok(generation)
@@ -292,7 +292,7 @@ impl Worker {
         for (id, pending) in in_flight {
             match pending {
                 Pending::Generate(sender) => {
-                    let _ = sender.send(Reply::Failed(error.clone()));
+                    let _ = sender.send(GenerationEvent::Failed(error.clone()));
                     let _ = self.outgoing.send(ToWorker::Cancel { id });
                 }
                 Pending::Embed(sender) => {
@@ -332,7 +332,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Write each request as one line to the worker's stdin. Ends (closing
-/// stdin, which tells the worker to exit) when the [`Worker`] is dropped.
+/// stdin, which tells the worker to exit) when the [`WorkerProcess`] is dropped.
 async fn write_requests(mut stdin: ChildStdin, mut requests: mpsc::UnboundedReceiver<ToWorker>) {
     let mut buffer = Vec::new();
     while let Some(request) = requests.recv().await {
@@ -383,7 +383,7 @@ async fn read_replies(
     for orphan in orphans {
         match orphan {
             Pending::Generate(sender) => {
-                let _ = sender.send(Reply::Failed(error.clone()));
+                let _ = sender.send(GenerationEvent::Failed(error.clone()));
             }
             Pending::Embed(sender) => {
                 let _ = sender.send(Err(error.clone()));
@@ -403,22 +403,22 @@ fn dispatch(line: &str, pending: &PendingTable) {
     match message {
         FromWorker::Accepted { id } => {
             if let Some(Pending::Generate(sender)) = table.get(&id) {
-                let _ = sender.send(Reply::Accepted);
+                let _ = sender.send(GenerationEvent::Accepted);
             }
         }
         FromWorker::Text { id, text } => {
             if let Some(Pending::Generate(sender)) = table.get(&id) {
-                let _ = sender.send(Reply::Text(text));
+                let _ = sender.send(GenerationEvent::Text(text));
             }
         }
         FromWorker::Done { id, stats } => {
             if let Some(Pending::Generate(sender)) = table.remove(&id) {
-                let _ = sender.send(Reply::Done(stats.into()));
+                let _ = sender.send(GenerationEvent::Done(stats.into()));
             }
         }
         FromWorker::Failed { id, error } => match table.remove(&id) {
             Some(Pending::Generate(sender)) => {
-                let _ = sender.send(Reply::Failed(api_error(error)));
+                let _ = sender.send(GenerationEvent::Failed(api_error(error)));
             }
             Some(Pending::Embed(sender)) => {
                 let _ = sender.send(Err(api_error(error)));

@@ -7,12 +7,12 @@
 //!
 //! Owns: the wire protocol ([`protocol`]), the server's handle on a child
 //! ([`handle`]) and the child's main loop ([`child`]). Must not touch: HTTP
-//! shapes (handlers translate [`Reply`]s), the store.
+//! shapes (handlers translate [`GenerationEvent`]s), the store.
 
 mod child;
 mod handle;
 mod protocol;
 
 pub use child::run as run_child;
-pub use handle::{Generation, Reply, SpawnError, Worker};
+pub use handle::{Generation, GenerationEvent, SpawnError, WorkerProcess};
 pub use protocol::{WorkerConfig, WorkerMetrics};
