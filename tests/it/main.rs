@@ -12,6 +12,7 @@ mod bench;
 mod chat;
 mod cli;
 mod fakehub;
+mod mutation;
 mod pull;
 mod readme;
 mod run;
