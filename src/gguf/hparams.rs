@@ -75,7 +75,7 @@ const FLOAT_KEYS: [(&str, FloatRange); 17] = [
 
 /// `u32` keys read with `get_key<uint32_t>`, with their smallest value.
 #[rustfmt::skip]
-const U32_KEYS: [(&str, u32); 16] = [
+const U32_KEYS: [(&str, u32); 18] = [
     ("context_length", 1),
     ("embedding_length", 1),
     ("embedding_length_out", 0),
@@ -90,6 +90,8 @@ const U32_KEYS: [(&str, u32); 16] = [
     ("attention.value_length", 1),
     ("attention.key_length_swa", 1),
     ("attention.value_length_swa", 1),
+    ("rope.dimension_count", 0),
+    ("rope.dimension_count_swa", 0),
     ("attention.sliding_window", 0),
     ("expert_gating_func", 0),
 ];
@@ -392,10 +394,60 @@ fn check_next_token_layers(
     }
 }
 
-/// Heads and feed-forward widths, per layer.
+/// A covered architecture shapes every layer's key and value projections
+/// with layer 0's counts (`LLAMA_LOAD_LOCALS` in llama-model.h:
+/// `n_embd_k_gqa = hparams.n_embd_k_gqa()`), but sizes each layer's KV cache
+/// with its own (`n_embd_k_gqa(il)`): a layer whose count differs writes
+/// keys of one width into a cache row of another, and ggml aborts
+/// (ggml.c `ggml_set_rows`: `GGML_ASSERT(a->ne[0] == b->ne[0])`). Found by
+/// the mutation test.
+fn check_same_for_every_layer(values: &[u32], key: &str) -> Result<(), GgufError> {
+    let Some(&first) = values.first() else {
+        return Ok(());
+    };
+    match values.iter().position(|&value| value != first) {
+        Some(layer) => Err(GgufError::HyperParameterMismatch {
+            key: printable(key),
+            value: u64::from(values[layer]),
+            expected: format!("{first} for layer {layer}, as for layer 0"),
+            reason: "the architecture shapes every layer's key and value projections alike",
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Sliding-window layers of a covered architecture use the same tensors as
+/// the others (`n_embd_head_k` of layer 0 in `load_arch_tensors`) but their
+/// own head sizes (`n_embd_head_k_swa`) in the graph and KV cache: they
+/// must agree, or ggml's reshapes abort.
+fn check_sliding_window_sizes(
+    file: &GgufFile,
+    architecture: &str,
+    head_size: u32,
+    value_size: u32,
+) -> Result<(), GgufError> {
+    for (suffix, size) in [
+        ("attention.key_length_swa", head_size),
+        ("attention.value_length_swa", value_size),
+    ] {
+        let key = arch_key(architecture, suffix);
+        if let Some(value) = keys::u32_value(file, &key)? {
+            if value != size {
+                return Err(GgufError::HyperParameterMismatch {
+                    key: printable(&key),
+                    value: u64::from(value),
+                    expected: format!("the head size, {size}"),
+                    reason: "sliding-window layers share the other layers' tensors",
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Heads per layer.
 struct LayerShape {
     heads: Vec<u32>,
-    kv_heads: Vec<u32>,
 }
 
 impl LayerShape {
@@ -430,6 +482,9 @@ impl LayerShape {
         }
         let heads = heads.unwrap_or_default();
         let kv_heads = kv_heads.unwrap_or_else(|| heads.clone());
+        if family.is_some() {
+            check_same_for_every_layer(&kv_heads, &kv_heads_key)?;
+        }
         for (layer, (&query, &kv)) in heads.iter().zip(&kv_heads).enumerate() {
             // ggml_mul_mat broadcasts K over Q heads: ggml_can_mul_mat
             // asserts `t1->ne[2] % t0->ne[2] == 0` (ggml.c) when the
@@ -446,7 +501,7 @@ impl LayerShape {
                 });
             }
         }
-        Ok(Self { heads, kv_heads })
+        Ok(Self { heads })
     }
 
     /// Head sizes and rope dimensions, as `load_hparams` derives them from
@@ -461,7 +516,6 @@ impl LayerShape {
         let Some(&heads) = self.heads.first().filter(|&&heads| heads > 0) else {
             return Ok(());
         };
-        let _ = &self.kv_heads;
         let Some(embedding) = keys::u32_value(file, &key("embedding_length"))? else {
             return Ok(());
         };
@@ -488,6 +542,9 @@ impl LayerShape {
                 reason: "the graph asserts n_embd_head_v == n_embd_head_k",
             });
         }
+        if family.is_some() {
+            check_sliding_window_sizes(file, architecture, head_size, value_size)?;
+        }
         let rope_key = key("rope.dimension_count");
         let rope_dimensions = keys::u32_value(file, &rope_key)?;
         if let Some(family) = family {
@@ -502,18 +559,22 @@ impl LayerShape {
             }
         }
         let rope = match (rope_dimensions, family) {
-            (Some(rope), _) => rope,
-            (None, Some(_)) => head_size,
-            (None, None) => return Ok(()),
+            (Some(rope), _) => Some(rope),
+            (None, Some(_)) => Some(head_size),
+            (None, None) => None,
         };
-        // ggml-cpu/ops.cpp rope: `GGML_ASSERT(n_dims <= ne0)` and `GGML_ASSERT(n_dims % 2 == 0)`.
-        if rope > head_size || rope % 2 != 0 {
-            return Err(GgufError::HyperParameterMismatch {
-                key: printable(&rope_key),
-                value: u64::from(rope),
-                expected: format!("even and at most the head size, {head_size}"),
-                reason: "ggml's rope rotates pairs of a head's elements",
-            });
+        let rope_swa_key = key("rope.dimension_count_swa");
+        let rope_swa = keys::u32_value(file, &rope_swa_key)?;
+        for (key, rope) in [(&rope_key, rope), (&rope_swa_key, rope_swa)] {
+            // ggml-cpu/ops.cpp rope: `GGML_ASSERT(n_dims <= ne0)` and `GGML_ASSERT(n_dims % 2 == 0)`.
+            if let Some(rope) = rope.filter(|&rope| rope > head_size || rope % 2 != 0) {
+                return Err(GgufError::HyperParameterMismatch {
+                    key: printable(key),
+                    value: u64::from(rope),
+                    expected: format!("even and at most the head size, {head_size}"),
+                    reason: "ggml's rope rotates pairs of a head's elements",
+                });
+            }
         }
         Ok(())
     }

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use super::value::{Value, ValueType};
 use super::writer::{
-    raw_string_array, tiny, tiny_model, tiny_token_types, tiny_tokens, token_type, GgufBuilder,
-    RawGguf, TensorSpec,
+    raw_string_array, tiny, tiny_model, tiny_model_for, tiny_token_types, tiny_tokens, token_type,
+    GgufBuilder, RawGguf, TensorSpec, TinyArchitecture,
 };
 use super::{parse, parse_model, GgmlType, GgufError, GgufFile, MAX_TENSOR_COUNT};
 
@@ -126,7 +126,7 @@ pub fn llama_cpp_crasher() -> Sample {
 /// [`Sample::check`] accepts.
 pub fn valid() -> Vec<Sample> {
     let valid = |name, builder: GgufBuilder| Sample::new("valid", name, builder.to_bytes(), "");
-    vec![
+    let mut samples = vec![
         valid("valid-tiny", tiny_model()),
         valid("valid-version-2", tiny_model().version(2)),
         valid(
@@ -152,7 +152,18 @@ pub fn valid() -> Vec<Sample> {
                 .metadata("tokenizer.ggml.tokens", vec!["a", "b"]),
         ),
         valid("valid-empty", GgufBuilder::new()),
-    ]
+    ];
+    samples.extend(
+        [
+            ("valid-tiny-qwen2", TinyArchitecture::Qwen2),
+            ("valid-tiny-qwen3", TinyArchitecture::Qwen3),
+            ("valid-tiny-phi3", TinyArchitecture::Phi3),
+            ("valid-tiny-gemma2", TinyArchitecture::Gemma2),
+            ("valid-tiny-gemma3", TinyArchitecture::Gemma3),
+        ]
+        .map(|(name, architecture)| valid(name, tiny_model_for(architecture))),
+    );
+    samples
 }
 
 fn tiny_bytes() -> Vec<u8> {
@@ -848,6 +859,20 @@ fn hyper_parameters() -> Vec<Sample> {
             set("llama.attention.head_count_kv", Value::U32(3)),
             "'llama.attention.head_count_kv' is 3, but it must be a divisor of 'llama.attention.head_count' (4) for layer 0",
         ),
+        // ggml.c ggml_set_rows: GGML_ASSERT(a->ne[0] == b->ne[0]), found by
+        // the mutation test: K/V tensors are shaped by layer 0's count, the
+        // KV cache by each layer's own.
+        case(
+            "g1-kv-heads-differ-per-layer",
+            set("llama.attention.head_count_kv", Value::from(vec![2u32, 1])),
+            "'llama.attention.head_count_kv' is 1, but it must be 2 for layer 1, as for layer 0",
+        ),
+        case(
+            "g1-gemma3-sliding-window-head-size",
+            tiny_model_for(TinyArchitecture::Gemma3)
+                .set_metadata("gemma3.attention.key_length_swa", Value::U32(16)),
+            "'gemma3.attention.key_length_swa' is 16, but it must be the head size, 8",
+        ),
         // models/llama.cpp: GGML_ASSERT(n_embd_head == n_rot)
         case(
             "g1-rope-dimensions-not-head-size",
@@ -902,30 +927,11 @@ fn hyper_parameters() -> Vec<Sample> {
         ),
         case(
             "g1-gemma2-softcap-zero",
-            gemma2_tiny().set_metadata("gemma2.final_logit_softcapping", Value::F32(0.0)),
+            tiny_model_for(TinyArchitecture::Gemma2)
+                .set_metadata("gemma2.final_logit_softcapping", Value::F32(0.0)),
             "'gemma2.final_logit_softcapping' is 0, but it must be above 0",
         ),
     ]
-}
-
-/// [`tiny_model`] relabelled as Gemma 2, with the tensors its loader adds.
-fn gemma2_tiny() -> GgufBuilder {
-    let mut builder = tiny_model().set_metadata("general.architecture", "gemma2");
-    for key in builder
-        .metadata_keys()
-        .iter()
-        .map(|key| key.to_string())
-        .collect::<Vec<_>>()
-    {
-        if let Some(suffix) = key.strip_prefix("llama.") {
-            if let Some(value) = builder.get_metadata(&key).cloned() {
-                builder = builder
-                    .remove_metadata(&key)
-                    .set_metadata(&format!("gemma2.{suffix}"), value);
-            }
-        }
-    }
-    builder
 }
 
 /// T-G1: vocabularies llama.cpp cannot build or cannot tokenize with

@@ -993,6 +993,14 @@ fn t_g1_hyper_parameters() {
         GgufError::HyperParameterMismatch { value: 3, .. }
     );
     assert_refused!(
+        "g1-kv-heads-differ-per-layer",
+        GgufError::HyperParameterMismatch { value: 1, .. }
+    );
+    assert_refused!(
+        "g1-gemma3-sliding-window-head-size",
+        GgufError::HyperParameterMismatch { value: 16, .. }
+    );
+    assert_refused!(
         "g1-rope-dimensions-not-head-size",
         GgufError::HyperParameterMismatch { value: 6, .. }
     );

@@ -374,25 +374,58 @@ fn check_utf8(file: &GgufFile, key: &str) -> Result<(), GgufError> {
 }
 
 /// Unique token strings, compared as llama.cpp stores them: an empty token
-/// becomes "[EMPTY_<index>]" before it goes into `token_to_id`.
+/// becomes "[EMPTY_<index>]" before it goes into `token_to_id`. The
+/// duplicate reported is the first a forward scan meets, with the earliest
+/// token of the same text. A small open-addressing table of indices keeps
+/// a quarter of a million tokens well within the time budget, even in a
+/// debug build (std's generic hash map and sort are slow unoptimized).
 fn check_unique(tokens: &[String]) -> Result<(), GgufError> {
-    let mut seen: HashMap<std::borrow::Cow<'_, str>, u64> = HashMap::with_capacity(tokens.len());
-    for (index, token) in tokens.iter().enumerate() {
-        let text = if token.is_empty() {
-            std::borrow::Cow::Owned(format!("[EMPTY_{index}]"))
-        } else {
-            std::borrow::Cow::Borrowed(token.as_str())
-        };
-        if let Some(&first) = seen.get(&text) {
-            return Err(GgufError::DuplicateToken {
-                index: index as u64,
-                first,
-                text: printable(&text),
-            });
+    let empty_names: Vec<String> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, token)| token.is_empty())
+        .map(|(index, _)| format!("[EMPTY_{index}]"))
+        .collect();
+    let mut empty_names = empty_names.iter();
+    let texts: Vec<&[u8]> = tokens
+        .iter()
+        .map(|token| match token.is_empty() {
+            true => empty_names.next().map_or(&b""[..], |name| name.as_bytes()),
+            false => token.as_bytes(),
+        })
+        .collect();
+    // At most half full: a free slot is always found.
+    let mask = (texts.len() * 2).next_power_of_two().max(2) - 1;
+    let mut slots = vec![u32::MAX; mask + 1];
+    for (index, text) in texts.iter().enumerate() {
+        let mut slot = fnv1a(text) as usize & mask;
+        loop {
+            let occupant = slots[slot];
+            if occupant == u32::MAX {
+                // Indices fit in u32: the vocabulary is at most MAX_VOCAB_SIZE.
+                slots[slot] = index as u32;
+                break;
+            }
+            if texts[occupant as usize] == *text {
+                return Err(GgufError::DuplicateToken {
+                    index: index as u64,
+                    first: u64::from(occupant),
+                    text: printable(&String::from_utf8_lossy(text)),
+                });
+            }
+            slot = (slot + 1) & mask;
         }
-        seen.insert(text, index as u64);
     }
     Ok(())
+}
+
+/// The 64-bit FNV-1a hash of `bytes`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash = 0xCBF2_9CE4_8422_2325u64;
+    for &byte in bytes {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    hash
 }
 
 /// Float scores must be numbers: SentencePiece and Unigram order merges by
@@ -433,22 +466,39 @@ fn check_tokenizer_specifics(
 /// "<0xHH>", or for ASCII the character itself, must be a token, or
 /// `token_to_id.at` throws out of `llama_tokenize` and the process aborts.
 fn check_byte_fallback(tokens: &[String], model: &str) -> Result<(), GgufError> {
-    let texts: std::collections::HashSet<&str> = tokens.iter().map(String::as_str).collect();
-    for byte in 0..=255u8 {
-        let hex = format!("<0x{byte:02X}>");
-        let character = (byte < 0x80).then(|| char::from(byte).to_string());
-        let found = texts.contains(hex.as_str())
-            || character.is_some_and(|character| texts.contains(character.as_str()));
-        if !found {
-            return Err(GgufError::MissingByteToken {
-                byte,
-                tokenizer: printable(model),
-            });
+    let mut found = [false; 256];
+    for token in tokens {
+        if let Some(byte) = fallback_byte(token) {
+            found[usize::from(byte)] = true;
         }
     }
-    Ok(())
+    match found.iter().position(|&present| !present) {
+        Some(byte) => Err(GgufError::MissingByteToken {
+            byte: byte as u8,
+            tokenizer: printable(model),
+        }),
+        None => Ok(()),
+    }
 }
 
+/// The byte `llama_vocab::byte_to_token` finds `token` for: "<0xHH>" with
+/// upper-case hex digits (it formats the name so), or a one-character
+/// ASCII string.
+fn fallback_byte(token: &str) -> Option<u8> {
+    match token.as_bytes() {
+        // `byte_to_token` looks the byte up as a C string: NUL is "".
+        [byte] if byte.is_ascii() && *byte != 0 => Some(*byte),
+        [b'<', b'0', b'x', high, low, b'>'] => {
+            let digit = |digit: u8| match digit {
+                b'0'..=b'9' => Some(digit - b'0'),
+                b'A'..=b'F' => Some(digit - b'A' + 10),
+                _ => None,
+            };
+            Some(digit(*high)? << 4 | digit(*low)?)
+        }
+        _ => None,
+    }
+}
 /// WordPiece has no byte tokens: `llama_vocab::impl::token_to_byte` aborts
 /// for it, and llama.cpp calls it for every byte-typed token while it builds
 /// its token-to-piece cache at load time.

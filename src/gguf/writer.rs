@@ -472,25 +472,105 @@ fn tiny_scores() -> Vec<f32> {
 /// weights are zeros, so it loads and generates (nonsense) in milliseconds.
 /// The base of most hostile samples and of the mutation tests.
 pub fn tiny_model() -> GgufBuilder {
+    tiny_model_for(TinyArchitecture::Llama)
+}
+
+/// The architectures [`tiny_model_for`] builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TinyArchitecture {
+    Llama,
+    /// Qwen 2 with a byte-level BPE ("gpt2") tokenizer and merges.
+    Qwen2,
+    Qwen3,
+    Phi3,
+    Gemma2,
+    Gemma3,
+}
+
+impl TinyArchitecture {
+    pub const ALL: [TinyArchitecture; 6] = [
+        TinyArchitecture::Llama,
+        TinyArchitecture::Qwen2,
+        TinyArchitecture::Qwen3,
+        TinyArchitecture::Phi3,
+        TinyArchitecture::Gemma2,
+        TinyArchitecture::Gemma3,
+    ];
+
+    /// `general.architecture`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TinyArchitecture::Llama => "llama",
+            TinyArchitecture::Qwen2 => "qwen2",
+            TinyArchitecture::Qwen3 => "qwen3",
+            TinyArchitecture::Phi3 => "phi3",
+            TinyArchitecture::Gemma2 => "gemma2",
+            TinyArchitecture::Gemma3 => "gemma3",
+        }
+    }
+
+    /// Per-layer norms besides `attn_norm` and `ffn_norm`, each `{EMBEDDING}`
+    /// or (query/key norms) `{HEAD_DIM}`, as the architecture's
+    /// `load_arch_tensors` requires them.
+    fn extra_norms(self) -> &'static [&'static str] {
+        match self {
+            TinyArchitecture::Llama | TinyArchitecture::Qwen2 | TinyArchitecture::Phi3 => &[],
+            TinyArchitecture::Qwen3 => &["attn_q_norm", "attn_k_norm"],
+            TinyArchitecture::Gemma2 => &["post_attention_norm", "post_ffw_norm"],
+            TinyArchitecture::Gemma3 => &[
+                "attn_q_norm",
+                "attn_k_norm",
+                "post_attention_norm",
+                "post_ffw_norm",
+            ],
+        }
+    }
+}
+
+/// [`tiny_model`] in another covered architecture: the same sizes, the
+/// keys and tensors that architecture's llama.cpp loader requires.
+pub fn tiny_model_for(architecture: TinyArchitecture) -> GgufBuilder {
     use tiny::{EMBEDDING, FEED_FORWARD, HEAD_DIM, KV_HEADS};
+    let arch = architecture.name();
+    let key = |suffix: &str| format!("{arch}.{suffix}");
     let mut builder = GgufBuilder::new()
-        .metadata("general.architecture", "llama")
+        .metadata("general.architecture", arch)
         .metadata("general.name", "tiny")
         .metadata("general.license", "mit")
         .metadata("general.file_type", 2u32)
-        .metadata("llama.context_length", tiny::CONTEXT)
-        .metadata("llama.embedding_length", EMBEDDING as u32)
-        .metadata("llama.block_count", tiny::LAYERS as u32)
-        .metadata("llama.feed_forward_length", FEED_FORWARD as u32)
-        .metadata("llama.attention.head_count", tiny::HEADS as u32)
-        .metadata("llama.attention.head_count_kv", KV_HEADS as u32)
-        .metadata("llama.attention.layer_norm_rms_epsilon", 1e-5f32)
-        .metadata("llama.rope.freq_base", 10_000f32)
-        .metadata("llama.rope.dimension_count", HEAD_DIM as u32)
-        .metadata("tokenizer.ggml.model", "llama")
-        .metadata("tokenizer.ggml.tokens", tiny_tokens())
-        .metadata("tokenizer.ggml.token_type", tiny_token_types())
-        .metadata("tokenizer.ggml.scores", tiny_scores())
+        .metadata(key("context_length"), tiny::CONTEXT)
+        .metadata(key("embedding_length"), EMBEDDING as u32)
+        .metadata(key("block_count"), tiny::LAYERS as u32)
+        .metadata(key("feed_forward_length"), FEED_FORWARD as u32)
+        .metadata(key("attention.head_count"), tiny::HEADS as u32)
+        .metadata(key("attention.head_count_kv"), KV_HEADS as u32)
+        .metadata(key("attention.layer_norm_rms_epsilon"), 1e-5f32)
+        .metadata(key("rope.freq_base"), 10_000f32)
+        .metadata(key("rope.dimension_count"), HEAD_DIM as u32);
+    builder = match architecture {
+        TinyArchitecture::Gemma2 | TinyArchitecture::Gemma3 => builder
+            .metadata(key("attention.key_length"), HEAD_DIM as u32)
+            .metadata(key("attention.value_length"), HEAD_DIM as u32)
+            .metadata(key("attention.sliding_window"), 4u32),
+        _ => builder,
+    };
+    builder = if architecture == TinyArchitecture::Qwen2 {
+        builder
+            .metadata("tokenizer.ggml.model", "gpt2")
+            .metadata("tokenizer.ggml.pre", "qwen2")
+            .metadata("tokenizer.ggml.tokens", tiny_tokens())
+            .metadata(
+                "tokenizer.ggml.merges",
+                vec!["\u{2581} h", "h i", "\u{2581}h i"],
+            )
+    } else {
+        builder
+            .metadata("tokenizer.ggml.model", "llama")
+            .metadata("tokenizer.ggml.tokens", tiny_tokens())
+            .metadata("tokenizer.ggml.token_type", tiny_token_types())
+            .metadata("tokenizer.ggml.scores", tiny_scores())
+    };
+    builder = builder
         .metadata("tokenizer.ggml.bos_token_id", 1u32)
         .metadata("tokenizer.ggml.eos_token_id", 2u32)
         .metadata("tokenizer.ggml.unknown_token_id", 0u32)
@@ -512,10 +592,28 @@ pub fn tiny_model() -> GgufBuilder {
             .tensor(name("attn_k"), GgmlType::Q4_0, &[EMBEDDING, kv_width])
             .tensor(name("attn_v"), GgmlType::Q4_0, &[EMBEDDING, kv_width])
             .tensor(name("attn_output"), GgmlType::Q4_0, &[EMBEDDING, EMBEDDING])
-            .tensor(name("ffn_norm"), GgmlType::F32, &[EMBEDDING])
-            .tensor(name("ffn_gate"), GgmlType::Q4_0, &[EMBEDDING, FEED_FORWARD])
-            .tensor(name("ffn_up"), GgmlType::Q4_0, &[EMBEDDING, FEED_FORWARD])
-            .tensor(name("ffn_down"), GgmlType::Q4_0, &[FEED_FORWARD, EMBEDDING]);
+            .tensor(name("ffn_norm"), GgmlType::F32, &[EMBEDDING]);
+        for norm in architecture.extra_norms() {
+            let width = if norm.starts_with("attn_") {
+                HEAD_DIM
+            } else {
+                EMBEDDING
+            };
+            builder = builder.tensor(name(norm), GgmlType::F32, &[width]);
+        }
+        builder = if architecture == TinyArchitecture::Phi3 {
+            // Phi-3 packs the gate and up projections into one `ffn_up`.
+            builder.tensor(
+                name("ffn_up"),
+                GgmlType::Q4_0,
+                &[EMBEDDING, 2 * FEED_FORWARD],
+            )
+        } else {
+            builder
+                .tensor(name("ffn_gate"), GgmlType::Q4_0, &[EMBEDDING, FEED_FORWARD])
+                .tensor(name("ffn_up"), GgmlType::Q4_0, &[EMBEDDING, FEED_FORWARD])
+        };
+        builder = builder.tensor(name("ffn_down"), GgmlType::Q4_0, &[FEED_FORWARD, EMBEDDING]);
     }
     builder.tensor("output_norm.weight", GgmlType::F32, &[EMBEDDING])
 }

@@ -1,6 +1,6 @@
 //! Mutation test of the metadata values llama.cpp reads (T-G1): seeded,
-//! structure-aware mutations of the tiny model (`olm::gguf::mutate`) go
-//! through the real binary. Every file `olm show` accepts must run
+//! structure-aware mutations (`olm::gguf::mutate`) of the tiny model in
+//! each covered architecture go through the real binary. Every file `olm show` accepts must run
 //! (`olm run FILE --raw -n 2 hi` reaches llama.cpp: the tiny model is
 //! complete) without dying by a signal or a panic; every refusal, by
 //! either command, is exit 5 with one `error:` line and nothing on stdout.
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use olm::gguf::mutate::{mutate, Mutation};
-use olm::gguf::writer::tiny_model;
+use olm::gguf::writer::{tiny_model_for, GgufBuilder, TinyArchitecture};
 
 use crate::bad_models::run_within;
 use crate::common::{stderr, stdout, TestEnv};
@@ -48,15 +48,20 @@ fn mutated_models_never_crash_olm_or_llama_cpp() {
         .ok()
         .and_then(|seed| seed.parse::<u64>().ok())
         .unwrap_or(0);
-    let base = tiny_model();
+    // Every covered architecture in turn (seed % 6): each has its own rules.
+    let bases: Vec<GgufBuilder> = TinyArchitecture::ALL
+        .iter()
+        .map(|&architecture| tiny_model_for(architecture))
+        .collect();
     let tally = Tally::default();
     let started = Instant::now();
     std::thread::scope(|scope| {
         for worker in 0..WORKERS {
-            let (env, base, tally) = (&env, &base, &tally);
+            let (env, bases, tally) = (&env, &bases, &tally);
             scope.spawn(move || {
                 let mut seed = first_seed + worker;
                 while seed < first_seed + MUTATIONS && started.elapsed() < BUDGET {
+                    let base = &bases[(seed % bases.len() as u64) as usize];
                     check_mutation(env, seed, &mutate(base, seed), tally);
                     seed += WORKERS;
                 }
