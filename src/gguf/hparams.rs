@@ -39,6 +39,11 @@ pub const MAX_NORM_EPSILON: f32 = 1.0;
 /// models use 1e4 to 1e8.
 pub const MAX_ROPE_FREQ_BASE: f32 = 1e12;
 
+/// Fewest rope dimensions: rope rotates pairs, and zero pairs make ggml's
+/// CPU rope kernel loop forever (ggml-cpu/ops.cpp `ggml_compute_forward_rope_flt`,
+/// "fill the remain channels": `i0 += n_dims - 2` with `n_dims == 0`).
+pub const MIN_ROPE_DIMENSIONS: u32 = 2;
+
 /// `LLAMA_POOLING_TYPE_NONE` … `LLAMA_POOLING_TYPE_RANK` (include/llama.h);
 /// llama-graph.cpp `build_pooling` aborts with "unknown pooling type" on
 /// any other value when embeddings are computed (as `olm serve` does).
@@ -90,8 +95,11 @@ const U32_KEYS: [(&str, u32); 18] = [
     ("attention.value_length", 1),
     ("attention.key_length_swa", 1),
     ("attention.value_length_swa", 1),
-    ("rope.dimension_count", 0),
-    ("rope.dimension_count_swa", 0),
+    // ggml-cpu/ops.cpp ggml_compute_forward_rope_flt: with n_dims == 0 the
+    // loop that copies the unrotated channels steps back forever
+    // (`i0 += n_dims - 2`): `olm run` hung. Found by the gguf_llama fuzz target.
+    ("rope.dimension_count", MIN_ROPE_DIMENSIONS),
+    ("rope.dimension_count_swa", MIN_ROPE_DIMENSIONS),
     ("attention.sliding_window", 0),
     ("expert_gating_func", 0),
 ];

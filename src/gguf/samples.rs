@@ -925,6 +925,15 @@ fn hyper_parameters() -> Vec<Sample> {
             set("llama.pooling_type", Value::U32(9)),
             "'llama.pooling_type' is 9, but it must be a pooling type from 0 to 4",
         ),
+        // ggml-cpu/ops.cpp rope: an endless loop with n_dims == 0 (a hang,
+        // found by the gguf_llama fuzz target; gemma2 does not tie rope to the
+        // head size, so only this rule stands in the way).
+        case(
+            "g1-rope-dimensions-zero",
+            tiny_model_for(TinyArchitecture::Gemma2)
+                .set_metadata("gemma2.rope.dimension_count", Value::U32(0)),
+            "'gemma2.rope.dimension_count' is 0, but it must be at least 2",
+        ),
         case(
             "g1-gemma2-softcap-zero",
             tiny_model_for(TinyArchitecture::Gemma2)

@@ -965,6 +965,11 @@ fn t_g1_hyper_parameters() {
         "gemma2.final_logit_softcapping",
         "0",
     );
+    out_of_range(
+        "g1-rope-dimensions-zero",
+        "gemma2.rope.dimension_count",
+        "0",
+    );
     assert_refused!(
         "g1-epsilon-as-string",
         GgufError::WrongType {

@@ -10,8 +10,6 @@
 //! [`check`] applies to what a file has; [`check_required`] adds what a
 //! model cannot run without (a tokenizer olm can use and its token list).
 
-use std::collections::HashMap;
-
 use super::error::{printable, GgufError};
 use super::keys::{self, wrong_type};
 use super::value::{Array, Value};
