@@ -4,7 +4,7 @@
 //! terminal escapes or line breaks into olm's output.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::types::GgmlType;
 use super::{MAX_ALIGNMENT, MAX_DIMENSIONS};
@@ -212,19 +212,21 @@ pub enum GgufError {
     #[error("metadata key 'split.no' is {index} but 'split.count' is {count}")]
     InvalidSplit { index: u64, count: u64 },
 
-    // Hyper-parameters (src/gguf/hparams.rs).
+    // Hyper-parameters (src/gguf/hparams.rs). Text fields are boxed so the
+    // error stays as small as it was (it travels inside StoreError and
+    // HubError, which clippy's `result_large_err` watches).
     #[error("metadata key '{key}' is {value}, but it must be {expected}")]
     HyperParameterOutOfRange {
         key: String,
-        value: String,
-        expected: String,
+        value: Box<str>,
+        expected: Box<str>,
     },
 
     #[error("metadata key '{key}' is {value}, but it must be {expected} ({reason})")]
     HyperParameterMismatch {
-        key: String,
+        key: Box<str>,
         value: u64,
-        expected: String,
+        expected: Box<str>,
         reason: &'static str,
     },
 
@@ -235,11 +237,13 @@ pub enum GgufError {
         layers: u64,
     },
 
-    #[error("metadata key '{key}' is '{value}', which llama.cpp does not know (expected one of: {allowed})")]
+    #[error(
+        "metadata key '{key}' is '{value}', which llama.cpp does not know (expected {allowed})"
+    )]
     UnknownKeyValue {
         key: String,
-        value: String,
-        allowed: String,
+        value: Box<str>,
+        allowed: &'static str,
     },
 
     #[error("metadata key '{key}' is missing ({needed_by} needs it)")]
@@ -282,7 +286,7 @@ pub enum GgufError {
     MissingSpecialToken {
         tokenizer: String,
         token: &'static str,
-        reason: String,
+        reason: Box<str>,
     },
 
     #[error("metadata key 'tokenizer.ggml.merges' is missing (the '{tokenizer}' tokenizer needs its BPE merges)")]
@@ -308,13 +312,11 @@ pub enum GgufError {
     },
 
     // Tensor types (src/gguf/tensor_types.rs).
-    #[error("tensor '{name}' has type {ggml_type}, but {role} must be {allowed} ({reason})")]
+    #[error("tensor '{name}' has type {ggml_type}, but {} must be {} ({})", rule.role, rule.allowed, rule.reason)]
     TensorTypeNotAllowed {
         name: String,
         ggml_type: GgmlType,
-        role: &'static str,
-        allowed: &'static str,
-        reason: &'static str,
+        rule: &'static TypeRule,
     },
 
     #[error("tensor '{name}' is missing ({architecture} models need it)")]
@@ -326,7 +328,7 @@ pub enum GgufError {
         path: PathBuf,
         index: u64,
         count: u64,
-        first: PathBuf,
+        first: Box<Path>,
     },
 
     #[error("{} is the first part of a {count}-part split model, so its name must end in '{suffix}'", path.display())]
@@ -344,14 +346,13 @@ pub enum GgufError {
         problem: Box<GgufError>,
     },
 
-    #[error("split part {part} of {count} ({}) is not part of this model: {what} is {found}, expected {expected}", path.display())]
+    #[error("split part {part} of {count} ({}) is not part of this model: {difference}", path.display())]
     ForeignSplitPart {
         part: u64,
         count: u64,
-        path: PathBuf,
-        what: String,
-        found: String,
-        expected: String,
+        path: Box<Path>,
+        /// What differs: "'split.count' is 2, expected 3".
+        difference: Box<str>,
     },
 
     #[error("tensor '{name}' is in split parts {first} and {second}")]
@@ -368,6 +369,18 @@ pub enum GgufError {
 /// " element N" when a string array's element is meant, else "".
 fn element_suffix(index: Option<u64>) -> String {
     index.map_or_else(String::new, |index| format!(" element {index}"))
+}
+
+/// What a tensor's role demands of its type, with the reason, for
+/// [`GgufError::TensorTypeNotAllowed`] (see `tensor_types.rs`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct TypeRule {
+    /// "a norm, bias or other 1-D tensor".
+    pub role: &'static str,
+    /// "F32".
+    pub allowed: &'static str,
+    /// Why: the ggml kernel that has no other type.
+    pub reason: &'static str,
 }
 
 /// Longest name or key (in characters) quoted in an error message.

@@ -204,8 +204,8 @@ pub fn check_required(
 fn out_of_range(key: &str, value: impl Display, expected: impl Into<String>) -> GgufError {
     GgufError::HyperParameterOutOfRange {
         key: printable(key),
-        value: value.to_string(),
-        expected: expected.into(),
+        value: value.to_string().into(),
+        expected: expected.into().into(),
     }
 }
 
@@ -260,8 +260,8 @@ fn check_rope_scaling_type(file: &GgufFile, key: &str) -> Result<(), GgufError> 
     match keys::str_value(file, key)? {
         Some(value) if !ROPE_SCALING_TYPES.contains(&value) => Err(GgufError::UnknownKeyValue {
             key: printable(key),
-            value: printable(value),
-            allowed: ROPE_SCALING_TYPES.join(", "),
+            value: printable(value).into(),
+            allowed: "one of none, linear, yarn, longrope",
         }),
         _ => Ok(()),
     }
@@ -368,9 +368,9 @@ fn check_experts(file: &GgufFile, architecture: &str, layers: u64) -> Result<(),
     if groups > 1 {
         if experts % groups != 0 {
             return Err(GgufError::HyperParameterMismatch {
-                key: printable(&groups_key),
+                key: printable(&groups_key).into(),
                 value: u64::from(groups),
-                expected: format!("a divisor of '{}' ({experts})", printable(&count_key)),
+                expected: format!("a divisor of '{}' ({experts})", printable(&count_key)).into(),
                 reason: "experts are split evenly into groups",
             });
         }
@@ -415,9 +415,9 @@ fn check_same_for_every_layer(values: &[u32], key: &str) -> Result<(), GgufError
     };
     match values.iter().position(|&value| value != first) {
         Some(layer) => Err(GgufError::HyperParameterMismatch {
-            key: printable(key),
+            key: printable(key).into(),
             value: u64::from(values[layer]),
-            expected: format!("{first} for layer {layer}, as for layer 0"),
+            expected: format!("{first} for layer {layer}, as for layer 0").into(),
             reason: "the architecture shapes every layer's key and value projections alike",
         }),
         None => Ok(()),
@@ -442,9 +442,9 @@ fn check_sliding_window_sizes(
         if let Some(value) = keys::u32_value(file, &key)? {
             if value != size {
                 return Err(GgufError::HyperParameterMismatch {
-                    key: printable(&key),
+                    key: printable(&key).into(),
                     value: u64::from(value),
-                    expected: format!("the head size, {size}"),
+                    expected: format!("the head size, {size}").into(),
                     reason: "sliding-window layers share the other layers' tensors",
                 });
             }
@@ -499,12 +499,13 @@ impl LayerShape {
             // attention graph is built.
             if kv > 0 && query % kv != 0 {
                 return Err(GgufError::HyperParameterMismatch {
-                    key: printable(&kv_heads_key),
+                    key: printable(&kv_heads_key).into(),
                     value: u64::from(kv),
                     expected: format!(
                         "a divisor of '{}' ({query}) for layer {layer}",
                         printable(&heads_key)
-                    ),
+                    )
+                    .into(),
                     reason: "attention shares each key head among a whole number of query heads",
                 });
             }
@@ -531,12 +532,13 @@ impl LayerShape {
         let value_length = keys::u32_value(file, &key("attention.value_length"))?;
         if family.is_some() && key_length.is_none() && embedding % heads != 0 {
             return Err(GgufError::HyperParameterMismatch {
-                key: printable(&key("attention.head_count")),
+                key: printable(&key("attention.head_count")).into(),
                 value: u64::from(heads),
                 expected: format!(
                     "a divisor of '{}' ({embedding}), or 'attention.key_length' given",
                     printable(&key("embedding_length"))
-                ),
+                )
+                .into(),
                 reason: "each head gets an equal share of the embedding",
             });
         }
@@ -544,9 +546,9 @@ impl LayerShape {
         let value_size = value_length.unwrap_or(embedding / heads);
         if family.is_some() && value_size != head_size {
             return Err(GgufError::HyperParameterMismatch {
-                key: printable(&key("attention.value_length")),
+                key: printable(&key("attention.value_length")).into(),
                 value: u64::from(value_size),
-                expected: format!("the key head size, {head_size}"),
+                expected: format!("the key head size, {head_size}").into(),
                 reason: "the graph asserts n_embd_head_v == n_embd_head_k",
             });
         }
@@ -559,9 +561,9 @@ impl LayerShape {
             let rope = rope_dimensions.unwrap_or(head_size);
             if family.rope_spans_head && rope != head_size {
                 return Err(GgufError::HyperParameterMismatch {
-                    key: printable(&rope_key),
+                    key: printable(&rope_key).into(),
                     value: u64::from(rope),
-                    expected: format!("the head size, {head_size}"),
+                    expected: format!("the head size, {head_size}").into(),
                     reason: "the graph asserts n_rot == n_embd_head",
                 });
             }
@@ -577,9 +579,9 @@ impl LayerShape {
             // ggml-cpu/ops.cpp rope: `GGML_ASSERT(n_dims <= ne0)` and `GGML_ASSERT(n_dims % 2 == 0)`.
             if let Some(rope) = rope.filter(|&rope| rope > head_size || rope % 2 != 0) {
                 return Err(GgufError::HyperParameterMismatch {
-                    key: printable(key),
+                    key: printable(key).into(),
                     value: u64::from(rope),
-                    expected: format!("even and at most the head size, {head_size}"),
+                    expected: format!("even and at most the head size, {head_size}").into(),
                     reason: "ggml's rope rotates pairs of a head's elements",
                 });
             }

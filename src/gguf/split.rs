@@ -45,8 +45,8 @@ impl SplitKeys {
                 Some(tensors) => Some(u64::try_from(tensors).map_err(|_| {
                     GgufError::HyperParameterOutOfRange {
                         key: TENSORS_KEY.to_owned(),
-                        value: tensors.to_string(),
-                        expected: "0 or more".to_owned(),
+                        value: tensors.to_string().into(),
+                        expected: "0 or more".into(),
                     }
                 })?),
                 None => None,
@@ -237,7 +237,7 @@ pub fn check_parts(first: &Path, header: &GgufFile) -> Result<Parts, GgufError> 
             path: first.to_owned(),
             index: split.index,
             count: split.count,
-            first: paths[0].clone(),
+            first: paths[0].clone().into_boxed_path(),
         });
     }
     let mut tensors = TensorIndex::default();
@@ -290,7 +290,7 @@ fn not_the_first_part(path: &Path, split: SplitKeys) -> Option<GgufError> {
         path: path.to_owned(),
         index: split.index,
         count: split.count,
-        first: PathBuf::from(format!("{prefix}{}", part_suffix(1, split.count))),
+        first: PathBuf::from(format!("{prefix}{}", part_suffix(1, split.count))).into_boxed_path(),
     })
 }
 
@@ -318,10 +318,8 @@ fn check_same_model(
     let foreign = |what: &str, found: String, expected: String| GgufError::ForeignSplitPart {
         part,
         count: split.count,
-        path: path.to_owned(),
-        what: what.to_owned(),
-        found,
-        expected,
+        path: path.into(),
+        difference: format!("{what} is {found}, expected {expected}").into(),
     };
     let in_part = |problem: GgufError| GgufError::SplitPart {
         part,

@@ -16,7 +16,7 @@
 //! only handles F32 tensors", convert_hf_to_gguf.py) and quantize only 2-D
 //! and larger tensors (llama-quant.cpp `ggml_n_dims(tensor) >= 2`).
 
-use super::error::{printable, GgufError};
+use super::error::{printable, GgufError, TypeRule};
 use super::types::GgmlType;
 use super::TensorInfo;
 
@@ -59,14 +59,6 @@ impl Role {
             Role::Weights
         }
     }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Role::Elementwise => "a norm, bias or other 1-D tensor",
-            Role::RopeFactors => "a rope frequency factor",
-            Role::Weights => "a weight",
-        }
-    }
 }
 
 /// Every tensor's type fits its role.
@@ -74,27 +66,40 @@ pub fn check(tensors: &[TensorInfo]) -> Result<(), GgufError> {
     tensors.iter().try_for_each(check_tensor)
 }
 
+/// Element-wise operands and rope factors: F32 only.
+static F32_ONLY: [TypeRule; 2] = [
+    TypeRule {
+        role: "a norm, bias or other 1-D tensor",
+        allowed: "F32",
+        reason: "ggml's element-wise kernels take F32 operands only",
+    },
+    TypeRule {
+        role: "a rope frequency factor",
+        allowed: "F32",
+        reason: "ggml's rope asserts F32 frequency factors",
+    },
+];
+
+/// Weights: anything ggml can multiply.
+static WEIGHTS: TypeRule = TypeRule {
+    role: "a weight",
+    allowed: "a float or weight-quantization type",
+    reason: "ggml has no matrix kernel for it",
+};
+
 fn check_tensor(tensor: &TensorInfo) -> Result<(), GgufError> {
-    let role = Role::of(tensor);
     let ggml_type = tensor.ggml_type;
-    let refuse = |allowed, reason| GgufError::TensorTypeNotAllowed {
+    let rule = match Role::of(tensor) {
+        Role::Elementwise if ggml_type != GgmlType::F32 => &F32_ONLY[0],
+        Role::RopeFactors if ggml_type != GgmlType::F32 => &F32_ONLY[1],
+        Role::Weights if NEVER_WEIGHTS.contains(&ggml_type) => &WEIGHTS,
+        _ => return Ok(()),
+    };
+    Err(GgufError::TensorTypeNotAllowed {
         name: printable(&tensor.name),
         ggml_type,
-        role: role.describe(),
-        allowed,
-        reason,
-    };
-    match role {
-        Role::Elementwise | Role::RopeFactors if ggml_type != GgmlType::F32 => Err(refuse(
-            "F32",
-            "ggml's element-wise and rope kernels take F32 operands only",
-        )),
-        Role::Weights if NEVER_WEIGHTS.contains(&ggml_type) => Err(refuse(
-            "a float or weight-quantization type",
-            "ggml has no matrix kernel for it",
-        )),
-        _ => Ok(()),
-    }
+        rule,
+    })
 }
 
 #[cfg(test)]

@@ -519,8 +519,8 @@ fn check_pre_tokenizer(file: &GgufFile) -> Result<(), GgufError> {
         Some(pre) if !pre.is_empty() && !KNOWN_PRE_TOKENIZERS.contains(&pre) => {
             Err(GgufError::UnknownKeyValue {
                 key: PRE_KEY.to_owned(),
-                value: printable(pre),
-                allowed: "a pre-tokenizer llama.cpp knows (see llama-vocab.cpp)".to_owned(),
+                value: printable(pre).into(),
+                allowed: "a pre-tokenizer llama.cpp knows (see llama-vocab.cpp)",
             })
         }
         _ => Ok(()),
@@ -657,14 +657,15 @@ fn check_added_special_tokens(
                     token,
                     reason: format!(
                         "'{key}' is missing and its default id {id} is outside the vocabulary of {vocab_size} tokens"
-                    ),
+                    )
+                    .into(),
                 })
             }
             None => {
                 return Err(GgufError::MissingSpecialToken {
                     tokenizer: printable(model),
                     token,
-                    reason: format!("'{key}' is missing"),
+                    reason: format!("'{key}' is missing").into(),
                 })
             }
         }
