@@ -157,7 +157,7 @@ pub fn check(file: &GgufFile, coverage: Option<Coverage>) -> Result<(), GgufErro
     };
     check_pooling_type(file, &key("pooling_type"))?;
     check_rope_scaling_type(file, &key("rope.scaling.type"))?;
-    check_sliding_window_pattern(file, &key("attention.sliding_window_pattern"))?;
+    check_sliding_window_pattern(file, architecture, family, layers)?;
     if let Some(family) = family {
         check_softcapping(file, architecture, family)?;
     }
@@ -268,27 +268,58 @@ fn check_rope_scaling_type(file: &GgufFile, key: &str) -> Result<(), GgufError> 
 }
 
 /// `load_swa_pattern` (llama-model.cpp): an array of at most
-/// `LLAMA_MAX_LAYERS` bool/u32/i32 entries, or one `u32` period.
-fn check_sliding_window_pattern(file: &GgufFile, key: &str) -> Result<(), GgufError> {
-    match file.get(key) {
-        None | Some(Value::U32(_)) => Ok(()),
+/// `LLAMA_MAX_LAYERS` bool/u32/i32 entries, or one `u32` period. When the
+/// model uses sliding-window attention (a window above 0, or Gemma 2,
+/// which always does), the pattern must make at least one layer a
+/// sliding-window layer: `llama_model::create_memory` asserts
+/// `hparams.is_swa_any()`. A period of 1 marks none (`il % 1 < 0`), nor
+/// does an array of zeros. Found by the mutation fuzzing.
+fn check_sliding_window_pattern(
+    file: &GgufFile,
+    architecture: &str,
+    family: Option<Family>,
+    layers: Option<u64>,
+) -> Result<(), GgufError> {
+    let key = arch_key(architecture, "attention.sliding_window_pattern");
+    let window = keys::u32_value(file, &arch_key(architecture, "attention.sliding_window"))?;
+    let uses_sliding_window = window.is_some_and(|window| window > 0)
+        || family.is_some_and(|family| family.name == "gemma2");
+    let marks_a_layer = match file.get(&key) {
+        None => true,
+        Some(Value::U32(period)) => *period != 1,
         Some(Value::Array(array @ (Array::Bool(_) | Array::U32(_) | Array::I32(_)))) => {
             let length = array.len() as u64;
             if length > MAX_LAYER_ARRAY_LENGTH {
                 return Err(GgufError::ArrayTooLong {
-                    key: printable(key),
+                    key: printable(&key),
                     length,
                     limit: MAX_LAYER_ARRAY_LENGTH,
                 });
             }
-            Ok(())
+            let layers = layers.unwrap_or(length) as usize;
+            match array {
+                Array::Bool(values) => values.iter().take(layers).any(|&value| value),
+                Array::U32(values) => values.iter().take(layers).any(|&value| value != 0),
+                Array::I32(values) => values.iter().take(layers).any(|&value| value != 0),
+                _ => true,
+            }
         }
-        Some(other) => Err(keys::wrong_type(
-            key,
-            "u32, or an array of bool, u32 or i32",
-            other,
-        )),
+        Some(other) => {
+            return Err(keys::wrong_type(
+                &key,
+                "u32, or an array of bool, u32 or i32",
+                other,
+            ))
+        }
+    };
+    if uses_sliding_window && !marks_a_layer {
+        return Err(out_of_range(
+            &key,
+            file.get(&key).map_or_else(String::new, Value::describe),
+            "a pattern that makes at least one layer a sliding-window layer",
+        ));
     }
+    Ok(())
 }
 
 fn check_softcapping(file: &GgufFile, architecture: &str, family: Family) -> Result<(), GgufError> {

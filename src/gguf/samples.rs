@@ -934,6 +934,14 @@ fn hyper_parameters() -> Vec<Sample> {
                 .set_metadata("gemma2.rope.dimension_count", Value::U32(0)),
             "'gemma2.rope.dimension_count' is 0, but it must be at least 2",
         ),
+        // llama-model.cpp create_memory: GGML_ASSERT(hparams.is_swa_any()),
+        // found by the mutation fuzzing.
+        case(
+            "g1-no-sliding-window-layer",
+            tiny_model_for(TinyArchitecture::Gemma3)
+                .set_metadata("gemma3.attention.sliding_window_pattern", Value::U32(1)),
+            "'gemma3.attention.sliding_window_pattern' is u32 1, but it must be a pattern that makes at least one layer a sliding-window layer",
+        ),
         case(
             "g1-gemma2-softcap-zero",
             tiny_model_for(TinyArchitecture::Gemma2)

@@ -970,6 +970,11 @@ fn t_g1_hyper_parameters() {
         "gemma2.rope.dimension_count",
         "0",
     );
+    out_of_range(
+        "g1-no-sliding-window-layer",
+        "gemma3.attention.sliding_window_pattern",
+        "u32 1",
+    );
     assert_refused!(
         "g1-epsilon-as-string",
         GgufError::WrongType {
