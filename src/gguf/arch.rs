@@ -50,6 +50,10 @@ pub struct Family {
     /// with a router and expert stacks (`ffn_gate_inp`, `ffn_up_exps`,
     /// `ffn_down_exps`), as `llama_model_llama::load_arch_tensors` does.
     pub has_experts: bool,
+    /// The query projection's width and the attention output's input width
+    /// are `n_embd` rather than `n_embd_head_k * n_head` (qwen2 and phi3
+    /// create `attn_q` as `{n_embd, n_embd}`).
+    pub attention_is_embedding_wide: bool,
 }
 
 /// Every architecture olm checks in full; see the module documentation.
@@ -66,6 +70,7 @@ const FAMILIES: [Family; 6] = [
         layer_tensors: &["attn_norm", "attn_output", "ffn_norm"],
         feed_forward: GATED_FEED_FORWARD,
         has_experts: true,
+        attention_is_embedding_wide: false,
     },
     Family {
         name: "qwen2",
@@ -74,6 +79,7 @@ const FAMILIES: [Family; 6] = [
         layer_tensors: &["attn_norm", "attn_output", "ffn_norm"],
         feed_forward: GATED_FEED_FORWARD,
         has_experts: false,
+        attention_is_embedding_wide: true,
     },
     Family {
         name: "qwen3",
@@ -88,6 +94,7 @@ const FAMILIES: [Family; 6] = [
         ],
         feed_forward: GATED_FEED_FORWARD,
         has_experts: false,
+        attention_is_embedding_wide: false,
     },
     Family {
         name: "phi3",
@@ -97,6 +104,7 @@ const FAMILIES: [Family; 6] = [
         // Phi-3 packs gate and up into one `ffn_up` of twice the width.
         feed_forward: &["ffn_down", "ffn_up"],
         has_experts: false,
+        attention_is_embedding_wide: true,
     },
     Family {
         name: "gemma2",
@@ -111,6 +119,7 @@ const FAMILIES: [Family; 6] = [
         ],
         feed_forward: GATED_FEED_FORWARD,
         has_experts: false,
+        attention_is_embedding_wide: false,
     },
     Family {
         name: "gemma3",
@@ -127,6 +136,7 @@ const FAMILIES: [Family; 6] = [
         ],
         feed_forward: GATED_FEED_FORWARD,
         has_experts: false,
+        attention_is_embedding_wide: false,
     },
 ];
 

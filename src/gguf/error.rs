@@ -322,6 +322,13 @@ pub enum GgufError {
     #[error("tensor '{name}' is missing ({architecture} models need it)")]
     MissingTensor { name: String, architecture: String },
 
+    #[error("tensor '{name}' has shape {found:?}, but the model's hyper-parameters make it {expected:?}")]
+    TensorShapeMismatch {
+        name: String,
+        found: Box<[u64]>,
+        expected: Box<[u64]>,
+    },
+
     // Split sets (src/gguf/split.rs).
     #[error("{} is part {} of a {count}-part split model: open its first part, {}", path.display(), index + 1, first.display())]
     NotFirstSplitPart {

@@ -32,6 +32,7 @@ pub mod mutate;
 mod reader;
 pub mod samples;
 mod split;
+mod tensor_shapes;
 mod tensor_types;
 mod types;
 mod validate;

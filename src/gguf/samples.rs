@@ -1194,6 +1194,14 @@ fn model_requirements() -> Vec<Sample> {
                 .remove_tensor("blk.0.attn_q.weight"),
             "tensor 'blk.0.attn_q.weight' is missing",
         ),
+        // llama-model-loader.cpp check_tensor_dims: "tensor ... has wrong shape"
+        case(
+            "g1-tensor-shape-mismatch",
+            tiny_model().edit_tensor("blk.1.attn_k.weight", |spec| {
+                spec.dimensions = vec![tiny::EMBEDDING, tiny::HEAD_DIM]
+            }),
+            "tensor 'blk.1.attn_k.weight' has shape [32, 8], but the model's hyper-parameters make it [32, 16]",
+        ),
         case(
             "g1-embedding-rows-not-vocabulary",
             tiny_model()

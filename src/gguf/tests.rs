@@ -1129,6 +1129,14 @@ fn t_g1_what_a_model_needs_to_run() {
     );
     assert_refused!("g1-missing-layer-tensor", GgufError::MissingTensor { .. });
     assert_refused!("g1-missing-attention", GgufError::MissingTensor { .. });
+    let error = sample("g1-tensor-shape-mismatch")
+        .check()
+        .expect_err("refused");
+    assert!(
+        matches!(&error, GgufError::TensorShapeMismatch { found, expected, .. }
+            if **found == [32, 8] && **expected == [32, 16]),
+        "{error:?}"
+    );
     assert_refused!(
         "g1-embedding-rows-not-vocabulary",
         GgufError::EmbeddingRowsMismatch {

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use super::error::{printable, GgufError};
 use super::keys::wrong_type;
-use super::{arch, hparams, split, tensor_types, vocab};
+use super::{arch, hparams, split, tensor_shapes, tensor_types, vocab};
 use super::{GgufFile, TensorInfo, MAX_BLOCK_COUNT, MAX_EMBEDDING_LENGTH};
 
 const TOKEN_EMBEDDING_TENSOR: &str = "token_embd.weight";
@@ -153,6 +153,7 @@ pub fn check_tensor_set(header: &GgufFile, tensors: &[TensorInfo]) -> Result<(),
         }
     }
     check_embedding_rows(header, tensors)?;
+    tensor_shapes::check(header, &family, tensors)?;
     let layers = header.block_count().unwrap_or(0);
     let experts = header
         .get_u64(&format!("{architecture}.expert_count"))
