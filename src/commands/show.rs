@@ -1,9 +1,13 @@
 //! `olm show`: a model's metadata from its GGUF header (no weights loaded).
+//! It checks the model exactly as `olm run` does (`gguf::check_model`: every
+//! part of a split model, every rule), so a file `run` would refuse makes
+//! `show` exit 5 too.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::cli::ShowArgs;
@@ -23,6 +27,8 @@ struct Details {
     layers: Option<u64>,
     vocab_size: Option<u64>,
     split_count: u64,
+    /// Every file of the model in load order (one, or each split part).
+    parts: Vec<PathBuf>,
     license: Option<String>,
     chat_template: Option<String>,
     source: Option<String>,
@@ -35,10 +41,9 @@ pub fn run(args: ShowArgs, _printer: &Printer) -> anyhow::Result<ExitCode> {
     let store = Store::from_env();
     let reference = ModelRef::parse(&args.model)?;
     let resolved = store.resolve(&reference)?;
-    let info = gguf::inspect(&resolved.path).map_err(|error| store::StoreError::InvalidModel {
-        path: resolved.path.clone(),
-        source: error,
-    })?;
+    let model = gguf::check_model(&resolved.path)
+        .with_context(|| format!("{} is not a usable model", resolved.path.display()))?;
+    let info = model.header();
     let mut stdout = std::io::stdout().lock();
     if args.template {
         writeln!(stdout, "{}", info.chat_template().unwrap_or_default())?;
@@ -60,7 +65,11 @@ pub fn run(args: ShowArgs, _printer: &Printer) -> anyhow::Result<ExitCode> {
                 manifest.files[0].sha256.clone(),
             )
         }
-        None => (None, info.file_size, store::sha256_file(&resolved.path)?),
+        None => (
+            None,
+            parts_size(model.parts())?,
+            store::sha256_file(&resolved.path)?,
+        ),
     };
     let details = Details {
         name: match &resolved.manifest {
@@ -76,6 +85,7 @@ pub fn run(args: ShowArgs, _printer: &Printer) -> anyhow::Result<ExitCode> {
         layers: info.block_count(),
         vocab_size: info.vocab_size(),
         split_count: info.split_count(),
+        parts: model.parts().to_vec(),
         license: info.license().map(str::to_owned),
         chat_template: info.chat_template().map(str::to_owned),
         source,
@@ -132,6 +142,16 @@ fn write_table(out: &mut impl Write, details: &Details) -> std::io::Result<()> {
         writeln!(out, "{:<13} {}", "parts", details.split_count)?;
     }
     Ok(())
+}
+
+/// Bytes of all of a model's files.
+fn parts_size(parts: &[PathBuf]) -> anyhow::Result<u64> {
+    parts.iter().try_fold(0u64, |total, part| {
+        let length = std::fs::metadata(part)
+            .with_context(|| format!("cannot read {}", part.display()))?
+            .len();
+        Ok(total.saturating_add(length))
+    })
 }
 
 /// 135M, 7.6B.

@@ -4,7 +4,7 @@
 //! terminal escapes or line breaks into olm's output.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::types::GgmlType;
 use super::{MAX_ALIGNMENT, MAX_DIMENSIONS};
@@ -211,6 +211,183 @@ pub enum GgufError {
 
     #[error("metadata key 'split.no' is {index} but 'split.count' is {count}")]
     InvalidSplit { index: u64, count: u64 },
+
+    // Hyper-parameters (src/gguf/hparams.rs). Text fields are boxed so the
+    // error stays as small as it was (it travels inside StoreError and
+    // HubError, which clippy's `result_large_err` watches).
+    #[error("metadata key '{key}' is {value}, but it must be {expected}")]
+    HyperParameterOutOfRange {
+        key: String,
+        value: Box<str>,
+        expected: Box<str>,
+    },
+
+    #[error("metadata key '{key}' is {value}, but it must be {expected} ({reason})")]
+    HyperParameterMismatch {
+        key: Box<str>,
+        value: u64,
+        expected: Box<str>,
+        reason: &'static str,
+    },
+
+    #[error("metadata key '{key}' has {length} entries, but the model has {layers} layers")]
+    LayerArrayLength {
+        key: String,
+        length: u64,
+        layers: u64,
+    },
+
+    #[error(
+        "metadata key '{key}' is '{value}', which llama.cpp does not know (expected {allowed})"
+    )]
+    UnknownKeyValue {
+        key: String,
+        value: Box<str>,
+        allowed: &'static str,
+    },
+
+    #[error("metadata key '{key}' is missing ({needed_by} needs it)")]
+    MissingKey { key: String, needed_by: String },
+
+    #[error("architecture '{architecture}' is not supported: {reason}")]
+    UnsupportedArchitecture {
+        architecture: String,
+        reason: &'static str,
+    },
+
+    // Vocabulary (src/gguf/vocab.rs).
+    #[error("metadata key '{key}'{} is not valid UTF-8", element_suffix(*.index))]
+    StringNotUtf8 { key: String, index: Option<u64> },
+
+    #[error("token {index} '{text}' duplicates token {first} (llama.cpp's vocabulary needs unique token strings)")]
+    DuplicateToken {
+        index: u64,
+        first: u64,
+        text: String,
+    },
+
+    #[error("tokenizer '{tokenizer}' is not supported: {reason}")]
+    UnsupportedTokenizer {
+        tokenizer: String,
+        reason: &'static str,
+    },
+
+    #[error("the vocabulary has no byte token <0x{byte:02X}>, which the '{tokenizer}' tokenizer falls back to for text it has no token for")]
+    MissingByteToken { byte: u8, tokenizer: String },
+
+    #[error("token {index} '{text}' is marked as a byte token, which the '{tokenizer}' tokenizer cannot decode")]
+    ByteTokenNotAllowed {
+        index: u64,
+        text: String,
+        tokenizer: String,
+    },
+
+    #[error("the '{tokenizer}' tokenizer adds a {token} token, but {reason}")]
+    MissingSpecialToken {
+        tokenizer: String,
+        token: &'static str,
+        reason: Box<str>,
+    },
+
+    #[error("metadata key 'tokenizer.ggml.merges' is missing (the '{tokenizer}' tokenizer needs its BPE merges)")]
+    MissingMerges { tokenizer: String },
+
+    #[error("merge {index} '{text}' is not two token strings separated by one space")]
+    BadMerge { index: u64, text: String },
+
+    #[error("metadata key '{key}' element {index} is {value}, but scores must be numbers")]
+    BadScore { key: String, index: u64, value: f32 },
+
+    #[error("the vocabulary is empty")]
+    EmptyVocabulary,
+
+    #[error("metadata key 'tokenizer.ggml.precompiled_charsmap' is malformed: {reason}")]
+    BadCharsmap { reason: &'static str },
+
+    #[error("tensor '{name}' has {rows} rows but the vocabulary has {vocab_size} tokens")]
+    EmbeddingRowsMismatch {
+        name: String,
+        rows: u64,
+        vocab_size: u64,
+    },
+
+    // Tensor types (src/gguf/tensor_types.rs).
+    #[error("tensor '{name}' has type {ggml_type}, but {} must be {} ({})", rule.role, rule.allowed, rule.reason)]
+    TensorTypeNotAllowed {
+        name: String,
+        ggml_type: GgmlType,
+        rule: &'static TypeRule,
+    },
+
+    #[error("tensor '{name}' is missing ({architecture} models need it)")]
+    MissingTensor { name: String, architecture: String },
+
+    #[error("tensor '{name}' has shape {found:?}, but the model's hyper-parameters make it {expected:?}")]
+    TensorShapeMismatch {
+        name: String,
+        found: Box<[u64]>,
+        expected: Box<[u64]>,
+    },
+
+    // Split sets (src/gguf/split.rs).
+    #[error("{} is part {} of a {count}-part split model: open its first part, {}", path.display(), index + 1, first.display())]
+    NotFirstSplitPart {
+        path: PathBuf,
+        index: u64,
+        count: u64,
+        first: Box<Path>,
+    },
+
+    #[error("{} is the first part of a {count}-part split model, so its name must end in '{suffix}'", path.display())]
+    SplitFileName {
+        path: PathBuf,
+        count: u64,
+        suffix: String,
+    },
+
+    #[error("split part {part} of {count} ({}): {problem}", path.display())]
+    SplitPart {
+        part: u64,
+        count: u64,
+        path: PathBuf,
+        problem: Box<GgufError>,
+    },
+
+    #[error("split part {part} of {count} ({}) is not part of this model: {difference}", path.display())]
+    ForeignSplitPart {
+        part: u64,
+        count: u64,
+        path: Box<Path>,
+        /// What differs: "'split.count' is 2, expected 3".
+        difference: Box<str>,
+    },
+
+    #[error("tensor '{name}' is in split parts {first} and {second}")]
+    DuplicateSplitTensor {
+        name: String,
+        first: u64,
+        second: u64,
+    },
+
+    #[error("the split model has {found} tensors but 'split.tensors.count' is {declared}")]
+    SplitTensorCount { declared: u64, found: u64 },
+}
+
+/// " element N" when a string array's element is meant, else "".
+fn element_suffix(index: Option<u64>) -> String {
+    index.map_or_else(String::new, |index| format!(" element {index}"))
+}
+
+/// What a tensor's role demands of its type, with the reason, for
+/// [`GgufError::TensorTypeNotAllowed`] (see `tensor_types.rs`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct TypeRule {
+    /// "a norm, bias or other 1-D tensor".
+    pub role: &'static str,
+    /// "F32".
+    pub allowed: &'static str,
+    /// Why: the ggml kernel that has no other type.
+    pub reason: &'static str,
 }
 
 /// Longest name or key (in characters) quoted in an error message.

@@ -2,31 +2,51 @@
 //! metadata and tensor table (never the weights, never through mmap) and
 //! refuses, with a typed [`GgufError`], anything that could make llama.cpp
 //! crash, abort, run out of memory or read past the end of the file: every
-//! model goes through [`inspect`] before llama.cpp sees it. The checks follow
-//! llama.cpp's `ggml/src/gguf.cpp`, stricter where it is lenient.
+//! model goes through [`inspect`] (or [`check_model`]) before llama.cpp sees
+//! it. The container checks follow llama.cpp's `ggml/src/gguf.cpp`, stricter
+//! where it is lenient; the value checks follow what llama.cpp's loader,
+//! vocabulary and ggml's operators assert on (see [`hparams`], [`vocab`],
+//! [`tensor_types`], [`split`]).
 //!
-//! Owns: the GGUF format ([`parse`], [`inspect`]), the ggml type table
-//! ([`GgmlType`]), a small writer for tests and fuzzing ([`writer`]) and
-//! the hostile sample files of the test plan ([`samples`]).
+//! Two levels:
+//! - [`parse`] reads one file from any reader and checks the container and
+//!   every value that is present (a key that is there must make sense).
+//! - [`inspect`] / [`check_model`] open a file on disk and also require what
+//!   llama.cpp needs to run the model: an architecture it knows, the keys
+//!   and tensors it reads, a tokenizer olm can use, and every part of a
+//!   split set, each checked and shown to belong to the same model.
+//!
+//! Owns: the GGUF format, the ggml type table ([`GgmlType`]), the rules
+//! above, the [`CheckedModel`] proof type, a small writer for tests and
+//! fuzzing ([`writer`]), a structure-aware mutator ([`mutate`]) and the
+//! hostile sample files of the test plan ([`samples`]).
 //! Uses std and thiserror only: no llama.cpp and no other olm module, so the
 //! fuzz crate can include this directory's source as is.
 
+mod arch;
 mod checked;
 mod error;
+mod hparams;
+mod keys;
+pub mod mutate;
 mod reader;
 pub mod samples;
+mod split;
+mod tensor_shapes;
+mod tensor_types;
 mod types;
 mod validate;
 mod value;
+mod vocab;
 pub mod writer;
 
 #[cfg(test)]
 mod tests;
 
-use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
+pub use arch::{Coverage, COVERED_ARCHITECTURES};
 pub use checked::{check_model, CheckedModel};
 pub use error::GgufError;
 pub use types::{file_type_name, GgmlType};
@@ -56,10 +76,46 @@ pub const MAX_DIMENSIONS: u32 = 4;
 pub const MAX_TOKEN_LENGTH: u64 = 64 << 10;
 /// Most tokens in a vocabulary (the largest today have about 262k).
 pub const MAX_VOCAB_SIZE: u64 = 4 << 20;
-/// Largest `{arch}.block_count` (the deepest models today have a few hundred layers).
-pub const MAX_BLOCK_COUNT: u64 = 65_536;
+/// Largest `{arch}.block_count`: `LLAMA_MAX_LAYERS` (llama-hparams.h), which
+/// llama.cpp asserts in `llama_model_base::load_hparams`
+/// (`GGML_ASSERT(hparams.n_layer_all > 0 && hparams.n_layer_all <= LLAMA_MAX_LAYERS)`).
+pub const MAX_BLOCK_COUNT: u64 = 512;
 /// Largest `{arch}.embedding_length` (the widest models today use about 16k).
 pub const MAX_EMBEDDING_LENGTH: u64 = 1 << 20;
+
+/// Most parts in a split model. llama.cpp reads `split.count` as a `u16`;
+/// olm opens and reads every part's header before loading, so it bounds the
+/// count to keep that check within its time budget (the largest published
+/// models come in a few dozen parts).
+pub const MAX_SPLIT_COUNT: u64 = 1024;
+/// Most metadata memory all parts after the first may take together (they
+/// normally hold three `split.*` keys): with [`MAX_METADATA_BYTES`] for the
+/// first part this bounds the memory and time of checking a split set.
+pub const MAX_SPLIT_METADATA_BYTES: u64 = 64 << 20;
+
+/// What one [`parse`] may read: the metadata memory and tensor count.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub metadata_bytes: u64,
+    pub tensor_count: u64,
+}
+
+impl Limits {
+    /// The limits of a single file.
+    pub const FILE: Limits = Limits {
+        metadata_bytes: MAX_METADATA_BYTES,
+        tensor_count: MAX_TENSOR_COUNT,
+    };
+}
+
+/// A metadata string whose bytes were not valid UTF-8: its value holds
+/// U+FFFD in their place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NonUtf8String {
+    pub key: String,
+    /// The first bad element, when the value is an array of strings.
+    pub index: Option<u64>,
+}
 
 /// A validated GGUF file's header, metadata and tensor table.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,6 +130,8 @@ pub struct GgufFile {
     pub file_size: u64,
     /// Metadata in file order; keys are unique.
     pub metadata: Vec<(String, Value)>,
+    /// Where metadata strings were not valid UTF-8 (at most one entry per key).
+    pub non_utf8: Vec<NonUtf8String>,
     /// Tensor descriptors in file order; names are unique.
     pub tensors: Vec<TensorInfo>,
 }
@@ -103,39 +161,48 @@ impl TensorInfo {
     }
 }
 
-/// Reads and validates the GGUF file at `path`: header, metadata and tensor
-/// table, and that all tensor data lies inside the file. Reads only the
-/// header part, without mmap; memory stays bounded by olm's limits.
+/// Reads and validates the GGUF model at `path` as llama.cpp will load it:
+/// header, metadata and tensor table, all tensor data inside the file, the
+/// values llama.cpp asserts on, what it needs to run the model, and every
+/// part of a split set. Reads only headers, without mmap; memory and time
+/// stay bounded by olm's limits. The first part's header on success;
+/// [`check_model`] also gives the parts.
 pub fn inspect(path: &Path) -> Result<GgufFile, GgufError> {
-    let open_error = |source| GgufError::Open {
-        path: path.to_owned(),
-        source,
-    };
-    // Check before opening: opening a FIFO would block.
-    if !std::fs::metadata(path).map_err(open_error)?.is_file() {
-        return Err(GgufError::NotAFile {
-            path: path.to_owned(),
-        });
-    }
-    let file = File::open(path).map_err(open_error)?;
-    let metadata = file.metadata().map_err(open_error)?;
-    if !metadata.is_file() {
-        return Err(GgufError::NotAFile {
-            path: path.to_owned(),
-        });
-    }
-    parse(file, metadata.len())
+    check_model(path).map(CheckedModel::into_header)
 }
 
 /// Reads and validates a GGUF file of `file_len` bytes from `reader`, from its
-/// start. [`inspect`] for anything but in-memory data.
-pub fn parse(mut reader: impl Read + Seek, file_len: u64) -> Result<GgufFile, GgufError> {
+/// start: the container and every value present. Not whether llama.cpp can
+/// run it: [`inspect`] for a model file on disk.
+pub fn parse(reader: impl Read + Seek, file_len: u64) -> Result<GgufFile, GgufError> {
+    parse_with_limits(reader, file_len, &Limits::FILE)
+}
+
+/// [`parse`], then what llama.cpp needs to run the model in this one file
+/// (its architecture, keys, tokenizer and tensors; split parts are not
+/// opened): what [`inspect`] checks on a file that is not split, for
+/// in-memory data.
+pub fn parse_model(reader: impl Read + Seek, file_len: u64) -> Result<GgufFile, GgufError> {
+    let file = parse(reader, file_len)?;
+    validate::check_runnable(&file)?;
+    validate::check_tensor_set(&file, &file.tensors)?;
+    Ok(file)
+}
+
+pub(crate) fn parse_with_limits(
+    mut reader: impl Read + Seek,
+    file_len: u64,
+    limits: &Limits,
+) -> Result<GgufFile, GgufError> {
     reader
         .seek(SeekFrom::Start(0))
         .map_err(|source| GgufError::Read { offset: 0, source })?;
     let mut source = reader::Source::new(BufReader::with_capacity(64 << 10, reader), file_len);
-    let header = reader::read_header(&mut source)?;
-    let metadata = reader::read_metadata(&mut source, header.metadata_count)?;
+    let header = reader::read_header(&mut source, limits)?;
+    let reader::Metadata {
+        entries: metadata,
+        non_utf8,
+    } = reader::read_metadata(&mut source, header.metadata_count, limits)?;
     let alignment = alignment(&metadata)?;
     let tensors = reader::read_tensor_infos(&mut source, header.tensor_count)?;
     let data_offset = if tensors.is_empty() {
@@ -155,6 +222,7 @@ pub fn parse(mut reader: impl Read + Seek, file_len: u64) -> Result<GgufFile, Gg
         data_offset,
         file_size: file_len,
         metadata,
+        non_utf8,
         tensors,
     };
     validate::check_tensor_layout(&file)?;
@@ -262,10 +330,16 @@ impl GgufFile {
         file_type_name(self.file_type()?).map(str::to_owned)
     }
 
-    /// Parts in a split model (`split.count`); 1 when not split. Only this
-    /// part is validated: the other files are not opened.
+    /// Parts in a split model (`split.count`); 1 when not split. [`parse`]
+    /// checks this part only; [`inspect`] opens and checks the others.
     pub fn split_count(&self) -> u64 {
         self.get_u64("split.count").unwrap_or(1)
+    }
+
+    /// Where the string (or array of strings) under `key` was not valid
+    /// UTF-8 in the file, if anywhere: the first bad element of an array.
+    pub fn first_non_utf8(&self, key: &str) -> Option<&NonUtf8String> {
+        self.non_utf8.iter().find(|bad| bad.key == key)
     }
 
     /// Sum of all tensors' element counts.

@@ -11,8 +11,8 @@ use super::error::{printable, GgufError};
 use super::types::GgmlType;
 use super::value::{Array, Value, ValueType};
 use super::{
-    TensorInfo, MAX_ARRAY_LENGTH, MAX_DIMENSIONS, MAX_KEY_LENGTH, MAX_METADATA_BYTES,
-    MAX_METADATA_COUNT, MAX_STRING_LENGTH, MAX_TENSOR_COUNT, MAX_TENSOR_NAME_LENGTH,
+    Limits, NonUtf8String, TensorInfo, MAX_ARRAY_LENGTH, MAX_DIMENSIONS, MAX_KEY_LENGTH,
+    MAX_METADATA_COUNT, MAX_STRING_LENGTH, MAX_TENSOR_NAME_LENGTH,
 };
 
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -167,7 +167,7 @@ impl<R: Read> Source<R> {
 }
 
 /// Reads the header, refusing anything but a little-endian GGUF v2 or v3.
-pub fn read_header<R: Read>(source: &mut Source<R>) -> Result<Header, GgufError> {
+pub fn read_header<R: Read>(source: &mut Source<R>, limits: &Limits) -> Result<Header, GgufError> {
     read_magic(source)?;
     let version = source.u32()?;
     check_version(version)?;
@@ -177,7 +177,7 @@ pub fn read_header<R: Read>(source: &mut Source<R>) -> Result<Header, GgufError>
         "tensor",
         tensor_count,
         MIN_TENSOR_INFO_BYTES,
-        MAX_TENSOR_COUNT,
+        limits.tensor_count,
         source,
     )?;
     check_count(
@@ -247,14 +247,24 @@ fn check_count<R: Read>(
     Ok(())
 }
 
+/// The metadata section as read: its entries and where its strings were
+/// not valid UTF-8.
+pub struct Metadata {
+    pub entries: Vec<(String, Value)>,
+    pub non_utf8: Vec<NonUtf8String>,
+}
+
 /// Reads the metadata section: unique, non-empty UTF-8 keys with typed values.
 pub fn read_metadata<R: Read>(
     source: &mut Source<R>,
     count: u64,
-) -> Result<Vec<(String, Value)>, GgufError> {
+    limits: &Limits,
+) -> Result<Metadata, GgufError> {
     let mut reader = MetadataReader {
         source,
-        memory_left: MAX_METADATA_BYTES,
+        memory_left: limits.metadata_bytes,
+        memory_limit: limits.metadata_bytes,
+        non_utf8: Vec::new(),
     };
     // `count` was checked against the file size and MAX_METADATA_COUNT.
     let mut metadata = Vec::with_capacity(count as usize);
@@ -270,13 +280,20 @@ pub fn read_metadata<R: Read>(
         let value = reader.value(&key, type_id)?;
         metadata.push((key, value));
     }
-    Ok(metadata)
+    Ok(Metadata {
+        entries: metadata,
+        non_utf8: reader.non_utf8,
+    })
 }
 
-/// Reads metadata values while keeping count of the memory they take.
+/// Reads metadata values while keeping count of the memory they take, and
+/// of the strings that were not valid UTF-8.
 struct MetadataReader<'a, R> {
     source: &'a mut Source<R>,
     memory_left: u64,
+    memory_limit: u64,
+    /// At most one entry per key (the first bad element of an array).
+    non_utf8: Vec<NonUtf8String>,
 }
 
 impl<R: Read> MetadataReader<'_, R> {
@@ -285,7 +302,7 @@ impl<R: Read> MetadataReader<'_, R> {
             self.memory_left
                 .checked_sub(bytes)
                 .ok_or(GgufError::MetadataTooLarge {
-                    limit: MAX_METADATA_BYTES,
+                    limit: self.memory_limit,
                 })?;
         Ok(())
     }
@@ -302,15 +319,26 @@ impl<R: Read> MetadataReader<'_, R> {
         Ok(key)
     }
 
-    /// A string value. GGUF strings should be UTF-8 but some vocabularies
-    /// (RWKV's) hold raw bytes, so invalid sequences become U+FFFD.
-    fn string(&mut self, field: impl FnOnce() -> String) -> Result<String, GgufError> {
+    /// A string value and whether its bytes were valid UTF-8. GGUF strings
+    /// should be UTF-8 but some vocabularies hold raw bytes, so invalid
+    /// sequences become U+FFFD here and the caller records where.
+    fn string(&mut self, field: impl FnOnce() -> String) -> Result<(String, bool), GgufError> {
         let bytes = self.source.string_bytes(MAX_STRING_LENGTH, field)?;
         self.charge(bytes.len() as u64)?;
         Ok(match String::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
+            Ok(text) => (text, true),
+            Err(error) => (
+                String::from_utf8_lossy(error.as_bytes()).into_owned(),
+                false,
+            ),
         })
+    }
+
+    fn note_non_utf8(&mut self, key: &str, index: Option<u64>) {
+        self.non_utf8.push(NonUtf8String {
+            key: key.to_owned(),
+            index,
+        });
     }
 
     fn value(&mut self, key: &str, type_id: u32) -> Result<Value, GgufError> {
@@ -334,7 +362,11 @@ impl<R: Read> MetadataReader<'_, R> {
             ValueType::F64 => Value::F64(source.f64()?),
             ValueType::String => {
                 self.charge(std::mem::size_of::<String>() as u64)?;
-                Value::String(self.string(|| format!("metadata key '{}'", printable(key)))?)
+                let (text, valid) = self.string(|| format!("metadata key '{}'", printable(key)))?;
+                if !valid {
+                    self.note_non_utf8(key, None);
+                }
+                Value::String(text)
             }
             ValueType::Array => Value::Array(self.array(key)?),
         })
@@ -404,10 +436,17 @@ impl<R: Read> MetadataReader<'_, R> {
 
     fn strings(&mut self, key: &str, length: usize) -> Result<Vec<String>, GgufError> {
         let mut strings = Vec::with_capacity(length);
+        let mut first_invalid = None;
         for index in 0..length {
-            strings.push(
-                self.string(|| format!("metadata key '{}' element {index}", printable(key)))?,
-            );
+            let (text, valid) =
+                self.string(|| format!("metadata key '{}' element {index}", printable(key)))?;
+            if !valid && first_invalid.is_none() {
+                first_invalid = Some(index as u64);
+            }
+            strings.push(text);
+        }
+        if let Some(index) = first_invalid {
+            self.note_non_utf8(key, Some(index));
         }
         Ok(strings)
     }

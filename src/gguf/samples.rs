@@ -1,15 +1,31 @@
-//! The hostile GGUF files of the test plan (T-A1…T-A6, T-A8 in
-//! `security-tests.md`) and a few valid ones, built in memory. Unit tests
-//! parse them, integration tests run `olm` on them, and the fuzz seed corpus
-//! is written from them. Files that must be large are described by their
-//! first bytes and a length: the rest is zeros (a sparse file on disk).
+//! The hostile GGUF files of the test plan (T-A1…T-A6, T-A8 and T-G1 in
+//! `security-tests.md`), valid ones, and split sets (T-G2), built in memory.
+//! Unit tests parse them, integration tests run `olm` on them, and the fuzz
+//! seed corpus is written from them. Files that must be large are described
+//! by their first bytes and a length: the rest is zeros (a sparse file on
+//! disk).
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 
-use super::writer::{tiny_model, GgufBuilder, RawGguf, TensorSpec};
-use super::{parse, GgufError, GgufFile, MAX_TENSOR_COUNT};
+use super::value::{Value, ValueType};
+use super::writer::{
+    raw_string_array, tiny, tiny_model, tiny_model_for, tiny_token_types, tiny_tokens, token_type,
+    GgufBuilder, RawGguf, TensorSpec, TinyArchitecture,
+};
+use super::{parse, parse_model, GgmlType, GgufError, GgufFile, MAX_TENSOR_COUNT};
+
+/// Which check refuses a sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// [`parse`]: the file itself is malformed or holds a bad value.
+    File,
+    /// Only [`parse_model`] / [`super::inspect`]: the file is well formed
+    /// but llama.cpp could not run it (a missing key or tensor, an
+    /// unknown architecture).
+    Model,
+}
 
 /// One test file.
 #[derive(Clone, Debug)]
@@ -23,19 +39,28 @@ pub struct Sample {
     /// The file's length; bytes past `bytes` are zeros.
     pub file_len: u64,
     /// A phrase the error message contains (empty for valid samples).
-    pub expected: &'static str,
+    pub expected: String,
+    /// Which check refuses it.
+    pub level: Level,
 }
 
 impl Sample {
-    fn new(case: &'static str, name: &'static str, bytes: Vec<u8>, expected: &'static str) -> Self {
+    fn new(case: &'static str, name: &'static str, bytes: Vec<u8>, expected: &str) -> Self {
         let file_len = bytes.len() as u64;
         Self {
             name,
             case,
             bytes,
             file_len,
-            expected,
+            expected: expected.to_owned(),
+            level: Level::File,
         }
+    }
+
+    /// The same file, refused only at the model level.
+    fn model_level(mut self) -> Self {
+        self.level = Level::Model;
+        self
     }
 
     /// The same first bytes in a longer file.
@@ -56,6 +81,12 @@ impl Sample {
     pub fn parse(&self) -> Result<GgufFile, GgufError> {
         parse(io::Cursor::new(&self.bytes), self.file_len)
     }
+
+    /// Checks the sample from memory as a model, as [`super::inspect`] does
+    /// for a file that is not split.
+    pub fn check(&self) -> Result<GgufFile, GgufError> {
+        parse_model(io::Cursor::new(&self.bytes), self.file_len)
+    }
 }
 
 /// Every hostile sample; each must be refused.
@@ -68,6 +99,10 @@ pub fn hostile() -> Vec<Sample> {
         tensor_data(),
         vocabulary(),
         model_shape(),
+        hyper_parameters(),
+        vocabularies_llama_cpp_cannot_use(),
+        tensor_types(),
+        model_requirements(),
     ]
     .concat()
 }
@@ -86,10 +121,12 @@ pub fn llama_cpp_crasher() -> Sample {
     samples.swap_remove(index)
 }
 
-/// Valid files that exercise limits, splits and old versions; each must parse.
+/// Valid files that exercise limits, splits and old versions; each must
+/// parse, and those named `valid-tiny*` are complete models that
+/// [`Sample::check`] accepts.
 pub fn valid() -> Vec<Sample> {
     let valid = |name, builder: GgufBuilder| Sample::new("valid", name, builder.to_bytes(), "");
-    vec![
+    let mut samples = vec![
         valid("valid-tiny", tiny_model()),
         valid("valid-version-2", tiny_model().version(2)),
         valid(
@@ -115,7 +152,18 @@ pub fn valid() -> Vec<Sample> {
                 .metadata("tokenizer.ggml.tokens", vec!["a", "b"]),
         ),
         valid("valid-empty", GgufBuilder::new()),
-    ]
+    ];
+    samples.extend(
+        [
+            ("valid-tiny-qwen2", TinyArchitecture::Qwen2),
+            ("valid-tiny-qwen3", TinyArchitecture::Qwen3),
+            ("valid-tiny-phi3", TinyArchitecture::Phi3),
+            ("valid-tiny-gemma2", TinyArchitecture::Gemma2),
+            ("valid-tiny-gemma3", TinyArchitecture::Gemma3),
+        ]
+        .map(|(name, architecture)| valid(name, tiny_model_for(architecture))),
+    );
+    samples
 }
 
 fn tiny_bytes() -> Vec<u8> {
@@ -132,7 +180,7 @@ fn one_entry(key: &str, type_id: u32, payload: RawGguf) -> Vec<u8> {
 }
 
 fn header() -> Vec<Sample> {
-    let case = |name, bytes, expected| Sample::new("T-A1", name, bytes, expected);
+    let case = |name, bytes, expected: &str| Sample::new("T-A1", name, bytes, expected);
     let with_version = |version| RawGguf::header(version, 0, 0).into_bytes();
     let mut tiny_cut = tiny_bytes();
     tiny_cut.truncate(10);
@@ -196,7 +244,7 @@ fn header() -> Vec<Sample> {
 }
 
 fn metadata() -> Vec<Sample> {
-    let case = |name, bytes, expected| Sample::new("T-A2", name, bytes, expected);
+    let case = |name, bytes, expected: &str| Sample::new("T-A2", name, bytes, expected);
     const STRING: u32 = 8;
     const ARRAY: u32 = 9;
     let huge_string = 1u64 << 63;
@@ -320,7 +368,7 @@ fn metadata() -> Vec<Sample> {
 }
 
 fn alignment() -> Vec<Sample> {
-    let case = |name, value: super::Value, expected| {
+    let case = |name, value: super::Value, expected: &str| {
         let bytes = tiny_model()
             .set_metadata("general.alignment", value)
             .to_bytes();
@@ -359,7 +407,8 @@ fn edited_tensor(edit: impl FnOnce(&mut TensorSpec)) -> Vec<u8> {
 }
 
 fn tensors() -> Vec<Sample> {
-    let case = |name, bytes, expected| Sample::new("T-A4", name, bytes, expected);
+    let case = |name, bytes, expected: &str| Sample::new("T-A4", name, bytes, expected);
+    let layout = TinyLayout::new();
     let shape = |dimensions: &[u64]| {
         let dimensions = dimensions.to_vec();
         edited_tensor(move |spec| spec.dimensions = dimensions)
@@ -434,7 +483,7 @@ fn tensors() -> Vec<Sample> {
         case(
             "a4-name-empty",
             edited_tensor(|spec| spec.name.clear()),
-            "tensor #1 has an empty name",
+            "tensor #2 has an empty name",
         ),
         case(
             "a4-duplicate-name",
@@ -448,15 +497,20 @@ fn tensors() -> Vec<Sample> {
         case(
             "a4-offset-unaligned",
             tiny_model()
-                .edit_tensor("output_norm.weight", |spec| spec.offset = Some(1793))
+                .edit_tensor(LAST_TENSOR, |spec| {
+                    spec.offset = Some(layout.offset(LAST_TENSOR) + 1)
+                })
                 .to_bytes(),
-            "data offset 1793 is not a multiple of the alignment 32",
+            &format!(
+                "data offset {} is not a multiple of the alignment 32",
+                layout.offset(LAST_TENSOR) + 1
+            ),
         ),
     ]
 }
 
 fn tensor_data() -> Vec<Sample> {
-    let case = |name, bytes, expected| Sample::new("T-A5", name, bytes, expected);
+    let case = |name, bytes, expected: &str| Sample::new("T-A5", name, bytes, expected);
     let tiny = tiny_bytes();
     let cut = |length: usize| tiny[..length.min(tiny.len())].to_vec();
     let with_offset = |tensor: &str, offset: u64| {
@@ -464,8 +518,9 @@ fn tensor_data() -> Vec<Sample> {
             .edit_tensor(tensor, |spec| spec.offset = Some(offset))
             .to_bytes()
     };
-    let tiny_len = tiny.len() as u64;
-    let data_offset = tiny_len - tiny_model_data_len();
+    let layout = TinyLayout::new();
+    let data_offset = layout.data_offset;
+    let last = layout.offset(LAST_TENSOR);
     vec![
         // CVE-2026-7482: the last tensor ends one byte past the end of the file.
         case(
@@ -481,21 +536,27 @@ fn tensor_data() -> Vec<Sample> {
         ),
         case(
             "a5-overlapping-tensors",
-            with_offset("blk.1.attn_q.weight", 640),
+            with_offset(
+                "blk.1.attn_q.weight",
+                layout.offset("blk.1.attn_q.weight") - 32,
+            ),
             "overlap",
         ),
         case(
             "a5-gap-between-tensors",
-            with_offset("output_norm.weight", 1824),
-            "should be 1792",
+            with_offset(LAST_TENSOR, last + 32),
+            &format!("should be {last}"),
         ),
+        // The first two tensors swapped: packed, but not in list order.
         case(
             "a5-out-of-order",
-            tiny_model()
-                .edit_tensor("token_embd.weight", |spec| spec.offset = Some(1152))
-                .edit_tensor("blk.0.attn_q.weight", |spec| spec.offset = Some(0))
-                .edit_tensor("blk.1.attn_q.weight", |spec| spec.offset = Some(576))
-                .edit_tensor("output_norm.weight", |spec| spec.offset = Some(1792))
+            GgufBuilder::from_file(&layout.file)
+                // blk.0.attn_norm (32 F32, 128 bytes) first, then the embedding.
+                .edit_tensor("token_embd.weight", |spec| {
+                    spec.offset = Some(tiny::EMBEDDING * 4)
+                })
+                .edit_tensor("blk.0.attn_norm.weight", |spec| spec.offset = Some(0))
+                .data_len(layout.data_len)
                 .to_bytes(),
             "should be 0",
         ),
@@ -512,22 +573,65 @@ fn tensor_data() -> Vec<Sample> {
     ]
 }
 
-/// Bytes of tensor data in [`tiny_model`] (F32 32×5, two Q4_0 32×32, F32 32).
+/// The last tensor of [`tiny_model`].
+const LAST_TENSOR: &str = "output_norm.weight";
+
+/// Where [`tiny_model`]'s tensor data lies, read back from its bytes.
+struct TinyLayout {
+    data_offset: u64,
+    data_len: u64,
+    file: GgufFile,
+}
+
+impl TinyLayout {
+    fn new() -> Self {
+        let bytes = tiny_bytes();
+        let file = parse(io::Cursor::new(&bytes), bytes.len() as u64)
+            .expect("the tiny model is a valid GGUF file");
+        Self {
+            data_offset: file.data_offset,
+            data_len: bytes.len() as u64 - file.data_offset,
+            file,
+        }
+    }
+
+    /// The data offset of the tensor named `name`.
+    fn offset(&self, name: &str) -> u64 {
+        self.file
+            .tensor(name)
+            .map(|tensor| tensor.offset)
+            .expect("the tiny model has this tensor")
+    }
+}
+
+/// Bytes of tensor data in [`tiny_model`].
 fn tiny_model_data_len() -> u64 {
-    640 + 576 + 576 + 128
+    TinyLayout::new().data_len
+}
+
+/// [`tiny_model`] with token `index` replaced by `text`.
+fn with_token(index: usize, text: &str) -> GgufBuilder {
+    let mut tokens = tiny_tokens();
+    tokens[index] = text.to_owned();
+    tiny_model().set_metadata("tokenizer.ggml.tokens", tokens)
 }
 
 fn vocabulary() -> Vec<Sample> {
-    let case = |name, builder: GgufBuilder, expected| {
+    let case = |name, builder: GgufBuilder, expected: &str| {
         Sample::new("T-A6", name, builder.to_bytes(), expected)
     };
     let big_token = (100u64 << 20) as usize;
+    let vocab_size = tiny::VOCAB_SIZE;
+    // The first byte token, <0x00>; byte tokens have token type 6.
+    let byte_token = tiny::FIRST_BYTE_TOKEN as usize;
     vec![
         // ggml-org/llama.cpp#25475
         case(
             "a6-bos-out-of-range",
-            tiny_model().set_metadata("tokenizer.ggml.bos_token_id", 5u32),
-            "token id 5 is out of range for a vocabulary of 5 tokens",
+            tiny_model().set_metadata("tokenizer.ggml.bos_token_id", vocab_size as u32),
+            &format!(
+                "token id {vocab_size} is out of range for a vocabulary of {vocab_size} tokens"
+            ),
         ),
         case(
             "a6-eos-out-of-range",
@@ -541,19 +645,24 @@ fn vocabulary() -> Vec<Sample> {
         ),
         case(
             "a6-eot-out-of-range",
-            tiny_model().metadata("tokenizer.ggml.eot_token_id", 99u32),
-            "token id 99 is out of range",
+            tiny_model().metadata("tokenizer.ggml.eot_token_id", 999u32),
+            "token id 999 is out of range",
         ),
         // ggml-org/llama.cpp#14145
         case(
             "a6-tokens-shorter-than-vocab-size",
-            tiny_model().metadata("llama.vocab_size", 6u32),
-            "'llama.vocab_size' is 6 but 'tokenizer.ggml.tokens' has 5 tokens",
+            tiny_model().metadata("llama.vocab_size", vocab_size as u32 + 1),
+            &format!(
+                "'llama.vocab_size' is {} but 'tokenizer.ggml.tokens' has {vocab_size} tokens",
+                vocab_size + 1
+            ),
         ),
         case(
             "a6-token-type-length",
             tiny_model().set_metadata("tokenizer.ggml.token_type", vec![1i32; 4]),
-            "'tokenizer.ggml.token_type' has 4 entries but the vocabulary has 5 tokens",
+            &format!(
+                "'tokenizer.ggml.token_type' has 4 entries but the vocabulary has {vocab_size} tokens"
+            ),
         ),
         case(
             "a6-scores-length",
@@ -573,33 +682,18 @@ fn vocabulary() -> Vec<Sample> {
         // ggml-org/llama.cpp#25969 (PLaMo-2 byte tokens)
         case(
             "a6-byte-token-negative",
-            tiny_model().set_metadata(
-                "tokenizer.ggml.tokens",
-                vec!["<unk>", "<s>", "</s>", "<0x-1>", "a"],
-            ),
-            "token 3 '<0x-1>' is marked as a byte token",
+            with_token(byte_token, "<0x-1>"),
+            &format!("token {byte_token} '<0x-1>' is marked as a byte token"),
         ),
         case(
             "a6-byte-token-not-hex",
-            tiny_model().set_metadata(
-                "tokenizer.ggml.tokens",
-                vec!["<unk>", "<s>", "</s>", "<0xZZ>", "a"],
-            ),
-            "token 3 '<0xZZ>' is marked as a byte token",
+            with_token(byte_token, "<0xZZ>"),
+            &format!("token {byte_token} '<0xZZ>' is marked as a byte token"),
         ),
         case(
             "a6-token-64KiB+1",
-            tiny_model().set_metadata(
-                "tokenizer.ggml.tokens",
-                vec![
-                    "<unk>".to_owned(),
-                    "<s>".into(),
-                    "</s>".into(),
-                    "<0x0A>".into(),
-                    "a".repeat((64 << 10) + 1),
-                ],
-            ),
-            "token 4 is 65537 bytes long (limit 65536)",
+            with_token(byte_token + 1, &"a".repeat((64 << 10) + 1)),
+            &format!("token {} is 65537 bytes long (limit 65536)", byte_token + 1),
         ),
         Sample::new(
             "T-A6",
@@ -616,7 +710,7 @@ fn vocabulary() -> Vec<Sample> {
 }
 
 fn model_shape() -> Vec<Sample> {
-    let case = |name, builder: GgufBuilder, expected| {
+    let case = |name, builder: GgufBuilder, expected: &str| {
         Sample::new("T-A8", name, builder.to_bytes(), expected)
     };
     vec![
@@ -682,6 +776,494 @@ fn model_shape() -> Vec<Sample> {
     ]
 }
 
+/// T-G1: hyper-parameters llama.cpp asserts on, or reads with a type of its
+/// own (`hparams.rs`).
+fn hyper_parameters() -> Vec<Sample> {
+    let case = |name, builder: GgufBuilder, expected: &str| {
+        Sample::new("T-G1", name, builder.to_bytes(), expected)
+    };
+    let set = |key: &str, value: Value| tiny_model().set_metadata(key, value);
+    vec![
+        // llama-model.cpp load_hparams: GGML_ASSERT(hparams.n_layer_all > 0 ...)
+        case(
+            "g1-block-count-zero",
+            set("llama.block_count", Value::U32(0)),
+            "'llama.block_count' is 0, but it must be at least 1",
+        ),
+        case(
+            "g1-context-length-zero",
+            set("llama.context_length", Value::U32(0)),
+            "'llama.context_length' is 0, but it must be at least 1",
+        ),
+        // ggml-cpu/ops.cpp rms_norm: GGML_ASSERT(eps >= 0.0f)
+        case(
+            "g1-rms-epsilon-nan",
+            set("llama.attention.layer_norm_rms_epsilon", Value::F32(f32::NAN)),
+            "'llama.attention.layer_norm_rms_epsilon' is NaN, but it must be a finite number above 0",
+        ),
+        case(
+            "g1-rms-epsilon-negative",
+            set("llama.attention.layer_norm_rms_epsilon", Value::F32(-1e-5)),
+            "'llama.attention.layer_norm_rms_epsilon' is -0.00001, but it must be a finite number above 0",
+        ),
+        case(
+            "g1-rms-epsilon-zero",
+            set("llama.attention.layer_norm_rms_epsilon", Value::F32(0.0)),
+            "'llama.attention.layer_norm_rms_epsilon' is 0, but it must be a finite number above 0",
+        ),
+        case(
+            "g1-rope-freq-base-infinite",
+            set("llama.rope.freq_base", Value::F32(f32::INFINITY)),
+            "'llama.rope.freq_base' is inf, but it must be a finite number above 0",
+        ),
+        case(
+            "g1-rope-scaling-factor-negative",
+            set("llama.rope.scaling.factor", Value::F32(-2.0)),
+            "'llama.rope.scaling.factor' is -2, but it must be a finite number, 0 or more",
+        ),
+        // llama-model-loader.cpp GKV::get_kv: "key ... has wrong type"
+        case(
+            "g1-epsilon-as-string",
+            set("llama.attention.layer_norm_rms_epsilon", Value::from("1e-5")),
+            "'llama.attention.layer_norm_rms_epsilon' must be f32, found str",
+        ),
+        case(
+            "g1-head-count-as-u64",
+            set("llama.attention.head_count", Value::U64(4)),
+            "'llama.attention.head_count' must be u32, or an array of u32 with one entry per layer, found u64 4",
+        ),
+        case(
+            "g1-context-length-as-i32",
+            set("llama.context_length", Value::I32(128)),
+            "'llama.context_length' must be u32, found i32 128",
+        ),
+        case(
+            "g1-head-count-zero",
+            set("llama.attention.head_count", Value::U32(0)),
+            "'llama.attention.head_count' is 0, but it must be at least 1 for every layer",
+        ),
+        case(
+            "g1-feed-forward-zero-in-one-layer",
+            set("llama.feed_forward_length", Value::from(vec![64u32, 0])),
+            "'llama.feed_forward_length' is 0, but it must be at least 1 for every layer",
+        ),
+        // get_key_or_arr: "key ... has wrong array length"
+        case(
+            "g1-head-count-array-length",
+            set("llama.attention.head_count", Value::from(vec![4u32; 3])),
+            "'llama.attention.head_count' has 3 entries, but the model has 2 layers",
+        ),
+        // ggml.c ggml_can_mul_mat: t1->ne[2] % t0->ne[2] == 0
+        case(
+            "g1-kv-heads-not-a-divisor",
+            set("llama.attention.head_count_kv", Value::U32(3)),
+            "'llama.attention.head_count_kv' is 3, but it must be a divisor of 'llama.attention.head_count' (4) for layer 0",
+        ),
+        // ggml.c ggml_set_rows: GGML_ASSERT(a->ne[0] == b->ne[0]), found by
+        // the mutation test: K/V tensors are shaped by layer 0's count, the
+        // KV cache by each layer's own.
+        case(
+            "g1-kv-heads-differ-per-layer",
+            set("llama.attention.head_count_kv", Value::from(vec![2u32, 1])),
+            "'llama.attention.head_count_kv' is 1, but it must be 2 for layer 1, as for layer 0",
+        ),
+        case(
+            "g1-gemma3-sliding-window-head-size",
+            tiny_model_for(TinyArchitecture::Gemma3)
+                .set_metadata("gemma3.attention.key_length_swa", Value::U32(16)),
+            "'gemma3.attention.key_length_swa' is 16, but it must be the head size, 8",
+        ),
+        // models/llama.cpp: GGML_ASSERT(n_embd_head == n_rot)
+        case(
+            "g1-rope-dimensions-not-head-size",
+            set("llama.rope.dimension_count", Value::U32(6)),
+            "'llama.rope.dimension_count' is 6, but it must be the head size, 8",
+        ),
+        case(
+            "g1-value-length-not-key-length",
+            set("llama.attention.value_length", Value::U32(16)),
+            "'llama.attention.value_length' is 16, but it must be the key head size, 8",
+        ),
+        case(
+            "g1-heads-do-not-divide-embedding",
+            set("llama.attention.head_count", Value::U32(3))
+                .set_metadata("llama.attention.head_count_kv", Value::U32(3)),
+            "'llama.attention.head_count' is 3, but it must be a divisor of 'llama.embedding_length' (32)",
+        ),
+        // load_hparams: GGML_ASSERT(rope_scaling_type_train != UNSPECIFIED)
+        case(
+            "g1-rope-scaling-type-unknown",
+            set("llama.rope.scaling.type", Value::from("dynamic")),
+            "'llama.rope.scaling.type' is 'dynamic', which llama.cpp does not know",
+        ),
+        // load_hparams: GGML_ASSERT(n_expert_used_max <= hparams.n_expert)
+        case(
+            "g1-experts-used-without-experts",
+            set("llama.expert_used_count", Value::U32(2)),
+            "'llama.expert_used_count' is 2, but it must be at most 'llama.expert_count' (0)",
+        ),
+        // load_hparams: GGML_ASSERT(n_expert_used_max > 0)
+        case(
+            "g1-experts-none-used",
+            set("llama.expert_count", Value::U32(8)),
+            "'llama.expert_used_count' is 0, but it must be at least 1 in a model with experts",
+        ),
+        case(
+            "g1-expert-count-over-limit",
+            set("llama.expert_count", Value::U32(2000)),
+            "'llama.expert_count' is 2000, but it must be at most 1024",
+        ),
+        // load_hparams: GGML_ASSERT(hparams.n_layer_nextn <= hparams.n_layer_all)
+        case(
+            "g1-next-token-layers-over-block-count",
+            set("llama.nextn_predict_layers", Value::U32(3)),
+            "'llama.nextn_predict_layers' is 3, but it must be at most the block count (2)",
+        ),
+        // llama-graph.cpp build_pooling: GGML_ABORT("unknown pooling type")
+        case(
+            "g1-pooling-type-unknown",
+            set("llama.pooling_type", Value::U32(9)),
+            "'llama.pooling_type' is 9, but it must be a pooling type from 0 to 4",
+        ),
+        // ggml-cpu/ops.cpp rope: an endless loop with n_dims == 0 (a hang,
+        // found by the gguf_llama fuzz target; gemma2 does not tie rope to the
+        // head size, so only this rule stands in the way).
+        case(
+            "g1-rope-dimensions-zero",
+            tiny_model_for(TinyArchitecture::Gemma2)
+                .set_metadata("gemma2.rope.dimension_count", Value::U32(0)),
+            "'gemma2.rope.dimension_count' is 0, but it must be at least 2",
+        ),
+        // llama-model.cpp create_memory: GGML_ASSERT(hparams.is_swa_any()),
+        // found by the mutation fuzzing.
+        case(
+            "g1-no-sliding-window-layer",
+            tiny_model_for(TinyArchitecture::Gemma3)
+                .set_metadata("gemma3.attention.sliding_window_pattern", Value::U32(1)),
+            "'gemma3.attention.sliding_window_pattern' is u32 1, but it must be a pattern that makes at least one layer a sliding-window layer",
+        ),
+        case(
+            "g1-gemma2-softcap-zero",
+            tiny_model_for(TinyArchitecture::Gemma2)
+                .set_metadata("gemma2.final_logit_softcapping", Value::F32(0.0)),
+            "'gemma2.final_logit_softcapping' is 0, but it must be above 0",
+        ),
+    ]
+}
+
+/// T-G1: vocabularies llama.cpp cannot build or cannot tokenize with
+/// (`vocab.rs`).
+fn vocabularies_llama_cpp_cannot_use() -> Vec<Sample> {
+    let case = |name, builder: GgufBuilder, expected: &str| {
+        Sample::new("T-G1", name, builder.to_bytes(), expected)
+    };
+    let word = (tiny::FIRST_BYTE_TOKEN + 256) as usize;
+    let mut raw_tokens: Vec<Vec<u8>> = tiny_tokens().into_iter().map(String::into_bytes).collect();
+    raw_tokens[word + 1] = b"\xe3\x81".to_vec();
+    // <0xE3>, the first byte of most Japanese characters, made a normal token.
+    let byte_e3 = tiny::FIRST_BYTE_TOKEN as usize + 0xE3;
+    let mut without_byte: Vec<String> = tiny_tokens();
+    without_byte[byte_e3] = "\u{3042}".to_owned();
+    let mut without_byte_types = tiny_token_types();
+    without_byte_types[byte_e3] = token_type::NORMAL;
+    let gpt2 = || {
+        tiny_model()
+            .set_metadata("tokenizer.ggml.model", "gpt2")
+            .set_metadata("tokenizer.ggml.pre", "default")
+            .remove_metadata("tokenizer.ggml.token_type")
+    };
+    vec![
+        // llama-vocab.cpp load: GGML_ASSERT(id_to_token.size() == token_to_id.size())
+        case(
+            "g1-duplicate-token",
+            with_token(word + 1, tiny::WORDS[0]),
+            &format!("token {} '\u{2581}' duplicates token {word}", word + 1),
+        ),
+        case(
+            "g1-duplicate-empty-token",
+            tiny_model().set_metadata("tokenizer.ggml.tokens", {
+                let mut tokens = tiny_tokens();
+                tokens[word] = String::new();
+                tokens[word + 1] = format!("[EMPTY_{word}]");
+                tokens
+            }),
+            &format!("token {} '[EMPTY_{word}]' duplicates token {word}", word + 1),
+        ),
+        case(
+            "g1-token-not-utf8",
+            tiny_model().set_raw_metadata(
+                "tokenizer.ggml.tokens",
+                ValueType::Array.id(),
+                raw_string_array(&raw_tokens),
+            ),
+            &format!("'tokenizer.ggml.tokens' element {} is not valid UTF-8", word + 1),
+        ),
+        // llama_vocab::byte_to_token: token_to_id.at("<0xE3>") throws out of llama_tokenize
+        case(
+            "g1-missing-byte-token",
+            tiny_model()
+                .set_metadata("tokenizer.ggml.tokens", without_byte)
+                .set_metadata("tokenizer.ggml.token_type", without_byte_types),
+            "no byte token <0xE3>",
+        ),
+        // llama_vocab::impl::tokenize: GGML_ASSERT(type != LLAMA_VOCAB_TYPE_NONE)
+        case(
+            "g1-tokenizer-none",
+            tiny_model().set_metadata("tokenizer.ggml.model", "none"),
+            "tokenizer 'none' is not supported",
+        ),
+        case(
+            "g1-tokenizer-unknown",
+            tiny_model().set_metadata("tokenizer.ggml.model", "sentencepiece"),
+            "tokenizer 'sentencepiece' is not supported: llama.cpp does not know it",
+        ),
+        case(
+            "g1-bpe-without-merges",
+            gpt2(),
+            "'tokenizer.ggml.merges' is missing",
+        ),
+        case(
+            "g1-bpe-bad-merge",
+            gpt2().set_metadata("tokenizer.ggml.merges", vec!["a h", "hi"]),
+            "merge 1 'hi' is not two token strings separated by one space",
+        ),
+        case(
+            "g1-bpe-merge-not-utf8",
+            gpt2().set_raw_metadata(
+                "tokenizer.ggml.merges",
+                ValueType::Array.id(),
+                raw_string_array(&[&b"a h"[..], b"\xff \xfe"]),
+            ),
+            "'tokenizer.ggml.merges' element 1 is not valid UTF-8",
+        ),
+        case(
+            "g1-bpe-pre-tokenizer-unknown",
+            gpt2()
+                .set_metadata("tokenizer.ggml.pre", "gpt-5")
+                .set_metadata("tokenizer.ggml.merges", vec!["a h"]),
+            "'tokenizer.ggml.pre' is 'gpt-5', which llama.cpp does not know",
+        ),
+        // llama_vocab::impl::token_to_byte: GGML_ABORT for WordPiece
+        case(
+            "g1-wordpiece-byte-token",
+            tiny_model().set_metadata("tokenizer.ggml.model", "bert"),
+            &format!(
+                "token {} '<0x00>' is marked as a byte token, which the 'bert' tokenizer cannot decode",
+                tiny::FIRST_BYTE_TOKEN
+            ),
+        ),
+        // llama_vocab::impl::tokenize: GGML_ASSERT(special_bos_id != LLAMA_TOKEN_NULL)
+        case(
+            "g1-adds-bos-without-one",
+            tiny_model()
+                .set_metadata("tokenizer.ggml.model", "t5")
+                .set_metadata("tokenizer.ggml.add_bos_token", true)
+                .remove_metadata("tokenizer.ggml.bos_token_id"),
+            "the 't5' tokenizer adds a BOS token, but 'tokenizer.ggml.bos_token_id' is missing",
+        ),
+        case(
+            "g1-score-nan",
+            tiny_model().set_metadata("tokenizer.ggml.scores", {
+                let mut scores = vec![0f32; tiny::VOCAB_SIZE as usize];
+                scores[word] = f32::NAN;
+                scores
+            }),
+            &format!("'tokenizer.ggml.scores' element {word} is NaN"),
+        ),
+        case(
+            "g1-special-id-as-i32",
+            tiny_model().set_metadata("tokenizer.ggml.bos_token_id", Value::I32(1)),
+            "'tokenizer.ggml.bos_token_id' must be u32, found i32 1",
+        ),
+        case(
+            "g1-add-bos-as-u32",
+            tiny_model().set_metadata("tokenizer.ggml.add_bos_token", Value::U32(1)),
+            "'tokenizer.ggml.add_bos_token' must be bool, found u32 1",
+        ),
+        case(
+            "g1-empty-vocabulary",
+            tiny_model()
+                .set_metadata("tokenizer.ggml.tokens", Vec::<String>::new())
+                .remove_metadata("tokenizer.ggml.token_type")
+                .remove_metadata("tokenizer.ggml.scores")
+                .remove_metadata("tokenizer.ggml.bos_token_id")
+                .remove_metadata("tokenizer.ggml.eos_token_id")
+                .remove_metadata("tokenizer.ggml.unknown_token_id"),
+            "the vocabulary is empty",
+        ),
+    ]
+}
+
+/// T-G1: tensor types ggml has no kernel for in the tensor's role
+/// (`tensor_types.rs`).
+fn tensor_types() -> Vec<Sample> {
+    let case = |name, builder: GgufBuilder, expected: &str| {
+        Sample::new("T-G1", name, builder.to_bytes(), expected)
+    };
+    let retype = |tensor: &str, ggml_type: GgmlType| {
+        tiny_model().edit_tensor(tensor, |spec| spec.type_id = ggml_type.id())
+    };
+    vec![
+        // binary-ops.cpp binary_op: GGML_ABORT("unsupported types")
+        case(
+            "g1-integer-norm-weight",
+            retype("blk.0.attn_norm.weight", GgmlType::I32),
+            "tensor 'blk.0.attn_norm.weight' has type I32, but a norm, bias or other 1-D tensor must be F32",
+        ),
+        case(
+            "g1-f16-norm-weight",
+            retype("output_norm.weight", GgmlType::F16),
+            "tensor 'output_norm.weight' has type F16, but a norm, bias or other 1-D tensor must be F32",
+        ),
+        case(
+            "g1-quantized-norm-weight",
+            retype("blk.1.ffn_norm.weight", GgmlType::Q8_0),
+            "tensor 'blk.1.ffn_norm.weight' has type Q8_0",
+        ),
+        // ggml-cpu.c type_traits_cpu: no vec_dot for integer types
+        case(
+            "g1-integer-matrix",
+            retype("blk.0.attn_q.weight", GgmlType::I8),
+            "tensor 'blk.0.attn_q.weight' has type I8, but a weight must be a float or weight-quantization type",
+        ),
+        case(
+            "g1-integer-embedding",
+            retype("token_embd.weight", GgmlType::I32),
+            "tensor 'token_embd.weight' has type I32, but a weight must be",
+        ),
+        case(
+            "g1-activation-quantization-weight",
+            retype("blk.0.attn_k.weight", GgmlType::Q8_1),
+            "tensor 'blk.0.attn_k.weight' has type Q8_1, but a weight must be",
+        ),
+        // ggml.c ggml_rope_impl: GGML_ASSERT(c->type == GGML_TYPE_F32)
+        case(
+            "g1-f16-rope-factors",
+            tiny_model().tensor("rope_freqs.weight", GgmlType::F16, &[tiny::HEAD_DIM / 2]),
+            "tensor 'rope_freqs.weight' has type F16, but a rope frequency factor must be F32",
+        ),
+    ]
+}
+
+/// T-G1: well-formed files llama.cpp cannot run (refused by
+/// [`Sample::check`] and `inspect`, not by [`parse`]).
+fn model_requirements() -> Vec<Sample> {
+    let case = |name, builder: GgufBuilder, expected: &str| {
+        Sample::new("T-G1", name, builder.to_bytes(), expected).model_level()
+    };
+    vec![
+        case(
+            "g1-missing-rms-epsilon",
+            tiny_model().remove_metadata("llama.attention.layer_norm_rms_epsilon"),
+            "metadata key 'llama.attention.layer_norm_rms_epsilon' is missing",
+        ),
+        case(
+            "g1-missing-block-count",
+            tiny_model().remove_metadata("llama.block_count"),
+            "metadata key 'llama.block_count' is missing",
+        ),
+        case(
+            "g1-missing-tokenizer",
+            tiny_model().remove_metadata("tokenizer.ggml.model"),
+            "metadata key 'tokenizer.ggml.model' is missing",
+        ),
+        case(
+            "g1-missing-architecture",
+            tiny_model().remove_metadata("general.architecture"),
+            "metadata key 'general.architecture' is missing",
+        ),
+        case(
+            "g1-unknown-architecture",
+            tiny_model().set_metadata("general.architecture", "llama9"),
+            "architecture 'llama9' is not supported: llama.cpp does not know it",
+        ),
+        case(
+            "g1-clip-architecture",
+            tiny_model().set_metadata("general.architecture", "clip"),
+            "architecture 'clip' is not supported",
+        ),
+        case(
+            "g1-missing-layer-tensor",
+            tiny_model().remove_tensor("blk.1.ffn_up.weight"),
+            "tensor 'blk.1.ffn_up.weight' is missing (llama models need it)",
+        ),
+        case(
+            "g1-missing-attention",
+            tiny_model()
+                .remove_tensor("blk.0.attn_k.weight")
+                .remove_tensor("blk.0.attn_q.weight"),
+            "tensor 'blk.0.attn_q.weight' is missing",
+        ),
+        // llama-model-loader.cpp check_tensor_dims: "tensor ... has wrong shape"
+        case(
+            "g1-tensor-shape-mismatch",
+            tiny_model().edit_tensor("blk.1.attn_k.weight", |spec| {
+                spec.dimensions = vec![tiny::EMBEDDING, tiny::HEAD_DIM]
+            }),
+            "tensor 'blk.1.attn_k.weight' has shape [32, 8], but the model's hyper-parameters make it [32, 16]",
+        ),
+        case(
+            "g1-embedding-rows-not-vocabulary",
+            tiny_model()
+                .set_metadata("tokenizer.ggml.tokens", {
+                    let mut tokens = tiny_tokens();
+                    tokens.push("extra".to_owned());
+                    tokens
+                })
+                .remove_metadata("tokenizer.ggml.token_type")
+                .remove_metadata("tokenizer.ggml.scores"),
+            &format!(
+                "tensor 'token_embd.weight' has {} rows but the vocabulary has {} tokens",
+                tiny::VOCAB_SIZE,
+                tiny::VOCAB_SIZE + 1
+            ),
+        ),
+    ]
+}
+
+/// `PREFIX-0000k-of-0000n.gguf`, as llama.cpp names split parts.
+pub fn split_part_name(prefix: &str, part: u64, count: u64) -> String {
+    format!("{prefix}{}", super::split::part_suffix(part, count))
+}
+
+/// `base` split into `count` parts as `gguf-split` writes them: the first
+/// part has all metadata, every part has `split.no` (u16), `split.count`
+/// (u16) and `split.tensors.count` (i32), and the tensors are shared out in
+/// order. `base` must place its tensors itself (no fixed offsets), as
+/// [`tiny_model`] does.
+pub fn split_model(base: &GgufBuilder, count: u16) -> Vec<GgufBuilder> {
+    let specs = base.tensor_specs().to_vec();
+    let count = count.max(1);
+    let per_part = specs.len().div_ceil(usize::from(count)).max(1);
+    let total = specs.len() as i32;
+    let with_split_keys = |builder: GgufBuilder, index: u16| {
+        builder
+            .set_metadata("split.no", index)
+            .set_metadata("split.count", count)
+            .set_metadata("split.tensors.count", total)
+    };
+    (0..count)
+        .map(|index| {
+            let start = (usize::from(index) * per_part).min(specs.len());
+            let end = (start + per_part).min(specs.len());
+            let chunk = &specs[start..end];
+            let mut part = if index == 0 {
+                let mut first = base.clone();
+                for spec in &specs[end..] {
+                    first = first.remove_tensor(&spec.name);
+                }
+                first
+            } else {
+                chunk.iter().fold(GgufBuilder::new(), |part, spec| {
+                    part.tensor_spec(spec.clone())
+                })
+            };
+            part = with_split_keys(part, index);
+            part
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::GgmlType;
@@ -716,9 +1298,22 @@ mod tests {
         let bytes = tiny_bytes();
         let file = parse(io::Cursor::new(&bytes), bytes.len() as u64).expect("tiny model parses");
         let types: Vec<_> = file.tensors.iter().map(|tensor| tensor.ggml_type).collect();
-        assert_eq!(
-            types,
-            [GgmlType::F32, GgmlType::Q4_0, GgmlType::Q4_0, GgmlType::F32]
-        );
+        let layer = [
+            GgmlType::F32,
+            GgmlType::Q4_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_0,
+            GgmlType::F32,
+            GgmlType::Q4_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_0,
+        ];
+        let expected: Vec<GgmlType> = std::iter::once(GgmlType::F32)
+            .chain(layer)
+            .chain(layer)
+            .chain(std::iter::once(GgmlType::F32))
+            .collect();
+        assert_eq!(types, expected);
     }
 }

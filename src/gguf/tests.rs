@@ -1,12 +1,13 @@
 //! Unit tests: every hostile sample is refused with the right error, the real
-//! test models parse, and the writer round-trips.
+//! test models parse, split sets are checked part by part, and the writer
+//! round-trips.
 
 use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::samples::{self, Sample};
-use super::writer::{tiny_model, GgufBuilder};
+use super::samples::{self, Level, Sample};
+use super::writer::{tiny, tiny_model, GgufBuilder};
 use super::*;
 
 fn parse_bytes(bytes: &[u8]) -> Result<GgufFile, GgufError> {
@@ -21,12 +22,22 @@ fn sample(name: &str) -> Sample {
         .unwrap_or_else(|| panic!("no sample named {name}"))
 }
 
-/// Asserts the named hostile sample fails with an error matching `$pattern`.
+/// Asserts the named hostile sample fails with an error matching `$pattern`
+/// (from [`parse`] for a file-level sample, from [`parse_model`] for a
+/// model-level one).
 macro_rules! assert_refused {
-    ($name:expr, $pattern:pat) => {{
+    ($name:expr, $pattern:pat $(if $guard:expr)?) => {{
         let name = $name;
-        match sample(name).parse() {
-            Err(error) => assert!(matches!(error, $pattern), "{name}: wrong error {error:?}"),
+        let sample = sample(name);
+        let result = match sample.level {
+            Level::File => sample.parse(),
+            Level::Model => sample.check(),
+        };
+        match result {
+            Err(error) => assert!(
+                matches!(error, $pattern $(if $guard)?),
+                "{name}: wrong error {error:?}"
+            ),
             Ok(_) => panic!("{name}: accepted"),
         }
     }};
@@ -35,10 +46,22 @@ macro_rules! assert_refused {
 #[test]
 fn every_hostile_sample_is_refused_with_its_message() {
     for sample in samples::hostile() {
-        match sample.parse() {
+        let result = match sample.level {
+            Level::File => sample.parse(),
+            Level::Model => {
+                if let Err(error) = sample.parse() {
+                    panic!(
+                        "{}: a model-level sample fails to parse: {error}",
+                        sample.name
+                    );
+                }
+                sample.check()
+            }
+        };
+        match result {
             Ok(_) => panic!("{} ({}): accepted", sample.name, sample.case),
             Err(error) => assert!(
-                error.to_string().contains(sample.expected),
+                error.to_string().contains(&sample.expected),
                 "{} ({}): expected {:?} in {:?}",
                 sample.name,
                 sample.case,
@@ -59,7 +82,7 @@ fn hostile_samples_written_to_disk_give_the_same_errors() {
             .map(|_| "accepted".to_owned())
             .unwrap_or_else(|error| error.to_string());
         assert!(
-            message.contains(sample.expected),
+            message.contains(&sample.expected),
             "{}: expected {:?} in {message:?}",
             sample.name,
             sample.expected
@@ -72,6 +95,24 @@ fn every_valid_sample_parses() {
     for sample in samples::valid() {
         if let Err(error) = sample.parse() {
             panic!("{}: {error}", sample.name);
+        }
+    }
+}
+
+#[test]
+fn the_tiny_models_are_complete_models() {
+    for sample in samples::valid() {
+        let complete = sample.name.starts_with("valid-tiny")
+            || [
+                "valid-version-2",
+                "valid-alignment-64",
+                "valid-context-2^31",
+            ]
+            .contains(&sample.name);
+        if complete {
+            if let Err(error) = sample.check() {
+                panic!("{}: {error}", sample.name);
+            }
         }
     }
 }
@@ -272,15 +313,13 @@ fn t_a4_tensor_descriptors() {
         "a4-name-64-bytes",
         GgufError::TensorNameTooLong { length: 64, .. }
     );
-    assert_refused!("a4-name-empty", GgufError::EmptyTensorName { index: 1 });
+    assert_refused!("a4-name-empty", GgufError::EmptyTensorName { index: 2 });
     assert_refused!("a4-duplicate-name", GgufError::DuplicateTensor { .. });
-    assert_refused!(
-        "a4-offset-unaligned",
-        GgufError::MisalignedTensor {
-            offset: 1793,
-            alignment: 32,
-            ..
-        }
+    let last_offset = tiny_offset("output_norm.weight");
+    let error = sample("a4-offset-unaligned").parse().expect_err("refused");
+    assert!(
+        matches!(error, GgufError::MisalignedTensor { offset, alignment: 32, .. } if offset == last_offset + 1),
+        "{error:?}"
     );
 }
 
@@ -309,19 +348,29 @@ fn t_a5_tensor_data_and_truncation() {
         "a5-overlapping-tensors",
         GgufError::OverlappingTensors { .. }
     );
-    assert_refused!(
-        "a5-gap-between-tensors",
-        GgufError::UnexpectedTensorOffset {
-            offset: 1824,
-            expected: 1792,
-            ..
-        }
+    let last_offset = tiny_offset("output_norm.weight");
+    let error = sample("a5-gap-between-tensors")
+        .parse()
+        .expect_err("refused");
+    assert!(
+        matches!(error, GgufError::UnexpectedTensorOffset { offset, expected, .. }
+            if offset == last_offset + 32 && expected == last_offset),
+        "{error:?}"
     );
     assert_refused!(
         "a5-out-of-order",
         GgufError::UnexpectedTensorOffset { expected: 0, .. }
     );
     assert_refused!("a5-offset-overflow", GgufError::TensorOffsetOverflow { .. });
+}
+
+/// Where the tiny model's tensor `name` starts in its data.
+fn tiny_offset(name: &str) -> u64 {
+    parse_bytes(&tiny_model().to_bytes())
+        .expect("valid")
+        .tensor(name)
+        .expect("tensor exists")
+        .offset
 }
 
 #[test]
@@ -343,8 +392,8 @@ fn t_a6_vocabulary() {
     assert_refused!(
         "a6-bos-out-of-range",
         GgufError::TokenIdOutOfRange {
-            id: 5,
-            vocab_size: 5,
+            id: 265,
+            vocab_size: tiny::VOCAB_SIZE,
             ..
         }
     );
@@ -355,13 +404,13 @@ fn t_a6_vocabulary() {
     );
     assert_refused!(
         "a6-eot-out-of-range",
-        GgufError::TokenIdOutOfRange { id: 99, .. }
+        GgufError::TokenIdOutOfRange { id: 999, .. }
     );
     assert_refused!(
         "a6-tokens-shorter-than-vocab-size",
         GgufError::VocabSizeMismatch {
-            declared: 6,
-            tokens: 5,
+            declared: 266,
+            tokens: 265,
             ..
         }
     );
@@ -369,7 +418,7 @@ fn t_a6_vocabulary() {
         "a6-token-type-length",
         GgufError::VocabLengthMismatch {
             length: 4,
-            vocab_size: 5,
+            vocab_size: 265,
             ..
         }
     );
@@ -484,13 +533,22 @@ fn tiny_model_accessors() {
     assert_eq!(file.context_length(), Some(128));
     assert_eq!(file.embedding_length(), Some(32));
     assert_eq!(file.block_count(), Some(2));
-    assert_eq!(file.vocab_size(), Some(5));
+    assert_eq!(file.vocab_size(), Some(265));
+    assert_eq!(tiny::VOCAB_SIZE, 265);
     assert_eq!(file.file_type_name().as_deref(), Some("Q4_0"));
     assert!(file
         .chat_template()
         .is_some_and(|template| template.contains("messages")));
-    assert_eq!(file.parameter_count(), 32 * 5 + 2 * 32 * 32 + 32);
-    assert_eq!(file.tensor_data_size(), 640 + 2 * 576 + 128);
+    // Embedding 32×265; per layer two norms of 32, q and o 32×32, k and v
+    // 32×16, gate, up and down 32×64; the output norm.
+    let per_layer = 2 * 32 + 2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64;
+    assert_eq!(file.parameter_count(), 32 * 265 + 2 * per_layer + 32);
+    // F32 is 4 bytes per element, Q4_0 18 bytes per 32 elements.
+    let per_layer_bytes = 2 * 128 + (2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64) / 32 * 18;
+    assert_eq!(
+        file.tensor_data_size(),
+        32 * 265 * 4 + 2 * per_layer_bytes + 128
+    );
     assert_eq!(file.get_u64("tokenizer.ggml.bos_token_id"), Some(1));
     assert_eq!(file.get_str("general.architecture"), Some("llama"));
     assert_eq!(file.get_u64("general.name"), None);
@@ -569,21 +627,54 @@ fn every_value_type_round_trips() {
     assert_eq!(GgufBuilder::from_file(&file).to_bytes(), bytes);
 }
 
-#[test]
-fn invalid_utf8_in_values_is_replaced_not_refused() {
-    // RWKV vocabularies hold raw bytes.
-    let bytes = writer::RawGguf::header(3, 0, 1)
-        .string("tokenizer.ggml.tokens")
+/// A file whose only entry is an array of one string holding `bytes`,
+/// under `key`, after `tokenizer.ggml.model` = `model` if given.
+fn raw_string_file(key: &str, bytes: &[u8], model: Option<&str>) -> Vec<u8> {
+    let mut raw = writer::RawGguf::header(3, 0, 1 + u64::from(model.is_some()));
+    if let Some(model) = model {
+        raw = raw
+            .string("tokenizer.ggml.model")
+            .u32(ValueType::String.id())
+            .string(model);
+    }
+    raw.string(key)
         .u32(ValueType::Array.id())
         .u32(ValueType::String.id())
         .u64(1)
-        .string_bytes(b"\xe4\xb8")
-        .into_bytes();
+        .string_bytes(bytes)
+        .into_bytes()
+}
+
+#[test]
+fn invalid_utf8_in_ordinary_values_is_replaced_not_refused() {
+    let bytes = raw_string_file("general.tags", b"\xe4\xb8", None);
     let file = parse_bytes(&bytes).expect("valid");
-    let tokens = file
-        .get_array("tokenizer.ggml.tokens")
-        .and_then(Array::as_strings);
-    assert_eq!(tokens, Some(&["\u{fffd}".to_owned()][..]));
+    let tags = file.get_array("general.tags").and_then(Array::as_strings);
+    assert_eq!(tags, Some(&["\u{fffd}".to_owned()][..]));
+    assert_eq!(
+        file.first_non_utf8("general.tags"),
+        Some(&NonUtf8String {
+            key: "general.tags".into(),
+            index: Some(0)
+        })
+    );
+}
+
+#[test]
+fn invalid_utf8_tokens_are_refused_except_for_rwkv() {
+    // The check sees the raw bytes, not the U+FFFD they are read as.
+    let bytes = raw_string_file("tokenizer.ggml.tokens", b"\xe4\xb8", None);
+    assert!(matches!(
+        parse_bytes(&bytes),
+        Err(GgufError::StringNotUtf8 { index: Some(0), .. })
+    ));
+    // RWKV vocabularies hold escaped raw bytes, which llama.cpp unescapes.
+    let bytes = raw_string_file("tokenizer.ggml.tokens", b"\xe4\xb8", Some("rwkv"));
+    let file = parse_bytes(&bytes).expect("valid");
+    assert!(file.first_non_utf8("tokenizer.ggml.tokens").is_some());
+    // A token that reads as U+FFFD itself is valid UTF-8.
+    let bytes = raw_string_file("tokenizer.ggml.tokens", "\u{fffd}".as_bytes(), None);
+    assert!(parse_bytes(&bytes).is_ok());
 }
 
 #[test]
@@ -649,20 +740,46 @@ fn read_errors_are_reported_with_their_offset() {
 
 // The real test models (scripts/fetch-test-models.sh).
 
+/// The skip name in `OLM_ALLOW_SKIP` (a comma-separated list) that lets the
+/// tests needing a real model pass without it.
+const MODEL_SKIP: &str = "model";
+
+/// Whether `OLM_ALLOW_SKIP` allows skipping tests that need `skip`.
+fn skip_allowed(skip: &str) -> bool {
+    std::env::var("OLM_ALLOW_SKIP")
+        .is_ok_and(|list| list.split(',').any(|item| item.trim() == skip))
+}
+
+/// The real test model `name`. A missing model fails the test, unless
+/// `OLM_ALLOW_SKIP` names `model`: then the test says "skipped" and passes.
 #[expect(clippy::print_stderr, reason = "the skip note belongs in the test log")]
 fn real_model(name: &str) -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/models")
         .join(name);
     if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipped: {} is missing (run scripts/fetch-test-models.sh)",
-            path.display()
-        );
-        None
+        return Some(path);
     }
+    assert!(
+        skip_allowed(MODEL_SKIP),
+        "{} is missing: run scripts/fetch-test-models.sh, or set OLM_ALLOW_SKIP={MODEL_SKIP} to skip the tests that need it",
+        path.display()
+    );
+    eprintln!(
+        "skipped: {} is missing (OLM_ALLOW_SKIP={MODEL_SKIP})",
+        path.display()
+    );
+    None
+}
+
+#[test]
+fn skips_need_their_name_in_olm_allow_skip() {
+    // Reads the real environment: only checks the parsing of the list.
+    let allowed = |list: &str, skip: &str| list.split(',').any(|item| item.trim() == skip);
+    assert!(allowed("model", MODEL_SKIP));
+    assert!(allowed("network, model", MODEL_SKIP));
+    assert!(!allowed("models", MODEL_SKIP));
+    assert!(!allowed("", MODEL_SKIP));
 }
 
 /// Where the last tensor's data ends.
@@ -765,4 +882,508 @@ fn write_fuzz_seed_corpus() {
         bytes.truncate(MAX_SEED_BYTES as usize);
         std::fs::write(directory.join(format!("{}.gguf", sample.name)), bytes).expect("write seed");
     }
+}
+
+#[test]
+fn real_models_are_checked_models() {
+    for name in [
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "gemma-3-270m-q4_k_m.gguf",
+    ] {
+        let Some(path) = real_model(name) else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let model = check_model(&path).unwrap_or_else(|error| panic!("{name}: {error}"));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{name}: the check took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(model.path(), path);
+        assert_eq!(model.parts(), std::slice::from_ref(&path));
+        assert_eq!(model.header().split_count(), 1);
+    }
+}
+
+// T-G1: values llama.cpp asserts on.
+
+#[test]
+fn t_g1_hyper_parameters() {
+    let out_of_range = |name: &str, key: &str, value: &str| {
+        let error = sample(name).parse().expect_err("refused");
+        assert!(
+            matches!(&error, GgufError::HyperParameterOutOfRange { key: found_key, value: found_value, .. }
+                if found_key == key && found_value.as_ref() == value),
+            "{name}: {error:?}"
+        );
+    };
+    out_of_range("g1-block-count-zero", "llama.block_count", "0");
+    out_of_range("g1-context-length-zero", "llama.context_length", "0");
+    out_of_range(
+        "g1-rms-epsilon-nan",
+        "llama.attention.layer_norm_rms_epsilon",
+        "NaN",
+    );
+    out_of_range(
+        "g1-rms-epsilon-negative",
+        "llama.attention.layer_norm_rms_epsilon",
+        "-0.00001",
+    );
+    out_of_range(
+        "g1-rms-epsilon-zero",
+        "llama.attention.layer_norm_rms_epsilon",
+        "0",
+    );
+    out_of_range("g1-rope-freq-base-infinite", "llama.rope.freq_base", "inf");
+    out_of_range(
+        "g1-rope-scaling-factor-negative",
+        "llama.rope.scaling.factor",
+        "-2",
+    );
+    out_of_range("g1-head-count-zero", "llama.attention.head_count", "0");
+    out_of_range(
+        "g1-feed-forward-zero-in-one-layer",
+        "llama.feed_forward_length",
+        "0",
+    );
+    out_of_range(
+        "g1-experts-used-without-experts",
+        "llama.expert_used_count",
+        "2",
+    );
+    out_of_range("g1-experts-none-used", "llama.expert_used_count", "0");
+    out_of_range("g1-expert-count-over-limit", "llama.expert_count", "2000");
+    out_of_range(
+        "g1-next-token-layers-over-block-count",
+        "llama.nextn_predict_layers",
+        "3",
+    );
+    out_of_range("g1-pooling-type-unknown", "llama.pooling_type", "9");
+    out_of_range(
+        "g1-gemma2-softcap-zero",
+        "gemma2.final_logit_softcapping",
+        "0",
+    );
+    out_of_range(
+        "g1-rope-dimensions-zero",
+        "gemma2.rope.dimension_count",
+        "0",
+    );
+    out_of_range(
+        "g1-no-sliding-window-layer",
+        "gemma3.attention.sliding_window_pattern",
+        "u32 1",
+    );
+    assert_refused!(
+        "g1-epsilon-as-string",
+        GgufError::WrongType {
+            expected: "f32",
+            ..
+        }
+    );
+    assert_refused!(
+        "g1-context-length-as-i32",
+        GgufError::WrongType {
+            expected: "u32",
+            ..
+        }
+    );
+    assert_refused!("g1-head-count-as-u64", GgufError::WrongType { .. });
+    assert_refused!(
+        "g1-head-count-array-length",
+        GgufError::LayerArrayLength {
+            length: 3,
+            layers: 2,
+            ..
+        }
+    );
+    assert_refused!(
+        "g1-kv-heads-not-a-divisor",
+        GgufError::HyperParameterMismatch { value: 3, .. }
+    );
+    assert_refused!(
+        "g1-kv-heads-differ-per-layer",
+        GgufError::HyperParameterMismatch { value: 1, .. }
+    );
+    assert_refused!(
+        "g1-gemma3-sliding-window-head-size",
+        GgufError::HyperParameterMismatch { value: 16, .. }
+    );
+    assert_refused!(
+        "g1-rope-dimensions-not-head-size",
+        GgufError::HyperParameterMismatch { value: 6, .. }
+    );
+    assert_refused!(
+        "g1-value-length-not-key-length",
+        GgufError::HyperParameterMismatch { value: 16, .. }
+    );
+    assert_refused!(
+        "g1-heads-do-not-divide-embedding",
+        GgufError::HyperParameterMismatch { value: 3, .. }
+    );
+    assert_refused!(
+        "g1-rope-scaling-type-unknown",
+        GgufError::UnknownKeyValue { .. }
+    );
+}
+
+#[test]
+fn t_g1_vocabularies() {
+    let word = tiny::FIRST_BYTE_TOKEN + 256;
+    assert_refused!(
+        "g1-duplicate-token",
+        GgufError::DuplicateToken { index, first, .. } if index == word + 1 && first == word
+    );
+    assert_refused!(
+        "g1-duplicate-empty-token",
+        GgufError::DuplicateToken { index, first, .. } if index == word + 1 && first == word
+    );
+    assert_refused!(
+        "g1-token-not-utf8",
+        GgufError::StringNotUtf8 { index: Some(index), .. } if index == word + 1
+    );
+    assert_refused!(
+        "g1-missing-byte-token",
+        GgufError::MissingByteToken { byte: 0xE3, .. }
+    );
+    assert_refused!("g1-tokenizer-none", GgufError::UnsupportedTokenizer { .. });
+    assert_refused!(
+        "g1-tokenizer-unknown",
+        GgufError::UnsupportedTokenizer { .. }
+    );
+    assert_refused!("g1-bpe-without-merges", GgufError::MissingMerges { .. });
+    assert_refused!("g1-bpe-bad-merge", GgufError::BadMerge { index: 1, .. });
+    assert_refused!(
+        "g1-bpe-merge-not-utf8",
+        GgufError::StringNotUtf8 { index: Some(1), .. }
+    );
+    assert_refused!(
+        "g1-bpe-pre-tokenizer-unknown",
+        GgufError::UnknownKeyValue { .. }
+    );
+    assert_refused!(
+        "g1-wordpiece-byte-token",
+        GgufError::ByteTokenNotAllowed { index: 3, .. }
+    );
+    assert_refused!(
+        "g1-adds-bos-without-one",
+        GgufError::MissingSpecialToken { token: "BOS", .. }
+    );
+    assert_refused!(
+        "g1-score-nan",
+        GgufError::BadScore { index, .. } if index == word
+    );
+    assert_refused!(
+        "g1-special-id-as-i32",
+        GgufError::WrongType {
+            expected: "u32",
+            ..
+        }
+    );
+    assert_refused!(
+        "g1-add-bos-as-u32",
+        GgufError::WrongType {
+            expected: "bool",
+            ..
+        }
+    );
+    assert_refused!("g1-empty-vocabulary", GgufError::EmptyVocabulary);
+}
+
+#[test]
+fn t_g1_tensor_types() {
+    for (name, ggml_type) in [
+        ("g1-integer-norm-weight", GgmlType::I32),
+        ("g1-f16-norm-weight", GgmlType::F16),
+        ("g1-quantized-norm-weight", GgmlType::Q8_0),
+        ("g1-integer-matrix", GgmlType::I8),
+        ("g1-integer-embedding", GgmlType::I32),
+        ("g1-activation-quantization-weight", GgmlType::Q8_1),
+        ("g1-f16-rope-factors", GgmlType::F16),
+    ] {
+        assert_refused!(
+            name,
+            GgufError::TensorTypeNotAllowed { ggml_type: found, .. } if found == ggml_type
+        );
+    }
+}
+
+#[test]
+fn t_g1_what_a_model_needs_to_run() {
+    for name in [
+        "g1-missing-rms-epsilon",
+        "g1-missing-block-count",
+        "g1-missing-tokenizer",
+        "g1-missing-architecture",
+    ] {
+        assert_refused!(name, GgufError::MissingKey { .. });
+    }
+    assert_refused!(
+        "g1-unknown-architecture",
+        GgufError::UnsupportedArchitecture { .. }
+    );
+    assert_refused!(
+        "g1-clip-architecture",
+        GgufError::UnsupportedArchitecture { .. }
+    );
+    assert_refused!("g1-missing-layer-tensor", GgufError::MissingTensor { .. });
+    assert_refused!("g1-missing-attention", GgufError::MissingTensor { .. });
+    let error = sample("g1-tensor-shape-mismatch")
+        .check()
+        .expect_err("refused");
+    assert!(
+        matches!(&error, GgufError::TensorShapeMismatch { found, expected, .. }
+            if **found == [32, 8] && **expected == [32, 16]),
+        "{error:?}"
+    );
+    assert_refused!(
+        "g1-embedding-rows-not-vocabulary",
+        GgufError::EmbeddingRowsMismatch {
+            rows: 265,
+            vocab_size: 266,
+            ..
+        }
+    );
+}
+
+#[test]
+fn real_vocabulary_shapes_pass_the_tokenizer_rules() {
+    // Byte-level BPE with merges, as SmolLM2 has it.
+    let bpe = tiny_model()
+        .set_metadata("tokenizer.ggml.model", "gpt2")
+        .set_metadata("tokenizer.ggml.pre", "smollm")
+        .set_metadata("tokenizer.ggml.add_bos_token", false)
+        .set_metadata(
+            "tokenizer.ggml.merges",
+            vec!["\u{2581} h", "h i", "\u{2581}h i"],
+        );
+    parse_model(Cursor::new(bpe.to_bytes()), bpe.to_bytes().len() as u64).expect("BPE model");
+}
+
+// T-G2: split sets.
+
+/// Writes `parts` as `dir/PREFIX-0000k-of-0000n.gguf`; returns their paths.
+fn write_split(dir: &Path, prefix: &str, parts: &[GgufBuilder]) -> Vec<PathBuf> {
+    let count = parts.len() as u64;
+    parts
+        .iter()
+        .enumerate()
+        .map(|(index, part)| {
+            let path = dir.join(samples::split_part_name(prefix, index as u64 + 1, count));
+            std::fs::write(&path, part.to_bytes()).expect("write part");
+            path
+        })
+        .collect()
+}
+
+fn tiny_split(dir: &Path, count: u16) -> Vec<PathBuf> {
+    write_split(dir, "tiny", &samples::split_model(&tiny_model(), count))
+}
+
+/// The error `check_model` gives for part `part`, unwrapped.
+fn split_part_problem(error: GgufError, part: u64) -> GgufError {
+    match error {
+        GgufError::SplitPart {
+            part: found,
+            problem,
+            ..
+        } if found == part => *problem,
+        other => panic!("expected a problem with part {part}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_valid_split_set_passes_with_its_parts_in_order() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let paths = tiny_split(directory.path(), 3);
+    let model = check_model(&paths[0]).expect("valid split set");
+    assert_eq!(model.parts(), paths);
+    assert_eq!(model.path(), paths[0]);
+    assert_eq!(model.header().split_count(), 3);
+    assert_eq!(inspect(&paths[0]).expect("valid").split_count(), 3);
+}
+
+#[test]
+fn t_g2_a_missing_part_is_named() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let paths = tiny_split(directory.path(), 3);
+    std::fs::remove_file(&paths[2]).expect("remove part 3");
+    let error = check_model(&paths[0]).expect_err("refused");
+    let message = error.to_string();
+    assert!(message.contains("split part 3 of 3"), "{message}");
+    assert!(message.contains("tiny-00003-of-00003.gguf"), "{message}");
+    assert!(matches!(
+        split_part_problem(error, 3),
+        GgufError::Open { .. }
+    ));
+}
+
+#[test]
+fn t_g2_a_directory_as_a_part_is_refused() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let paths = tiny_split(directory.path(), 2);
+    std::fs::remove_file(&paths[1]).expect("remove part 2");
+    std::fs::create_dir(&paths[1]).expect("directory in its place");
+    let error = check_model(&paths[0]).expect_err("refused");
+    assert!(matches!(
+        split_part_problem(error, 2),
+        GgufError::NotAFile { .. }
+    ));
+}
+
+#[cfg(unix)]
+#[test]
+fn t_g2_a_fifo_as_a_part_never_blocks() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let paths = tiny_split(directory.path(), 2);
+    std::fs::remove_file(&paths[1]).expect("remove part 2");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&paths[1])
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo failed");
+    let first = paths[0].clone();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(check_model(&first).map(|_| ()));
+    });
+    let result = receiver
+        .recv_timeout(std::time::Duration::from_secs(2))
+        .expect("the check blocked on the FIFO for 2 s");
+    let error = result.expect_err("refused");
+    assert!(matches!(
+        split_part_problem(error, 2),
+        GgufError::NotAFile { .. }
+    ));
+}
+
+#[test]
+fn t_g2_a_truncated_part_is_refused() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let paths = tiny_split(directory.path(), 3);
+    let length = std::fs::metadata(&paths[1]).expect("part 2").len();
+    File::options()
+        .write(true)
+        .open(&paths[1])
+        .and_then(|file| file.set_len(length - 1))
+        .expect("cut part 2");
+    let error = check_model(&paths[0]).expect_err("refused");
+    assert!(matches!(
+        split_part_problem(error, 2),
+        GgufError::Truncated { found, .. } if found == length - 1
+    ));
+}
+
+#[test]
+fn t_g2_a_part_of_another_model_is_refused() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let paths = tiny_split(directory.path(), 3);
+    // Part 2 of a two-part split of the same model: a different split.count.
+    let other = tempfile::tempdir().expect("temp dir");
+    let other_paths = tiny_split(other.path(), 2);
+    std::fs::copy(&other_paths[1], &paths[1]).expect("swap in a foreign part");
+    let error = check_model(&paths[0]).expect_err("refused");
+    assert!(
+        matches!(&error, GgufError::ForeignSplitPart { part: 2, difference, .. }
+            if difference.starts_with("'split.count' is 2")),
+        "{error:?}"
+    );
+    // Part 2 of another three-part model: same keys, its own tensors.
+    let other_model = tiny_model()
+        .tensor("blk.0.extra.weight", GgmlType::F32, &[32, 2])
+        .tensor("blk.1.extra.weight", GgmlType::F32, &[32, 2]);
+    let third = tempfile::tempdir().expect("temp dir");
+    let third_paths = write_split(
+        third.path(),
+        "other",
+        &samples::split_model(&other_model, 3),
+    );
+    let paths = tiny_split(directory.path(), 3);
+    std::fs::copy(&third_paths[1], &paths[1]).expect("swap in a foreign part");
+    let error = check_model(&paths[0]).expect_err("refused");
+    assert!(
+        matches!(
+            &error,
+            GgufError::ForeignSplitPart { part: 2, .. } | GgufError::DuplicateSplitTensor { .. }
+        ),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn t_g2_split_keys_must_agree() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    // llama.cpp reads a later part's split.no with gguf_get_val_u16, which asserts its type.
+    let mut parts = samples::split_model(&tiny_model(), 2);
+    parts[1] = parts[1].clone().set_metadata("split.no", 1i32);
+    let paths = write_split(directory.path(), "wrong-type", &parts);
+    let error = check_model(&paths[0]).expect_err("refused");
+    assert!(matches!(
+        split_part_problem(error, 2),
+        GgufError::WrongType {
+            expected: "u16",
+            ..
+        }
+    ));
+    // A part that says it is another part.
+    let mut parts = samples::split_model(&tiny_model(), 3);
+    parts[2] = parts[2].clone().set_metadata("split.no", 1u16);
+    let paths = write_split(directory.path(), "wrong-index", &parts);
+    assert!(matches!(
+        check_model(&paths[0]),
+        Err(GgufError::ForeignSplitPart { part: 3, .. })
+    ));
+    // A tensor count that does not add up.
+    let parts: Vec<GgufBuilder> = samples::split_model(&tiny_model(), 2)
+        .into_iter()
+        .map(|part| part.set_metadata("split.tensors.count", 5i32))
+        .collect();
+    let paths = write_split(directory.path(), "wrong-count", &parts);
+    assert!(matches!(
+        check_model(&paths[0]),
+        Err(GgufError::SplitTensorCount { declared: 5, .. })
+    ));
+    // The same tensor in two parts.
+    let mut parts = samples::split_model(&tiny_model(), 2);
+    parts[1] = parts[1]
+        .clone()
+        .tensor("token_embd.weight", GgmlType::F32, &[32, 265]);
+    let paths = write_split(directory.path(), "twice", &parts);
+    assert!(matches!(
+        check_model(&paths[0]),
+        Err(GgufError::DuplicateSplitTensor {
+            first: 1,
+            second: 2,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn t_g2_the_first_part_must_be_named_and_opened_as_such() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let paths = tiny_split(directory.path(), 2);
+    assert!(matches!(
+        check_model(&paths[1]),
+        Err(GgufError::NotFirstSplitPart { index: 1, count: 2, first, .. }) if *first == *paths[0]
+    ));
+    let renamed = directory.path().join("tiny.gguf");
+    std::fs::copy(&paths[0], &renamed).expect("copy part 1");
+    assert!(matches!(
+        check_model(&renamed),
+        Err(GgufError::SplitFileName { count: 2, .. })
+    ));
+}
+
+#[test]
+fn the_error_stays_small() {
+    // GgufError travels inside StoreError and HubError; clippy's
+    // `result_large_err` (128 bytes) would flag every function returning
+    // them if it grew. Long texts are boxed.
+    assert!(
+        std::mem::size_of::<GgufError>() <= 64,
+        "{} bytes",
+        std::mem::size_of::<GgufError>()
+    );
 }

@@ -1,30 +1,17 @@
 //! Checks that need the whole header: where each tensor's data lies in the
-//! file, and the metadata llama.cpp sizes allocations by or indexes its
-//! vocabulary with.
+//! file, the metadata llama.cpp sizes allocations by, and the order in which
+//! the rule modules ([`super::vocab`], [`super::hparams`],
+//! [`super::tensor_types`], [`super::split`]) judge a file; plus what a
+//! model needs to run at all ([`check_runnable`], [`check_tensor_set`]).
+
+use std::collections::HashSet;
 
 use super::error::{printable, GgufError};
-use super::value::{Array, Value};
-use super::{
-    GgufFile, TensorInfo, MAX_BLOCK_COUNT, MAX_EMBEDDING_LENGTH, MAX_TOKEN_LENGTH, MAX_VOCAB_SIZE,
-};
+use super::keys::wrong_type;
+use super::{arch, hparams, split, tensor_shapes, tensor_types, vocab};
+use super::{GgufFile, TensorInfo, MAX_BLOCK_COUNT, MAX_EMBEDDING_LENGTH};
 
-const TOKENS_KEY: &str = "tokenizer.ggml.tokens";
-const TOKEN_TYPE_KEY: &str = "tokenizer.ggml.token_type";
-const SCORES_KEY: &str = "tokenizer.ggml.scores";
 const TOKEN_EMBEDDING_TENSOR: &str = "token_embd.weight";
-
-/// Special token ids llama.cpp looks up in the vocabulary.
-const SPECIAL_TOKEN_KEYS: [&str; 6] = [
-    "tokenizer.ggml.bos_token_id",
-    "tokenizer.ggml.eos_token_id",
-    "tokenizer.ggml.unknown_token_id",
-    "tokenizer.ggml.eot_token_id",
-    "tokenizer.ggml.padding_token_id",
-    "tokenizer.ggml.seperator_token_id",
-];
-
-/// `tokenizer.ggml.token_type` of a byte-fallback token (`<0x0A>`).
-const BYTE_TOKEN_TYPE: i32 = 6;
 
 /// Every tensor's data is aligned, inside the file, apart from the others,
 /// and packed in list order as llama.cpp's loader requires.
@@ -105,151 +92,114 @@ pub fn align_up(value: u64, alignment: u64) -> u64 {
     value.div_ceil(alignment).saturating_mul(alignment)
 }
 
-/// Metadata that would make llama.cpp index out of bounds or allocate by a
-/// number the file made up.
+/// Metadata that would make llama.cpp index out of bounds, allocate by a
+/// number the file made up, or abort: every value the file has, checked
+/// (the [`super::parse`] level).
 pub fn check_metadata(file: &GgufFile) -> Result<(), GgufError> {
     if let Some(value) = file.get("general.architecture") {
         if value.as_str().is_none() {
             return Err(wrong_type("general.architecture", "a string", value));
         }
     }
-    check_vocabulary(file)?;
+    vocab::check(file)?;
     check_model_shape(file)?;
-    check_split(file)
+    split::check_keys(file)?;
+    // An unknown architecture is refused by `check_runnable`; its keys are
+    // judged by the rules every architecture shares until then.
+    let coverage = file
+        .architecture()
+        .and_then(|architecture| arch::coverage(architecture).ok());
+    hparams::check(file, coverage)?;
+    tensor_types::check(&file.tensors)
 }
 
-fn check_vocabulary(file: &GgufFile) -> Result<(), GgufError> {
-    let vocab_size_key = file.architecture().map(|arch| format!("{arch}.vocab_size"));
-    let declared_vocab_size = match &vocab_size_key {
-        Some(key) => unsigned(file, key)?,
-        None => None,
+/// What llama.cpp needs to run the model in `file`, beyond well-formed
+/// values: an architecture it knows, the keys it reads without a default
+/// and a tokenizer olm can use (the [`super::inspect`] level; the tensors,
+/// which a split model spreads over its parts, are [`check_tensor_set`]'s).
+pub fn check_runnable(file: &GgufFile) -> Result<(), GgufError> {
+    let Some(architecture) = file.architecture() else {
+        return Err(GgufError::MissingKey {
+            key: "general.architecture".to_owned(),
+            needed_by: "llama.cpp's loader".to_owned(),
+        });
     };
-    let Some(tokens_value) = file.get(TOKENS_KEY) else {
-        // No token list: llama.cpp makes `vocab_size` dummy tokens.
-        if let (Some(key), Some(declared)) = (&vocab_size_key, declared_vocab_size) {
-            if declared > MAX_VOCAB_SIZE {
-                return Err(GgufError::ValueTooLarge {
-                    key: printable(key),
-                    value: declared,
-                    limit: MAX_VOCAB_SIZE,
-                });
-            }
-        }
+    let coverage = arch::coverage(architecture)?;
+    hparams::check_required(file, architecture, coverage)?;
+    vocab::check_required(file)
+}
+
+/// The tensors of the whole model (every part of a split one) against what
+/// a covered architecture's `load_arch_tensors` requires: the embedding
+/// table with one row per token, the output norm, and each layer's own.
+/// llama.cpp throws "missing tensor" or "wrong shape" for most of these,
+/// but reads a Phi-3 layer with neither fused nor separate query/key/value
+/// projections as a null tensor and crashes.
+pub fn check_tensor_set(header: &GgufFile, tensors: &[TensorInfo]) -> Result<(), GgufError> {
+    let Some(architecture) = header.architecture() else {
         return Ok(());
     };
-    let tokens = tokens_value
-        .as_array()
-        .and_then(Array::as_strings)
-        .ok_or_else(|| wrong_type(TOKENS_KEY, "an array of strings", tokens_value))?;
-    let vocab_size = tokens.len() as u64;
-    if vocab_size > MAX_VOCAB_SIZE {
-        return Err(GgufError::ArrayTooLong {
-            key: TOKENS_KEY.to_owned(),
-            length: vocab_size,
-            limit: MAX_VOCAB_SIZE,
-        });
-    }
-    if let (Some(key), Some(declared)) = (&vocab_size_key, declared_vocab_size) {
-        if declared > vocab_size {
-            return Err(GgufError::VocabSizeMismatch {
-                key: printable(key),
-                declared,
-                tokens: vocab_size,
-            });
+    let Ok(arch::Coverage::Covered(family)) = arch::coverage(architecture) else {
+        return Ok(());
+    };
+    let names: HashSet<&str> = tensors.iter().map(|tensor| tensor.name.as_str()).collect();
+    let missing = |name: String| GgufError::MissingTensor {
+        name: printable(&name),
+        architecture: printable(architecture),
+    };
+    for name in [TOKEN_EMBEDDING_TENSOR, "output_norm.weight"] {
+        if !names.contains(name) {
+            return Err(missing(name.to_owned()));
         }
     }
-    check_token_lengths(tokens)?;
-    let token_types = parallel_array(file, TOKEN_TYPE_KEY, vocab_size, |array| {
-        matches!(array, Array::I32(_))
-    })?;
-    parallel_array(file, SCORES_KEY, vocab_size, |array| {
-        matches!(array, Array::F32(_) | Array::I32(_))
-    })?;
-    if let Some(Array::I32(token_types)) = token_types {
-        check_byte_tokens(tokens, token_types)?;
-    }
-    check_special_tokens(file, vocab_size)
-}
-
-fn check_token_lengths(tokens: &[String]) -> Result<(), GgufError> {
-    match tokens
-        .iter()
-        .enumerate()
-        .find(|(_, token)| token.len() as u64 > MAX_TOKEN_LENGTH)
-    {
-        Some((index, token)) => Err(GgufError::TokenTooLong {
-            index: index as u64,
-            length: token.len() as u64,
-            limit: MAX_TOKEN_LENGTH,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// An array with one entry per token, of a type `accepts`, if present.
-fn parallel_array<'a>(
-    file: &'a GgufFile,
-    key: &str,
-    vocab_size: u64,
-    accepts: impl Fn(&Array) -> bool,
-) -> Result<Option<&'a Array>, GgufError> {
-    let Some(value) = file.get(key) else {
-        return Ok(None);
+    check_embedding_rows(header, tensors)?;
+    tensor_shapes::check(header, &family, tensors)?;
+    let layers = header.block_count().unwrap_or(0);
+    let experts = header
+        .get_u64(&format!("{architecture}.expert_count"))
+        .unwrap_or(0);
+    let feed_forward: &[&str] = if family.has_experts && experts > 0 {
+        &["ffn_gate_inp", "ffn_down_exps", "ffn_up_exps"]
+    } else {
+        family.feed_forward
     };
-    let array = value
-        .as_array()
-        .filter(|array| accepts(array))
-        .ok_or_else(|| wrong_type(key, "an array of one number per token", value))?;
-    if array.len() as u64 != vocab_size {
-        return Err(GgufError::VocabLengthMismatch {
-            key: key.to_owned(),
-            length: array.len() as u64,
+    for layer in 0..layers {
+        let weight = |role: &str| format!("blk.{layer}.{role}.weight");
+        let fused = names.contains(weight("attn_qkv").as_str());
+        let separate = ["attn_q", "attn_k", "attn_v"];
+        let required = family
+            .layer_tensors
+            .iter()
+            .chain(feed_forward)
+            .chain(if fused { &[][..] } else { &separate[..] });
+        for role in required {
+            let name = weight(role);
+            if !names.contains(name.as_str()) {
+                return Err(missing(name));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `token_embd.weight` is `{n_embd, n_vocab}` (`create_tensor` in every
+/// covered `load_arch_tensors`).
+fn check_embedding_rows(header: &GgufFile, tensors: &[TensorInfo]) -> Result<(), GgufError> {
+    let (Some(vocab_size), Some(embedding)) = (
+        header.vocab_size(),
+        tensors
+            .iter()
+            .find(|tensor| tensor.name == TOKEN_EMBEDDING_TENSOR),
+    ) else {
+        return Ok(());
+    };
+    let rows = embedding.dimensions.get(1).copied().unwrap_or(1);
+    if rows != vocab_size {
+        return Err(GgufError::EmbeddingRowsMismatch {
+            name: TOKEN_EMBEDDING_TENSOR.to_owned(),
+            rows,
             vocab_size,
         });
-    }
-    Ok(Some(array))
-}
-
-/// llama.cpp decodes byte tokens by slicing their text ("<0x0A>"[3..5]).
-fn check_byte_tokens(tokens: &[String], token_types: &[i32]) -> Result<(), GgufError> {
-    let bad_token = tokens
-        .iter()
-        .zip(token_types)
-        .enumerate()
-        .find(|(_, (text, &token_type))| token_type == BYTE_TOKEN_TYPE && !is_byte_token(text));
-    match bad_token {
-        Some((index, (text, _))) => Err(GgufError::BadByteToken {
-            index: index as u64,
-            text: printable(text),
-        }),
-        None => Ok(()),
-    }
-}
-
-fn is_byte_token(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    bytes.len() == 6
-        && bytes.starts_with(b"<0x")
-        && bytes[3].is_ascii_hexdigit()
-        && bytes[4].is_ascii_hexdigit()
-        && bytes[5] == b'>'
-}
-
-fn check_special_tokens(file: &GgufFile, vocab_size: u64) -> Result<(), GgufError> {
-    for key in SPECIAL_TOKEN_KEYS {
-        let Some(value) = file.get(key) else {
-            continue;
-        };
-        let id = value
-            .as_integer()
-            .ok_or_else(|| wrong_type(key, "an integer", value))?;
-        if id < 0 || id >= i128::from(vocab_size) {
-            return Err(GgufError::TokenIdOutOfRange {
-                key: key.to_owned(),
-                id,
-                vocab_size,
-            });
-        }
     }
     Ok(())
 }
@@ -339,18 +289,6 @@ fn check_embedding_length(file: &GgufFile, key: &str) -> Result<(), GgufError> {
     }
 }
 
-/// A split file names its part (`split.no`, from 0) and the number of parts.
-fn check_split(file: &GgufFile) -> Result<(), GgufError> {
-    let Some(count) = unsigned(file, "split.count")? else {
-        return Ok(());
-    };
-    let index = unsigned(file, "split.no")?.unwrap_or(0);
-    if count == 0 || index >= count {
-        return Err(GgufError::InvalidSplit { index, count });
-    }
-    Ok(())
-}
-
 /// The value under `key` as a non-negative integer of any width, if present.
 fn unsigned(file: &GgufFile, key: &str) -> Result<Option<u64>, GgufError> {
     file.get(key)
@@ -360,12 +298,4 @@ fn unsigned(file: &GgufFile, key: &str) -> Result<Option<u64>, GgufError> {
                 .ok_or_else(|| wrong_type(key, "a non-negative integer", value))
         })
         .transpose()
-}
-
-fn wrong_type(key: &str, expected: &'static str, found: &Value) -> GgufError {
-    GgufError::WrongType {
-        key: printable(key),
-        expected,
-        found: found.describe(),
-    }
 }

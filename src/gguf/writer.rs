@@ -35,11 +35,20 @@ impl TensorSpec {
     }
 }
 
+/// One metadata entry as written: a value, or a type id and raw payload
+/// bytes (for what a [`Value`] cannot hold, such as strings that are not
+/// valid UTF-8).
+#[derive(Clone, Debug, PartialEq)]
+enum Entry {
+    Value(Value),
+    Raw { type_id: u32, payload: Vec<u8> },
+}
+
 /// Builds a GGUF file in memory.
 #[derive(Clone, Debug)]
 pub struct GgufBuilder {
     version: u32,
-    metadata: Vec<(String, Value)>,
+    metadata: Vec<(String, Entry)>,
     tensors: Vec<TensorSpec>,
     data_len: Option<u64>,
 }
@@ -75,7 +84,11 @@ impl GgufBuilder {
             .collect();
         Self {
             version: file.version,
-            metadata: file.metadata.clone(),
+            metadata: file
+                .metadata
+                .iter()
+                .map(|(key, value)| (key.clone(), Entry::Value(value.clone())))
+                .collect(),
             tensors,
             data_len: None,
         }
@@ -88,23 +101,60 @@ impl GgufBuilder {
 
     /// Adds a metadata entry (duplicates are kept, in order).
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.metadata.push((key.into(), value.into()));
+        self.metadata.push((key.into(), Entry::Value(value.into())));
         self
     }
 
     /// Replaces the value of every entry named `key`, or adds one.
-    pub fn set_metadata(mut self, key: &str, value: impl Into<Value>) -> Self {
-        let value = value.into();
+    pub fn set_metadata(self, key: &str, value: impl Into<Value>) -> Self {
+        self.set_entry(key, Entry::Value(value.into()))
+    }
+
+    /// Like [`set_metadata`](Self::set_metadata) with a value written as
+    /// `type_id` followed by `payload`, byte for byte: for values a
+    /// [`Value`] cannot hold (see [`raw_string_array`]).
+    pub fn set_raw_metadata(self, key: &str, type_id: u32, payload: Vec<u8>) -> Self {
+        self.set_entry(key, Entry::Raw { type_id, payload })
+    }
+
+    fn set_entry(mut self, key: &str, entry: Entry) -> Self {
         let mut found = false;
-        for (existing_key, existing_value) in &mut self.metadata {
+        for (existing_key, existing_entry) in &mut self.metadata {
             if existing_key == key {
-                *existing_value = value.clone();
+                *existing_entry = entry.clone();
                 found = true;
             }
         }
         if !found {
-            self.metadata.push((key.to_owned(), value));
+            self.metadata.push((key.to_owned(), entry));
         }
+        self
+    }
+
+    /// The value of the first entry named `key` (`None` for a raw entry).
+    pub fn get_metadata(&self, key: &str) -> Option<&Value> {
+        self.metadata
+            .iter()
+            .find(|(existing_key, _)| existing_key == key)
+            .and_then(|(_, entry)| match entry {
+                Entry::Value(value) => Some(value),
+                Entry::Raw { .. } => None,
+            })
+    }
+
+    /// The metadata keys, in order.
+    pub fn metadata_keys(&self) -> Vec<&str> {
+        self.metadata.iter().map(|(key, _)| key.as_str()).collect()
+    }
+
+    /// The tensor descriptors, in order.
+    pub fn tensor_specs(&self) -> &[TensorSpec] {
+        &self.tensors
+    }
+
+    /// Removes the tensor named `name` (no-op when there is none).
+    pub fn remove_tensor(mut self, name: &str) -> Self {
+        self.tensors.retain(|spec| spec.name != name);
         self
     }
 
@@ -149,8 +199,8 @@ impl GgufBuilder {
     fn alignment(&self) -> u64 {
         self.metadata
             .iter()
-            .find_map(|(key, value)| match value {
-                Value::U32(alignment)
+            .find_map(|(key, entry)| match entry {
+                Entry::Value(Value::U32(alignment))
                     if key == "general.alignment"
                         && alignment.is_power_of_two()
                         && u64::from(*alignment) <= MAX_ALIGNMENT =>
@@ -186,8 +236,11 @@ impl GgufBuilder {
             self.tensors.len() as u64,
             self.metadata.len() as u64,
         );
-        for (key, value) in &self.metadata {
-            out = out.string(key).u32(value.value_type().id()).value(value);
+        for (key, entry) in &self.metadata {
+            out = match entry {
+                Entry::Value(value) => out.string(key).u32(value.value_type().id()).value(value),
+                Entry::Raw { type_id, payload } => out.string(key).u32(*type_id).bytes(payload),
+            };
         }
         let offsets = self.placed_offsets();
         for (spec, offset) in self.tensors.iter().zip(&offsets) {
@@ -284,6 +337,19 @@ impl RawGguf {
     }
 }
 
+/// The payload of an array of strings given as raw bytes (element type,
+/// count, then each length-prefixed string), for
+/// [`GgufBuilder::set_raw_metadata`] with type id 9 (array).
+pub fn raw_string_array<T: AsRef<[u8]>>(items: &[T]) -> Vec<u8> {
+    let mut out = RawGguf::new()
+        .u32(super::ValueType::String.id())
+        .u64(items.len() as u64);
+    for item in items {
+        out = out.string_bytes(item.as_ref());
+    }
+    out.into_bytes()
+}
+
 fn push_string(out: &mut Vec<u8>, text: &str) {
     out.extend((text.len() as u64).to_le_bytes());
     out.extend_from_slice(text.as_bytes());
@@ -327,25 +393,184 @@ fn push_array(out: &mut Vec<u8>, array: &super::Array) {
     }
 }
 
-/// A small valid llama-architecture model: a 5-token vocabulary, two layers,
-/// Q4_0 weights. The base most hostile samples are made from.
+/// Shape of [`tiny_model`]: small enough to write hundreds of times in a
+/// test, complete enough for llama.cpp to load it and generate.
+pub mod tiny {
+    /// `llama.embedding_length`: one Q4_0 block per row.
+    pub const EMBEDDING: u64 = 32;
+    /// `llama.block_count`.
+    pub const LAYERS: u64 = 2;
+    /// `llama.attention.head_count`.
+    pub const HEADS: u64 = 4;
+    /// `llama.attention.head_count_kv` (grouped-query attention).
+    pub const KV_HEADS: u64 = 2;
+    /// Elements per attention head (`EMBEDDING / HEADS`), also the rope dimension count.
+    pub const HEAD_DIM: u64 = EMBEDDING / HEADS;
+    /// `llama.feed_forward_length`.
+    pub const FEED_FORWARD: u64 = 64;
+    /// `llama.context_length`.
+    pub const CONTEXT: u32 = 128;
+    /// Control tokens first (`<unk>`, `<s>`, `</s>`), then the 256 byte
+    /// tokens SentencePiece falls back to, then the words.
+    pub const SPECIAL_TOKENS: [&str; 3] = ["<unk>", "<s>", "</s>"];
+    /// Normal tokens after the byte tokens.
+    pub const WORDS: [&str; 6] = ["\u{2581}", "a", "h", "i", "\u{2581}h", "\u{2581}hi"];
+    /// Tokens in the vocabulary.
+    pub const VOCAB_SIZE: u64 = (SPECIAL_TOKENS.len() + 256 + WORDS.len()) as u64;
+    /// Index of the first byte token (`<0x00>`); `<0x0A>` is this + 10.
+    pub const FIRST_BYTE_TOKEN: u64 = SPECIAL_TOKENS.len() as u64;
+}
+
+/// `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
+pub mod token_type {
+    pub const NORMAL: i32 = 1;
+    pub const UNKNOWN: i32 = 2;
+    pub const CONTROL: i32 = 3;
+    pub const BYTE: i32 = 6;
+}
+
+/// The tokens of [`tiny_model`]: `<unk>`, `<s>`, `</s>`, `<0x00>`…`<0xFF>`, words.
+pub fn tiny_tokens() -> Vec<String> {
+    let bytes = (0..=255u8).map(|byte| format!("<0x{byte:02X}>"));
+    tiny::SPECIAL_TOKENS
+        .iter()
+        .map(|&token| token.to_owned())
+        .chain(bytes)
+        .chain(tiny::WORDS.iter().map(|&word| word.to_owned()))
+        .collect()
+}
+
+/// `tokenizer.ggml.token_type` of [`tiny_tokens`].
+pub fn tiny_token_types() -> Vec<i32> {
+    let words = tiny::WORDS.len();
+    [
+        token_type::UNKNOWN,
+        token_type::CONTROL,
+        token_type::CONTROL,
+    ]
+    .into_iter()
+    .chain(std::iter::repeat_n(token_type::BYTE, 256))
+    .chain(std::iter::repeat_n(token_type::NORMAL, words))
+    .collect()
+}
+
+/// `tokenizer.ggml.scores` of [`tiny_tokens`]: longer words merge first.
+fn tiny_scores() -> Vec<f32> {
+    let specials_and_bytes = tiny::SPECIAL_TOKENS.len() + 256;
+    std::iter::repeat_n(0f32, specials_and_bytes)
+        .chain(
+            tiny::WORDS
+                .iter()
+                .map(|word| -10.0 + word.chars().count() as f32),
+        )
+        .collect()
+}
+
+/// A small, complete llama-architecture model: every hyper-parameter and
+/// tensor llama.cpp's `llama` loader requires, a SentencePiece ("llama")
+/// vocabulary with all 256 byte tokens, Q4_0 matrices and F32 norms. Its
+/// weights are zeros, so it loads and generates (nonsense) in milliseconds.
+/// The base of most hostile samples and of the mutation tests.
 pub fn tiny_model() -> GgufBuilder {
-    const EMBEDDING: u64 = 32;
-    GgufBuilder::new()
-        .metadata("general.architecture", "llama")
+    tiny_model_for(TinyArchitecture::Llama)
+}
+
+/// The architectures [`tiny_model_for`] builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TinyArchitecture {
+    Llama,
+    /// Qwen 2 with a byte-level BPE ("gpt2") tokenizer and merges.
+    Qwen2,
+    Qwen3,
+    Phi3,
+    Gemma2,
+    Gemma3,
+}
+
+impl TinyArchitecture {
+    pub const ALL: [TinyArchitecture; 6] = [
+        TinyArchitecture::Llama,
+        TinyArchitecture::Qwen2,
+        TinyArchitecture::Qwen3,
+        TinyArchitecture::Phi3,
+        TinyArchitecture::Gemma2,
+        TinyArchitecture::Gemma3,
+    ];
+
+    /// `general.architecture`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TinyArchitecture::Llama => "llama",
+            TinyArchitecture::Qwen2 => "qwen2",
+            TinyArchitecture::Qwen3 => "qwen3",
+            TinyArchitecture::Phi3 => "phi3",
+            TinyArchitecture::Gemma2 => "gemma2",
+            TinyArchitecture::Gemma3 => "gemma3",
+        }
+    }
+
+    /// Per-layer norms besides `attn_norm` and `ffn_norm`, each `{EMBEDDING}`
+    /// or (query/key norms) `{HEAD_DIM}`, as the architecture's
+    /// `load_arch_tensors` requires them.
+    fn extra_norms(self) -> &'static [&'static str] {
+        match self {
+            TinyArchitecture::Llama | TinyArchitecture::Qwen2 | TinyArchitecture::Phi3 => &[],
+            TinyArchitecture::Qwen3 => &["attn_q_norm", "attn_k_norm"],
+            TinyArchitecture::Gemma2 => &["post_attention_norm", "post_ffw_norm"],
+            TinyArchitecture::Gemma3 => &[
+                "attn_q_norm",
+                "attn_k_norm",
+                "post_attention_norm",
+                "post_ffw_norm",
+            ],
+        }
+    }
+}
+
+/// [`tiny_model`] in another covered architecture: the same sizes, the
+/// keys and tensors that architecture's llama.cpp loader requires.
+pub fn tiny_model_for(architecture: TinyArchitecture) -> GgufBuilder {
+    use tiny::{EMBEDDING, FEED_FORWARD, HEAD_DIM, KV_HEADS};
+    let arch = architecture.name();
+    let key = |suffix: &str| format!("{arch}.{suffix}");
+    let mut builder = GgufBuilder::new()
+        .metadata("general.architecture", arch)
         .metadata("general.name", "tiny")
         .metadata("general.license", "mit")
         .metadata("general.file_type", 2u32)
-        .metadata("llama.context_length", 128u32)
-        .metadata("llama.embedding_length", EMBEDDING as u32)
-        .metadata("llama.block_count", 2u32)
-        .metadata("tokenizer.ggml.model", "llama")
-        .metadata(
-            "tokenizer.ggml.tokens",
-            vec!["<unk>", "<s>", "</s>", "<0x0A>", "a"],
-        )
-        .metadata("tokenizer.ggml.token_type", vec![2i32, 3, 3, 6, 1])
-        .metadata("tokenizer.ggml.scores", vec![0f32; 5])
+        .metadata(key("context_length"), tiny::CONTEXT)
+        .metadata(key("embedding_length"), EMBEDDING as u32)
+        .metadata(key("block_count"), tiny::LAYERS as u32)
+        .metadata(key("feed_forward_length"), FEED_FORWARD as u32)
+        .metadata(key("attention.head_count"), tiny::HEADS as u32)
+        .metadata(key("attention.head_count_kv"), KV_HEADS as u32)
+        .metadata(key("attention.layer_norm_rms_epsilon"), 1e-5f32)
+        .metadata(key("rope.freq_base"), 10_000f32)
+        .metadata(key("rope.dimension_count"), HEAD_DIM as u32);
+    builder = match architecture {
+        TinyArchitecture::Gemma2 | TinyArchitecture::Gemma3 => builder
+            .metadata(key("attention.key_length"), HEAD_DIM as u32)
+            .metadata(key("attention.value_length"), HEAD_DIM as u32)
+            .metadata(key("attention.sliding_window"), 4u32),
+        _ => builder,
+    };
+    builder = if architecture == TinyArchitecture::Qwen2 {
+        builder
+            .metadata("tokenizer.ggml.model", "gpt2")
+            .metadata("tokenizer.ggml.pre", "qwen2")
+            .metadata("tokenizer.ggml.tokens", tiny_tokens())
+            .metadata(
+                "tokenizer.ggml.merges",
+                vec!["\u{2581} h", "h i", "\u{2581}h i"],
+            )
+    } else {
+        builder
+            .metadata("tokenizer.ggml.model", "llama")
+            .metadata("tokenizer.ggml.tokens", tiny_tokens())
+            .metadata("tokenizer.ggml.token_type", tiny_token_types())
+            .metadata("tokenizer.ggml.scores", tiny_scores())
+    };
+    builder = builder
         .metadata("tokenizer.ggml.bos_token_id", 1u32)
         .metadata("tokenizer.ggml.eos_token_id", 2u32)
         .metadata("tokenizer.ggml.unknown_token_id", 0u32)
@@ -353,16 +578,42 @@ pub fn tiny_model() -> GgufBuilder {
             "tokenizer.chat_template",
             "{% for m in messages %}{{ m.content }}{% endfor %}",
         )
-        .tensor("token_embd.weight", GgmlType::F32, &[EMBEDDING, 5])
         .tensor(
-            "blk.0.attn_q.weight",
-            GgmlType::Q4_0,
-            &[EMBEDDING, EMBEDDING],
-        )
-        .tensor(
-            "blk.1.attn_q.weight",
-            GgmlType::Q4_0,
-            &[EMBEDDING, EMBEDDING],
-        )
-        .tensor("output_norm.weight", GgmlType::F32, &[EMBEDDING])
+            "token_embd.weight",
+            GgmlType::F32,
+            &[EMBEDDING, tiny::VOCAB_SIZE],
+        );
+    let kv_width = HEAD_DIM * KV_HEADS;
+    for layer in 0..tiny::LAYERS {
+        let name = |role: &str| format!("blk.{layer}.{role}.weight");
+        builder = builder
+            .tensor(name("attn_norm"), GgmlType::F32, &[EMBEDDING])
+            .tensor(name("attn_q"), GgmlType::Q4_0, &[EMBEDDING, EMBEDDING])
+            .tensor(name("attn_k"), GgmlType::Q4_0, &[EMBEDDING, kv_width])
+            .tensor(name("attn_v"), GgmlType::Q4_0, &[EMBEDDING, kv_width])
+            .tensor(name("attn_output"), GgmlType::Q4_0, &[EMBEDDING, EMBEDDING])
+            .tensor(name("ffn_norm"), GgmlType::F32, &[EMBEDDING]);
+        for norm in architecture.extra_norms() {
+            let width = if norm.starts_with("attn_") {
+                HEAD_DIM
+            } else {
+                EMBEDDING
+            };
+            builder = builder.tensor(name(norm), GgmlType::F32, &[width]);
+        }
+        builder = if architecture == TinyArchitecture::Phi3 {
+            // Phi-3 packs the gate and up projections into one `ffn_up`.
+            builder.tensor(
+                name("ffn_up"),
+                GgmlType::Q4_0,
+                &[EMBEDDING, 2 * FEED_FORWARD],
+            )
+        } else {
+            builder
+                .tensor(name("ffn_gate"), GgmlType::Q4_0, &[EMBEDDING, FEED_FORWARD])
+                .tensor(name("ffn_up"), GgmlType::Q4_0, &[EMBEDDING, FEED_FORWARD])
+        };
+        builder = builder.tensor(name("ffn_down"), GgmlType::Q4_0, &[FEED_FORWARD, EMBEDDING]);
+    }
+    builder.tensor("output_norm.weight", GgmlType::F32, &[EMBEDDING])
 }

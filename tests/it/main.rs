@@ -13,6 +13,7 @@ mod bounds;
 mod chat;
 mod cli;
 mod fakehub;
+mod mutation;
 mod pull;
 mod readme;
 mod run;
