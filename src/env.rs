@@ -84,3 +84,12 @@ pub fn number(name: &str, default: u64) -> u64 {
 
 /// Default for `--max-tokens` (answer length limit) of `run` and `chat`.
 pub const OLM_MAX_TOKENS: &str = "OLM_MAX_TOKENS";
+
+/// Read by the test suite, not by olm: a comma-separated list of tests that
+/// cannot run on this machine and may be skipped on purpose (`offline`,
+/// `tmpfs`, `model`). Unset, such a test fails instead of passing unrun.
+pub const OLM_ALLOW_SKIP: &str = "OLM_ALLOW_SKIP";
+
+/// Read by the test suite, not by olm: the seed of the GGUF metadata
+/// mutation test (default fixed, so a run is repeatable).
+pub const OLM_MUTATION_SEED: &str = "OLM_MUTATION_SEED";

@@ -56,8 +56,8 @@ pub enum EngineError {
     #[error("llama.cpp could not create a context of {n_ctx} tokens: {reason}")]
     Context { n_ctx: u32, reason: String },
     #[error(
-        "the prompt is {prompt_tokens} tokens but the context holds {n_ctx} \
-         (this model supports up to {n_ctx_train})"
+        "context length exceeded: the prompt is {prompt_tokens} tokens but the context \
+         holds {n_ctx} (this model supports up to {n_ctx_train})"
     )]
     PromptTooLong {
         prompt_tokens: usize,

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::error::ApiError;
-use super::worker::{SpawnError, WorkerProcess, WorkerConfig};
+use super::worker::{SpawnError, WorkerConfig, WorkerProcess};
 use crate::engine::{LoadOptions, SchedulerOptions};
 use crate::store::space::available_memory;
 use crate::store::{names::escaped, ModelRef, Store, StoreError};
@@ -293,17 +293,19 @@ impl Registry {
             skip_gguf_check: skip_gguf_check(),
         };
         let started = Instant::now();
-        let worker = WorkerProcess::spawn(&config).await.map_err(|error| match error {
-            SpawnError::Died(how) => ApiError::internal(format!(
-                "model '{shown}' crashed while loading: its worker process {how}"
-            )),
-            SpawnError::Load(refused) => {
-                let mut error = ApiError::from_engine(refused.kind, refused.message);
-                error.message = format!("cannot load model '{shown}': {}", error.message);
-                error
-            }
-            other => ApiError::internal(format!("cannot load model '{shown}': {other}")),
-        })?;
+        let worker = WorkerProcess::spawn(&config)
+            .await
+            .map_err(|error| match error {
+                SpawnError::Died(how) => ApiError::internal(format!(
+                    "model '{shown}' crashed while loading: its worker process {how}"
+                )),
+                SpawnError::Load(refused) => {
+                    let mut error = ApiError::from_engine(refused.kind, refused.message);
+                    error.message = format!("cannot load model '{shown}': {}", error.message);
+                    error
+                }
+                other => ApiError::internal(format!("cannot load model '{shown}': {other}")),
+            })?;
         tracing::info!(
             "loaded {shown} in {:?} (worker pid {})",
             started.elapsed(),

@@ -185,7 +185,9 @@ pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<OllamaR
 }
 
 /// The body of `POST /api/generate`, decoded and range-checked.
-pub(super) fn decode_generate(body: Result<Bytes, BytesRejection>) -> Result<OllamaRequest, ApiError> {
+pub(super) fn decode_generate(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<OllamaRequest, ApiError> {
     let request: GenerateBody = json_body(body)?;
     let keep_alive = KeepAlive::from_request(request.keep_alive.as_ref())?;
     if request.prompt.is_empty() {
@@ -257,7 +259,11 @@ async fn generate_inner(
     dispatch(state, decode_generate(body)?, Kind::Generate).await
 }
 
-async fn dispatch(state: &AppState, request: OllamaRequest, kind: Kind) -> Result<Response, ApiError> {
+async fn dispatch(
+    state: &AppState,
+    request: OllamaRequest,
+    kind: Kind,
+) -> Result<Response, ApiError> {
     match request {
         OllamaRequest::Load { model, keep_alive } => {
             load_or_unload(state, &model, keep_alive, kind).await

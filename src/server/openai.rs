@@ -213,7 +213,9 @@ pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<OpenAiR
 }
 
 /// The body of `POST /v1/completions`, decoded and range-checked.
-pub(super) fn decode_completion(body: Result<Bytes, BytesRejection>) -> Result<OpenAiRequest, ApiError> {
+pub(super) fn decode_completion(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<OpenAiRequest, ApiError> {
     let request: CompletionBody = json_body(body)?;
     check_n(request.n)?;
     let prompt = match request.prompt {
@@ -258,7 +260,11 @@ async fn completions_inner(
     respond(state, decode_completion(body)?, Kind::Completion).await
 }
 
-async fn respond(state: &AppState, request: OpenAiRequest, kind: Kind) -> Result<Response, ApiError> {
+async fn respond(
+    state: &AppState,
+    request: OpenAiRequest,
+    kind: Kind,
+) -> Result<Response, ApiError> {
     let delivery = generation::Delivery::for_stream(request.stream);
     let mut started = generation::start(
         state,
