@@ -153,7 +153,9 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 
 fn store_exit_code(error: &StoreError) -> u8 {
     match error {
-        StoreError::EmptyReference | StoreError::InvalidReference { .. } => exit::USAGE,
+        StoreError::EmptyReference
+        | StoreError::InvalidReference { .. }
+        | StoreError::SplitImport(_) => exit::USAGE,
         StoreError::NoSuchFile(_) | StoreError::NotInStore(_) => exit::NOT_FOUND,
         StoreError::CorruptManifest { .. } | StoreError::InvalidModel { .. } => exit::INTEGRITY,
         StoreError::Io { .. } if error.is_disk_full() => exit::DISK_FULL,

@@ -23,6 +23,18 @@ pub fn wrong_type(key: &str, expected: &'static str, found: &Value) -> GgufError
     }
 }
 
+/// The value under `key` as a non-negative integer of any width, if present
+/// (for keys llama.cpp reads with a cast, or not at all).
+pub fn unsigned(file: &GgufFile, key: &str) -> Result<Option<u64>, GgufError> {
+    file.get(key)
+        .map(|value| {
+            value
+                .as_u64()
+                .ok_or_else(|| wrong_type(key, "a non-negative integer", value))
+        })
+        .transpose()
+}
+
 /// A `u32` key (`get_key<uint32_t>`).
 pub fn u32_value(file: &GgufFile, key: &str) -> Result<Option<u32>, GgufError> {
     match file.get(key) {

@@ -1226,6 +1226,25 @@ pub fn split_part_name(prefix: &str, part: u64, count: u64) -> String {
     format!("{prefix}{}", super::split::part_suffix(part, count))
 }
 
+/// Writes `parts` as `dir/PREFIX-0000k-of-0000n.gguf`; returns their paths
+/// in order.
+pub fn write_split(
+    dir: &Path,
+    prefix: &str,
+    parts: &[GgufBuilder],
+) -> io::Result<Vec<std::path::PathBuf>> {
+    let count = parts.len() as u64;
+    parts
+        .iter()
+        .enumerate()
+        .map(|(index, part)| {
+            let path = dir.join(split_part_name(prefix, index as u64 + 1, count));
+            std::fs::write(&path, part.to_bytes())?;
+            Ok(path)
+        })
+        .collect()
+}
+
 /// `base` split into `count` parts as `gguf-split` writes them: the first
 /// part has all metadata, every part has `split.no` (u16), `split.count`
 /// (u16) and `split.tensors.count` (i32), and the tensors are shared out in

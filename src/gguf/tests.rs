@@ -1163,18 +1163,9 @@ fn real_vocabulary_shapes_pass_the_tokenizer_rules() {
 
 // T-G2: split sets.
 
-/// Writes `parts` as `dir/PREFIX-0000k-of-0000n.gguf`; returns their paths.
+/// Writes `parts` as a split set (see [`samples::write_split`]).
 fn write_split(dir: &Path, prefix: &str, parts: &[GgufBuilder]) -> Vec<PathBuf> {
-    let count = parts.len() as u64;
-    parts
-        .iter()
-        .enumerate()
-        .map(|(index, part)| {
-            let path = dir.join(samples::split_part_name(prefix, index as u64 + 1, count));
-            std::fs::write(&path, part.to_bytes()).expect("write part");
-            path
-        })
-        .collect()
+    samples::write_split(dir, prefix, parts).expect("write split parts")
 }
 
 fn tiny_split(dir: &Path, count: u16) -> Vec<PathBuf> {

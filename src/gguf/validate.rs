@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use super::error::{printable, GgufError};
-use super::keys::wrong_type;
+use super::keys::{self, wrong_type};
 use super::{arch, hparams, split, tensor_shapes, tensor_types, vocab};
 use super::{GgufFile, TensorInfo, MAX_BLOCK_COUNT, MAX_EMBEDDING_LENGTH};
 
@@ -213,7 +213,7 @@ fn check_model_shape(file: &GgufFile) -> Result<(), GgufError> {
     check_block_count(file, &format!("{arch}.block_count"))?;
     check_embedding_length(file, &format!("{arch}.embedding_length"))?;
     let context_key = format!("{arch}.context_length");
-    if let Some(context_length) = unsigned(file, &context_key)? {
+    if let Some(context_length) = keys::unsigned(file, &context_key)? {
         let limit = u64::from(u32::MAX);
         if context_length > limit {
             return Err(GgufError::ValueTooLarge {
@@ -227,7 +227,7 @@ fn check_model_shape(file: &GgufFile) -> Result<(), GgufError> {
 }
 
 fn check_block_count(file: &GgufFile, key: &str) -> Result<(), GgufError> {
-    let Some(block_count) = unsigned(file, key)? else {
+    let Some(block_count) = keys::unsigned(file, key)? else {
         return Ok(());
     };
     if block_count > MAX_BLOCK_COUNT {
@@ -266,7 +266,7 @@ fn layer_count(tensors: &[TensorInfo]) -> u64 {
 }
 
 fn check_embedding_length(file: &GgufFile, key: &str) -> Result<(), GgufError> {
-    let Some(embedding_length) = unsigned(file, key)? else {
+    let Some(embedding_length) = keys::unsigned(file, key)? else {
         return Ok(());
     };
     if embedding_length > MAX_EMBEDDING_LENGTH {
@@ -287,15 +287,4 @@ fn check_embedding_length(file: &GgufFile, key: &str) -> Result<(), GgufError> {
         }),
         _ => Ok(()),
     }
-}
-
-/// The value under `key` as a non-negative integer of any width, if present.
-fn unsigned(file: &GgufFile, key: &str) -> Result<Option<u64>, GgufError> {
-    file.get(key)
-        .map(|value| {
-            value
-                .as_u64()
-                .ok_or_else(|| wrong_type(key, "a non-negative integer", value))
-        })
-        .transpose()
 }

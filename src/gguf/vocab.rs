@@ -221,7 +221,7 @@ fn tokens(file: &GgufFile) -> Result<Option<&[String]>, GgufError> {
 fn check_sizes_and_ids(file: &GgufFile) -> Result<(), GgufError> {
     let vocab_size_key = file.architecture().map(|arch| format!("{arch}.vocab_size"));
     let declared_vocab_size = match &vocab_size_key {
-        Some(key) => unsigned(file, key)?,
+        Some(key) => keys::unsigned(file, key)?,
         None => None,
     };
     let Some(tokens) = tokens(file)? else {
@@ -671,15 +671,4 @@ fn check_added_special_tokens(
         }
     }
     Ok(())
-}
-
-/// The value under `key` as a non-negative integer of any width, if present.
-fn unsigned(file: &GgufFile, key: &str) -> Result<Option<u64>, GgufError> {
-    file.get(key)
-        .map(|value| {
-            value
-                .as_u64()
-                .ok_or_else(|| wrong_type(key, "a non-negative integer", value))
-        })
-        .transpose()
 }

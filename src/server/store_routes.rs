@@ -344,9 +344,9 @@ fn hub_error(error: &HubError) -> ApiError {
 
 fn store_error(error: &StoreError) -> ApiError {
     match error {
-        StoreError::EmptyReference | StoreError::InvalidReference { .. } => {
-            ApiError::bad_request(error.to_string())
-        }
+        StoreError::EmptyReference
+        | StoreError::InvalidReference { .. }
+        | StoreError::SplitImport(_) => ApiError::bad_request(error.to_string()),
         StoreError::NotInStore(_) | StoreError::NoSuchFile(_) => {
             ApiError::not_found("model not found")
         }

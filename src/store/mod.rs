@@ -56,6 +56,8 @@ pub enum StoreError {
     NotInStore(String),
     #[error("manifest {} is damaged: {reason}", path.display())]
     CorruptManifest { path: PathBuf, reason: String },
+    #[error("{} is one part of a split model; only single-file models can be imported", .0.display())]
+    SplitImport(PathBuf),
     #[error("{} is not a usable model", path.display())]
     InvalidModel {
         path: PathBuf,
@@ -112,6 +114,10 @@ impl StoreError {
             StoreError::NotInStore(name) => Some(format!("run `olm pull {name}` first, or give a path to a .gguf file")),
             StoreError::CorruptManifest { .. } => Some("remove it with `olm rm` and pull the model again".into()),
             StoreError::InvalidModel { .. } => None,
+            StoreError::SplitImport(path) => Some(format!(
+                "run it by its path instead: olm run {}",
+                path.display()
+            )),
             StoreError::Io { .. } if self.escape().is_some() => Some(
                 "olm does not follow links out of its store; remove the link, then `olm rm` the model and pull it again".into(),
             ),
@@ -490,6 +496,11 @@ impl Store {
             path: source.to_owned(),
             source: error,
         })?;
+        if info.split_count() > 1 {
+            // Imported files are stored by hash; llama.cpp finds the other
+            // parts of a split model by file name, next to the first.
+            return Err(StoreError::SplitImport(source.to_owned()));
+        }
         let sha256 = sha256_file(source).map_err(StoreError::io("cannot read", source))?;
         let blob = self.local_blob(&sha256);
         let (directory, file_name) = split(&blob)?;

@@ -228,18 +228,9 @@ pub(crate) fn run_within(command: &mut Command, deadline: Duration, what: &str) 
     }
 }
 
-/// Writes `parts` as `dir/PREFIX-0000k-of-0000n.gguf`; returns their paths.
+/// Writes `parts` as a split set (see [`samples::write_split`]).
 fn write_split(dir: &Path, prefix: &str, parts: &[GgufBuilder]) -> Vec<PathBuf> {
-    let count = parts.len() as u64;
-    parts
-        .iter()
-        .enumerate()
-        .map(|(index, part)| {
-            let path = dir.join(samples::split_part_name(prefix, index as u64 + 1, count));
-            std::fs::write(&path, part.to_bytes()).expect("write split part");
-            path
-        })
-        .collect()
+    samples::write_split(dir, prefix, parts).expect("write split parts")
 }
 
 /// The tiny model in `count` parts, in a directory of its own under `env`.
@@ -383,6 +374,17 @@ fn a_valid_split_set_shows_its_parts_and_runs() {
         .arg(&parts[0])
         .args(["--raw", "-n", "2", "hi"]));
     assert_exit(&output, 0);
+
+    // Imported files are stored by hash, where llama.cpp could not find the
+    // other parts: importing one is refused, and nothing is registered.
+    let output = run(env.olm().args(["pull", "--name", "split"]).arg(&parts[0]));
+    assert_exit(&output, 2);
+    assert!(
+        stderr(&output).contains("one part of a split model"),
+        "{}",
+        stderr(&output)
+    );
+    assert_exit(&run(env.olm().args(["show", "split"])), 3);
 }
 
 /// Not over-strict: the real test models and the tiny model pass `show`, and

@@ -244,19 +244,9 @@ fn schema_and_template_files_are_bounded_regular_files() {
 #[test]
 fn a_schema_pattern_of_nested_alternations_is_refused() {
     let env = TestEnv::new();
-    fn tree(depth: u32) -> String {
-        match depth {
-            0 => "a".into(),
-            _ => format!(
-                "({}|{})",
-                tree(depth - 1),
-                tree(depth - 1).replace('a', "b")
-            ),
-        }
-    }
     let schema = serde_json::json!({
         "type": "object",
-        "properties": {"x": {"type": "string", "pattern": format!("^{}$", tree(9))}},
+        "properties": {"x": {"type": "string", "pattern": format!("^{}$", crate::common::nested_alternations(9))}},
         "required": ["x"],
     });
     let path = env.path().join("schema.json");

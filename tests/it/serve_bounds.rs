@@ -138,18 +138,8 @@ fn a_hundred_thousand_messages_are_refused_at_once() {
 /// reaches the model's worker.
 #[test]
 fn a_pattern_of_nested_alternations_is_refused() {
-    fn tree(depth: u32) -> String {
-        match depth {
-            0 => "a".into(),
-            _ => format!(
-                "({}|{})",
-                tree(depth - 1),
-                tree(depth - 1).replace('a', "b")
-            ),
-        }
-    }
     let server = Server::start(&[]);
-    let schema = json!({"type": "object", "properties": {"x": {"type": "string", "pattern": format!("^{}$", tree(10))}}});
+    let schema = json!({"type": "object", "properties": {"x": {"type": "string", "pattern": format!("^{}$", crate::common::nested_alternations(10))}}});
     let started = Instant::now();
     let reply = server.post(
         "/v1/chat/completions",

@@ -93,6 +93,18 @@ pub fn skip_or_fail(name: &str, why: &str) {
     panic!("cannot run this test: {why}; set OLM_ALLOW_SKIP={name} to skip it on purpose");
 }
 
+/// A regex of nested alternations `depth` deep (2^depth alternatives): the
+/// shape of JSON-schema pattern that made grammar work run for minutes.
+pub fn nested_alternations(depth: u32) -> String {
+    match depth {
+        0 => "a".into(),
+        _ => {
+            let inner = nested_alternations(depth - 1);
+            format!("({inner}|{})", inner.replace('a', "b"))
+        }
+    }
+}
+
 /// Run a command to completion, capturing its output.
 pub fn run(command: &mut Command) -> Output {
     command.output().expect("spawn olm")
