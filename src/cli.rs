@@ -307,6 +307,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub load: LoadArgs,
 
+    #[command(flatten)]
+    pub draft: DraftArgs,
+
     /// Chat template to use instead of each model's own: a Jinja file or a llama.cpp built-in name.
     #[arg(long, value_name = "FILE|NAME")]
     pub chat_template: Option<String>,
@@ -415,7 +418,8 @@ pub struct RunArgs {
     /// Fields: model, text, stop_reason (eog, max_tokens, context_full,
     /// stop_sequence, cancelled), prompt_tokens, generated_tokens,
     /// load_ms, time_to_first_token_ms, prompt_ms, generation_ms,
-    /// prompt_tokens_per_second, generation_tokens_per_second.
+    /// prompt_tokens_per_second, generation_tokens_per_second,
+    /// drafted_tokens, accepted_tokens (speculative decoding).
     #[arg(long)]
     pub json: bool,
 
@@ -564,6 +568,9 @@ pub struct GenerationArgs {
     #[command(flatten)]
     pub load: LoadArgs,
 
+    #[command(flatten)]
+    pub draft: DraftArgs,
+
     /// Constrain the output to a format: `json` makes the model answer with a JSON object.
     #[arg(long, value_enum, value_name = "FORMAT", help_heading = "Generation")]
     pub format: Option<OutputFormat>,
@@ -594,6 +601,35 @@ pub struct LoadArgs {
     /// Number of layers to offload to the GPU (when olm is built with a GPU backend).
     #[arg(long, value_name = "N", help_heading = "Model loading")]
     pub gpu_layers: Option<u32>,
+}
+
+/// Speculative decoding: `run`, `chat` and `serve` share these.
+#[derive(Debug, Clone, Args)]
+pub struct DraftArgs {
+    /// Speculative decoding: `ngram` guesses the next tokens from the prompt
+    /// and the answer so far, and the model checks a whole guess in one step
+    /// (same answer, faster when the answer copies from its input); `off`
+    /// decodes one token at a time.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        default_value = "ngram",
+        help_heading = "Speed"
+    )]
+    pub draft: DraftChoice,
+
+    /// Most tokens one guess may propose (the length adapts to how guesses
+    /// fare, and pauses when they keep failing).
+    #[arg(long, value_name = "N", default_value_t = crate::engine::DEFAULT_DRAFT_MAX, value_parser = clap::value_parser!(u32).range(1..=crate::engine::MAX_DRAFT_MAX as i64), help_heading = "Speed")]
+    pub draft_max: u32,
+}
+
+/// `--draft` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DraftChoice {
+    Off,
+    Ngram,
 }
 
 /// Output constraint for `--format`.

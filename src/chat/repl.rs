@@ -509,6 +509,7 @@ impl Chat<'_> {
         self.printer.status(&format!(
             "prompt: {} tokens, {} evaluated ({} from cache) at {:.1} t/s\n\
              answer: {} tokens at {:.1} t/s, first token after {} ms, stop: {}\n\
+             drafting: {} of {} drafted tokens accepted\n\
              context: {} of {} tokens used",
             stats.prompt_tokens,
             stats.prompt_tokens_evaluated,
@@ -520,6 +521,8 @@ impl Chat<'_> {
             stats.generation_tokens_per_second(),
             stats.time_to_first_token.as_millis(),
             stop_reason_name(stats.stop_reason),
+            stats.accepted_tokens,
+            stats.drafted_tokens,
             last.context_used,
             session.n_ctx(),
         ));

@@ -14,8 +14,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::UsageError;
-use crate::cli::{GenerationArgs, LoadArgs, OutputFormat};
-use crate::engine::{Constraint, GenerateRequest, LoadOptions, SamplingConfig, TemplateSource};
+use crate::cli::{DraftArgs, DraftChoice, GenerationArgs, LoadArgs, OutputFormat};
+use crate::engine::{
+    Constraint, DraftConfig, DraftMode, GenerateRequest, LoadOptions, SamplingConfig,
+    TemplateSource,
+};
 use crate::files::{self, ReadError};
 use crate::gguf::{self, CheckedModel};
 use crate::store::{ModelRef, Store, StoreError};
@@ -73,7 +76,19 @@ pub fn build_request(args: &GenerationArgs) -> anyhow::Result<GenerateRequest> {
         max_tokens: args.max_tokens,
         constraint,
         stop: Vec::new(),
+        draft: draft_config(&args.draft),
     })
+}
+
+/// The engine's drafting settings from `--draft` and `--draft-max`.
+pub fn draft_config(args: &DraftArgs) -> DraftConfig {
+    DraftConfig {
+        mode: match args.draft {
+            DraftChoice::Off => DraftMode::Off,
+            DraftChoice::Ngram => DraftMode::Ngram,
+        },
+        max_tokens: args.draft_max,
+    }
 }
 
 fn read_schema(path: &Path) -> anyhow::Result<String> {

@@ -253,6 +253,9 @@ struct JsonReport {
     generation_ms: f64,
     prompt_tokens_per_second: f64,
     generation_tokens_per_second: f64,
+    /// Speculative decoding: tokens proposed, and how many the model took.
+    drafted_tokens: usize,
+    accepted_tokens: usize,
 }
 
 impl JsonReport {
@@ -270,6 +273,8 @@ impl JsonReport {
             generation_ms: millis(stats.generation_time),
             prompt_tokens_per_second: stats.prompt_tokens_per_second(),
             generation_tokens_per_second: stats.generation_tokens_per_second(),
+            drafted_tokens: stats.drafted_tokens,
+            accepted_tokens: stats.accepted_tokens,
         }
     }
 }

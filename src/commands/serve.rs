@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::resolve::{load_options, resolve_model};
+use super::resolve::{draft_config, load_options, resolve_model};
 use super::{Interrupted, UsageError};
 use crate::cli::ServeArgs;
 use crate::engine::{self, SchedulerOptions};
@@ -55,6 +55,7 @@ pub fn run(args: ServeArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
             },
             load: load_options(&args.load, args.chat_template.as_deref())?,
             keep_alive: Duration::from_secs(args.keep_alive),
+            draft: draft_config(&args.draft),
             max_loaded: args.max_loaded as usize,
             verbose: args.verbose,
         },

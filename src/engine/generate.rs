@@ -15,6 +15,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 
+use super::draft::{DraftConfig, Drafter};
 use super::sampling::{build_sampler, Constraint, SamplingConfig};
 use super::text::{StopScan, TextPipeline};
 use super::{ContextShape, EngineError, Model, PromptTokens};
@@ -39,6 +40,9 @@ pub struct GenerateRequest {
     pub constraint: Option<Constraint>,
     /// Stop when the text contains one of these (the stop string is not emitted).
     pub stop: Vec<String>,
+    /// Speculative decoding from the prompt (see [`super::draft`]).
+    #[serde(default)]
+    pub draft: DraftConfig,
 }
 
 /// Why generation ended.
@@ -74,9 +78,14 @@ pub struct Stats {
     /// Time spent in single-token decode calls.
     #[serde(skip)]
     pub generation_time: Duration,
-    /// Single-token decode calls (`generated_tokens - 1` unless the answer hit a limit).
+    /// Decode steps while generating (each evaluates one token and the
+    /// draft after it).
     #[serde(skip)]
     pub decoded_tokens: usize,
+    /// Draft tokens proposed, and how many of them the model agreed with
+    /// (each one a decode step saved).
+    pub drafted_tokens: usize,
+    pub accepted_tokens: usize,
 }
 
 impl Stats {
@@ -84,8 +93,12 @@ impl Stats {
         per_second(self.prompt_tokens_evaluated, self.prompt_time)
     }
 
+    /// Answer tokens after the first, per second of decoding.
     pub fn generation_tokens_per_second(&self) -> f64 {
-        per_second(self.decoded_tokens, self.generation_time)
+        per_second(
+            self.generated_tokens.saturating_sub(1),
+            self.generation_time,
+        )
     }
 }
 
@@ -199,76 +212,157 @@ impl<'model> Session<'model> {
             time_to_first_token: Duration::ZERO,
             generation_time: Duration::ZERO,
             decoded_tokens: 0,
+            drafted_tokens: 0,
+            accepted_tokens: 0,
         };
         if cancel.load(Ordering::Relaxed) {
             stats.stop_reason = StopReason::Cancelled;
             return Ok(Ok(stats));
         }
 
-        let vocab = self.model.inner.vocab();
-        let mut text = TextPipeline::new(&request.stop);
-        let mut piece = Vec::with_capacity(64);
-        let mut release = String::with_capacity(64);
-        let mut logits_index = self.batch.n_tokens() - 1;
-        let budget = request.max_tokens.map_or(usize::MAX, |n| n as usize);
+        let mut emitter = Emitter {
+            model: self.model,
+            text: TextPipeline::new(&request.stop),
+            piece: Vec::with_capacity(64),
+            release: String::with_capacity(64),
+            budget: request.max_tokens.map_or(usize::MAX, |n| n as usize),
+        };
+        let mut drafter = Drafter::new(self.model.draft_config(request.draft));
+        drafter.extend(prompt.iter().map(|token| token.0));
+        let mut draft = Vec::new();
+        let mut pending = sampler.sample(&self.context, self.batch.n_tokens() - 1);
+        stats.time_to_first_token = started.elapsed();
 
-        stats.stop_reason = loop {
-            if stats.generated_tokens >= budget {
+        // `pending` is sampled but neither emitted nor evaluated.
+        stats.stop_reason = 'generation: loop {
+            if stats.generated_tokens >= emitter.budget {
                 break StopReason::MaxTokens;
             }
             if cancel.load(Ordering::Relaxed) {
                 break StopReason::Cancelled;
             }
-            let token = sampler.sample(&self.context, logits_index);
-            if stats.generated_tokens == 0 {
-                stats.time_to_first_token = started.elapsed();
-            }
-            if vocab.is_eog(token) {
-                break StopReason::Eog;
-            }
-            stats.generated_tokens += 1;
-
-            self.model.token_bytes(token, &mut piece);
-            release.clear();
-            let scan = text.push(&piece, &mut release);
-            if !release.is_empty() {
-                if let Err(error) = on_text(&release) {
-                    return Ok(Err(error));
+            match emitter.emit(pending, &mut stats, &mut on_text) {
+                Err(error) => return Ok(Err(error)),
+                Ok(Some(StopReason::Eog)) => break StopReason::Eog,
+                Ok(Some(reason)) => {
+                    self.unevaluated = Some(pending);
+                    break reason;
                 }
+                Ok(None) => {}
             }
-            let stop = if scan == StopScan::Stopped {
-                Some(StopReason::StopSequence)
-            } else if stats.generated_tokens >= budget {
-                Some(StopReason::MaxTokens)
-            } else if self.cached.len() + 1 > self.n_ctx as usize {
-                Some(StopReason::ContextFull)
-            } else {
-                None
-            };
-            if let Some(reason) = stop {
-                self.unevaluated = Some(token);
-                break reason;
+            if self.cached.len() + 1 > self.n_ctx as usize {
+                self.unevaluated = Some(pending);
+                break StopReason::ContextFull;
             }
+            drafter.extend([pending.0]);
+            self.next_draft(
+                &mut drafter,
+                &mut draft,
+                emitter.budget - stats.generated_tokens,
+            );
 
             let step = Instant::now();
-            self.decode_one(token)?;
-            stats.generation_time += step.elapsed();
+            self.decode_with_draft(pending, &draft)?;
             stats.decoded_tokens += 1;
-            logits_index = 0;
+            stats.drafted_tokens += draft.len();
+            // Verify: sample where each draft token stands. Each one the
+            // sampler picks too is the answer's next token, already evaluated.
+            let mut accepted = 0;
+            let next = loop {
+                let next = sampler.sample(&self.context, accepted as i32);
+                if draft.get(accepted) != Some(&next.0) {
+                    break next;
+                }
+                accepted += 1;
+                drafter.extend([next.0]);
+                match emitter.emit(next, &mut stats, &mut on_text) {
+                    Err(error) => return Ok(Err(error)),
+                    Ok(Some(reason)) => {
+                        self.drop_rejected(accepted, draft.len());
+                        stats.accepted_tokens += accepted;
+                        stats.generation_time += step.elapsed();
+                        break 'generation reason;
+                    }
+                    Ok(None) => {}
+                }
+            };
+            drafter.record(draft.len(), accepted);
+            stats.accepted_tokens += accepted;
+            self.drop_rejected(accepted, draft.len());
+            stats.generation_time += step.elapsed();
+            pending = next;
         };
 
         if stats.stop_reason != StopReason::StopSequence {
-            release.clear();
-            if text.finish(&mut release) == StopScan::Stopped {
+            emitter.release.clear();
+            if emitter.text.finish(&mut emitter.release) == StopScan::Stopped {
                 stats.stop_reason = StopReason::StopSequence;
             }
-            if !release.is_empty() {
-                if let Err(error) = on_text(&release) {
+            if !emitter.release.is_empty() {
+                if let Err(error) = on_text(&emitter.release) {
                     return Ok(Err(error));
                 }
             }
         }
         Ok(Ok(stats))
+    }
+
+    /// The next draft: no longer than the room left in the context, the
+    /// batch and the token budget (after the token it follows), and never
+    /// an end-of-generation token (those end the answer; they are never
+    /// evaluated).
+    fn next_draft(&self, drafter: &mut Drafter, draft: &mut Vec<i32>, budget_left: usize) {
+        drafter.draft(draft);
+        let room = (self.n_ctx as usize)
+            .saturating_sub(self.cached.len() + 1)
+            .min(self.n_batch as usize - 1)
+            .min(budget_left.saturating_sub(1));
+        draft.truncate(room);
+        if let Some(end) = draft
+            .iter()
+            .position(|&token| self.model.is_end_of_generation(LlamaToken(token)))
+        {
+            draft.truncate(end);
+        }
+    }
+
+    /// Evaluate `token` and the draft after it in one batch, logits at
+    /// every position; the cache holds all of them afterwards.
+    fn decode_with_draft(&mut self, token: LlamaToken, draft: &[i32]) -> Result<(), EngineError> {
+        let start = self.cached.len();
+        self.batch.clear();
+        let tokens = std::iter::once(token).chain(draft.iter().map(|&id| LlamaToken(id)));
+        for (offset, token) in tokens.enumerate() {
+            self.batch
+                .add(token, (start + offset) as i32, &[0], true)
+                .map_err(|error| EngineError::Decode(error.to_string()))?;
+        }
+        self.context
+            .decode(&mut self.batch)
+            .map_err(|error| EngineError::Decode(error.to_string()))?;
+        self.cached.push(token);
+        self.cached.extend(draft.iter().map(|&id| LlamaToken(id)));
+        Ok(())
+    }
+
+    /// Remove from the cache the draft tokens after the first `accepted`.
+    fn drop_rejected(&mut self, accepted: usize, drafted: usize) {
+        if accepted == drafted {
+            return;
+        }
+        let keep = self.cached.len() - (drafted - accepted);
+        let position = u32::try_from(keep).unwrap_or(u32::MAX);
+        let removed = self
+            .context
+            .clear_kv_cache_seq(Some(0), Some(position), None)
+            .unwrap_or(false);
+        if removed {
+            self.cached.truncate(keep);
+        } else {
+            // The memory cannot drop a range (recurrent models): start over
+            // at the next generation.
+            self.clear();
+        }
     }
 
     fn check_fits(&self, prompt_tokens: usize) -> Result<(), EngineError> {
@@ -328,18 +422,44 @@ impl<'model> Session<'model> {
         }
         Ok(pending.len())
     }
+}
 
-    fn decode_one(&mut self, token: LlamaToken) -> Result<(), EngineError> {
-        let position = self.cached.len() as i32;
-        self.batch.clear();
-        self.batch
-            .add(token, position, &[0], true)
-            .map_err(|error| EngineError::Decode(error.to_string()))?;
-        self.context
-            .decode(&mut self.batch)
-            .map_err(|error| EngineError::Decode(error.to_string()))?;
-        self.cached.push(token);
-        Ok(())
+/// Turns accepted tokens into emitted text, counting them and watching the
+/// stop strings and the token budget.
+struct Emitter<'model> {
+    model: &'model Model,
+    text: TextPipeline,
+    piece: Vec<u8>,
+    release: String,
+    budget: usize,
+}
+
+impl Emitter<'_> {
+    /// Emit `token`; the reason generation ends with it, if it does. An
+    /// end-of-generation token is not emitted (and is [`StopReason::Eog`]).
+    fn emit<E>(
+        &mut self,
+        token: LlamaToken,
+        stats: &mut Stats,
+        on_text: &mut impl FnMut(&str) -> Result<(), E>,
+    ) -> Result<Option<StopReason>, E> {
+        if self.model.is_end_of_generation(token) {
+            return Ok(Some(StopReason::Eog));
+        }
+        stats.generated_tokens += 1;
+        self.model.token_bytes(token, &mut self.piece);
+        self.release.clear();
+        let scan = self.text.push(&self.piece, &mut self.release);
+        if !self.release.is_empty() {
+            on_text(&self.release)?;
+        }
+        Ok(if scan == StopScan::Stopped {
+            Some(StopReason::StopSequence)
+        } else if stats.generated_tokens >= self.budget {
+            Some(StopReason::MaxTokens)
+        } else {
+            None
+        })
     }
 }
 

@@ -11,6 +11,7 @@
 mod abort;
 mod admission;
 mod bench;
+mod draft;
 mod embed;
 mod generate;
 mod limits;
@@ -31,6 +32,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
 pub use bench::{BenchContext, BenchParams};
+pub use draft::{DraftConfig, DraftMode, DEFAULT_DRAFT_MAX, MAX_DRAFT_MAX};
 pub use embed::{embed, embedding_refusal, normalize, Embedded};
 pub use generate::{GenerateRequest, Session, SessionOptions, Stats, StopReason};
 pub use sampling::{Constraint, SamplingConfig};
@@ -355,6 +357,24 @@ impl Model {
         self.inner.n_params()
     }
 
+    /// Whether `token` ends the model's turn.
+    pub(crate) fn is_end_of_generation(&self, token: LlamaToken) -> bool {
+        self.inner.vocab().is_eog(token)
+    }
+
+    /// `config`, or no drafting for a model whose memory cannot drop the
+    /// positions of a rejected draft (recurrent and hybrid models).
+    pub(crate) fn draft_config(&self, config: DraftConfig) -> DraftConfig {
+        if self.inner.is_recurrent() || self.inner.is_hybrid() {
+            DraftConfig {
+                mode: DraftMode::Off,
+                ..config
+            }
+        } else {
+            config
+        }
+    }
+
     /// The bytes `token` stands for, into `buffer` (cleared first).
     pub(crate) fn token_bytes(&self, token: LlamaToken, buffer: &mut Vec<u8>) {
         buffer.clear();
@@ -523,6 +543,7 @@ impl Model {
             .with_kv_unified(false)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
+
         let params = customize(params);
         self.inner
             .new_context(backend()?, params)

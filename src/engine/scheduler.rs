@@ -28,6 +28,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
 use super::admission::{prefill_shares, AdmissionQueue, QueueFull, SlotPool};
+use super::draft::Drafter;
 use super::sampling::{PreparedSampler, Sampler};
 use super::text::{StopScan, TextPipeline};
 use super::{ContextShape, EngineError, GenerateRequest, Model, Prepared, Stats, StopReason};
@@ -108,6 +109,11 @@ pub struct SchedulerMetrics {
     pub decode_steps: u64,
     pub decode_nanos: u64,
     pub step_nanos: u64,
+    /// Speculative decoding: draft tokens proposed, and accepted.
+    #[serde(default)]
+    pub drafted_tokens: u64,
+    #[serde(default)]
+    pub accepted_tokens: u64,
     /// While sequences are active: how long since the last decode step
     /// finished (or since work arrived). A model that stops making progress
     /// (a step that never ends) shows here; 0 when idle.
@@ -158,6 +164,8 @@ struct Shared {
     decode_steps: AtomicU64,
     decode_nanos: AtomicU64,
     step_nanos: AtomicU64,
+    drafted_tokens: AtomicU64,
+    accepted_tokens: AtomicU64,
     /// When the scheduler started: `last_progress` counts from here.
     epoch: Instant,
     /// Nanoseconds after `epoch` when the last step ended or work arrived.
@@ -197,6 +205,8 @@ impl Scheduler {
             decode_steps: AtomicU64::new(0),
             decode_nanos: AtomicU64::new(0),
             step_nanos: AtomicU64::new(0),
+            drafted_tokens: AtomicU64::new(0),
+            accepted_tokens: AtomicU64::new(0),
             epoch: Instant::now(),
             last_progress: AtomicU64::new(0),
         });
@@ -310,6 +320,8 @@ impl Scheduler {
             decode_steps: shared.decode_steps.load(Ordering::Relaxed),
             decode_nanos: shared.decode_nanos.load(Ordering::Relaxed),
             step_nanos: shared.step_nanos.load(Ordering::Relaxed),
+            drafted_tokens: shared.drafted_tokens.load(Ordering::Relaxed),
+            accepted_tokens: shared.accepted_tokens.load(Ordering::Relaxed),
         }
     }
 
@@ -398,6 +410,10 @@ struct Sequence {
     position: usize,
     /// The last sampled token, to be evaluated in the next step.
     pending: Option<LlamaToken>,
+    /// Proposes the tokens after `pending` (speculative decoding).
+    drafter: Drafter,
+    /// This step's draft: evaluated after `pending`, verified by sampling.
+    draft: Vec<i32>,
     /// Where this sequence's logits are in the current step's batch.
     logits_index: Option<i32>,
     /// Prompt tokens added to the current step's batch.
@@ -505,6 +521,8 @@ impl StepLoop<'_> {
         };
         let sampler = sampler.into_inner();
         let reused = self.reuse_prefix(slot, &job.tokens);
+        let mut drafter = Drafter::new(self.model.draft_config(job.request.draft));
+        drafter.extend(job.tokens.iter().map(|token| token.0));
         let room = self.context_per_sequence.saturating_sub(job.tokens.len());
         let budget = job
             .request
@@ -519,10 +537,14 @@ impl StepLoop<'_> {
             time_to_first_token: Duration::ZERO,
             generation_time: Duration::ZERO,
             decoded_tokens: 0,
+            drafted_tokens: 0,
+            accepted_tokens: 0,
         };
         self.sequences.push(Sequence {
             slot,
             text: TextPipeline::new(&job.request.stop),
+            drafter,
+            draft: Vec::new(),
             job,
             sampler,
             prefilled: reused,
@@ -609,7 +631,9 @@ impl StepLoop<'_> {
         for sequence in &mut self.sequences {
             if let Some(token) = sequence.pending.take() {
                 sequence.decoded.push(token);
-                sequence.position += 1;
+                let draft = sequence.draft.iter().map(|&id| LlamaToken(id));
+                sequence.decoded.extend(draft);
+                sequence.position += 1 + sequence.draft.len();
             }
             sequence.prefilled += sequence.prefill_share;
             sequence.position += sequence.prefill_share;
@@ -641,17 +665,23 @@ impl StepLoop<'_> {
             .sort_unstable_by_key(|sequence| sequence.slot);
         self.batch.clear();
         let mut generating = 0;
+        // Drafts share the batch with the prompt chunks: at most half of it.
+        let mut draft_room = self.batch_size / 2;
         for sequence in &mut self.sequences {
             sequence.logits_index = None;
-            if let Some(token) = sequence.pending {
-                sequence.logits_index = Some(self.batch.n_tokens());
+            sequence.draft.clear();
+            let Some(token) = sequence.pending else {
+                continue;
+            };
+            sequence.drafter.extend([token.0]);
+            next_draft(self.model, sequence, self.context_per_sequence, draft_room);
+            draft_room -= sequence.draft.len();
+            sequence.logits_index = Some(self.batch.n_tokens());
+            let slot = [sequence.slot as i32];
+            let draft = sequence.draft.iter().map(|&id| LlamaToken(id));
+            for (offset, token) in std::iter::once(token).chain(draft).enumerate() {
                 self.batch
-                    .add(
-                        token,
-                        to_position(sequence.position),
-                        &[sequence.slot as i32],
-                        true,
-                    )
+                    .add(token, to_position(sequence.position + offset), &slot, true)
                     .map_err(add_error)?;
                 generating += 1;
             }
@@ -696,15 +726,16 @@ impl StepLoop<'_> {
             let Some(logits_index) = sequence.logits_index.take() else {
                 continue;
             };
-            let token = sequence.sampler.sample(&self.context, logits_index);
-            if let Some(reason) = accept_token(
+            let verdict = verify_draft(
+                &mut self.context,
                 self.model,
                 sequence,
-                token,
+                logits_index,
                 self.context_per_sequence,
                 &mut self.piece,
                 &self.shared,
-            ) {
+            );
+            if let Some(reason) = verdict {
                 finished.push((index, reason));
             }
         }
@@ -793,9 +824,98 @@ fn to_position(position: usize) -> i32 {
     i32::try_from(position).unwrap_or(i32::MAX)
 }
 
-/// Take a sampled token: stream its text and decide whether the sequence
-/// ends. Returns the reason when it does.
-fn accept_token(
+/// The draft after a sequence's pending token: no longer than the room
+/// left in its context, its token budget and the batch, and never an
+/// end-of-generation token.
+fn next_draft(model: &Model, sequence: &mut Sequence, context: usize, batch_room: usize) {
+    sequence.drafter.draft(&mut sequence.draft);
+    let room = context
+        .saturating_sub(sequence.position + 1)
+        .min(sequence.budget.saturating_sub(sequence.generated + 1))
+        .min(batch_room);
+    sequence.draft.truncate(room);
+    if let Some(end) = sequence
+        .draft
+        .iter()
+        .position(|&token| model.is_end_of_generation(LlamaToken(token)))
+    {
+        sequence.draft.truncate(end);
+    }
+}
+
+/// Sample where the sequence's pending token and each draft token stand:
+/// every draft token the sampler picks too is emitted (it is already in the
+/// cache); the first one it does not is dropped from the cache with the rest
+/// of the draft, and the token sampled instead is emitted and pending for the
+/// next step. Returns the reason the sequence ends, if it does.
+fn verify_draft(
+    context: &mut LlamaContext<'_>,
+    model: &Model,
+    sequence: &mut Sequence,
+    logits_index: i32,
+    context_per_sequence: usize,
+    piece: &mut Vec<u8>,
+    shared: &Shared,
+) -> Option<StopReason> {
+    let drafted = sequence.draft.len();
+    let mut accepted = 0;
+    let token = loop {
+        let token = sequence
+            .sampler
+            .sample(context, logits_index + accepted as i32);
+        if sequence.draft.get(accepted) != Some(&token.0) {
+            break token;
+        }
+        accepted += 1;
+        sequence.drafter.extend([token.0]);
+        if let Some(reason) =
+            emit_token(model, sequence, token, context_per_sequence, piece, shared)
+        {
+            drop_rejected(context, sequence, drafted - accepted);
+            record_draft(sequence, shared, drafted, accepted);
+            return Some(reason);
+        }
+    };
+    drop_rejected(context, sequence, drafted - accepted);
+    record_draft(sequence, shared, drafted, accepted);
+    let reason = emit_token(model, sequence, token, context_per_sequence, piece, shared);
+    if reason.is_none() {
+        sequence.pending = Some(token);
+    }
+    reason
+}
+
+fn record_draft(sequence: &mut Sequence, shared: &Shared, drafted: usize, accepted: usize) {
+    if drafted == 0 {
+        return;
+    }
+    sequence.drafter.record(drafted, accepted);
+    sequence.stats.drafted_tokens += drafted;
+    sequence.stats.accepted_tokens += accepted;
+    shared
+        .drafted_tokens
+        .fetch_add(drafted as u64, Ordering::Relaxed);
+    shared
+        .accepted_tokens
+        .fetch_add(accepted as u64, Ordering::Relaxed);
+}
+
+/// Remove the last `rejected` draft tokens from the sequence's cache.
+fn drop_rejected(context: &mut LlamaContext<'_>, sequence: &mut Sequence, rejected: usize) {
+    if rejected == 0 {
+        return;
+    }
+    sequence.position -= rejected;
+    let kept = sequence.decoded.len() - rejected;
+    sequence.decoded.truncate(kept);
+    let position = u32::try_from(sequence.position).unwrap_or(u32::MAX);
+    // Drafting is off for models whose memory cannot drop a range.
+    let _ = context.clear_kv_cache_seq(Some(sequence.slot), Some(position), None);
+}
+
+/// Take a token the sequence produced: stream its text and decide whether
+/// the sequence ends. Returns the reason when it does.
+fn emit_token(
     model: &Model,
     sequence: &mut Sequence,
     token: LlamaToken,
@@ -812,8 +932,7 @@ fn accept_token(
             .prompt_tokens
             .fetch_add(sequence.job.tokens.len() as u64, Ordering::Relaxed);
     }
-    let vocab = model.inner.vocab();
-    if vocab.is_eog(token) {
+    if model.is_end_of_generation(token) {
         return Some(StopReason::Eog);
     }
     sequence.generated += 1;
@@ -833,7 +952,6 @@ fn accept_token(
     } else if sequence.position >= context_per_sequence {
         Some(StopReason::ContextFull)
     } else {
-        sequence.pending = Some(token);
         None
     }
 }

@@ -51,10 +51,11 @@ pub async fn start(
     state: &AppState,
     model_name: &str,
     prompt: Prompt,
-    request: GenerateRequest,
+    mut request: GenerateRequest,
     delivery: Delivery,
     keep_alive: Option<KeepAlive>,
 ) -> Result<Started, ApiError> {
+    request.draft = state.registry.settings().draft;
     let model = state.registry.get(model_name, keep_alive).await?;
     let ready = model.worker.ready();
     let max_bytes = usize::try_from(ready.max_prompt_bytes).unwrap_or(usize::MAX);

@@ -441,7 +441,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "# TYPE olm_models_loaded gauge\nolm_models_loaded {}",
         loaded.len()
     );
-    let families: [MetricFamily; 12] = [
+    let families: [MetricFamily; 14] = [
         ("olm_queue_depth", "gauge", |m| m.scheduler.queued as u64),
         ("olm_active_sequences", "gauge", |m| {
             m.scheduler.active as u64
@@ -473,6 +473,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         }),
         ("olm_step_nanoseconds_total", "counter", |m| {
             m.scheduler.step_nanos
+        }),
+        ("olm_drafted_tokens_total", "counter", |m| {
+            m.scheduler.drafted_tokens
+        }),
+        ("olm_draft_tokens_accepted_total", "counter", |m| {
+            m.scheduler.accepted_tokens
         }),
     ];
     let mut snapshots = Vec::with_capacity(loaded.len());
@@ -562,6 +568,7 @@ mod tests {
             load: Default::default(),
             keep_alive: Duration::from_secs(1),
             max_loaded: 1,
+            draft: Default::default(),
             verbose: false,
         };
         let state = Arc::new(AppState {

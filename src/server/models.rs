@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::error::ApiError;
 use super::worker::{SpawnError, WorkerConfig, WorkerProcess};
-use crate::engine::{LoadOptions, SchedulerOptions};
+use crate::engine::{DraftConfig, LoadOptions, SchedulerOptions};
 use crate::store::space::available_memory;
 use crate::store::{names::escaped, ModelRef, Store, StoreError};
 
@@ -26,6 +26,8 @@ pub struct ModelSettings {
     pub keep_alive: Duration,
     /// Models loaded at once before the least recently used idle one goes.
     pub max_loaded: usize,
+    /// Speculative decoding for every request (`olm serve --draft`).
+    pub draft: DraftConfig,
     pub verbose: bool,
 }
 

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use crate::engine::{Constraint, GenerateRequest, SamplingConfig, StopReason};
+use crate::engine::{Constraint, DraftConfig, GenerateRequest, SamplingConfig, StopReason};
 
 /// Longest window of recent tokens the penalties look at.
 const MAX_PENALTY_WINDOW: u32 = 1 << 16;
@@ -169,6 +169,9 @@ impl SamplingRequest {
             max_tokens,
             constraint,
             stop,
+            // The server's own setting (`olm serve --draft`), filled in when
+            // the request starts.
+            draft: DraftConfig::default(),
         })
     }
 }

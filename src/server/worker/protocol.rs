@@ -164,6 +164,10 @@ pub struct WireStats {
     pub prompt_ns: u64,
     pub first_token_ns: u64,
     pub generation_ns: u64,
+    #[serde(default)]
+    pub drafted_tokens: usize,
+    #[serde(default)]
+    pub accepted_tokens: usize,
 }
 
 impl From<&Stats> for WireStats {
@@ -178,6 +182,8 @@ impl From<&Stats> for WireStats {
             prompt_ns: nanos(stats.prompt_time),
             first_token_ns: nanos(stats.time_to_first_token),
             generation_ns: nanos(stats.generation_time),
+            drafted_tokens: stats.drafted_tokens,
+            accepted_tokens: stats.accepted_tokens,
         }
     }
 }
@@ -193,6 +199,8 @@ impl From<WireStats> for Stats {
             time_to_first_token: Duration::from_nanos(wire.first_token_ns),
             generation_time: Duration::from_nanos(wire.generation_ns),
             decoded_tokens: wire.decoded_tokens,
+            drafted_tokens: wire.drafted_tokens,
+            accepted_tokens: wire.accepted_tokens,
         }
     }
 }
@@ -241,6 +249,8 @@ mod tests {
             time_to_first_token: Duration::from_millis(15),
             generation_time: Duration::from_micros(40_123),
             decoded_tokens: 4,
+            drafted_tokens: 6,
+            accepted_tokens: 2,
         };
         let back = Stats::from(WireStats::from(&stats));
         assert_eq!(back.generation_time, stats.generation_time);
