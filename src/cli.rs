@@ -30,9 +30,10 @@ pub enum Command {
     /// Generate an answer to a prompt and stream it to stdout.
     ///
     /// The prompt is the words after MODEL. When stdin is not a terminal it is
-    /// read too and appended after a blank line, so `git diff | olm run MODEL
-    /// "Write a commit message"` works. Only the answer goes to stdout; status
-    /// and statistics go to stderr.
+    /// read too and comes first, the prompt after it and a blank line, so
+    /// `git diff | olm run MODEL "Write a commit message"` gives the model the
+    /// diff, then the instruction. Only the answer goes to stdout; status and
+    /// statistics go to stderr.
     Run(RunArgs),
 
     /// Chat with a model in the terminal.
@@ -106,6 +107,17 @@ pub enum Command {
     /// there: exit 1.
     Ps(PsArgs),
 
+    /// List or clear the prompt cache.
+    ///
+    /// `olm run` saves the evaluated beginning of a prompt (the system
+    /// prompt, a piped document) there, so the next run that starts the same
+    /// way loads it instead of evaluating it again. Entries are keyed by the
+    /// model's bytes, the llama.cpp build and olm's context settings, checked
+    /// whole before use, and the least recently used go first beyond
+    /// `OLM_PROMPT_CACHE_MIB` (default 4096). `olm run --no-cache` neither
+    /// reads nor writes it.
+    Cache(CacheArgs),
+
     /// Print a shell completion script to stdout.
     ///
     /// bash: `olm completions bash > ~/.local/share/bash-completion/completions/olm`;
@@ -123,6 +135,26 @@ pub enum Command {
     /// memory, speaking JSON lines on stdin and stdout. Not for people.
     #[command(name = crate::process::TEMPLATE_COMMAND, hide = true)]
     Template,
+}
+
+/// Arguments of `olm cache`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub action: CacheAction,
+}
+
+/// What `olm cache` does.
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// List the entries, most recently used first.
+    Ls {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every entry.
+    Clear,
 }
 
 /// Arguments of `olm completions`.
@@ -413,13 +445,22 @@ pub struct RunArgs {
     #[arg(long)]
     pub verbose_prompt: bool,
 
+    /// Neither load nor save the prompt cache for this run.
+    ///
+    /// By default the evaluated beginning of the prompt (the system prompt,
+    /// a piped document) is saved in olm's cache folder (`OLM_PROMPT_CACHE`),
+    /// so the next run that starts the same way skips evaluating it.
+    #[arg(long)]
+    pub no_cache: bool,
+
     /// Print one JSON object with the text and statistics instead of streaming text.
     ///
     /// Fields: model, text, stop_reason (eog, max_tokens, context_full,
     /// stop_sequence, cancelled), prompt_tokens, generated_tokens,
     /// load_ms, time_to_first_token_ms, prompt_ms, generation_ms,
     /// prompt_tokens_per_second, generation_tokens_per_second,
-    /// drafted_tokens, accepted_tokens (speculative decoding).
+    /// drafted_tokens, accepted_tokens (speculative decoding),
+    /// prompt_tokens_from_cache (loaded from the prompt cache).
     #[arg(long)]
     pub json: bool,
 

@@ -85,6 +85,15 @@ pub fn number(name: &str, default: u64) -> u64 {
 /// Default for `--max-tokens` (answer length limit) of `run` and `chat`.
 pub const OLM_MAX_TOKENS: &str = "OLM_MAX_TOKENS";
 
+/// The prompt cache folder (`olm run` keeps the evaluated beginnings of
+/// prompts there). Default: `prompts/` in the platform cache folder
+/// (`~/.cache/olm/prompts` on Linux).
+pub const OLM_PROMPT_CACHE: &str = "OLM_PROMPT_CACHE";
+
+/// Most MiB the prompt cache may take; the least recently used entries go
+/// first. Default: 4096.
+pub const OLM_PROMPT_CACHE_MIB: &str = "OLM_PROMPT_CACHE_MIB";
+
 /// Read by the test suite, not by olm: a comma-separated list of tests that
 /// cannot run on this machine and may be skipped on purpose (`offline`,
 /// `tmpfs`, `model`). Unset, such a test fails instead of passing unrun.

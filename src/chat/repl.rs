@@ -29,8 +29,8 @@ use super::input::MultilineInput;
 use super::settings;
 use super::transcript;
 use crate::engine::{
-    EngineError, ErrorKind, GenerateRequest, LoadOptions, Message, Model, Prompt, PromptTokens,
-    Session, SessionOptions, Stats, StopReason,
+    EngineError, ErrorKind, GenerateRequest, KvSnapshot, LoadOptions, Message, Model, Prompt,
+    PromptTokens, Session, SessionOptions, Stats, StopReason, KV_STATE_FORMAT,
 };
 use crate::gguf::CheckedModel;
 use crate::ui::Printer;
@@ -48,14 +48,23 @@ const CONTINUATION_PROMPT: &str = "... ";
 pub struct ModelChoice {
     pub name: String,
     pub model: CheckedModel,
+    /// The model's bytes, named for the state `/save` keeps beside a
+    /// transcript (see `commands::resolve::resolve_model_with_identity`).
+    pub identity: String,
 }
 
 impl ModelChoice {
-    pub fn new(reference: &str, model: CheckedModel) -> Self {
+    pub fn new(reference: &str, model: CheckedModel, identity: String) -> Self {
         Self {
             name: display_name(reference, model.path()),
             model,
+            identity,
         }
+    }
+
+    /// The key a saved state of this model must carry to be restored.
+    fn state_key(&self) -> String {
+        format!("{}\n{KV_STATE_FORMAT}", self.identity)
     }
 
     fn path(&self) -> &Path {
@@ -76,7 +85,7 @@ fn display_name(reference: &str, path: &Path) -> String {
 }
 
 /// Resolves `/model NAME` to a checked model file, exactly as the command line does.
-pub type Resolver<'a> = dyn Fn(&str) -> anyhow::Result<CheckedModel> + 'a;
+pub type Resolver<'a> = dyn Fn(&str) -> anyhow::Result<(CheckedModel, String)> + 'a;
 
 /// Everything a chat needs, resolved by `commands::chat`.
 pub struct ChatSetup<'a> {
@@ -219,7 +228,7 @@ impl Chat<'_> {
                     continue;
                 }
                 Input::Command(command) => {
-                    self.run_command(command, model, choice, &session, setup)
+                    self.run_command(command, model, choice, &mut session, setup)
                 }
             };
             if let Some(next) = flow? {
@@ -422,7 +431,7 @@ impl Chat<'_> {
         command: SlashCommand,
         model: &Model,
         choice: &ModelChoice,
-        session: &Session<'_>,
+        session: &mut Session<'_>,
         setup: &ChatSetup<'_>,
     ) -> anyhow::Result<Option<Next>> {
         let printer = self.printer;
@@ -451,10 +460,14 @@ impl Chat<'_> {
             }
             SlashCommand::Show(topic) => self.show(topic, model, choice, session)?,
             SlashCommand::Stats => self.show_stats(session),
-            SlashCommand::Save(path) => self.save(&path, choice),
-            SlashCommand::Load(path) => self.load(&path),
+            SlashCommand::Save(path) => self.save(&path, choice, session),
+            SlashCommand::Load(path) => self.load(&path, choice, session),
             SlashCommand::Model(name) => match (setup.resolve)(&name) {
-                Ok(checked) => return Ok(Some(Next::Switch(ModelChoice::new(&name, checked)))),
+                Ok((checked, identity)) => {
+                    return Ok(Some(Next::Switch(ModelChoice::new(
+                        &name, checked, identity,
+                    ))))
+                }
                 Err(error) => printer.error(
                     &format!("{error:#}"),
                     Some("the conversation goes on with the current model"),
@@ -528,30 +541,92 @@ impl Chat<'_> {
         ));
     }
 
-    fn save(&self, path: &Path, choice: &ModelChoice) {
-        match transcript::save(path, &choice.name, &self.conversation) {
-            Ok(()) => self.printer.status(&format!(
-                "saved {} messages to {}",
-                self.conversation.prompt_messages().len(),
+    /// `/save FILE`: the transcript; for a JSON transcript, the model's
+    /// state too (`FILE` with the extension `.kv`), so `/load` need not read
+    /// the conversation again.
+    fn save(&self, path: &Path, choice: &ModelChoice, session: &Session<'_>) {
+        if let Err(error) = transcript::save(path, &choice.name, &self.conversation) {
+            return self.printer.error(&error.to_string(), None);
+        }
+        let messages = self.conversation.prompt_messages().len();
+        let state = transcript::is_json(path)
+            .then(|| save_state(&state_path(path), choice, session))
+            .transpose();
+        match state {
+            Ok(Some(tokens)) => self.printer.status(&format!(
+                "saved {messages} messages to {} and the model's state ({tokens} tokens) to {}",
+                path.display(),
+                state_path(path).display()
+            )),
+            Ok(None) => self
+                .printer
+                .status(&format!("saved {messages} messages to {}", path.display())),
+            Err(error) => self.printer.warn(&format!(
+                "saved {messages} messages to {}, but not the model's state: {error:#}",
                 path.display()
             )),
-            Err(error) => self.printer.error(&error.to_string(), None),
         }
     }
 
-    fn load(&mut self, path: &Path) {
-        match transcript::load(path) {
-            Ok(conversation) => {
-                self.conversation = conversation;
-                self.printer.status(&format!(
-                    "loaded {} messages from {}; the model reads them with your next message",
-                    self.conversation.prompt_messages().len(),
-                    path.display()
-                ));
-            }
-            Err(error) => self.printer.error(&error.to_string(), None),
+    /// `/load FILE.json`: the transcript, and the model's state saved with
+    /// it when it is this model's, intact and fits this context.
+    fn load(&mut self, path: &Path, choice: &ModelChoice, session: &mut Session<'_>) {
+        let conversation = match transcript::load(path) {
+            Ok(conversation) => conversation,
+            Err(error) => return self.printer.error(&error.to_string(), None),
+        };
+        self.conversation = conversation;
+        let messages = self.conversation.prompt_messages().len();
+        let restored = restore_state(&state_path(path), choice, session);
+        self.evaluated = None;
+        match restored {
+            Some(tokens) => self.printer.status(&format!(
+                "loaded {messages} messages from {} and the model's state ({tokens} tokens): \
+                 it continues without reading them again",
+                path.display()
+            )),
+            None => self.printer.status(&format!(
+                "loaded {messages} messages from {}; the model reads them with your next message",
+                path.display()
+            )),
         }
     }
+}
+
+/// Where a transcript's model state is kept: `talk.json` → `talk.kv`.
+fn state_path(transcript: &Path) -> PathBuf {
+    transcript.with_extension("kv")
+}
+
+/// The most bytes of state `/load` reads.
+const MAX_STATE_BYTES: u64 = 16 << 30;
+
+/// Write the session's state beside a transcript; returns its token count.
+fn save_state(path: &Path, choice: &ModelChoice, session: &Session<'_>) -> anyhow::Result<usize> {
+    let snapshot = session.snapshot()?;
+    crate::promptcache::write_file(
+        path,
+        &choice.state_key(),
+        &choice.name,
+        &snapshot.tokens,
+        &snapshot.state,
+    )
+    .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(snapshot.tokens.len())
+}
+
+/// Restore the state saved beside a transcript, if there is one this model
+/// can use; returns its token count. Anything else (no file, another model,
+/// a damaged file, too large for the context) restores nothing.
+fn restore_state(path: &Path, choice: &ModelChoice, session: &mut Session<'_>) -> Option<usize> {
+    let (tokens, state) =
+        crate::promptcache::read_file(path, &choice.state_key(), MAX_STATE_BYTES).ok()?;
+    if tokens.len() >= session.n_ctx() as usize {
+        return None;
+    }
+    let snapshot = KvSnapshot { tokens, state };
+    session.restore(&snapshot, snapshot.tokens.len()).ok()?;
+    Some(snapshot.tokens.len())
 }
 
 /// `temperature = 0.8, top-k = 40, ...`, or only the one just set.

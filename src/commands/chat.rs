@@ -7,7 +7,9 @@
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
-use super::resolve::{build_request, install_interrupt_flag, load_options, resolve_model};
+use super::resolve::{
+    build_request, install_interrupt_flag, load_options, resolve_model_with_identity,
+};
 use crate::chat::{self, ChatSetup, ModelChoice};
 use crate::cli::{ChatArgs, GenerationArgs};
 use crate::engine;
@@ -27,15 +29,15 @@ pub(super) fn converse(
     printer: &Printer,
     cancel: &AtomicBool,
 ) -> anyhow::Result<ExitCode> {
-    let checked = resolve_model(model)?;
+    let (checked, identity) = resolve_model_with_identity(model)?;
     let setup = ChatSetup {
-        model: ModelChoice::new(model, checked),
+        model: ModelChoice::new(model, checked, identity),
         load_options: load_options(&generation.load, generation.chat_template.as_deref())?,
         request: build_request(generation)?,
         system: generation.system.clone(),
         ctx_size: generation.ctx_size,
         threads: generation.threads.unwrap_or_else(engine::physical_cores),
-        resolve: &resolve_model,
+        resolve: &resolve_model_with_identity,
     };
     chat::run(setup, printer, cancel)?;
     Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@
 //! Only `main` imports this module.
 
 mod bench;
+mod cache;
 mod chat;
 mod list;
 mod ps;
@@ -46,6 +47,7 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(args, printer),
         Command::Serve(args) => serve::run(args, printer),
         Command::Ps(args) => ps::run(args, printer),
+        Command::Cache(args) => cache::run(args, printer),
         Command::Worker(args) => {
             crate::ui::init_tracing(args.verbose);
             engine::install_abort_handler(AbortPolicy::ReportAndAbort);

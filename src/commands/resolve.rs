@@ -32,16 +32,43 @@ const MAX_TEMPLATE_FILE_BYTES: u64 = 1 << 20;
 /// Hugging Face cache) and check the file (every part of a split set)
 /// before llama.cpp sees it.
 pub fn resolve_model(reference: &str) -> anyhow::Result<CheckedModel> {
-    let path = Store::from_env()
-        .resolve(&ModelRef::parse(reference)?)?
-        .path;
-    gguf::check_model(&path).map_err(|source| {
-        StoreError::InvalidModel {
-            path: path.clone(),
-            source,
-        }
-        .into()
-    })
+    Ok(resolve_model_with_identity(reference)?.0)
+}
+
+/// [`resolve_model`], and a name for the model's exact bytes that caches
+/// can key on: the sha256 a pulled model was verified against, else the
+/// file's device, inode, size and modification time (hashing a file of
+/// gigabytes at every run would cost seconds; a changed file gets a new
+/// identity).
+pub fn resolve_model_with_identity(reference: &str) -> anyhow::Result<(CheckedModel, String)> {
+    let resolved = Store::from_env().resolve(&ModelRef::parse(reference)?)?;
+    let path = resolved.path;
+    let checked = gguf::check_model(&path).map_err(|source| StoreError::InvalidModel {
+        path: path.clone(),
+        source,
+    })?;
+    let identity = match resolved
+        .manifest
+        .and_then(|manifest| manifest.files.first().cloned())
+    {
+        Some(file) => format!("sha256:{}", file.sha256),
+        None => file_identity(&path)?,
+    };
+    Ok((checked, identity))
+}
+
+fn file_identity(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(format!(
+        "file:{}:{}:{}:{}.{}",
+        metadata.dev(),
+        metadata.ino(),
+        metadata.size(),
+        metadata.mtime(),
+        metadata.mtime_nsec()
+    ))
 }
 
 /// The engine request of the generation flags: sampling values and the

@@ -3,18 +3,23 @@
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::resolve::{build_request, install_interrupt_flag, load_options, resolve_model};
+use super::resolve::{
+    build_request, install_interrupt_flag, load_options, resolve_model_with_identity,
+};
 use super::{Interrupted, UsageError};
 use crate::cli::{GenerationArgs, RunArgs};
 use crate::engine::{
-    self, EngineError, Message, Model, Prompt, PromptLimits, SessionOptions, Stats, StopReason,
+    self, EngineError, KvSnapshot, Message, Model, Prompt, PromptLimits, PromptTokens, Session,
+    SessionOptions, Stats, StopReason, KV_STATE_FORMAT,
 };
 use crate::gguf::CheckedModel;
+use crate::promptcache::PromptCache;
 use crate::ui::Printer;
 
 /// Tokens an answer may take when `--max-tokens` is not given; the context is
@@ -35,7 +40,7 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     if args.prompt.is_empty() && !args.json && !args.raw && io::stdin().is_terminal() {
         return super::chat::converse(&args.model, &args.generation, printer, &cancel);
     }
-    let checked = resolve_model(&args.model)?;
+    let (checked, identity) = resolve_model_with_identity(&args.model)?;
     tracing::info!("model checked after {} ms", started.elapsed().as_millis());
     let request = build_request(&args.generation)?;
     // The largest context this run may use: what the prompt is checked
@@ -47,7 +52,7 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         .unwrap_or(DEFAULT_ANSWER_BUDGET);
     let limits = PromptLimits::from_header(checked.header());
     let input = read_input(&args.prompt, limits.max_bytes(max_context), max_context)?;
-    let prompt = build_prompt(&args, input)?;
+    let prompt = build_prompt(&args, input.text())?;
 
     let mut spinner = printer.spinner("loading model");
     let model = Model::load(
@@ -60,12 +65,13 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("cannot load {}", checked.path().display()))?;
     let load_time = started.elapsed();
 
+    let rendered = model.render(&prompt, max_context, &cancel)?;
     if args.verbose_prompt {
-        let rendered = model.render(&prompt, max_context, &cancel)?;
         spinner.finish();
         printer.status(&format!("prompt as the model sees it:\n{rendered}\n---"));
     }
-    let tokens = model.tokenize(&prompt, max_context, &cancel)?;
+    let chat = matches!(prompt, Prompt::Chat(_));
+    let tokens = model.tokenize_rendered(&rendered, chat)?;
     let n_ctx = match args.generation.ctx_size {
         Some(n_ctx) => n_ctx,
         None => model.context_for(
@@ -88,6 +94,12 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         session.n_ctx(),
         started.elapsed().as_millis()
     );
+    let cached = if args.no_cache {
+        CachedPrefix::default()
+    } else {
+        let boundary = reusable_prefix(&model, &rendered, &input, chat, &tokens);
+        use_prompt_cache(&mut session, &tokens, boundary, &identity, &cancel)
+    };
     spinner.finish();
 
     let mut text = String::new();
@@ -105,8 +117,12 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         })?
         .context("cannot write the answer to stdout")?;
 
+    if let Some(save) = cached.to_save {
+        save.write();
+    }
     if args.json {
-        let report = JsonReport::new(checked.path(), text, &stats, load_time);
+        let mut report = JsonReport::new(checked.path(), text, &stats, load_time);
+        report.prompt_tokens_from_cache = cached.from_cache;
         serde_json::to_writer(&mut stdout, &report)?;
         stdout.write_all(b"\n")?;
     } else if !ends_with_newline {
@@ -132,12 +148,15 @@ fn trained_context(checked: &CheckedModel) -> Option<u32> {
         .filter(|length| *length > 0)
 }
 
-/// PROMPT words joined by spaces, then stdin (when it is not a terminal)
-/// after a blank line. Stdin is read only as far as text could still fit
+/// Stdin (when it is not a terminal), then a blank line and the PROMPT words
+/// joined by spaces: the document first and the instruction after it, so
+/// that runs asking different questions about one document share its
+/// beginning (and its cached evaluation). Stdin is read only as far as text could still fit
 /// `max_context` tokens (`max_bytes`): more is refused at once, before it
 /// is all read, rendered or tokenized.
-fn read_input(words: &[String], max_bytes: usize, max_context: u32) -> anyhow::Result<String> {
-    let mut input = words.join(" ");
+fn read_input(words: &[String], max_bytes: usize, max_context: u32) -> anyhow::Result<Input> {
+    let instruction = words.join(" ");
+    let mut piped_text = String::new();
     let stdin = io::stdin();
     if !stdin.is_terminal() {
         let limit = (max_bytes as u64).min(MAX_STDIN_BYTES);
@@ -155,20 +174,159 @@ fn read_input(words: &[String], max_bytes: usize, max_context: u32) -> anyhow::R
             .into());
         }
         let piped = String::from_utf8_lossy(&piped);
-        let piped = piped.trim_end_matches(['\n', '\r']);
-        if !piped.is_empty() {
-            if !input.is_empty() {
-                input.push_str("\n\n");
-            }
-            input.push_str(piped);
-        }
+        piped_text.push_str(piped.trim_end_matches(['\n', '\r']));
     }
-    if input.trim().is_empty() {
+    let input = Input {
+        piped: piped_text,
+        instruction,
+    };
+    if input.text().trim().is_empty() {
         return Err(UsageError::new("no prompt given")
             .with_hint("pass a prompt after the model, or pipe text on stdin")
             .into());
     }
     Ok(input)
+}
+
+/// What `olm run` was given: the piped document and the instruction.
+#[derive(Debug, Default)]
+struct Input {
+    piped: String,
+    instruction: String,
+}
+
+impl Input {
+    /// The user's message: the document, a blank line, the instruction.
+    fn text(&self) -> String {
+        match (self.piped.is_empty(), self.instruction.is_empty()) {
+            (false, false) => format!("{}\n\n{}", self.piped, self.instruction),
+            (false, true) => self.piped.clone(),
+            (true, _) => self.instruction.clone(),
+        }
+    }
+
+    /// Bytes of the message that later runs are likely to share: the piped
+    /// document (the instruction after it is what changes).
+    fn shared_len(&self) -> usize {
+        self.piped.len()
+    }
+}
+
+/// Shorter beginnings are evaluated faster than a cache entry is written.
+const MIN_CACHED_TOKENS: usize = 64;
+
+/// How many tokens of the prompt later runs are likely to share: everything
+/// the template puts before the user's message (the system prompt) and the
+/// piped document at its start. The instruction and the template's end of
+/// turn are left out. Counted on the tokens themselves, so a token merged
+/// across the boundary is never cached.
+fn reusable_prefix(
+    model: &Model,
+    rendered: &str,
+    input: &Input,
+    chat: bool,
+    tokens: &PromptTokens,
+) -> usize {
+    let message = input.text();
+    let Some(start) = rendered.rfind(&message) else {
+        return 0;
+    };
+    let boundary = start + input.shared_len();
+    let Ok(prefix) = model.tokenize_rendered(&rendered[..boundary], chat) else {
+        return 0;
+    };
+    let full = tokens.ids();
+    prefix
+        .ids()
+        .iter()
+        .zip(&full)
+        .take_while(|(a, b)| a == b)
+        .count()
+        // Keep the last prompt token to evaluate: its logits start the answer.
+        .min(full.len().saturating_sub(1))
+}
+
+/// What the prompt cache did for this run.
+#[derive(Default)]
+struct CachedPrefix {
+    /// Prompt tokens loaded from the cache instead of evaluated.
+    from_cache: usize,
+    /// A newly evaluated beginning, written once the answer is out.
+    to_save: Option<PendingSave>,
+}
+
+/// A snapshot to write to the prompt cache.
+struct PendingSave {
+    cache: PromptCache,
+    key: String,
+    label: String,
+    snapshot: KvSnapshot,
+}
+
+impl PendingSave {
+    /// Best effort: a cache that cannot be written costs only speed.
+    fn write(self) {
+        if let Err(error) = self.cache.store(
+            &self.key,
+            &self.label,
+            &self.snapshot.tokens,
+            &self.snapshot.state,
+        ) {
+            tracing::warn!(
+                "cannot write the prompt cache in {}: {error}",
+                self.cache.dir().display()
+            );
+        }
+    }
+}
+
+/// Load the longest cached beginning of the prompt into the session; when
+/// more of the reusable beginning (`reusable` tokens) is not cached yet,
+/// evaluate it now and keep a snapshot to save after the answer.
+fn use_prompt_cache(
+    session: &mut Session<'_>,
+    tokens: &PromptTokens,
+    reusable: usize,
+    identity: &str,
+    cancel: &AtomicBool,
+) -> CachedPrefix {
+    let mut outcome = CachedPrefix::default();
+    let Some(cache) = PromptCache::from_env() else {
+        return outcome;
+    };
+    if reusable < MIN_CACHED_TOKENS {
+        return outcome;
+    }
+    let key = format!("{identity}\n{KV_STATE_FORMAT}");
+    let ids = tokens.ids();
+    if let Some(hit) = cache.find(&key, &ids[..reusable], MIN_CACHED_TOKENS) {
+        let snapshot = KvSnapshot {
+            tokens: hit.tokens,
+            state: hit.state,
+        };
+        match session.restore(&snapshot, hit.matched) {
+            Ok(()) => outcome.from_cache = hit.matched,
+            Err(error) => tracing::warn!("ignoring a prompt cache entry: {error}"),
+        }
+    }
+    if outcome.from_cache >= reusable {
+        return outcome;
+    }
+    let saved = session
+        .prefill_prefix(&tokens.prefix(reusable), cancel)
+        .and_then(|_| session.snapshot());
+    match saved {
+        Ok(snapshot) => {
+            outcome.to_save = Some(PendingSave {
+                cache,
+                key,
+                label: format!("{reusable} tokens"),
+                snapshot,
+            });
+        }
+        Err(error) => tracing::warn!("not caching the prompt: {error}"),
+    }
+    outcome
 }
 
 fn build_prompt(args: &RunArgs, input: String) -> anyhow::Result<Prompt> {
@@ -256,6 +414,8 @@ struct JsonReport {
     /// Speculative decoding: tokens proposed, and how many the model took.
     drafted_tokens: usize,
     accepted_tokens: usize,
+    /// Prompt tokens loaded from the prompt cache instead of evaluated.
+    prompt_tokens_from_cache: usize,
 }
 
 impl JsonReport {
@@ -275,6 +435,7 @@ impl JsonReport {
             generation_tokens_per_second: stats.generation_tokens_per_second(),
             drafted_tokens: stats.drafted_tokens,
             accepted_tokens: stats.accepted_tokens,
+            prompt_tokens_from_cache: 0,
         }
     }
 }

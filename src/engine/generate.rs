@@ -159,6 +159,42 @@ impl<'model> Session<'model> {
         self.cached.len()
     }
 
+    pub(super) fn context(&self) -> &LlamaContext<'model> {
+        &self.context
+    }
+
+    pub(super) fn context_mut(&mut self) -> &mut LlamaContext<'model> {
+        &mut self.context
+    }
+
+    /// The ids of the tokens the cache holds.
+    pub(super) fn cached_ids(&self) -> Vec<i32> {
+        self.cached.iter().map(|token| token.0).collect()
+    }
+
+    /// Record what the cache holds after its state was replaced.
+    pub(super) fn set_cached(&mut self, tokens: Vec<LlamaToken>) {
+        self.cached = tokens;
+        self.unevaluated = None;
+    }
+
+    /// Keep only the first `keep` tokens in the cache.
+    pub(super) fn keep_first(&mut self, keep: usize) {
+        if keep >= self.cached.len() {
+            return;
+        }
+        let position = u32::try_from(keep).unwrap_or(u32::MAX);
+        let removed = self
+            .context
+            .clear_kv_cache_seq(Some(0), Some(position), None)
+            .unwrap_or(false);
+        if removed {
+            self.cached.truncate(keep);
+        } else {
+            self.clear();
+        }
+    }
+
     /// Forget everything in the KV cache.
     pub fn clear(&mut self) {
         self.context.clear_kv_cache();
@@ -386,7 +422,31 @@ impl<'model> Session<'model> {
         cancel: &AtomicBool,
     ) -> Result<usize, EngineError> {
         // Keep at least the last prompt token to evaluate: its logits pick the first answer token.
-        let reuse = common_prefix(&self.cached, prompt).min(prompt.len() - 1);
+        self.evaluate(prompt, prompt.len() - 1, cancel)
+    }
+
+    /// Bring the KV cache to exactly `tokens` (a prefix of a prompt to come),
+    /// reusing what it already holds; for a prompt cache to save. Returns how
+    /// many tokens were evaluated.
+    pub fn prefill_prefix(
+        &mut self,
+        tokens: &PromptTokens,
+        cancel: &AtomicBool,
+    ) -> Result<usize, EngineError> {
+        self.check_fits(tokens.len())?;
+        self.unevaluated = None;
+        self.evaluate(&tokens.tokens, tokens.len(), cancel)
+    }
+
+    /// Evaluate `tokens` into the cache, reusing at most `most_reused` of the
+    /// tokens it already holds; the last chunk asks for logits of its last token.
+    fn evaluate(
+        &mut self,
+        prompt: &[LlamaToken],
+        most_reused: usize,
+        cancel: &AtomicBool,
+    ) -> Result<usize, EngineError> {
+        let reuse = common_prefix(&self.cached, prompt).min(most_reused);
         if reuse < self.cached.len() {
             let position = u32::try_from(reuse).unwrap_or(u32::MAX);
             let removed = self

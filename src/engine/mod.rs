@@ -18,6 +18,7 @@ mod limits;
 mod sampling;
 mod scheduler;
 mod schema;
+mod state;
 mod template;
 mod text;
 
@@ -43,6 +44,7 @@ pub use template::{serve_template_process, Message, TemplateError, TemplateSourc
 
 pub use abort::{install_abort_handler, AbortPolicy};
 pub use limits::{check_prompt_fits, PromptLimits};
+pub use state::{KvSnapshot, KV_STATE_FORMAT};
 
 use crate::gguf::CheckedModel;
 use abort::LoadingGuard;
@@ -233,6 +235,18 @@ impl PromptTokens {
         self.tokens.len()
     }
 
+    /// The first `count` tokens (all of them when there are fewer).
+    pub fn prefix(&self, count: usize) -> Self {
+        Self {
+            tokens: self.tokens[..count.min(self.tokens.len())].to_vec(),
+        }
+    }
+
+    /// The token ids, as a prompt cache stores them.
+    pub fn ids(&self) -> Vec<i32> {
+        self.tokens.iter().map(|token| token.0).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }
@@ -418,6 +432,13 @@ impl Model {
         cancel: &AtomicBool,
     ) -> Result<PromptTokens, EngineError> {
         let text = self.render(prompt, n_ctx, cancel)?;
+        self.tokenize_rendered(&text, matches!(prompt, Prompt::Chat(_)))
+    }
+
+    /// Tokenize text [`Model::render`] produced (or a prefix of it): `chat`
+    /// text parses special tokens and gets the BOS token unless the template
+    /// wrote it; raw text gets BOS and no special tokens.
+    pub fn tokenize_rendered(&self, text: &str, chat: bool) -> Result<PromptTokens, EngineError> {
         if text.len() > MAX_PROMPT_BYTES {
             return Err(EngineError::InputTooLarge {
                 bytes: text.len(),
@@ -426,13 +447,13 @@ impl Model {
         }
         let vocab = self.inner.vocab();
         let bos = self.template.bos_token();
-        let tokens = match prompt {
+        let tokens = match chat {
             // The template wrote BOS itself: parse it as the special token and add no second one.
-            Prompt::Chat(_) if !bos.is_empty() && text.starts_with(bos) => {
+            true if !bos.is_empty() && text.starts_with(bos) => {
                 vocab.tokenize(text.as_bytes(), false, true)
             }
-            Prompt::Chat(_) => vocab.tokenize(text.as_bytes(), true, true),
-            Prompt::Raw(_) => vocab.tokenize(text.as_bytes(), true, false),
+            true => vocab.tokenize(text.as_bytes(), true, true),
+            false => vocab.tokenize(text.as_bytes(), true, false),
         };
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);

@@ -137,8 +137,10 @@ fn max_tokens_limits_generation() {
     }
 }
 
+/// Issue 16: piped stdin (the document) comes first, the prompt (the
+/// instruction) after it, so questions about one document share its prefix.
 #[test]
-fn stdin_is_appended_to_the_prompt() {
+fn stdin_comes_before_the_prompt() {
     let env = TestEnv::new();
     let model = smollm2();
     let mut child = env
@@ -167,8 +169,8 @@ fn stdin_is_appended_to_the_prompt() {
     let output = child.wait_with_output().unwrap();
     assert_exit(&output, 0);
     assert!(
-        stderr(&output).contains("Summarize this:\n\nThe quick brown fox.<|im_end|>"),
-        "prompt and stdin joined by a blank line:\n{}",
+        stderr(&output).contains("The quick brown fox.\n\nSummarize this:<|im_end|>"),
+        "stdin and prompt joined by a blank line:\n{}",
         stderr(&output)
     );
 }
