@@ -9,9 +9,12 @@ use std::path::Path;
 
 /// Write `bytes` to `path` so that a crash leaves either the old or the new file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let directory = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("path has no parent"))?;
+    let directory = match path.parent() {
+        // A bare file name lives in the current directory.
+        Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+        Some(parent) => parent,
+        None => return Err(std::io::Error::other("path has no parent")),
+    };
     fs::create_dir_all(directory)?;
     let file_name = path
         .file_name()

@@ -550,3 +550,54 @@ fn unbounded_loads_and_messages_are_refused_and_the_chat_goes_on() {
     terminal.send_key("C-d");
     assert_eq!(terminal.wait_for_exit(), 0);
 }
+
+/// Issue 16: `/save FILE.json` keeps the model's state beside the transcript
+/// and `/load` in a new chat restores it, so the loaded conversation is not
+/// evaluated again: the next turn evaluates little more than itself.
+#[test]
+fn a_saved_conversation_loads_with_its_state() {
+    let env = TestEnv::new();
+    let first = chat(&env, &["-n", "16"]);
+    first.say("Name three colours.");
+    first.say("Now name three animals.");
+    let screen = first.say("/save talk.json");
+    assert!(screen.contains("and the model's state"), "{screen}");
+    assert!(env.path().join("talk.kv").is_file());
+    first.send_key("C-d");
+    assert_eq!(first.wait_for_exit(), 0);
+    drop(first);
+
+    let second = chat(&env, &["-n", "16"]);
+    let screen = second.say("/load talk.json");
+    assert!(
+        screen.contains("loaded 4 messages from talk.json and the model's state"),
+        "{screen}"
+    );
+    second.say("And three fruits?");
+    let turn = last_turn_stats(&second.say("/stats"));
+    assert!(
+        turn.evaluated * 2 < turn.prompt,
+        "most of the loaded conversation comes from its saved state: {turn:?}"
+    );
+    second.send_key("C-d");
+    assert_eq!(second.wait_for_exit(), 0);
+}
+
+/// Issue 16: a chat at temperature 0 gives the same answers with drafting on
+/// and off, turn after turn (the cached conversation stays right when
+/// drafts are rejected).
+#[test]
+fn a_chat_with_drafting_gives_the_same_transcript() {
+    let transcript = |draft: &str| {
+        let env = TestEnv::new();
+        let terminal = chat(&env, &["-n", "60", "--draft", draft]);
+        terminal.say("Write the numbers from one to twenty in words, comma separated.");
+        terminal.say("Write them again, in capital letters.");
+        terminal.say("Now repeat your first answer exactly.");
+        terminal.say("/save talk.md");
+        terminal.send_key("C-d");
+        assert_eq!(terminal.wait_for_exit(), 0);
+        std::fs::read_to_string(env.path().join("talk.md")).expect("talk.md")
+    };
+    assert_eq!(transcript("off"), transcript("ngram"));
+}

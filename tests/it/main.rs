@@ -23,5 +23,6 @@ mod serve_input;
 mod serve_load;
 mod serve_slow;
 mod serve_store;
+mod speed;
 mod store;
 mod templates;
