@@ -171,7 +171,7 @@ impl PromptCache {
                 })
             })
             .collect();
-        found.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+        found.sort_by_key(|entry| std::cmp::Reverse(entry.last_used));
         found
     }
 
