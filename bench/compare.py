@@ -16,6 +16,18 @@ Measured:
                   `llama-server --parallel 8` at 1, 4 and 8 concurrent clients
   ceiling         this machine's memory bandwidth / bytes of weights read per
                   generated token: the most tg can reach
+  draft           "rewrite this" / "fix this bug" prompts (answers that copy
+                  their input), temperature 0: generation t/s of `olm run`
+                  with drafting against `--draft off` and `llama-completion`,
+                  and whether the answers are the same as with `--draft off`
+  open            an open question (little to copy): drafting on vs off
+  document        10 questions about one ~1,500-token document, one run each:
+                  total wall time, `olm run` (prompt cache) vs `llama-completion`
+  serve-draft     `olm serve --parallel 4` vs `llama-server --parallel 4`, 4
+                  clients sending "rewrite" prompts: aggregate t/s
+
+Each row also shows the method's noise on this machine: half the
+interquartile range of the pairwise ratios.
 
 Usage: bench/compare.py [--pairs N] [--threads T] [--out docs/BENCHMARKS.md]
 Needs: a release build of olm (cargo build --release) and the tools from
@@ -151,6 +163,167 @@ def completion_cold(tools: Path, model: Path, threads: int) -> tuple[float, floa
     return first, total, rss
 
 
+# --- drafting, the document cache -----------------------------------------------------
+
+BUGGY_CODE = """def moving_average(values, window):
+    \"\"\"Return the moving averages of `values` over `window` items.\"\"\"
+    if window <= 0:
+        raise ValueError("window must be positive")
+    averages = []
+    total = 0
+    for index, value in enumerate(values):
+        total += value
+        if index >= window:
+            total -= values[index - window + 1]
+        if index >= window - 1:
+            averages.append(total / window)
+    return averages
+
+
+def summarize(values):
+    \"\"\"Smallest, largest and mean of `values`.\"\"\"
+    smallest = min(values)
+    largest = max(values)
+    mean = sum(values) / len(values)
+    return {"smallest": smallest, "largest": largest, "mean": mean}
+
+
+def report(values, window=3):
+    averages = moving_average(values, window)
+    summary = summarize(values)
+    lines = [f"{name}: {value:.2f}" for name, value in summary.items()]
+    lines.append("moving averages: " + ", ".join(f"{a:.2f}" for a in averages))
+    return "\\n".join(lines)
+"""
+
+PARAGRAPH = (
+    "The old mill stood at the bend of the river for nearly two hundred years. Farmers from the "
+    "valley brought their grain in autumn, and the miller, a patient man with flour in his beard, "
+    "ground it slowly between the great stones while the water wheel turned outside. In winter the "
+    "river froze at its edges and the wheel slowed, so the villagers saved their grain for the thaw. "
+    "When the railway arrived, bringing flour from the cities, the mill fell quiet; its roof sagged, "
+    "its wheel rotted, and children dared each other to cross its empty floor at night. Years later "
+    "a young couple bought the ruin, rebuilt the wheel by hand, and opened a bakery that sells bread "
+    "made from grain ground on the same stones, which people now drive for miles to buy. "
+) * 2
+
+DRAFT_PROMPTS = {
+    "fix the bug": ("The moving average in this code is wrong. Fix the bug and output the whole "
+                    "corrected file.", BUGGY_CODE),
+    "rewrite with small edits": ("Rewrite this text with small edits: use the present tense. "
+                                 "Output the whole text.", PARAGRAPH),
+}
+OPEN_PROMPT = "Write a short story about a lighthouse keeper who befriends a seagull."
+DRAFT_TOKENS = 256
+
+
+def olm_generation(olm: Path, model: Path, threads: int, prompt: str, stdin: str, draft: str,
+                   tokens: int = DRAFT_TOKENS) -> tuple[float, str]:
+    """Generation t/s of one greedy `olm run`, and its answer."""
+    out = subprocess.run(
+        [str(olm), "run", str(model), prompt, "-n", str(tokens), "--temperature", "0", "-t",
+         str(threads), "--json", "--no-cache", "--draft", draft],
+        input=stdin, check=True, capture_output=True, text=True,
+    )
+    report = json.loads(out.stdout)
+    return float(report["generation_tokens_per_second"]), report["text"]
+
+
+# llama_perf_context_print: "        eval time = 1234.56 ms /   255 runs ..." (not "prompt eval time").
+PERF_EVAL = re.compile(r"^(?!.*prompt eval).*\beval time =\s+([\d.]+) ms /\s+(\d+) runs", re.MULTILINE)
+
+
+def completion_generation(tools: Path, model: Path, threads: int, prompt: str, stdin: str,
+                          tokens: int = DRAFT_TOKENS) -> float:
+    """Generation t/s of one greedy `llama-completion` (its own perf line)."""
+    out = subprocess.run(
+        [str(tools / "llama-completion"), "-m", str(model), "-p", f"{stdin}\n\n{prompt}", "-n",
+         str(tokens), "--temp", "0", "-t", str(threads), "--no-display-prompt", "-no-cnv"],
+        check=True, capture_output=True, text=True,
+    )
+    found = PERF_EVAL.findall(out.stderr)
+    if not found:
+        raise RuntimeError("llama-completion printed no eval time")
+    milliseconds, runs = float(found[-1][0]), int(found[-1][1])
+    return runs / milliseconds * 1000.0
+
+
+def draft_rows(olm: Path, tools: Path, label: str, model: Path, threads: int, pairs: int) -> list:
+    rows = []
+    for name, (prompt, stdin) in DRAFT_PROMPTS.items():
+        log(f"{label} {name}: {pairs} ABBA pairs (drafting vs off, vs llama-completion)")
+        answers: dict[str, set] = {"ngram": set(), "off": set()}
+
+        def measure(draft: str) -> float:
+            speed, text = olm_generation(olm, model, threads, prompt, stdin, draft)
+            answers[draft].add(text)
+            return speed
+
+        on, off = abba(pairs, lambda: measure("ngram"), lambda: measure("off"))
+        _, llama = abba(pairs, lambda: measure("ngram"),
+                        lambda: completion_generation(tools, model, threads, prompt, stdin))
+        same = "same answer" if answers["ngram"] == answers["off"] and len(answers["off"]) == 1 \
+            else "answers differ"
+        rows.append((label, f"{name}: tg t/s, drafting vs --draft off ({same})", statistics.median(on),
+                     statistics.median(off), median_ratio(on, off), noise(on, off), "≥ 1.6"))
+        rows.append((label, f"{name}: tg t/s, drafting vs llama-completion", statistics.median(on),
+                     statistics.median(llama), median_ratio(on[-len(llama):], llama),
+                     noise(on[-len(llama):], llama), "≥ 1.6"))
+    log(f"{label} open question: {pairs} ABBA pairs")
+    on, off = abba(pairs, lambda: olm_generation(olm, model, threads, OPEN_PROMPT, "", "ngram")[0],
+                   lambda: olm_generation(olm, model, threads, OPEN_PROMPT, "", "off")[0])
+    rows.append((label, "open question: tg t/s, drafting vs --draft off", statistics.median(on),
+                 statistics.median(off), median_ratio(on, off), noise(on, off), "≥ 0.97"))
+    return rows
+
+
+DOCUMENT_QUESTIONS = [
+    "What did farmers bring to the mill?", "Who ground the grain?", "What happened in winter?",
+    "Why did the mill fall quiet?", "What did children dare each other to do?",
+    "Who bought the ruin?", "What does the bakery sell?", "How long did the mill stand?",
+    "What turned outside the mill?", "Where do people drive from?",
+]
+
+
+def document_text() -> str:
+    return (PARAGRAPH * 5).strip()
+
+
+def olm_document_session(olm: Path, model: Path, threads: int, cache: Path) -> float:
+    """Ten `olm run`s about one document, each a new process: total seconds."""
+    started = time.perf_counter()
+    for question in DOCUMENT_QUESTIONS:
+        subprocess.run(
+            [str(olm), "run", str(model), question, "-n", "24", "--temperature", "0", "-t", str(threads)],
+            input=document_text(), check=True, capture_output=True, text=True,
+            env={**os.environ, "OLM_PROMPT_CACHE": str(cache)},
+        )
+    return time.perf_counter() - started
+
+
+def completion_document_session(tools: Path, model: Path, threads: int) -> float:
+    started = time.perf_counter()
+    for question in DOCUMENT_QUESTIONS:
+        subprocess.run(
+            [str(tools / "llama-completion"), "-m", str(model), "-p", f"{document_text()}\n\n{question}",
+             "-n", "24", "--temp", "0", "-t", str(threads), "--no-display-prompt", "-no-cnv"],
+            check=True, capture_output=True, text=True,
+        )
+    return time.perf_counter() - started
+
+
+def document_rows(olm: Path, tools: Path, label: str, model: Path, threads: int, pairs: int) -> list:
+    import tempfile
+    log(f"{label} 10 questions about one document: {pairs} ABBA pairs")
+    with tempfile.TemporaryDirectory(prefix="olm-bench-cache-") as cache:
+        olm_times, llama_times = abba(
+            pairs, lambda: olm_document_session(olm, model, threads, Path(cache)),
+            lambda: completion_document_session(tools, model, threads))
+    return [(label, "10 questions about one document, total s", statistics.median(olm_times),
+             statistics.median(llama_times), median_ratio(olm_times, llama_times),
+             noise(olm_times, llama_times), "≤ 0.35")]
+
+
 # --- serving throughput ---------------------------------------------------------------
 
 SERVE_PROMPT = "List the numbers from 1 to 100, separated by commas: 1, 2, 3,"
@@ -199,8 +372,8 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
 
-    def complete(self, max_tokens: int) -> int:
-        body = json.dumps({"model": self.model_name, "prompt": SERVE_PROMPT, "max_tokens": max_tokens,
+    def complete(self, max_tokens: int, prompt: str = SERVE_PROMPT) -> int:
+        body = json.dumps({"model": self.model_name, "prompt": prompt, "max_tokens": max_tokens,
                            "temperature": 0, "seed": 1})
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
         connection.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
@@ -210,7 +383,8 @@ class Server:
             raise RuntimeError(f"completion failed: {response.status} {payload}")
         return int(payload["usage"]["completion_tokens"])
 
-    def throughput(self, clients: int, requests_per_client: int = 2) -> float:
+    def throughput(self, clients: int, requests_per_client: int = 2, prompts: list | None = None,
+                   tokens: int = SERVE_TOKENS) -> float:
         """Aggregate generated tokens per second with `clients` at once."""
         counts = [0] * clients
         errors: list[Exception] = []
@@ -218,7 +392,8 @@ class Server:
         def client(index: int) -> None:
             try:
                 for _ in range(requests_per_client):
-                    counts[index] += self.complete(SERVE_TOKENS)
+                    prompt = prompts[index % len(prompts)] if prompts else SERVE_PROMPT
+                    counts[index] += self.complete(tokens, prompt)
             except Exception as error:  # reported after the threads join
                 errors.append(error)
 
@@ -255,8 +430,28 @@ def serve_rows(olm: Path, tools: Path, label: str, model: Path, threads: int, pa
             olm_ts, llama_ts = abba(pairs, lambda: olm_server.throughput(clients),
                                     lambda: llama_server.throughput(clients))
             rows.append((label, f"serve t/s, {clients} clients", statistics.median(olm_ts),
-                         statistics.median(llama_ts), median_ratio(olm_ts, llama_ts), "≥ 1.0"))
+                         statistics.median(llama_ts), median_ratio(olm_ts, llama_ts),
+                         noise(olm_ts, llama_ts), "≥ 1.0"))
     return rows
+
+
+def serve_draft_rows(olm: Path, tools: Path, label: str, model: Path, threads: int, pairs: int) -> list:
+    """4 clients sending "rewrite" prompts to `--parallel 4` servers."""
+    prompts = [f"{stdin}\n\n{prompt}\n" for prompt, stdin in DRAFT_PROMPTS.values()]
+    olm_port, llama_port = free_port(), free_port()
+    olm_server = Server(
+        [str(olm), "serve", "--port", str(olm_port), "--parallel", "4", "-c", "2048", "-t", str(threads),
+         str(model)], olm_port, model.stem)
+    llama_server = Server(
+        [str(tools / "llama-server"), "-m", str(model), "--host", "127.0.0.1", "--port", str(llama_port),
+         "--parallel", "4", "-c", str(2048 * 4), "-t", str(threads)], llama_port, model.stem)
+    with olm_server, llama_server:
+        log(f"{label} serve, 4 clients, rewrite prompts: {pairs} ABBA pairs")
+        olm_ts, llama_ts = abba(
+            pairs, lambda: olm_server.throughput(4, 1, prompts, DRAFT_TOKENS),
+            lambda: llama_server.throughput(4, 1, prompts, DRAFT_TOKENS))
+    return [(label, "serve t/s, 4 clients, rewrite prompts (--parallel 4)", statistics.median(olm_ts),
+             statistics.median(llama_ts), median_ratio(olm_ts, llama_ts), noise(olm_ts, llama_ts), "≥ 1.25")]
 
 
 # --- the ceiling ------------------------------------------------------------------------
@@ -293,6 +488,15 @@ def median_ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b))
 
 
+def noise(a: list[float], b: list[float]) -> float:
+    """Half the interquartile range of the pairwise ratios: the method's noise."""
+    ratios = sorted(x / y for x, y in zip(a, b))
+    if len(ratios) < 4:
+        return (ratios[-1] - ratios[0]) / 2
+    quartiles = statistics.quantiles(ratios, n=4)
+    return (quartiles[2] - quartiles[0]) / 2
+
+
 def machine_description() -> str:
     cpu = "unknown CPU"
     try:
@@ -318,7 +522,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--pairs", type=int, default=6, help="ABBA pairs per measurement")
     parser.add_argument("--out", type=Path, help="write the markdown report here")
-    parser.add_argument("--skip", default="", help="comma-separated: speed,cold,serve,aa")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated: speed,cold,serve,draft,document,serve-draft,aa")
     options = parser.parse_args()
     skip = set(filter(None, options.skip.split(",")))
 
@@ -346,7 +551,7 @@ def main() -> int:
                     lambda: llama_bench(tools, model, options.threads, test),
                 )
                 rows.append((label, f"{test} t/s", statistics.median(olm), statistics.median(llama),
-                             median_ratio(olm, llama), "≥ 0.98"))
+                             median_ratio(olm, llama), noise(olm, llama), "≥ 0.98"))
         if "cold" not in skip:
             log(f"{label} cold start: {options.pairs} ABBA pairs")
             olm, llama = abba(
@@ -354,14 +559,23 @@ def main() -> int:
                 lambda: olm_cold(options.olm, model, options.threads),
                 lambda: completion_cold(tools, model, options.threads),
             )
-            rows.append((label, "time to first token, s", statistics.median(x[0] for x in olm),
-                         statistics.median(x[0] for x in llama),
-                         median_ratio([x[0] for x in olm], [x[0] for x in llama]), "≤ 0.5"))
-            rows.append((label, "peak RSS, MiB", statistics.median(x[2] for x in olm) / 1024,
-                         statistics.median(x[2] for x in llama) / 1024,
-                         median_ratio([x[2] for x in olm], [x[2] for x in llama]), "≤ 1.05"))
+            first_olm, first_llama = [x[0] for x in olm], [x[0] for x in llama]
+            rows.append((label, "time to first token, s", statistics.median(first_olm),
+                         statistics.median(first_llama), median_ratio(first_olm, first_llama),
+                         noise(first_olm, first_llama), "≤ 0.5"))
+            rss_olm, rss_llama = [x[2] for x in olm], [x[2] for x in llama]
+            rows.append((label, "peak RSS, MiB", statistics.median(rss_olm) / 1024,
+                         statistics.median(rss_llama) / 1024, median_ratio(rss_olm, rss_llama),
+                         noise(rss_olm, rss_llama), "≤ 1.05"))
         if "serve" not in skip:
             rows += serve_rows(options.olm, tools, label, model, options.threads, max(2, options.pairs // 2))
+        if "draft" not in skip:
+            rows += draft_rows(options.olm, tools, label, model, options.threads, options.pairs)
+        if "document" not in skip:
+            rows += document_rows(options.olm, tools, label, model, options.threads, max(2, options.pairs // 2))
+        if "serve-draft" not in skip:
+            rows += serve_draft_rows(options.olm, tools, label, model, options.threads,
+                                     max(2, options.pairs // 2))
     aa_rows = []
     if "aa" not in skip:
         model = next(iter(MODELS.values()))
@@ -392,11 +606,11 @@ def render(rows, aa_rows, options, bandwidth, ceilings) -> str:
         f"Machine: {machine_description()}. Threads: {options.threads}. "
         f"Method: {options.pairs} ABBA pairs per row, median of pairwise ratios.",
         "",
-        "| model | measure | olm | llama.cpp | olm / llama.cpp | target |",
-        "| --- | --- | ---: | ---: | ---: | --- |",
+        "| model | measure | olm | against | ratio | noise (±) | target |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
-    for label, measure, olm, llama, ratio, target in rows:
-        lines.append(f"| {label} | {measure} | {olm:.3f} | {llama:.3f} | {ratio:.3f} | {target} |")
+    for label, measure, olm, llama, ratio, spread, target in rows:
+        lines.append(f"| {label} | {measure} | {olm:.3f} | {llama:.3f} | {ratio:.3f} | {spread:.3f} | {target} |")
     lines += ["", f"Memory read bandwidth (all cores, bench/membw.c): {bandwidth:.1f} GB/s. Generation "
               "ceiling (bandwidth / model file size, the weights one token reads; one sequence):", ""]
     lines += [f"- {label}: {ceiling:.0f} t/s" for label, ceiling in ceilings]
