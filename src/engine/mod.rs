@@ -291,6 +291,16 @@ impl Model {
     /// file says. An abort inside llama.cpp while it loads ends the process
     /// with one error line naming the file (see [`install_abort_handler`]).
     pub fn load(model: &CheckedModel, options: &LoadOptions) -> Result<Self, EngineError> {
+        // The template text is in the header: start its process now, while
+        // llama.cpp loads the weights, rather than at the first prompt.
+        let jinja = match &options.chat_template {
+            Some(TemplateSource::Jinja(text)) => Some(text.as_str()),
+            Some(TemplateSource::Builtin(_)) => None,
+            None => model.header().chat_template(),
+        };
+        if let Some(text) = jinja {
+            template::prestart(text);
+        }
         Self::load_path(
             model.path(),
             PromptLimits::from_header(model.header()),

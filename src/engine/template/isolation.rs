@@ -60,13 +60,48 @@ impl std::fmt::Debug for IsolatedTemplate {
     }
 }
 
+/// A template process being started in the background.
+type Starting = std::thread::JoinHandle<Result<TemplateProcess, TemplateError>>;
+
+/// A template process started ahead of time by [`prestart`], and the
+/// source it was started with.
+static PRESTARTED: Mutex<Option<(String, Starting)>> = Mutex::new(None);
+
+/// Start a template process for `source` in the background (a model load
+/// takes longer than a process start): the first [`IsolatedTemplate`] with
+/// that source takes it instead of starting one then.
+pub fn prestart(source: &str) {
+    if JinjaTemplate::parse(source).is_err() {
+        return;
+    }
+    let owned = source.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("olm-template-start".into())
+        .spawn(move || TemplateProcess::spawn(&owned));
+    if let Ok(handle) = spawned {
+        *PRESTARTED.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((source.to_owned(), handle));
+    }
+}
+
+/// The prestarted process, if it was started for `source`.
+fn take_prestarted(source: &str) -> Option<TemplateProcess> {
+    let (started_for, handle) = PRESTARTED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()?;
+    let process = handle.join().ok()?.ok()?;
+    (started_for == source).then_some(process)
+}
+
 impl IsolatedTemplate {
-    /// `source` must already parse (see [`JinjaTemplate::parse`]); no process
-    /// starts until the first rendering.
+    /// `source` must already parse (see [`JinjaTemplate::parse`]); its process
+    /// is the one [`prestart`] started for it, or starts at the first rendering.
     pub fn new(source: String) -> Self {
+        let idle = take_prestarted(&source).into_iter().collect();
         Self {
             source,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(idle),
         }
     }
 

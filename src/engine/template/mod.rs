@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicBool;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use serde::Serialize;
 
-pub use isolation::serve as serve_template_process;
+pub use isolation::{prestart, serve as serve_template_process};
 
 use isolation::IsolatedTemplate;
 use jinja::{JinjaTemplate, RenderInput};
