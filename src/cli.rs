@@ -533,6 +533,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_warmup: bool,
 
+    /// `ngram` adds, for each generation length N, the tests `tgN copy` and
+    /// `tgN copy+draft`: greedy generation after a prompt that repeats a
+    /// passage (as an answer that copies its input does), without and with
+    /// speculative decoding; JSON reports `n_drafted` and `n_accepted`.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "off")]
+    pub draft: DraftChoice,
+
     /// Show llama.cpp's own log lines on stderr.
     #[arg(long)]
     pub verbose: bool,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::engine::{BenchParams, EngineError, Model};
+use crate::engine::{BenchParams, DraftConfig, DraftMode, EngineError, Model};
 
 pub use report::{markdown_header, markdown_row, write_report, ModelSummary, ReportFormat};
 
@@ -25,11 +25,19 @@ pub struct TestCase {
     pub threads: u32,
     /// Sequences generating at once (`--concurrency`); 1 for plain tests.
     pub sequences: u32,
+    /// A copy test (`--draft`): greedy generation after a repeated passage,
+    /// with speculative decoding on (`true`) or off.
+    pub copy: Option<bool>,
 }
 
 impl TestCase {
     /// llama-bench's name: `pp512`, `tg128`, or `tg128 x4` for concurrent sequences.
     pub fn name(&self) -> String {
+        match self.copy {
+            Some(true) => return format!("tg{} copy+draft", self.n_gen),
+            Some(false) => return format!("tg{} copy", self.n_gen),
+            None => {}
+        }
         match (self.n_prompt, self.n_gen, self.sequences) {
             (prompt, 0, _) => format!("pp{prompt}"),
             (0, generated, 1) => format!("tg{generated}"),
@@ -66,6 +74,8 @@ pub struct Plan {
     pub concurrency: Vec<u32>,
     pub repetitions: u32,
     pub warmup: bool,
+    /// Add copy tests with and without speculative decoding (`--draft ngram`).
+    pub draft: bool,
 }
 
 impl Plan {
@@ -81,6 +91,7 @@ impl Plan {
                         n_ubatch,
                         threads,
                         sequences: 1,
+                        copy: None,
                     };
                     for &n_prompt in self.prompts.iter().filter(|&&n| n > 0) {
                         cases.push(TestCase { n_prompt, ..base });
@@ -92,6 +103,15 @@ impl Plan {
                                 sequences: sequences.max(1),
                                 ..base
                             });
+                        }
+                        if self.draft {
+                            for drafting in [false, true] {
+                                cases.push(TestCase {
+                                    n_gen,
+                                    copy: Some(drafting),
+                                    ..base
+                                });
+                            }
                         }
                     }
                 }
@@ -108,6 +128,9 @@ pub struct Measurement {
     pub case: TestCase,
     pub samples_ns: Vec<u64>,
     pub samples_ts: Vec<f64>,
+    /// Copy tests: draft tokens proposed and accepted, over all repetitions.
+    pub drafted: usize,
+    pub accepted: usize,
 }
 
 impl Measurement {
@@ -148,6 +171,9 @@ pub fn measure(
     repetitions: u32,
     warmup: bool,
 ) -> Result<Measurement, EngineError> {
+    if let Some(drafting) = case.copy {
+        return measure_copy(model, case, drafting, repetitions, warmup);
+    }
     let mut context = model.bench_context(case.params())?;
     if warmup {
         context.clear();
@@ -178,7 +204,48 @@ pub fn measure(
         case,
         samples_ns,
         samples_ts,
+        drafted: 0,
+        accepted: 0,
     })
+}
+
+/// A copy test: its generation timed through the real generation loop.
+fn measure_copy(
+    model: &Model,
+    case: TestCase,
+    drafting: bool,
+    repetitions: u32,
+    warmup: bool,
+) -> Result<Measurement, EngineError> {
+    let draft = DraftConfig {
+        mode: if drafting {
+            DraftMode::Ngram
+        } else {
+            DraftMode::Off
+        },
+        ..DraftConfig::default()
+    };
+    if warmup {
+        model.bench_copy(case.n_gen.min(16), case.threads, draft)?;
+    }
+    let mut measurement = Measurement {
+        case,
+        samples_ns: Vec::new(),
+        samples_ts: Vec::new(),
+        drafted: 0,
+        accepted: 0,
+    };
+    for _ in 0..repetitions.max(1) {
+        let run = model.bench_copy(case.n_gen, case.threads, draft)?;
+        let nanos = run.generation.as_nanos().max(1) as u64;
+        measurement.samples_ns.push(nanos);
+        measurement
+            .samples_ts
+            .push(run.tokens as f64 * 1e9 / nanos as f64);
+        measurement.drafted += run.drafted;
+        measurement.accepted += run.accepted;
+    }
+    Ok(measurement)
 }
 
 fn mean(values: &[f64]) -> f64 {
@@ -212,6 +279,7 @@ mod tests {
             concurrency: vec![1],
             repetitions: 5,
             warmup: true,
+            draft: false,
         }
     }
 

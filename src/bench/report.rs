@@ -52,6 +52,11 @@ struct Record<'a> {
     stddev_ts: f64,
     samples_ns: &'a [u64],
     samples_ts: &'a [f64],
+    /// Copy tests: speculative decoding's draft tokens, proposed and accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n_drafted: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n_accepted: Option<usize>,
 }
 
 fn record<'a>(model: &'a ModelSummary, measurement: &'a Measurement) -> Record<'a> {
@@ -77,6 +82,8 @@ fn record<'a>(model: &'a ModelSummary, measurement: &'a Measurement) -> Record<'
         stddev_ts: measurement.stddev_ts(),
         samples_ns: &measurement.samples_ns,
         samples_ts: &measurement.samples_ts,
+        n_drafted: case.copy.map(|_| measurement.drafted),
+        n_accepted: case.copy.map(|_| measurement.accepted),
     }
 }
 

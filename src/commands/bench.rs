@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use super::resolve::{load_options, resolve_model};
 use crate::bench::{self, Measurement, ModelSummary, Plan, ReportFormat};
-use crate::cli::{BenchArgs, BenchFormat};
+use crate::cli::{BenchArgs, BenchFormat, DraftChoice};
 use crate::engine::{self, Model};
 use crate::ui::Printer;
 
@@ -35,6 +35,7 @@ pub fn run(args: BenchArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
             args.threads
         },
         concurrency: args.concurrency,
+        draft: args.draft == DraftChoice::Ngram,
         repetitions: args.repetitions,
         warmup: !args.no_warmup,
     };

@@ -57,6 +57,83 @@ impl Model {
     }
 }
 
+/// What one run of [`Model::bench_copy`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyRun {
+    /// Time spent generating after the first token.
+    pub generation: Duration,
+    /// Tokens generated after the first.
+    pub tokens: usize,
+    pub drafted: usize,
+    pub accepted: usize,
+}
+
+/// The passage a copy test's prompt repeats, in tokens.
+const COPY_PASSAGE: usize = 64;
+/// How often the passage repeats in the prompt.
+const COPY_REPEATS: usize = 4;
+
+impl Model {
+    /// Greedy generation of `n_gen` tokens after a prompt that repeats a
+    /// random passage: the model continues the repetition, as an answer
+    /// that copies its input does, so speculative decoding (`draft`) has
+    /// something to guess. Measures decode steps through the real
+    /// generation loop (sampling, drafting, verification).
+    pub fn bench_copy(
+        &self,
+        n_gen: u32,
+        threads: u32,
+        draft: super::DraftConfig,
+    ) -> Result<CopyRun, EngineError> {
+        let n_vocab = self.inner.n_vocab().max(2) as u64;
+        let mut random = 0x9E37_79B9_7F4A_7C15_u64;
+        let passage: Vec<i32> = (0..COPY_PASSAGE)
+            .map(|_| {
+                random ^= random >> 12;
+                random ^= random << 25;
+                random ^= random >> 27;
+                (random.wrapping_mul(0x2545_F491_4F6C_DD1D) % n_vocab) as i32
+            })
+            .collect();
+        let mut ids = Vec::with_capacity(COPY_PASSAGE * COPY_REPEATS + 1);
+        let vocab = self.inner.vocab();
+        if vocab.should_add_bos() {
+            ids.push(vocab.bos().0);
+        }
+        for _ in 0..COPY_REPEATS {
+            ids.extend_from_slice(&passage);
+        }
+        let prompt = super::PromptTokens::from_ids(&ids);
+        let n_ctx = (prompt.len() as u32 + n_gen + 1).div_ceil(256) * 256;
+        let mut session = self.session(&super::SessionOptions {
+            n_ctx,
+            threads,
+            n_batch: n_ctx.min(2048),
+        })?;
+        let request = super::GenerateRequest {
+            sampling: super::SamplingConfig {
+                temperature: 0.0,
+                ..super::SamplingConfig::default()
+            },
+            max_tokens: Some(n_gen),
+            draft,
+            ..super::GenerateRequest::default()
+        };
+        let never = std::sync::atomic::AtomicBool::new(false);
+        let stats = session
+            .generate(&prompt, &request, &never, |_| {
+                Ok::<(), std::convert::Infallible>(())
+            })?
+            .unwrap_or_else(|never| match never {});
+        Ok(CopyRun {
+            generation: stats.generation_time,
+            tokens: stats.generated_tokens.saturating_sub(1),
+            drafted: stats.drafted_tokens,
+            accepted: stats.accepted_tokens,
+        })
+    }
+}
+
 impl BenchContext<'_> {
     /// Empty the KV cache (not part of any measurement).
     pub fn clear(&mut self) {

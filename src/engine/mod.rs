@@ -32,7 +32,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
-pub use bench::{BenchContext, BenchParams};
+pub use bench::{BenchContext, BenchParams, CopyRun};
 pub use draft::{DraftConfig, DraftMode, DEFAULT_DRAFT_MAX, MAX_DRAFT_MAX};
 pub use embed::{embed, embedding_refusal, normalize, Embedded};
 pub use generate::{GenerateRequest, Session, SessionOptions, Stats, StopReason};
@@ -239,6 +239,14 @@ impl PromptTokens {
     pub fn prefix(&self, count: usize) -> Self {
         Self {
             tokens: self.tokens[..count.min(self.tokens.len())].to_vec(),
+        }
+    }
+
+    /// Tokens from ids the caller made (benchmarks); ids must be below the
+    /// vocabulary size.
+    pub(crate) fn from_ids(ids: &[i32]) -> Self {
+        Self {
+            tokens: ids.iter().map(|&id| LlamaToken(id)).collect(),
         }
     }
 
