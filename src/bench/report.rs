@@ -231,11 +231,14 @@ mod tests {
             n_ubatch: 512,
             threads: 2,
             sequences: 1,
+            copy: None,
         };
         let measurement = Measurement {
             case,
             samples_ns: vec![1_000_000_000, 2_000_000_000],
             samples_ts: vec![512.0, 256.0],
+            drafted: 0,
+            accepted: 0,
         };
         (model, vec![measurement])
     }
