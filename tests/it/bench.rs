@@ -139,3 +139,37 @@ fn csv_has_a_header_and_rows() {
     );
     assert!(lines.next().unwrap().contains(",pp16,"), "{text}");
 }
+
+/// Issue 16: `--draft ngram` adds copy tests without and with speculative
+/// decoding, and reports how many draft tokens were proposed and accepted.
+#[test]
+fn draft_adds_copy_tests_with_draft_counts() {
+    let env = TestEnv::new();
+    let output = run(env.olm().args([
+        "bench",
+        smollm2().to_str().unwrap(),
+        "-p",
+        "0",
+        "-n",
+        "48",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "--draft",
+        "ngram",
+        "-o",
+        "json",
+    ]));
+    assert_exit(&output, 0);
+    let records: Value = serde_json::from_str(&stdout(&output)).expect("JSON array");
+    let records = records.as_array().expect("array");
+    let tests: Vec<&str> = records.iter().map(|r| r["test"].as_str().unwrap()).collect();
+    assert_eq!(tests, ["tg48", "tg48 copy", "tg48 copy+draft"]);
+    assert!(records[0].get("n_drafted").is_none());
+    assert_eq!(records[1]["n_drafted"], 0);
+    let drafted = records[2]["n_drafted"].as_u64().unwrap();
+    let accepted = records[2]["n_accepted"].as_u64().unwrap();
+    assert!(accepted > 10 && drafted >= accepted, "{accepted} of {drafted}");
+    assert!(records[2]["avg_ts"].as_f64().unwrap() > 0.0);
+}
