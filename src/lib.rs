@@ -13,6 +13,7 @@ pub mod gguf;
 pub mod hub;
 pub mod human;
 pub mod process;
+pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod ui;
