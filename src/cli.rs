@@ -32,7 +32,12 @@ pub struct Cli {
     /// This flag (or OLM_ALLOW_NETWORK=1) leaves the sandbox off, for this
     /// command and the processes it starts. `olm doctor` shows what the
     /// sandbox does on this machine.
-    #[arg(long, global = true, env = crate::env::OLM_ALLOW_NETWORK)]
+    #[arg(
+        long,
+        global = true,
+        env = crate::env::OLM_ALLOW_NETWORK,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub allow_network: bool,
 }
 

@@ -17,6 +17,7 @@ mod mutation;
 mod pull;
 mod readme;
 mod run;
+mod sandbox;
 mod serve;
 mod serve_bounds;
 mod serve_input;
