@@ -84,7 +84,12 @@ pub enum BundleError {
     /// A stored file no longer matches its manifest (export).
     #[error("{} changed since it was stored: {reason}", path.display())]
     Changed { path: PathBuf, reason: String },
-    #[error("not enough disk space in {}: {needed} bytes needed, {free} free", path.display())]
+    #[error(
+        "not enough disk space in {}: {} needed, {} free",
+        path.display(),
+        crate::human::size(*needed),
+        crate::human::size(*free)
+    )]
     DiskFull {
         path: PathBuf,
         needed: u64,
