@@ -458,6 +458,13 @@ pub struct ServeArgs {
     /// [default: 30000].
     #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_limit_ms: Option<u64>,
+
+    /// Tests only, debug builds only: run `/api/pull` inside the sandboxed
+    /// server instead of its pull process, to prove the server itself cannot
+    /// connect anywhere.
+    #[cfg(debug_assertions)]
+    #[arg(long, hide = true)]
+    pub test_pull_in_server: bool,
 }
 
 /// Arguments of `olm ps`.

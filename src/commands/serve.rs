@@ -51,8 +51,14 @@ pub fn run(args: ServeArgs, printer: &Printer, sandboxed: bool) -> anyhow::Resul
         // Before the sandbox: a host name's lookup may need DNS, and the pull
         // process must keep the network the server gives up.
         host = listen_host(&args.host, args.port)?;
-        server::start_pull_process(args.verbose)
-            .context("cannot start the server's pull process")?;
+        #[cfg(debug_assertions)]
+        let pull_process = !args.test_pull_in_server;
+        #[cfg(not(debug_assertions))]
+        let pull_process = true;
+        if pull_process {
+            server::start_pull_process(args.verbose)
+                .context("cannot start the server's pull process")?;
+        }
         let applied = sandbox::apply(&Policy::listener(args.port));
         super::report_sandbox(&applied, args.verbose, printer);
         enforcement = Some(applied);

@@ -436,3 +436,34 @@ fn verbose_says_which_sandbox_is_in_force() {
         "{err}"
     );
 }
+
+/// The sandboxed server itself cannot reach the hub: with its pull process
+/// left out (a debug-only switch), `/api/pull` fails with a network error
+/// and the hub never hears from it.
+#[test]
+fn the_server_process_itself_cannot_connect_to_the_hub() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    let mut command = hub.olm(&env);
+    command.args(["serve", "--port", "0", "-c", "512", "--test-pull-in-server"]);
+    let (mut child, port, stderr_lines) = listening(command);
+    let pull = http(
+        port,
+        "POST",
+        "/api/pull",
+        &[("Host", "127.0.0.1"), ("Content-Type", "application/json")],
+        &json!({"model": "test/SmolLM2-GGUF", "stream": false}).to_string(),
+    );
+    assert_eq!(pull.status, 502, "{}", pull.body);
+    assert!(
+        pull.body.to_lowercase().contains("permission denied"),
+        "{}",
+        pull.body
+    );
+    assert!(hub.requests().is_empty(), "{:?}", hub.requests());
+    let health = http(port, "GET", "/health", &[("Host", "127.0.0.1")], "");
+    assert_eq!(health.status, 200, "the server goes on: {}", health.body);
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(stderr_lines);
+}
