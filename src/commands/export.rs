@@ -4,7 +4,7 @@
 //! stdout (never to a terminal).
 
 use std::fs::{self, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -13,7 +13,7 @@ use anyhow::Context;
 use super::UsageError;
 use crate::cli::ExportArgs;
 use crate::human;
-use crate::store::bundle::ExportSummary;
+use crate::store::bundle::{BundleError, ExportSummary};
 use crate::store::{Manifest, ModelRef, Store, StoreError};
 use crate::ui::Printer;
 
@@ -51,7 +51,14 @@ pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
                 .into());
         }
         let stdout = std::io::stdout().lock();
-        store.export_bundle(&manifests, BufWriter::with_capacity(BUFFER, stdout))?
+        match store.export_bundle(&manifests, BufWriter::with_capacity(BUFFER, stdout)) {
+            Ok(summary) => summary,
+            // The reader stopped (`| head`): end quietly, as every command does.
+            Err(BundleError::Io { error, .. }) if error.kind() == ErrorKind::BrokenPipe => {
+                return Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => return Err(error.into()),
+        }
     } else {
         export_to_file(&store, &manifests, &args.output)?
     };

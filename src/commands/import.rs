@@ -3,10 +3,11 @@
 //! imported, one per line.
 
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::{BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::UsageError;
 use crate::cli::ImportArgs;
 use crate::human;
 use crate::store::{Store, StoreError};
@@ -18,6 +19,11 @@ const BUFFER: usize = 1 << 20;
 pub fn run(args: ImportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let store = Store::from_env();
     let manifests = if args.file.as_os_str() == "-" {
+        if std::io::stdin().is_terminal() {
+            return Err(UsageError::new("refusing to read a bundle from a terminal")
+                .with_hint("pipe one in (`olm export MODEL -o - | olm import -`) or give its file")
+                .into());
+        }
         let stdin = std::io::stdin().lock();
         store.import_bundle(
             BufReader::with_capacity(BUFFER, stdin),

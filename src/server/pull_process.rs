@@ -290,9 +290,14 @@ fn pull_one(id: u64, model: &str, cancel: Arc<AtomicBool>, out: &Mutex<std::io::
                 }
             }
         });
-        match pull_target(model) {
-            Ok(target) => pull_and_report(model, &target, cancel, &events),
-            Err(error) => events.send_error(&error),
+        let pulled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pull_target(model) {
+                Ok(target) => pull_and_report(model, &target, cancel, &events),
+                Err(error) => events.send_error(&error),
+            }));
+        if pulled.is_err() {
+            // The server waits for a last line; a panic must still send one.
+            events.send_error(&ApiError::internal("the pull failed"));
         }
         drop(events);
     });
