@@ -24,6 +24,9 @@ command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 # The pull tests run a fake Hugging Face hub (Python stdlib) and `unshare -rn`.
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+# The sandbox tests trace olm's system calls (no connect, the Landlock ruleset
+# and seccomp filter installed).
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 # The README examples that tests run use jq and git.
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v git >/dev/null 2>&1 || missing+=(git)

@@ -23,6 +23,22 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Let this command reach the network (the escape hatch; never the default).
+    ///
+    /// Every command but `pull` runs in a sandbox the kernel enforces
+    /// (Landlock and seccomp on Linux): it cannot connect anywhere, send a
+    /// datagram or look a name up; `serve` may only accept on its own port.
+    /// This flag (or OLM_ALLOW_NETWORK=1) leaves the sandbox off, for this
+    /// command and the processes it starts. `olm doctor` shows what the
+    /// sandbox does on this machine.
+    #[arg(
+        long,
+        global = true,
+        env = crate::env::OLM_ALLOW_NETWORK,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub allow_network: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +134,39 @@ pub enum Command {
     /// reads nor writes it.
     Cache(CacheArgs),
 
+    /// Check this machine and the store: build, CPU, backends, sandbox, models.
+    ///
+    /// Prints olm's and llama.cpp's build, the CPU features and GPU backends
+    /// it uses, the kernel's sandbox support and what is in force (Landlock
+    /// ABI and network rules, the seccomp filter; a missing feature is named),
+    /// and the store's health. With MODELs, or with --offline, it proves each
+    /// model (every stored model when none is named) can run with no network:
+    /// every file it needs (weights, split parts) is on disk, its sha256 equals
+    /// the manifest's and its header is valid. Exit 0 only when all of that
+    /// holds; 3 when a file is missing; 5 when a file changed or is invalid.
+    Doctor(DoctorArgs),
+
+    /// Write stored models into one verified bundle file for an air-gapped machine.
+    ///
+    /// The bundle is a tar stream: a manifest (name, source, revision, and the
+    /// size and sha256 of every file), then the files. It is written as the
+    /// files are read, with no second copy on disk; every file is hashed on
+    /// the way and a file that no longer matches its manifest stops the
+    /// export (exit 5). `-o -` writes to stdout:
+    /// `olm export m -o - | ssh host olm import -`.
+    Export(ExportArgs),
+
+    /// Add the models of a bundle made by `olm export` to the store.
+    ///
+    /// Every file's size and sha256 is checked while it is read; nothing is
+    /// registered until every file of the bundle checked out, and a bundle
+    /// that is damaged, cut short or names a path instead of a file (`../x`,
+    /// `/abs`) is refused whole (exit 5) with nothing written outside the
+    /// store. Too little free disk: exit 6 before anything is written.
+    /// Imported models are stored as pulled ones are, so `list`, `show`,
+    /// `verify` and `rm` treat them alike. FILE `-` reads stdin.
+    Import(ImportArgs),
+
     /// Print a shell completion script to stdout.
     ///
     /// bash: `olm completions bash > ~/.local/share/bash-completion/completions/olm`;
@@ -135,6 +184,70 @@ pub enum Command {
     /// memory, speaking JSON lines on stdin and stdout. Not for people.
     #[command(name = crate::process::TEMPLATE_COMMAND, hide = true)]
     Template,
+
+    /// Internal: run `olm serve`'s pulls in a process that keeps the network
+    /// (the server itself cannot reach it), speaking JSON lines on stdin and
+    /// stdout. Not for people.
+    #[command(name = crate::process::PULL_COMMAND, hide = true)]
+    PullHelper(WorkerArgs),
+
+    /// Internal, debug builds only: try to reach the network from inside the
+    /// sandbox and print what the kernel answered, as JSON. For tests.
+    #[cfg(debug_assertions)]
+    #[command(name = crate::process::NET_PROBE_COMMAND, hide = true)]
+    NetProbe(NetProbeArgs),
+}
+
+/// Arguments of `olm doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Store names to check file by file (default with --offline: all).
+    #[arg(add = model_name_candidates(), value_name = "MODEL")]
+    pub models: Vec<String>,
+
+    /// Prove the models can run with no network: every file local and hash-verified.
+    #[arg(long)]
+    pub offline: bool,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `olm export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Store names to put in the bundle.
+    #[arg(add = model_name_candidates(), required = true, value_name = "MODEL")]
+    pub models: Vec<String>,
+
+    /// The bundle file to write (`-` for stdout); it appears only when complete.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+/// Arguments of `olm import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The bundle made by `olm export` (`-` for stdin).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Replace store names that already exist with other files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Arguments of the hidden network probe (debug builds only).
+#[cfg(debug_assertions)]
+#[derive(Debug, Args)]
+pub struct NetProbeArgs {
+    /// Where to try to connect and send: `127.0.0.1:PORT`.
+    pub target: std::net::SocketAddr,
+
+    /// Sandbox as `olm serve --port PORT` is: bind a listener on PORT first.
+    #[arg(long, value_name = "PORT")]
+    pub listen: Option<u16>,
 }
 
 /// Arguments of `olm cache`.
@@ -380,6 +493,13 @@ pub struct ServeArgs {
     /// [default: 30000].
     #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_limit_ms: Option<u64>,
+
+    /// Tests only, debug builds only: run `/api/pull` inside the sandboxed
+    /// server instead of its pull process, to prove the server itself cannot
+    /// connect anywhere.
+    #[cfg(debug_assertions)]
+    #[arg(long, hide = true)]
+    pub test_pull_in_server: bool,
 }
 
 /// Arguments of `olm ps`.

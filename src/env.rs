@@ -82,6 +82,11 @@ pub fn number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// `1`/`true`/`yes`/`on`: leave the network sandbox off, like `--allow-network`
+/// (for the command and the processes it starts). Every command but `pull`
+/// otherwise runs where the kernel refuses it any network access.
+pub const OLM_ALLOW_NETWORK: &str = "OLM_ALLOW_NETWORK";
+
 /// Default for `--max-tokens` (answer length limit) of `run` and `chat`.
 pub const OLM_MAX_TOKENS: &str = "OLM_MAX_TOKENS";
 

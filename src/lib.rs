@@ -14,6 +14,7 @@ pub mod hub;
 pub mod human;
 pub mod process;
 pub mod promptcache;
+pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod ui;

@@ -2,7 +2,8 @@
 //! caller: a model's worker process for `olm serve` (a crash in llama.cpp
 //! ends only that model) and the template process that renders chat
 //! templates from model files (a hostile template can exhaust only that
-//! process's memory and time).
+//! process's memory and time), and the pull process of `olm serve` (the one
+//! part of a server that may use the network).
 //!
 //! Owns: how to find the running executable and the names of the hidden
 //! subcommands these children run. Must not touch: what the children do
@@ -15,6 +16,15 @@ pub const WORKER_COMMAND: &str = "__worker";
 
 /// The hidden subcommand of the template process (chat template rendering).
 pub const TEMPLATE_COMMAND: &str = "__template";
+
+/// The hidden subcommand of `olm serve`'s pull process: the one part of a
+/// server that keeps the network (`/api/pull`), started before the server
+/// locks itself in.
+pub const PULL_COMMAND: &str = "__pull";
+
+/// The hidden subcommand that tries to reach the network from inside the
+/// sandbox (tests; debug builds only).
+pub const NET_PROBE_COMMAND: &str = "__net-probe";
 
 /// This very program, even if its file was replaced since it started (an
 /// upgrade or a rebuild while a server runs): on Linux `/proc/self/exe`

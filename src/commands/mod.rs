@@ -7,6 +7,9 @@
 mod bench;
 mod cache;
 mod chat;
+mod doctor;
+mod export;
+mod import;
 mod list;
 mod ps;
 mod pull;
@@ -23,11 +26,22 @@ use crate::cli::{Cli, Command};
 use crate::engine::{self, AbortPolicy, EngineError, ErrorKind};
 use crate::gguf::GgufError;
 use crate::hub::HubError;
+use crate::sandbox::{self, Policy};
+use crate::store::bundle::BundleError;
 use crate::store::StoreError;
 use crate::ui::Printer;
 
 /// Run the chosen subcommand.
 pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
+    let sandboxed = !cli.allow_network;
+    if cli.allow_network {
+        // The processes this one starts (template, workers) make the same choice.
+        std::env::set_var(crate::env::OLM_ALLOW_NETWORK, "1");
+    } else if let Some(policy) = sandbox_policy(&cli.command)? {
+        // First, before any thread starts: threads and child processes inherit it.
+        let enforcement = sandbox::apply(&policy);
+        report_sandbox(&enforcement, is_verbose(&cli.command), printer);
+    }
     if matches!(
         cli.command,
         Command::Run(_) | Command::Chat(_) | Command::Bench(_)
@@ -45,19 +59,73 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Show(args) => show::run(args, printer),
         Command::Rm(args) => rm::run(args, printer),
         Command::Verify(args) => verify::run(args, printer),
-        Command::Serve(args) => serve::run(args, printer),
+        Command::Serve(args) => serve::run(args, printer, sandboxed),
         Command::Ps(args) => ps::run(args, printer),
         Command::Cache(args) => cache::run(args, printer),
+        Command::Doctor(args) => doctor::run(args, printer),
+        Command::Export(args) => export::run(args, printer),
+        Command::Import(args) => import::run(args, printer),
         Command::Worker(args) => {
             crate::ui::init_tracing(args.verbose);
             engine::install_abort_handler(AbortPolicy::ReportAndAbort);
             Ok(exit_status(crate::server::run_worker()))
         }
         Command::Template => Ok(exit_status(engine::serve_template_process())),
+        Command::PullHelper(args) => {
+            crate::ui::init_tracing(args.verbose);
+            Ok(exit_status(crate::server::run_pull_process()))
+        }
+        #[cfg(debug_assertions)]
+        Command::NetProbe(args) => {
+            let report = sandbox::probe(args.target, args.listen);
+            let mut stdout = std::io::stdout().lock();
+            serde_json::to_writer(&mut stdout, &report)?;
+            std::io::Write::write_all(&mut stdout, b"\n")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions(args) => {
             crate::cli::write_completions(args.shell, &mut std::io::stdout().lock());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The sandbox a command runs in; `None` for the commands that apply their
+/// own (`serve`, once its pull process runs) or need the network (`pull` and
+/// `serve`'s pull process).
+fn sandbox_policy(command: &Command) -> anyhow::Result<Option<Policy>> {
+    Ok(match command {
+        Command::Pull(_) | Command::PullHelper(_) | Command::Serve(_) => None,
+        Command::Ps(args) => Some(ps::sandbox_policy(&args.host, args.port)?),
+        #[cfg(debug_assertions)]
+        Command::NetProbe(args) => Some(args.listen.map_or_else(Policy::offline, Policy::listener)),
+        _ => Some(Policy::offline()),
+    })
+}
+
+/// Whether the command was asked for `--verbose`.
+fn is_verbose(command: &Command) -> bool {
+    match command {
+        Command::Run(args) => args.generation.verbose,
+        Command::Chat(args) => args.generation.verbose,
+        Command::Bench(args) => args.verbose,
+        Command::Serve(args) => args.verbose,
+        Command::Worker(args) | Command::PullHelper(args) => args.verbose,
+        _ => false,
+    }
+}
+
+/// With `--verbose`: the sandbox in force, and each feature this kernel lacks.
+fn report_sandbox(enforcement: &sandbox::Enforcement, verbose: bool, printer: &Printer) {
+    if !verbose {
+        return;
+    }
+    printer.status(&enforcement.summary());
+    for missing in &enforcement.missing {
+        printer.warn(&format!(
+            "sandbox: {} is not in force: {}",
+            missing.feature, missing.reason
+        ));
     }
 }
 
@@ -132,6 +200,14 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         if let Some(store) = cause.downcast_ref::<StoreError>() {
             return store_exit_code(store);
         }
+        if let Some(bundle) = cause.downcast_ref::<BundleError>() {
+            return match bundle {
+                BundleError::Store(store) => store_exit_code(store),
+                BundleError::Damaged(_) | BundleError::Changed { .. } => exit::INTEGRITY,
+                _ if bundle.is_disk_full() => exit::DISK_FULL,
+                _ => exit::FAILURE,
+            };
+        }
         if let Some(hub) = cause.downcast_ref::<HubError>() {
             return match hub {
                 HubError::Store(store) => store_exit_code(store),
@@ -176,6 +252,9 @@ pub fn hint(error: &anyhow::Error) -> Option<String> {
         }
         if let Some(store) = cause.downcast_ref::<StoreError>() {
             return store.hint();
+        }
+        if let Some(bundle) = cause.downcast_ref::<BundleError>() {
+            return bundle.hint();
         }
         if let Some(hub) = cause.downcast_ref::<HubError>() {
             return hub.hint();

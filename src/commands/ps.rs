@@ -39,6 +39,26 @@ pub fn run(args: PsArgs, _printer: &Printer) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The sandbox of `olm ps`: connect to the server's port only; a host
+/// name other than `localhost` may need a DNS lookup.
+pub(super) fn sandbox_policy(
+    host: &str,
+    port: Option<u16>,
+) -> Result<crate::sandbox::Policy, UsageError> {
+    let base = server_url(host, port)?;
+    let authority = base
+        .split_once("://")
+        .map_or(base.as_str(), |(_, rest)| rest);
+    let (name, port) = authority.rsplit_once(':').unwrap_or((authority, ""));
+    let port = port.parse().unwrap_or(DEFAULT_PORT);
+    let literal = name
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .is_ok();
+    let name_lookup = !literal && !name.eq_ignore_ascii_case("localhost");
+    Ok(crate::sandbox::Policy::client(port, name_lookup))
+}
+
 /// The server's base URL from `--host` (or `OLM_HOST`): `host`, `host:port`,
 /// `[v6]:port` or `http(s)://host[:port]`; an explicit `--port` wins over the
 /// host's own port.

@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use super::resolve::{draft_config, load_options, resolve_model};
 use super::{Interrupted, UsageError};
+use anyhow::Context;
+
 use crate::cli::ServeArgs;
 use crate::engine::{self, SchedulerOptions};
+use crate::sandbox::{self, Policy};
 use crate::server::{
     self, is_loopback, is_wildcard, AccessPolicy, ConnectionLimits, ModelSettings, ServerConfig,
     Shutdown,
@@ -35,13 +38,33 @@ const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// Connections open at once, well under the usual 1024 file descriptors.
 const MAX_CONNECTIONS: usize = 512;
 
-pub fn run(args: ServeArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
+/// `sandboxed`: lock the server out of the network (all but its listener)
+/// once its pull process runs; `--allow-network` leaves it off.
+pub fn run(args: ServeArgs, printer: &Printer, sandboxed: bool) -> anyhow::Result<ExitCode> {
     crate::ui::init_tracing(args.verbose);
     engine::configure_logging(args.verbose);
     let access = access_policy(&args)?;
     let models = command_line_models(&args.models)?;
+    let mut host = args.host.clone();
+    let mut enforcement = None;
+    if sandboxed {
+        // Before the sandbox: a host name's lookup may need DNS, and the pull
+        // process must keep the network the server gives up.
+        host = listen_host(&args.host, args.port)?;
+        #[cfg(debug_assertions)]
+        let pull_process = !args.test_pull_in_server;
+        #[cfg(not(debug_assertions))]
+        let pull_process = true;
+        if pull_process {
+            server::start_pull_process(args.verbose)
+                .context("cannot start the server's pull process")?;
+        }
+        let applied = sandbox::apply(&Policy::listener(args.port));
+        super::report_sandbox(&applied, args.verbose, printer);
+        enforcement = Some(applied);
+    }
     let config = ServerConfig {
-        host: args.host.clone(),
+        host,
         port: args.port,
         access,
         models,
@@ -72,6 +95,14 @@ pub fn run(args: ServeArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         },
     };
     let shutdown = server::run(config, |address| {
+        // The listener exists: from now on no thread makes a network socket.
+        if let Some(enforcement) = &enforcement {
+            if let Err(error) = sandbox::close_network() {
+                if enforcement.seccomp_filter {
+                    printer.warn(&format!("sandbox: {error}"));
+                }
+            }
+        }
         printer.status(&format!("listening on http://{address}"))
     })?;
     match shutdown {
@@ -79,6 +110,27 @@ pub fn run(args: ServeArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         // A second SIGINT/SIGTERM during the drain: exit 130, as for Ctrl-C.
         Shutdown::Interrupted => Err(Interrupted.into()),
     }
+}
+
+/// The address to bind: an IP address or `localhost` as given (no network
+/// needed to read them), a host name looked up now, while DNS still works.
+fn listen_host(host: &str, port: u16) -> anyhow::Result<String> {
+    let bare = host.trim_matches(['[', ']']);
+    if bare.parse::<std::net::IpAddr>().is_ok() || bare.eq_ignore_ascii_case("localhost") {
+        return Ok(host.to_owned());
+    }
+    use std::net::ToSocketAddrs;
+    let address = (bare, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .ok_or_else(|| {
+            UsageError::new(format!(
+                "cannot resolve --host {}",
+                crate::store::names::escaped(host)
+            ))
+        })?;
+    Ok(address.ip().to_string())
 }
 
 fn milliseconds(given: Option<u64>, default: Duration) -> Duration {

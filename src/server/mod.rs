@@ -15,6 +15,7 @@ mod generation;
 mod models;
 mod ollama;
 mod openai;
+mod pull_process;
 mod request;
 mod store_routes;
 mod worker;
@@ -37,6 +38,7 @@ use axum::{Json, Router};
 pub use access::{is_loopback, is_wildcard, keys_match, AccessPolicy};
 pub use conn::{ConnectionLimits, Shutdown};
 pub use models::{skip_gguf_check as gguf_check_skipped_for_tests, ModelSettings};
+pub use pull_process::{run as run_pull_process, start as start_pull_process};
 pub use worker::run_child as run_worker;
 
 use error::{ApiError, Flavor};

@@ -2,7 +2,9 @@
 //!
 //! Owns: both handlers, the NDJSON progress of a pull (throttled), and the
 //! status of each pull or store failure. A pull runs the same `hub::pull` code
-//! as `olm pull`, on a blocking thread; a client that goes away cancels it, and the partial
+//! as `olm pull`: in the server's pull process when there is one (a
+//! sandboxed server cannot reach the network itself; see `pull_process`),
+//! else on a blocking thread. A client that goes away cancels it, and the partial
 //! download stays where no model is looked for (the next pull resumes it).
 //! The API names models only: a path or URL is refused before any work.
 //! Must not touch: the engine, the terminal.
@@ -23,9 +25,10 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::error::{ApiError, Flavor};
+use super::pull_process::{self, PullProcess, PullTicket};
 use super::request::json_body;
 use super::AppState;
-use crate::hub::pull::{hub_target, pull_from_hub, PullEvents, TargetError};
+use crate::hub::pull::{hub_target, pull_from_hub, PullEvents, Target, TargetError};
 use crate::hub::{FileHead, HubError, PullReporter};
 use crate::human;
 use crate::store::{names::escaped, ModelRef, Store, StoreError};
@@ -83,17 +86,14 @@ pub async fn pull(body: Result<Bytes, BytesRejection>) -> Response {
 async fn pull_inner(body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let request: NameRequest = json_body(body)?;
     let name = request.model_name()?.to_owned();
-    let reference = store_name(&name)?;
-    let target = hub_target(&reference).map_err(|error| {
-        let error = match error {
-            TargetError::Hub(error) => anyhow::Error::from(error),
-            TargetError::Catalog(error) => error.into(),
-            error => error.into(),
-        };
-        pull_error(&name, &error)
-    })?;
-    let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
-    let hub_cancel = Arc::clone(&cancel.0);
+    let target = pull_target(&name)?;
+    if let Some(process) = pull_process::get() {
+        drop(target);
+        return pull_in_process(process, &name, request.stream != Some(false)).await;
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    let hub_cancel = Arc::clone(&flag);
+    let cancel = CancelOnDrop(Cancel::Flag(flag));
     if request.stream == Some(false) {
         let events = ApiEvents::new(None);
         let pulled = tokio::task::spawn_blocking(move || {
@@ -108,43 +108,121 @@ async fn pull_inner(body: Result<Bytes, BytesRejection>) -> Result<Response, Api
     let (sender, lines) = unbounded_channel();
     let events = ApiEvents::new(Some(sender));
     events.send(json!({"status": "pulling manifest"}), false);
-    tokio::task::spawn_blocking(move || {
-        match pull_from_hub(&target, hub_cancel, &events) {
-            Ok(_) => events.send(json!({"status": "success"}), true),
-            Err(error) => events.send(pull_error(&name, &error.into()).body(Flavor::Ollama), true),
+    tokio::task::spawn_blocking(move || pull_and_report(&name, &target, hub_cancel, &events));
+    Ok(ndjson(progress_body(lines, cancel)))
+}
+
+/// Run one pull to its end and send its last line: `success`, or the error
+/// in the API's shape with its status. Shared by the in-process pull and the
+/// server's pull process.
+pub(super) fn pull_and_report(
+    name: &str,
+    target: &Target,
+    cancel: Arc<AtomicBool>,
+    events: &ApiEvents,
+) {
+    match pull_from_hub(target, cancel, events) {
+        Ok(_) => events.send(json!({"status": "success"}), true),
+        Err(error) => events.send_error(&pull_error(name, &error.into())),
+    };
+}
+
+/// The hub target of a model name from a request, as the API reports a
+/// name it cannot pull.
+pub(super) fn pull_target(name: &str) -> Result<Target, ApiError> {
+    let reference = store_name(name)?;
+    hub_target(&reference).map_err(|error| {
+        let error = match error {
+            TargetError::Hub(error) => anyhow::Error::from(error),
+            TargetError::Catalog(error) => error.into(),
+            error => error.into(),
         };
-    });
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        progress_body(lines, cancel),
-    )
-        .into_response())
+        pull_error(name, &error)
+    })
+}
+
+/// `POST /api/pull` through the server's pull process: its lines are the
+/// response (NDJSON), or, with `stream: false`, its last line decides it.
+async fn pull_in_process(
+    process: &'static PullProcess,
+    name: &str,
+    stream: bool,
+) -> Result<Response, ApiError> {
+    let (ticket, mut lines) = process.pull(name)?;
+    let cancel = CancelOnDrop(Cancel::Process(ticket));
+    if stream {
+        return Ok(ndjson(progress_body(lines, cancel)));
+    }
+    loop {
+        let Some(line) = lines.recv().await else {
+            return Err(ApiError::internal("the pull ended without a result"));
+        };
+        if !line.last {
+            continue;
+        }
+        drop(cancel);
+        if line.status == StatusCode::OK {
+            return Ok(Json(json!({"status": "success"})).into_response());
+        }
+        let message = serde_json::from_str::<Value>(&line.text)
+            .ok()
+            .and_then(|body| body["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "the pull failed".into());
+        return Err(ApiError::new(line.status, message));
+    }
+}
+
+fn ndjson(body: Body) -> Response {
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+/// How a pull is stopped.
+enum Cancel {
+    /// A pull on a thread of this process.
+    Flag(Arc<AtomicBool>),
+    /// A pull in the server's pull process.
+    Process(PullTicket),
 }
 
 /// Cancels the pull when dropped: the handler's future or the response body
 /// is dropped when the client goes away.
-struct CancelOnDrop(Arc<AtomicBool>);
+struct CancelOnDrop(Cancel);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        match &self.0 {
+            Cancel::Flag(flag) => flag.store(true, Ordering::Relaxed),
+            Cancel::Process(ticket) => ticket.cancel(),
+        }
     }
 }
 
-/// One NDJSON line, and whether it is the last.
-type Line = (String, bool);
+/// One NDJSON line of a pull's progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Line {
+    /// The line, with its newline.
+    pub text: String,
+    /// Whether it is the last line of the pull.
+    pub last: bool,
+    /// 200, or the status of the failure the (last) line reports.
+    pub status: StatusCode,
+}
 
 /// The NDJSON lines as they come; a pull that ends without a last line (its
-/// thread panicked) gets an error line.
+/// thread panicked, the pull process died) gets an error line.
 fn progress_body(lines: UnboundedReceiver<Line>, cancel: CancelOnDrop) -> Body {
     let stream = futures_util::stream::unfold(Some((lines, cancel)), |state| async move {
         let (mut lines, cancel) = state?;
-        let (line, last) = lines.recv().await.unwrap_or_else(|| {
+        let line = lines.recv().await.unwrap_or_else(|| {
             let error = ApiError::internal("the pull ended without a result");
-            (format!("{}\n", error.body(Flavor::Ollama)), true)
+            Line {
+                text: format!("{}\n", error.body(Flavor::Ollama)),
+                last: true,
+                status: error.status,
+            }
         });
-        let next = (!last).then_some((lines, cancel));
-        Some((Ok::<_, Infallible>(Bytes::from(line)), next))
+        let next = (!line.last).then_some((lines, cancel));
+        Some((Ok::<_, Infallible>(Bytes::from(line.text)), next))
     });
     Body::from_stream(stream)
 }
@@ -152,7 +230,7 @@ fn progress_body(lines: UnboundedReceiver<Line>, cancel: CancelOnDrop) -> Body {
 /// Progress of one pull as Ollama reports it: `pulling <digest>` lines with
 /// `total` and `completed` (at most one per [`PROGRESS_INTERVAL`], plus the
 /// first and last of each file), `verifying sha256 digest`, `writing manifest`.
-struct ApiEvents {
+pub(super) struct ApiEvents {
     lines: Option<UnboundedSender<Line>>,
     file: Mutex<FileProgress>,
 }
@@ -184,7 +262,7 @@ impl FileProgress {
 }
 
 impl ApiEvents {
-    fn new(lines: Option<UnboundedSender<Line>>) -> Self {
+    pub(super) fn new(lines: Option<UnboundedSender<Line>>) -> Self {
         Self {
             lines,
             file: Mutex::new(FileProgress::default()),
@@ -192,9 +270,22 @@ impl ApiEvents {
     }
 
     /// Send a line; a client that went away is noticed by the body's drop.
-    fn send(&self, value: Value, last: bool) {
+    pub(super) fn send(&self, value: Value, last: bool) {
+        self.send_line(value, last, StatusCode::OK);
+    }
+
+    /// Send the failure as the last line, with its status.
+    pub(super) fn send_error(&self, error: &ApiError) {
+        self.send_line(error.body(Flavor::Ollama), true, error.status);
+    }
+
+    fn send_line(&self, value: Value, last: bool, status: StatusCode) {
         if let Some(lines) = &self.lines {
-            let _ = lines.send((format!("{value}\n"), last));
+            let _ = lines.send(Line {
+                text: format!("{value}\n"),
+                last,
+                status,
+            });
         }
     }
 

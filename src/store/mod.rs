@@ -10,6 +10,7 @@
 //! Must not touch: llama.cpp, the network, the terminal.
 
 mod atomic;
+pub mod bundle;
 mod confine;
 mod hfcache;
 mod manifest;

@@ -140,8 +140,8 @@ impl Server {
         self.child.try_wait().expect("wait").is_none()
     }
 
-    /// The server's child processes (its model workers), as /proc lists
-    /// them under the threads that started them.
+    /// The server's model workers (`olm __worker` children), as /proc
+    /// lists them under the threads that started them.
     pub fn worker_pids(&self) -> Vec<u32> {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
             return Vec::new();
@@ -154,6 +154,14 @@ impl Server {
                     .split_whitespace()
                     .filter_map(|pid| pid.parse().ok())
                     .collect::<Vec<u32>>()
+            })
+            // The server's other child is its pull process (`olm __pull`).
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|command| {
+                    command
+                        .split(|byte| *byte == 0)
+                        .any(|arg| arg == b"__worker")
+                })
             })
             .collect()
     }
