@@ -24,6 +24,9 @@ command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 # The pull tests run a fake Hugging Face hub (Python stdlib) and `unshare -rn`.
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+# The RPC tests put workers in network namespaces joined by veth pairs.
+command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # The sandbox tests trace olm's system calls (no connect, the Landlock ruleset
 # and seccomp filter installed).
 command -v strace >/dev/null 2>&1 || missing+=(strace)

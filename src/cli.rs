@@ -167,6 +167,21 @@ pub enum Command {
     /// `verify` and `rm` treat them alike. FILE `-` reads stdin.
     Import(ImportArgs),
 
+    /// Lend this machine's CPU or GPUs to another olm: an RPC worker.
+    ///
+    /// Another machine's `olm run|chat|serve|bench MODEL --rpc HOST:PORT`
+    /// then places some of the model's layers here (llama.cpp's RPC
+    /// backend), so a model too big for one machine runs on several. Every
+    /// machine runs the same olm release; a worker of another RPC protocol
+    /// version is refused. The protocol has no authentication and no
+    /// encryption, so the worker listens on 127.0.0.1 unless told otherwise:
+    /// reach it through an SSH tunnel (`ssh -L 50052:127.0.0.1:50052 HOST`)
+    /// or bind a WireGuard address with --allow-unauthenticated-network.
+    /// It serves one client at a time, and starts again by itself if a
+    /// request makes llama.cpp stop. SIGINT or SIGTERM stops it (exit 0).
+    #[command(name = "worker", disable_version_flag = true)]
+    RpcWorker(RpcWorkerArgs),
+
     /// Print a shell completion script to stdout.
     ///
     /// bash: `olm completions bash > ~/.local/share/bash-completion/completions/olm`;
@@ -190,6 +205,11 @@ pub enum Command {
     /// stdout. Not for people.
     #[command(name = crate::process::PULL_COMMAND, hide = true)]
     PullHelper(WorkerArgs),
+
+    /// Internal: the RPC server of `olm worker`, in a child process that the
+    /// worker starts again if llama.cpp stops it. Not for people.
+    #[command(name = crate::process::RPC_SERVER_COMMAND, hide = true)]
+    RpcServer(RpcServerArgs),
 
     /// Internal, debug builds only: try to reach the network from inside the
     /// sandbox and print what the kernel answered, as JSON. For tests.
@@ -248,6 +268,67 @@ pub struct NetProbeArgs {
     /// Sandbox as `olm serve --port PORT` is: bind a listener on PORT first.
     #[arg(long, value_name = "PORT")]
     pub listen: Option<u16>,
+}
+
+/// Arguments of `olm worker` (the RPC worker; not `olm __worker`, a
+/// server's model process).
+#[derive(Debug, Args)]
+pub struct RpcWorkerArgs {
+    /// Address and port to listen on (IPv4).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:50052")]
+    pub bind: String,
+
+    /// Listen on an address other than loopback, knowing that anyone who
+    /// reaches it can use this machine.
+    ///
+    /// llama.cpp's RPC protocol has no authentication and no encryption:
+    /// whoever reaches the port can allocate this machine's memory, run
+    /// computations on it, read what it computes (prompts and answers pass
+    /// through as activations) and send it malformed requests; llama.cpp's
+    /// RPC server has had memory-safety bugs. Bind only an address of a
+    /// private network you trust, such as a WireGuard interface; an SSH
+    /// tunnel needs no flag (the worker stays on 127.0.0.1).
+    #[arg(long)]
+    pub allow_unauthenticated_network: bool,
+
+    /// CPU threads for computing [default: physical cores].
+    #[arg(short = 't', long, value_name = "N", env = crate::env::OLM_THREADS, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+
+    /// Most memory the worker may take, e.g. `24G` or `512M` (a client that
+    /// asks for more gets an allocation failure). Clients split layers by
+    /// the memory a worker reports, which is the machine's: give them
+    /// --tensor-split when this limit is lower.
+    #[arg(long, value_name = "SIZE")]
+    pub mem: Option<String>,
+
+    /// Print olm's version and the RPC protocol version this worker speaks.
+    #[arg(short = 'V', long = "version")]
+    pub show_version: bool,
+
+    /// Log each client and llama.cpp's RPC messages to stderr.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+/// `olm __rpc-server`: started by `olm worker`.
+#[derive(Debug, Args)]
+pub struct RpcServerArgs {
+    /// Address and port to listen on (checked by `olm worker`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub bind: std::net::SocketAddrV4,
+
+    /// CPU threads for computing.
+    #[arg(long, value_name = "N")]
+    pub threads: u32,
+
+    /// Memory limit in bytes (`RLIMIT_DATA`).
+    #[arg(long, value_name = "BYTES")]
+    pub mem_bytes: Option<u64>,
+
+    /// Let llama.cpp's RPC messages through to stderr.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 /// Arguments of `olm cache`.
@@ -769,6 +850,26 @@ pub struct LoadArgs {
     /// Number of layers to offload to the GPU (when olm is built with a GPU backend).
     #[arg(long, value_name = "N", help_heading = "Model loading")]
     pub gpu_layers: Option<u32>,
+
+    /// Split the model over RPC workers too: `HOST:PORT` of each `olm
+    /// worker`, comma-separated (IPv4; a name is looked up once, first).
+    ///
+    /// Layers go to this machine and to each worker's devices in proportion
+    /// to their memory (this machine's CPU takes its share when it has no
+    /// GPU); --tensor-split sets the weights instead. A worker that cannot
+    /// be reached, does not answer or speaks another protocol version is
+    /// refused before loading (exit 4); one that dies later ends the request
+    /// with an error (OLM_RPC_TIMEOUT bounds each wait). The traffic is not
+    /// encrypted: use a tunnel or a private network. `olm run --json` shows
+    /// the split.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', env = crate::env::OLM_RPC, help_heading = "Model loading")]
+    pub rpc: Vec<String>,
+
+    /// Weights of the layer split, comma-separated: this machine's CPU
+    /// first, then each GPU here, then each device of each --rpc worker in
+    /// order, e.g. `1,1,2`; 0 gives a device no layer.
+    #[arg(long, value_name = "W,...", value_delimiter = ',', conflicts_with = "gpu_layers", help_heading = "Model loading")]
+    pub tensor_split: Vec<f32>,
 }
 
 /// Speculative decoding: `run`, `chat` and `serve` share these.

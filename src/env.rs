@@ -64,6 +64,15 @@ pub const OLM_RETRY_BASE_MS: &str = "OLM_RETRY_BASE_MS";
 /// Parallel ranged connections for one large file. Default: 4.
 pub const OLM_CONNECTIONS: &str = "OLM_CONNECTIONS";
 
+/// Default for `--rpc` (run, chat, serve, bench): RPC workers as
+/// `HOST:PORT,HOST:PORT`, each an `olm worker` whose devices take layers.
+pub const OLM_RPC: &str = "OLM_RPC";
+
+/// Seconds one answer of an RPC worker may take before the request fails
+/// (a worker computes its layers of a whole prompt batch before it
+/// answers). Default: 300.
+pub const OLM_RPC_TIMEOUT: &str = "OLM_RPC_TIMEOUT";
+
 /// Whether a boolean environment variable is set to a true value.
 pub fn flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|value| {

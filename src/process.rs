@@ -22,6 +22,10 @@ pub const TEMPLATE_COMMAND: &str = "__template";
 /// locks itself in.
 pub const PULL_COMMAND: &str = "__pull";
 
+/// The hidden subcommand of `olm worker`'s RPC server process (llama.cpp's
+/// RPC server, started again by `olm worker` if a request makes it stop).
+pub const RPC_SERVER_COMMAND: &str = "__rpc-server";
+
 /// The hidden subcommand that tries to reach the network from inside the
 /// sandbox (tests; debug builds only).
 pub const NET_PROBE_COMMAND: &str = "__net-probe";

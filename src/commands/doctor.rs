@@ -29,11 +29,21 @@ struct Report {
     cpu: String,
     devices: Vec<String>,
     gpu_backends: String,
+    /// llama.cpp's RPC backend (`olm worker`, `--rpc`).
+    rpc: RpcReport,
     sandbox: SandboxReport,
     store: StoreReport,
     /// Present with MODELs or --offline.
     #[serde(skip_serializing_if = "Option::is_none")]
     models: Option<Vec<ModelReport>>,
+}
+
+#[derive(Debug, Serialize)]
+struct RpcReport {
+    /// Whether this build has the RPC backend.
+    available: bool,
+    /// The RPC protocol version this olm speaks; workers must speak the same.
+    protocol: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -126,6 +136,10 @@ pub fn run(args: DoctorArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
             "CUDA".into()
         } else {
             "none (build with --features cuda for CUDA)".into()
+        },
+        rpc: RpcReport {
+            available: crate::engine::rpc::available(),
+            protocol: crate::engine::rpc::PROTOCOL.to_string(),
         },
         sandbox: sandbox_report(),
         store: store_report(&store),
@@ -312,6 +326,18 @@ fn write_text(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
     writeln!(out, "cpu           {}", report.cpu.trim())?;
     writeln!(out, "devices       {}", report.devices.join(", "))?;
     writeln!(out, "gpu backends  {}", report.gpu_backends)?;
+    writeln!(
+        out,
+        "rpc           {}",
+        if report.rpc.available {
+            format!(
+                "protocol {} (olm worker, --rpc; workers must speak the same)",
+                report.rpc.protocol
+            )
+        } else {
+            "not built in (GGML_RPC)".into()
+        }
+    )?;
     writeln!(out, "kernel        {}", sandbox.kernel)?;
     writeln!(
         out,

@@ -19,10 +19,12 @@ mod run;
 mod serve;
 mod show;
 mod verify;
+mod worker;
 
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
+use crate::engine::rpc::RpcError;
 use crate::engine::{self, AbortPolicy, EngineError, ErrorKind};
 use crate::gguf::GgufError;
 use crate::hub::HubError;
@@ -32,12 +34,14 @@ use crate::store::StoreError;
 use crate::ui::Printer;
 
 /// Run the chosen subcommand.
-pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
+pub fn dispatch(mut cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
     let sandboxed = !cli.allow_network;
+    // RPC workers' names are looked up now, while DNS still works.
+    let rpc_ports = resolve::settle_rpc_endpoints(&mut cli.command)?;
     if cli.allow_network {
         // The processes this one starts (template, workers) make the same choice.
         std::env::set_var(crate::env::OLM_ALLOW_NETWORK, "1");
-    } else if let Some(policy) = sandbox_policy(&cli.command)? {
+    } else if let Some(policy) = sandbox_policy(&cli.command, &rpc_ports)? {
         // First, before any thread starts: threads and child processes inherit it.
         let enforcement = sandbox::apply(&policy);
         report_sandbox(&enforcement, is_verbose(&cli.command), printer);
@@ -75,6 +79,8 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
             crate::ui::init_tracing(args.verbose);
             Ok(exit_status(crate::server::run_pull_process()))
         }
+        Command::RpcWorker(args) => worker::run(args, printer),
+        Command::RpcServer(args) => Ok(worker::run_server(&args, printer)),
         #[cfg(debug_assertions)]
         Command::NetProbe(args) => {
             let report = sandbox::probe(args.target, args.listen);
@@ -93,10 +99,16 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
 /// The sandbox a command runs in; `None` for the commands that apply their
 /// own (`serve`, once its pull process runs) or need the network (`pull` and
 /// `serve`'s pull process).
-fn sandbox_policy(command: &Command) -> anyhow::Result<Option<Policy>> {
+fn sandbox_policy(command: &Command, rpc_ports: &[u16]) -> anyhow::Result<Option<Policy>> {
     Ok(match command {
         Command::Pull(_) | Command::PullHelper(_) | Command::Serve(_) => None,
         Command::Ps(args) => Some(ps::sandbox_policy(&args.host, args.port)?),
+        // Its workers' ports, and no other.
+        Command::Run(_) | Command::Chat(_) | Command::Bench(_) => {
+            Some(Policy::rpc_client(rpc_ports))
+        }
+        Command::RpcWorker(args) => Some(worker::sandbox_policy(args)),
+        Command::RpcServer(args) => Some(Policy::listener(args.bind.port())),
         #[cfg(debug_assertions)]
         Command::NetProbe(args) => Some(args.listen.map_or_else(Policy::offline, Policy::listener)),
         _ => Some(Policy::offline()),
@@ -111,6 +123,7 @@ fn is_verbose(command: &Command) -> bool {
         Command::Bench(args) => args.verbose,
         Command::Serve(args) => args.verbose,
         Command::Worker(args) | Command::PullHelper(args) => args.verbose,
+        Command::RpcWorker(args) => args.verbose,
         _ => false,
     }
 }
@@ -138,12 +151,17 @@ fn exit_status(status: i32) -> ExitCode {
 pub fn long_version() -> String {
     let commit = option_env!("OLM_GIT_COMMIT").unwrap_or("unknown");
     format!(
-        "{}\ncommit: {commit}\nllama.cpp: vendored by llama-cpp-sys-2 {}\nsystem: {}\ndevices: {}\ngpu backends: {}",
+        "{}\ncommit: {commit}\nllama.cpp: vendored by llama-cpp-sys-2 {}\nsystem: {}\ndevices: {}\ngpu backends: {}\nrpc protocol: {}",
         env!("CARGO_PKG_VERSION"),
         crate::engine::LLAMA_CPP_SYS_VERSION,
         crate::engine::system_info(),
         crate::engine::devices().join(", "),
         if cfg!(feature = "cuda") { "CUDA" } else { "none (build with --cuda for CUDA)" },
+        if crate::engine::rpc::available() {
+            crate::engine::rpc::PROTOCOL.to_string()
+        } else {
+            "none (built without GGML_RPC)".into()
+        },
     )
 }
 
@@ -217,8 +235,12 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         if cause.is::<crate::catalog::CatalogError>() {
             return exit::USAGE;
         }
+        if let Some(rpc) = cause.downcast_ref::<RpcError>() {
+            return rpc_exit_code(rpc);
+        }
         if let Some(engine) = cause.downcast_ref::<EngineError>() {
             return match (engine, engine.kind()) {
+                (EngineError::Rpc(rpc), _) => rpc_exit_code(rpc),
                 (EngineError::InvalidSchema(_), _) => exit::USAGE,
                 (_, ErrorKind::UnusableModel) => exit::INTEGRITY,
                 (_, ErrorKind::Cancelled) => exit::INTERRUPTED,
@@ -227,6 +249,16 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         }
     }
     exit::FAILURE
+}
+
+fn rpc_exit_code(error: &RpcError) -> u8 {
+    if error.is_usage() {
+        exit::USAGE
+    } else if error.is_network() {
+        exit::NETWORK
+    } else {
+        exit::FAILURE
+    }
 }
 
 fn store_exit_code(error: &StoreError) -> u8 {
@@ -259,8 +291,12 @@ pub fn hint(error: &anyhow::Error) -> Option<String> {
         if let Some(hub) = cause.downcast_ref::<HubError>() {
             return hub.hint();
         }
+        if let Some(rpc) = cause.downcast_ref::<RpcError>() {
+            return rpc.hint();
+        }
         if let Some(engine) = cause.downcast_ref::<EngineError>() {
             return match engine {
+                EngineError::Rpc(rpc) => rpc.hint(),
                 EngineError::PromptTooLong { n_ctx_train, .. } => Some(format!(
                     "shorten the input, or raise --ctx-size (up to {n_ctx_train} for this model)"
                 )),

@@ -188,13 +188,46 @@ fn row(model: &Value, now: SystemTime) -> [String; 5] {
     let until = text("expires_at")
         .and_then(parse_rfc3339)
         .map_or_else(|| "-".to_owned(), |expires| until(expires, now));
+    let processor = match model.get("split") {
+        Some(split) => split_processor(split),
+        None => processor(size, size_vram),
+    };
     [
         crate::ui::escape_controls(name),
         size.map_or_else(|| "-".to_owned(), human::size),
-        processor(size, size_vram),
+        processor,
         context,
         until,
     ]
+}
+
+/// A model split over RPC workers (`--rpc`): the share of layers here and
+/// on the workers, e.g. `34% CPU, 66% RPC (2 workers)`; `--json` has the
+/// whole split.
+fn split_processor(split: &Value) -> String {
+    let shares = split["devices"].as_array().map_or(&[][..], Vec::as_slice);
+    let layers = |share: &Value| share["layers"].as_u64().unwrap_or(0);
+    let total: u64 = shares.iter().map(layers).sum();
+    let remote: u64 = shares
+        .iter()
+        .filter(|share| share["endpoint"].is_string())
+        .map(layers)
+        .sum();
+    let mut workers: Vec<&str> = shares
+        .iter()
+        .filter_map(|share| share["endpoint"].as_str())
+        .collect();
+    workers.dedup();
+    if total == 0 {
+        return "-".into();
+    }
+    let here = ((total - remote) as f64 * 100.0 / total as f64).round() as u64;
+    let plural = if workers.len() == 1 { "" } else { "s" };
+    format!(
+        "{here}% here, {}% RPC ({} worker{plural})",
+        100 - here,
+        workers.len()
+    )
 }
 
 /// Where the model's weights are, as `ollama ps` says it.
@@ -393,6 +426,17 @@ mod tests {
         assert_eq!(at(7200), "2 hours from now");
         assert_eq!(at(100 * 365 * 86_400), "Forever");
         assert_eq!(until(now - Duration::from_secs(1), now), "Stopping...");
+    }
+
+    #[test]
+    fn a_split_model_shows_its_share_of_layers_per_side() {
+        let split = serde_json::json!({"n_layer": 30, "devices": [
+            {"device": "CPU", "endpoint": null, "layers": 10},
+            {"device": "RPC0", "endpoint": "10.0.0.2:50052", "layers": 10},
+            {"device": "RPC1", "endpoint": "10.0.0.3:50052", "layers": 10},
+        ]});
+        assert_eq!(split_processor(&split), "33% here, 67% RPC (2 workers)");
+        assert_eq!(split_processor(&serde_json::json!({})), "-");
     }
 
     #[test]

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::UsageError;
-use crate::cli::{DraftArgs, DraftChoice, GenerationArgs, LoadArgs, OutputFormat};
+use crate::cli::{Command, DraftArgs, DraftChoice, GenerationArgs, LoadArgs, OutputFormat};
+use crate::engine::rpc::{self, Endpoint};
 use crate::engine::{
     Constraint, DraftConfig, DraftMode, GenerateRequest, LoadOptions, SamplingConfig,
     TemplateSource,
@@ -139,7 +140,49 @@ pub fn load_options(load: &LoadArgs, chat_template: Option<&str>) -> anyhow::Res
     Ok(LoadOptions {
         gpu_layers: load.gpu_layers,
         chat_template: chat_template_source(chat_template)?,
+        rpc: rpc::parse_endpoints(&load.rpc)?
+            .iter()
+            .map(Endpoint::resolve)
+            .collect::<Result<_, _>>()?,
+        tensor_split: load.tensor_split.clone(),
     })
+}
+
+/// The ports of `--rpc` workers (after [`settle_rpc_endpoints`]).
+pub fn rpc_ports(load: &LoadArgs) -> Vec<u16> {
+    load.rpc
+        .iter()
+        .filter_map(|endpoint| endpoint.parse::<std::net::SocketAddrV4>().ok())
+        .map(|address| address.port())
+        .collect()
+}
+
+/// The `--rpc` flags of a command that loads models, if it has them.
+fn load_args_mut(command: &mut Command) -> Option<&mut LoadArgs> {
+    match command {
+        Command::Run(args) => Some(&mut args.generation.load),
+        Command::Chat(args) => Some(&mut args.generation.load),
+        Command::Bench(args) => Some(&mut args.load),
+        Command::Serve(args) => Some(&mut args.load),
+        _ => None,
+    }
+}
+
+/// `--rpc` (or `OLM_RPC`): check each worker's address and look host names
+/// up now, before the sandbox takes DNS away, so that the command and the
+/// processes it starts connect to addresses only. Returns the workers'
+/// ports, which the sandbox then allows.
+pub fn settle_rpc_endpoints(command: &mut Command) -> anyhow::Result<Vec<u16>> {
+    let Some(load) = load_args_mut(command) else {
+        return Ok(Vec::new());
+    };
+    let endpoints = rpc::parse_endpoints(&load.rpc)?;
+    let mut settled = Vec::new();
+    for endpoint in &endpoints {
+        settled.push(endpoint.resolve()?);
+    }
+    load.rpc = settled.iter().map(ToString::to_string).collect();
+    Ok(settled.iter().map(|address| address.port()).collect())
 }
 
 /// `--chat-template FILE|NAME`: a Jinja file when the path exists, else a

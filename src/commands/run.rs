@@ -64,6 +64,11 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     )
     .with_context(|| format!("cannot load {}", checked.path().display()))?;
     let load_time = started.elapsed();
+    if let Some(split) = model.split() {
+        spinner.finish();
+        printer.status(&format!("split: {}", split.summary()));
+        spinner = printer.spinner("loading model");
+    }
 
     let rendered = model.render(&prompt, max_context, &cancel)?;
     if args.verbose_prompt {
@@ -123,6 +128,7 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     if args.json {
         let mut report = JsonReport::new(checked.path(), text, &stats, load_time);
         report.prompt_tokens_from_cache = cached.from_cache;
+        report.split = model.split().cloned();
         serde_json::to_writer(&mut stdout, &report)?;
         stdout.write_all(b"\n")?;
     } else if !ends_with_newline {
@@ -416,6 +422,10 @@ struct JsonReport {
     accepted_tokens: usize,
     /// Prompt tokens loaded from the prompt cache instead of evaluated.
     prompt_tokens_from_cache: usize,
+    /// How the layers were placed over this machine and RPC workers
+    /// (`--rpc`, `--tensor-split`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    split: Option<crate::engine::rpc::Split>,
 }
 
 impl JsonReport {
@@ -436,6 +446,7 @@ impl JsonReport {
             drafted_tokens: stats.drafted_tokens,
             accepted_tokens: stats.accepted_tokens,
             prompt_tokens_from_cache: 0,
+            split: None,
         }
     }
 }

@@ -59,7 +59,9 @@ pub fn run(args: ServeArgs, printer: &Printer, sandboxed: bool) -> anyhow::Resul
             server::start_pull_process(args.verbose)
                 .context("cannot start the server's pull process")?;
         }
-        let applied = sandbox::apply(&Policy::listener(args.port));
+        // `--rpc`: the model processes connect to the workers' ports.
+        let rpc_ports = super::resolve::rpc_ports(&args.load);
+        let applied = sandbox::apply(&Policy::listener(args.port).with_rpc_ports(&rpc_ports));
         super::report_sandbox(&applied, args.verbose, printer);
         enforcement = Some(applied);
     }
@@ -94,9 +96,11 @@ pub fn run(args: ServeArgs, printer: &Printer, sandboxed: bool) -> anyhow::Resul
             }),
         },
     };
+    let close_network = args.load.rpc.is_empty();
     let shutdown = server::run(config, |address| {
-        // The listener exists: from now on no thread makes a network socket.
-        if let Some(enforcement) = &enforcement {
+        // The listener exists: from now on no thread makes a network socket
+        // (but model processes that connect to --rpc workers need them).
+        if let Some(enforcement) = enforcement.as_ref().filter(|_| close_network) {
             if let Err(error) = sandbox::close_network() {
                 if enforcement.seccomp_filter {
                     printer.warn(&format!("sandbox: {error}"));

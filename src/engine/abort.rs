@@ -6,9 +6,15 @@
 //! goes to stderr and the process still aborts, so that the server reports
 //! the crash for what it is.
 //!
+//! A failure of llama.cpp's RPC backend (a worker that ended, stopped
+//! answering or sent garbage; ggml-rpc aborts on each) is told as such when
+//! workers are attached: one line naming them, exit 4 (network), whether a
+//! model was loading or generating.
+//!
 //! Owns: ggml's abort callback, the `SIGABRT` handler of commands, and the
-//! note of which file is loading now. Everything a handler touches is
-//! prepared beforehand: it only writes bytes and exits.
+//! notes of which file is loading now and which RPC workers are attached.
+//! Everything a handler touches is prepared beforehand: it only writes bytes
+//! and exits.
 
 use std::ffi::CStr;
 use std::path::Path;
@@ -34,10 +40,17 @@ static POLICY: AtomicU8 = AtomicU8::new(POLICY_UNSET);
 /// freed) by [`LoadingGuard`].
 static LOADING: AtomicPtr<Vec<u8>> = AtomicPtr::new(std::ptr::null_mut());
 
+/// The RPC workers attached to this process (`a:p, b:q`), for the line
+/// printed when ggml-rpc aborts. Leaked on purpose: set once per attach,
+/// read by a handler that may run at any time.
+static RPC_WORKERS: AtomicPtr<Vec<u8>> = AtomicPtr::new(std::ptr::null_mut());
+
 /// Exit code while a model loads: the file is not a usable model.
 const EXIT_UNUSABLE_MODEL: i32 = 5;
 /// Exit code for an abort at any other time.
 const EXIT_FAILURE: i32 = 1;
+/// Exit code when an attached RPC worker failed (design.md: network error).
+const EXIT_NETWORK: i32 = 4;
 
 /// Install the net for this process. Call once, early, before llama.cpp runs.
 pub fn install_abort_handler(policy: AbortPolicy) {
@@ -88,6 +101,17 @@ impl Drop for LoadingGuard {
     }
 }
 
+/// Note the RPC workers this process now uses (see [`RPC_WORKERS`]).
+pub fn note_rpc_endpoints(workers: &str) {
+    let shown: Vec<u8> = workers
+        .bytes()
+        .filter(|byte| !byte.is_ascii_control())
+        .collect();
+    // The previous note is leaked rather than freed: a handler in another
+    // thread may be reading it.
+    RPC_WORKERS.store(Box::into_raw(Box::new(shown)), Ordering::SeqCst);
+}
+
 fn free_line(line: *mut Vec<u8>) {
     if !line.is_null() {
         // SAFETY: every non-null pointer stored was made by Box::into_raw
@@ -105,11 +129,41 @@ extern "C" fn on_ggml_abort(message: *const std::os::raw::c_char) {
         unsafe { CStr::from_ptr(message) }.to_bytes()
     };
     let detail = &detail[..detail.len().min(512)];
+    let workers = RPC_WORKERS.load(Ordering::SeqCst);
+    if !workers.is_null() && contains(detail, b"ggml-rpc") {
+        // SAFETY: notes are never freed (see note_rpc_endpoints).
+        report_rpc(unsafe { &*workers }, detail);
+        if POLICY.load(Ordering::SeqCst) == POLICY_EXIT {
+            // SAFETY: _exit ends the process without running anything else.
+            unsafe { libc::_exit(EXIT_NETWORK) }
+        }
+        return;
+    }
     let loading = LOADING.load(Ordering::SeqCst);
     report(loading, Some(detail));
     if POLICY.load(Ordering::SeqCst) == POLICY_EXIT {
         exit_now(loading);
     }
+}
+
+/// The line for a failure inside ggml-rpc (its file name is in every
+/// message it aborts with).
+fn report_rpc(workers: &[u8], detail: &[u8]) {
+    write_stderr(b"error: lost an RPC worker (");
+    write_stderr(workers);
+    write_stderr(
+        b"): it ended, stopped answering (OLM_RPC_TIMEOUT) or the network failed (llama.cpp: ",
+    );
+    let message = detail
+        .windows(2)
+        .position(|pair| pair == b": ")
+        .map_or(detail, |at| &detail[at + 2..]);
+    write_stderr(message.strip_suffix(b"\n").unwrap_or(message));
+    write_stderr(b")\n");
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
 }
 
 /// A `SIGABRT` that did not come through ggml (an uncaught C++ exception).

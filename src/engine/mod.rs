@@ -15,6 +15,7 @@ mod draft;
 mod embed;
 mod generate;
 mod limits;
+pub mod rpc;
 mod sampling;
 mod scheduler;
 mod schema;
@@ -84,6 +85,8 @@ pub enum EngineError {
     Decode(String),
     #[error("{0}")]
     CannotEmbed(String),
+    #[error(transparent)]
+    Rpc(#[from] rpc::RpcError),
 }
 
 /// What kind of failure an [`EngineError`] is, for whoever answers the user
@@ -127,6 +130,8 @@ impl EngineError {
             EngineError::Backend(_) | EngineError::Context { .. } | EngineError::Decode(_) => {
                 ErrorKind::Internal
             }
+            EngineError::Rpc(error) if error.is_usage() => ErrorKind::InvalidRequest,
+            EngineError::Rpc(_) => ErrorKind::Internal,
         }
     }
 }
@@ -203,6 +208,13 @@ pub struct LoadOptions {
     pub gpu_layers: Option<u32>,
     /// Chat template to use instead of the model's own.
     pub chat_template: Option<TemplateSource>,
+    /// RPC workers whose devices take layers (`--rpc`, names already looked up).
+    #[serde(default)]
+    pub rpc: Vec<std::net::SocketAddrV4>,
+    /// `--tensor-split`: a weight for this machine's CPU, then for each
+    /// offload device (local GPUs, then the workers'); empty: by memory.
+    #[serde(default)]
+    pub tensor_split: Vec<f32>,
 }
 
 /// Size and threading of a llama.cpp context. Every context olm creates goes
@@ -283,6 +295,8 @@ pub struct Model {
     template: ChatTemplate,
     description: String,
     limits: PromptLimits,
+    /// Where the layers went, when they were placed over several devices.
+    split: Option<rpc::Split>,
 }
 
 impl std::fmt::Debug for Model {
@@ -312,6 +326,7 @@ impl Model {
         Self::load_path(
             model.path(),
             PromptLimits::from_header(model.header()),
+            model.header().block_count(),
             options,
         )
     }
@@ -320,30 +335,67 @@ impl Model {
     /// that an abort inside llama.cpp is contained where it must be.
     #[cfg(debug_assertions)]
     pub fn load_unchecked(path: &Path, options: &LoadOptions) -> Result<Self, EngineError> {
-        let limits = crate::gguf::inspect(path).map_or_else(
-            |_| PromptLimits::unknown(),
-            |header| PromptLimits::from_header(&header),
-        );
-        Self::load_path(path, limits, options)
+        let header = crate::gguf::inspect(path).ok();
+        let limits = header
+            .as_ref()
+            .map_or_else(PromptLimits::unknown, PromptLimits::from_header);
+        let n_layer = header.as_ref().and_then(|header| header.block_count());
+        Self::load_path(path, limits, n_layer, options)
     }
 
     fn load_path(
         path: &Path,
         limits: PromptLimits,
+        n_layer: Option<u64>,
         options: &LoadOptions,
     ) -> Result<Self, EngineError> {
         let backend = backend()?;
+        // Workers first: one that cannot be used is named before the load.
+        let placement = if options.rpc.is_empty() && options.tensor_split.is_empty() {
+            None
+        } else {
+            let attached = rpc::attach(&options.rpc)?;
+            let n_layer = n_layer
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| EngineError::Load {
+                    path: path.to_owned(),
+                })?;
+            Some(rpc::place(
+                n_layer,
+                &attached,
+                options.gpu_layers,
+                &options.tensor_split,
+            )?)
+        };
         let _loading = LoadingGuard::new(path);
         #[cfg(debug_assertions)]
         abort::inject_test_fault();
         let mut params = LlamaModelParams::default().with_use_mmap(true);
-        if let Some(layers) = options.gpu_layers {
+        if let Some(placement) = &placement {
+            params = params
+                .with_n_gpu_layers(placement.n_gpu_layers)
+                .with_devices(&placement.devices)
+                .map_err(|error| EngineError::Backend(error.to_string()))?;
+        } else if let Some(layers) = options.gpu_layers {
             params = params.with_n_gpu_layers(layers);
         }
-        let inner =
-            LlamaModel::load_from_file(backend, path, &params).map_err(|_| EngineError::Load {
-                path: path.to_owned(),
-            })?;
+        let watch = placement
+            .as_ref()
+            .map(rpc::LoadWatch::start)
+            .transpose()?;
+        if let Some(watch) = &watch {
+            // Each tensor loaded moves the deadline on (see rpc::LoadWatch).
+            let timeout = watch.timeout();
+            params = params.with_progress_callback(move |_| {
+                rpc::LoadWatch::progress(timeout);
+                true
+            });
+        }
+        let loaded = LlamaModel::load_from_file(backend, path, &params);
+        drop(watch);
+        let inner = loaded.map_err(|_| EngineError::Load {
+            path: path.to_owned(),
+        })?;
         let source = match &options.chat_template {
             Some(source) => source.clone(),
             None => match inner
@@ -362,7 +414,13 @@ impl Model {
             template,
             description,
             limits,
+            split: placement.map(|placement| placement.split),
         })
+    }
+
+    /// How the layers were placed over devices (`--rpc`, `--tensor-split`).
+    pub fn split(&self) -> Option<&rpc::Split> {
+        self.split.as_ref()
     }
 
     /// What the vocabulary says about how much input can fit a context.

@@ -134,9 +134,9 @@ pub fn restrict(policy: &Policy) -> Result<Outcome, String> {
             .add_rule(NetPort::new(port, AccessNet::BindTcp))
             .map_err(|error| error.to_string())?;
     }
-    if let Some(port) = policy.connect_port {
+    for port in policy.connect_port.iter().chain(&policy.rpc_ports) {
         created = created
-            .add_rule(NetPort::new(port, AccessNet::ConnectTcp))
+            .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
             .map_err(|error| error.to_string())?;
     }
     let status = created.restrict_self().map_err(|error| error.to_string())?;

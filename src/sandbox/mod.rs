@@ -4,7 +4,8 @@
 //!
 //! Two layers, each from a well-kept crate: Landlock's network rules
 //! ([`landlock_rules`]: no TCP connect, bind only on `serve`'s port, no
-//! abstract Unix sockets outside the sandbox) and a seccomp filter
+//! abstract Unix sockets outside the sandbox; with `--rpc`, connect to the
+//! workers' ports; `olm worker`, bind and reach its own port) and a seccomp filter
 //! ([`filter`]: no new sockets of any family but Unix and netlink, except the
 //! TCP listener `serve` needs; Landlock does not cover UDP before ABI 10, so
 //! DNS would otherwise pass). Both are inherited by every child process (the
@@ -43,6 +44,11 @@ pub struct Policy {
     /// Whether datagram sockets may be made to look a host name up (`ps
     /// --host NAME`: DNS). Off for every command that needs no host name.
     pub name_lookup: bool,
+    /// More TCP ports the process may connect to: the RPC workers of
+    /// `--rpc` (their names are looked up before the sandbox, so no DNS).
+    /// Landlock's rules name ports, not addresses: the port is what the
+    /// kernel can hold a process to.
+    pub rpc_ports: Vec<u16>,
 }
 
 impl Policy {
@@ -57,6 +63,36 @@ impl Policy {
     pub fn listener(port: u16) -> Self {
         Self {
             bind_port: Some(port),
+            tcp_sockets: true,
+            ..Self::default()
+        }
+    }
+
+    /// A command that uses RPC workers (`run`, `chat`, `bench` with
+    /// `--rpc`): connect to their ports only, bind nothing.
+    pub fn rpc_client(ports: &[u16]) -> Self {
+        Self::offline().with_rpc_ports(ports)
+    }
+
+    /// This policy, and connections to RPC workers on `ports` (none: unchanged).
+    pub fn with_rpc_ports(mut self, ports: &[u16]) -> Self {
+        for &port in ports {
+            if !self.rpc_ports.contains(&port) {
+                self.rpc_ports.push(port);
+            }
+        }
+        if !self.rpc_ports.is_empty() {
+            self.tcp_sockets = true;
+        }
+        self
+    }
+
+    /// `olm worker`: listen on `port`, and connect to it (the worker checks
+    /// its own RPC server's handshake); nowhere else.
+    pub fn rpc_worker(port: u16) -> Self {
+        Self {
+            bind_port: Some(port),
+            connect_port: Some(port),
             tcp_sockets: true,
             ..Self::default()
         }
@@ -249,6 +285,18 @@ mod tests {
         let ps = Policy::client(8080, false);
         assert_eq!(ps.connect_port, Some(8080));
         assert_eq!(ps.bind_port, None);
+        let rpc = Policy::rpc_client(&[50052, 50053, 50052]);
+        assert_eq!(rpc.rpc_ports, [50052, 50053]);
+        assert!(rpc.tcp_sockets && !rpc.name_lookup);
+        assert_eq!((rpc.bind_port, rpc.connect_port), (None, None));
+        assert_eq!(Policy::offline().with_rpc_ports(&[]), Policy::offline());
+        let serve = Policy::listener(11435).with_rpc_ports(&[50052]);
+        assert_eq!(serve.bind_port, Some(11435));
+        assert_eq!(serve.rpc_ports, [50052]);
+        let worker = Policy::rpc_worker(50052);
+        assert_eq!(worker.bind_port, Some(50052));
+        assert_eq!(worker.connect_port, Some(50052));
+        assert!(worker.rpc_ports.is_empty() && !worker.name_lookup);
     }
 
     #[test]

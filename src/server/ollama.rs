@@ -434,6 +434,10 @@ pub async fn ps(State(state): State<Arc<AppState>>) -> Response {
             entry["expires_at"] = json!(rfc3339(loaded.expires_at(keep_alive).unwrap_or(never)));
             entry["size_vram"] = json!(0);
             entry["context_length"] = json!(loaded.worker.ready().context_per_sequence);
+            if let Some(split) = &loaded.worker.ready().split {
+                // olm's own field: where the layers are (`--rpc`).
+                entry["split"] = json!(split);
+            }
             entry
         })
         .collect();

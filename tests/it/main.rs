@@ -18,6 +18,7 @@ mod fakehub;
 mod mutation;
 mod pull;
 mod readme;
+mod rpc;
 mod run;
 mod sandbox;
 mod serve;

@@ -99,6 +99,7 @@ pub fn run() -> i32 {
             .prompt_limits()
             .max_bytes(scheduler.context_per_sequence()) as u64,
         load_seconds: started.elapsed().as_secs_f64(),
+        split: model.split().cloned(),
     };
     if !outbox.send(&FromWorker::Ready(ready)) {
         return 0;

@@ -106,6 +106,10 @@ pub struct ReadyInfo {
     /// the server refuses more before sending it here.
     pub max_prompt_bytes: u64,
     pub load_seconds: f64,
+    /// How the layers are placed over this machine and RPC workers
+    /// (`--rpc`); `None` when they are not split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<crate::engine::rpc::Split>,
 }
 
 /// An engine failure as it crosses the process boundary: what kind it is
