@@ -163,7 +163,9 @@ fn report_rpc(workers: &[u8], detail: &[u8]) {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 /// A `SIGABRT` that did not come through ggml (an uncaught C++ exception).

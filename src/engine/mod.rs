@@ -355,11 +355,12 @@ impl Model {
             None
         } else {
             let attached = rpc::attach(&options.rpc)?;
-            let n_layer = n_layer
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| EngineError::Load {
-                    path: path.to_owned(),
-                })?;
+            let n_layer =
+                n_layer
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| EngineError::Load {
+                        path: path.to_owned(),
+                    })?;
             Some(rpc::place(
                 n_layer,
                 &attached,
@@ -379,10 +380,7 @@ impl Model {
         } else if let Some(layers) = options.gpu_layers {
             params = params.with_n_gpu_layers(layers);
         }
-        let watch = placement
-            .as_ref()
-            .map(rpc::LoadWatch::start)
-            .transpose()?;
+        let watch = placement.as_ref().map(rpc::LoadWatch::start).transpose()?;
         if let Some(watch) = &watch {
             // Each tensor loaded moves the deadline on (see rpc::LoadWatch).
             let timeout = watch.timeout();
