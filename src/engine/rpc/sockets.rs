@@ -3,17 +3,24 @@
 //! wedged, its machine gone) would leave `send`/`recv` waiting forever.
 //! ggml offers no hook, so a guard thread finds them (every socket of this
 //! process connected to a worker olm attached, or, in a worker, listening or
-//! accepted on its port) and sets:
+//! accepted on its port) and:
 //!
-//! - TCP keepalive and `TCP_USER_TIMEOUT`: a peer whose machine or network
-//!   is gone is noticed within about half a minute, on both sides;
-//! - on a client, `SO_RCVTIMEO`/`SO_SNDTIMEO`: a worker whose machine still
-//!   answers TCP but whose process does not answer requests fails the wait
-//!   after the answer timeout. (Not on a worker: a client may rightly stay
-//!   idle for hours between requests.)
-//! - while a model loads, a deadline: no progress for the answer timeout and
-//!   the guard shuts the sockets down, which ends even a wait that began
-//!   before the timeouts were set.
+//! - sets TCP keepalive and `TCP_USER_TIMEOUT`: a peer whose machine or
+//!   network is gone is noticed within about half a minute, on both sides;
+//! - when a thread of this process has been waiting on a worker (blocked
+//!   in `recv` or `send` on its socket) and no byte has crossed any worker
+//!   socket for the answer timeout, shuts the client sockets down: a worker
+//!   whose machine still answers TCP but whose process does not answer (or
+//!   read) requests ends the wait. An idle client waits on no socket, so it
+//!   may stay idle for hours;
+//! - while a model loads, the same on a deadline that each tensor loaded
+//!   moves on ([`set_deadline`]).
+//!
+//! Not `SO_RCVTIMEO`/`SO_SNDTIMEO`: with them set, Linux ends a blocked
+//! `recv`/`send` with `EINTR` whenever the process is stopped and continued
+//! (Ctrl-Z then `fg`, a debugger, `strace`) or a signal handler runs, and
+//! ggml-rpc takes any failed call for a lost worker. A shutdown socket
+//! fails every wait on it at once, whenever the wait began.
 //!
 //! A failed wait makes llama.cpp abort; `engine/abort.rs` turns that into one
 //! error line naming the workers.
@@ -105,10 +112,8 @@ fn scan() {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     with(|guarded| {
-        let expired = guarded
-            .deadline
-            .is_some_and(|deadline| Instant::now() >= deadline);
         let mut seen = HashSet::new();
+        let mut clients = Vec::new();
         for fd in fds {
             let Some(inode) = socket_inode(fd) else {
                 continue;
@@ -117,18 +122,107 @@ fn scan() {
                 continue;
             };
             seen.insert((fd, inode));
-            if expired && role == Role::Client {
-                // SAFETY: shutdown on a socket fd; a wait on it returns at once.
-                unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            if role == Role::Client {
+                clients.push(fd);
             }
             if guarded.tuned.contains(&(fd, inode)) {
                 continue;
             }
-            tune(fd, role, guarded.answer_timeout);
+            tune(fd);
             guarded.tuned.insert((fd, inode));
         }
         guarded.tuned.retain(|key| seen.contains(key));
+        if gave_up(guarded, &clients) {
+            for &fd in &clients {
+                // SAFETY: shutdown on a socket fd; a wait on it returns at once.
+                unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            }
+        }
     });
+}
+
+/// Whether the workers have kept llama.cpp waiting too long: past the load
+/// deadline, or a thread waits on a worker's socket and no byte has crossed
+/// any of them for the answer timeout (while one worker computes, llama.cpp
+/// waits on it and the others are quiet).
+fn gave_up(guarded: &Guarded, clients: &[i32]) -> bool {
+    if clients.is_empty() {
+        return false;
+    }
+    if guarded
+        .deadline
+        .is_some_and(|deadline| Instant::now() >= deadline)
+    {
+        return true;
+    }
+    let Some(timeout) = guarded.answer_timeout else {
+        return false;
+    };
+    let quiet = clients
+        .iter()
+        .map(|&fd| since_last_data(fd).unwrap_or(Duration::ZERO))
+        .min()
+        .unwrap_or(Duration::ZERO);
+    quiet >= timeout && waiting_on(clients)
+}
+
+/// Whether a thread of this process is blocked sending to or receiving
+/// from one of `fds` (`/proc/self/task/*/syscall`: the call's number and
+/// arguments, the first being the descriptor).
+fn waiting_on(fds: &[i32]) -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("syscall"))
+            .ok()
+            .and_then(|line| blocked_on(&line))
+            .is_some_and(|fd| fds.contains(&fd))
+    })
+}
+
+/// The descriptor a `/proc/PID/task/TID/syscall` line shows a thread
+/// blocked sending or receiving on, if it does.
+fn blocked_on(line: &str) -> Option<i32> {
+    const SOCKET_IO: [libc::c_long; 6] = [
+        libc::SYS_recvfrom,
+        libc::SYS_sendto,
+        libc::SYS_recvmsg,
+        libc::SYS_sendmsg,
+        libc::SYS_read,
+        libc::SYS_write,
+    ];
+    let mut fields = line.split_whitespace();
+    let number: libc::c_long = fields.next()?.parse().ok()?;
+    if !SOCKET_IO.contains(&number) {
+        return None;
+    }
+    let fd = fields.next()?.strip_prefix("0x")?;
+    i32::from_str_radix(fd, 16).ok()
+}
+
+/// How long ago `fd` last sent or received data (`TCP_INFO`). A send
+/// blocked on a peer that reads nothing sends no data (window probes carry
+/// none), so a stopped worker leaves both growing.
+fn since_last_data(fd: i32) -> Option<Duration> {
+    // SAFETY: a zeroed tcp_info and its size; the kernel writes at most that.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut length = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: see above.
+    let status = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut length,
+        )
+    };
+    (status == 0).then(|| {
+        Duration::from_millis(u64::from(
+            info.tcpi_last_data_recv.min(info.tcpi_last_data_sent),
+        ))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +253,8 @@ fn role(guarded: &Guarded, fd: i32) -> Option<Role> {
     (local.port() == port).then_some(Role::Server)
 }
 
-type NameCall = unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+type NameCall =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
 
 /// The IPv4 address `call` (getpeername or getsockname) gives for `fd`.
 fn address(fd: i32, call: NameCall) -> Option<SocketAddrV4> {
@@ -177,20 +272,22 @@ fn address(fd: i32, call: NameCall) -> Option<SocketAddrV4> {
     ))
 }
 
-fn tune(fd: i32, role: Role, answer_timeout: Option<Duration>) {
+fn tune(fd: i32) {
     set(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1 as libc::c_int);
     set(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_S);
-    set(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S);
+    set(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPINTVL,
+        KEEPALIVE_INTERVAL_S,
+    );
     set(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES);
-    set(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, USER_TIMEOUT_MS);
-    if let (Role::Client, Some(timeout)) = (role, answer_timeout) {
-        let value = libc::timeval {
-            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-            tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
-        };
-        set(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, value);
-        set(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, value);
-    }
+    set(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        USER_TIMEOUT_MS,
+    );
 }
 
 fn set<T>(fd: i32, level: libc::c_int, option: libc::c_int, value: T) {
@@ -215,6 +312,7 @@ fn set<T>(fd: i32, level: libc::c_int, option: libc::c_int, value: T) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
 
@@ -228,15 +326,30 @@ mod tests {
         value
     }
 
+    /// One test, because the guard is one per process: its timeout is the
+    /// last one given.
     #[test]
-    fn sockets_to_a_guarded_endpoint_get_timeouts_and_others_do_not() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let SocketAddr4(endpoint) = SocketAddr4::of(&listener);
+    fn guarded_sockets_get_keepalive_and_a_silent_worker_ends_a_wait_only() {
+        let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let SocketAddr4(endpoint) = SocketAddr4::of(&silent);
         let other = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let guarded = TcpStream::connect(endpoint).expect("connect");
+        let mut guarded = TcpStream::connect(endpoint).expect("connect");
+        let (_accepted, _) = silent.accept().expect("accept");
         let unrelated = TcpStream::connect(other.local_addr().expect("addr")).expect("connect");
-        guard_client(&[endpoint], Duration::from_secs(7));
-        let timeout: libc::timeval = {
+        guard_client(&[endpoint], Duration::from_secs(1));
+
+        let keepalive: libc::c_int =
+            option(guarded.as_raw_fd(), libc::SOL_SOCKET, libc::SO_KEEPALIVE);
+        assert_eq!(keepalive, 1);
+        let user_timeout: libc::c_uint = option(
+            guarded.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+        );
+        assert_eq!(user_timeout, USER_TIMEOUT_MS);
+        // No receive timeout: it would turn a stop and continue into EINTR.
+        let receive_timeout: libc::timeval = {
+            // SAFETY: a zeroed timeval is a valid value.
             let mut value: libc::timeval = unsafe { std::mem::zeroed() };
             let mut length = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
             // SAFETY: a timeval and its size.
@@ -252,16 +365,75 @@ mod tests {
             assert_eq!(status, 0);
             value
         };
-        assert_eq!(timeout.tv_sec, 7);
-        let keepalive: libc::c_int =
-            option(guarded.as_raw_fd(), libc::SOL_SOCKET, libc::SO_KEEPALIVE);
-        assert_eq!(keepalive, 1);
-        let user_timeout: libc::c_uint =
-            option(guarded.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT);
-        assert_eq!(user_timeout, USER_TIMEOUT_MS);
+        assert_eq!((receive_timeout.tv_sec, receive_timeout.tv_usec), (0, 0));
         let untouched: libc::c_int =
             option(unrelated.as_raw_fd(), libc::SOL_SOCKET, libc::SO_KEEPALIVE);
         assert_eq!(untouched, 0);
+
+        // Idle past the timeout, nobody waiting on it: the connection stays.
+        std::thread::sleep(Duration::from_millis(1500));
+        guarded.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0u8; 1];
+        let idle = guarded.read(&mut byte);
+        assert_eq!(
+            idle.as_ref().map_err(std::io::Error::kind).err(),
+            Some(std::io::ErrorKind::WouldBlock),
+            "{idle:?}"
+        );
+        guarded.set_nonblocking(false).expect("blocking");
+
+        // A request, then a wait for the answer, which never comes: the wait
+        // ends (end of stream) about the timeout after the request. The
+        // read timeout only keeps a failing test from hanging.
+        guarded
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        let started = Instant::now();
+        guarded.write_all(b"request").expect("send a request");
+        let waited = guarded.read(&mut byte);
+        assert_eq!(
+            waited.expect("ended by a shutdown, not the read timeout"),
+            0
+        );
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(15), "{elapsed:?}");
+        drop(guarded);
+
+        // Waiting on it, and the worker sends a byte every 200 ms for longer
+        // than the timeout: nothing is cut.
+        let talking = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let SocketAddr4(endpoint) = SocketAddr4::of(&talking);
+        const BYTES: usize = 12;
+        let sender = std::thread::spawn(move || {
+            let (mut stream, _) = talking.accept().expect("accept");
+            for _ in 0..BYTES {
+                std::thread::sleep(Duration::from_millis(200));
+                stream.write_all(b"x").expect("the client still reads");
+            }
+        });
+        let mut client = TcpStream::connect(endpoint).expect("connect");
+        guard_client(&[endpoint], Duration::from_secs(1));
+        client
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).expect("read to the end");
+        sender.join().expect("sender");
+        assert_eq!(received.len(), BYTES);
+    }
+
+    #[test]
+    fn a_thread_blocked_on_a_socket_is_told_by_its_syscall_line() {
+        let line = |number: libc::c_long, fd: &str| {
+            format!("{number} {fd} 0x7fa9495daa58 0x8 0x0 0x0 0x0 0x7fa9495daa00 0x7fa949d1c5ce")
+        };
+        assert_eq!(blocked_on(&line(libc::SYS_recvfrom, "0x4")), Some(4));
+        assert_eq!(blocked_on(&line(libc::SYS_sendto, "0x1f")), Some(31));
+        assert_eq!(blocked_on(&line(libc::SYS_futex, "0x4")), None);
+        assert_eq!(blocked_on("running"), None);
+        assert_eq!(blocked_on("-1 0x7ffd 0x7f"), None);
+        assert_eq!(blocked_on(""), None);
     }
 
     struct SocketAddr4(SocketAddrV4);
