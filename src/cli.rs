@@ -268,6 +268,10 @@ pub struct NetProbeArgs {
     /// Sandbox as `olm serve --port PORT` is: bind a listener on PORT first.
     #[arg(long, value_name = "PORT")]
     pub listen: Option<u16>,
+
+    /// Sandbox as `olm run --rpc HOST:PORT` is: connections to PORT allowed.
+    #[arg(long, value_name = "PORT", conflicts_with = "listen")]
+    pub rpc_port: Vec<u16>,
 }
 
 /// Arguments of `olm worker` (the RPC worker; not `olm __worker`, a
@@ -295,10 +299,12 @@ pub struct RpcWorkerArgs {
     #[arg(short = 't', long, value_name = "N", env = crate::env::OLM_THREADS, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
 
-    /// Most memory the worker may take, e.g. `24G` or `512M` (a client that
-    /// asks for more gets an allocation failure). Clients split layers by
-    /// the memory a worker reports, which is the machine's: give them
-    /// --tensor-split when this limit is lower.
+    /// Most memory the worker may take, e.g. `24G` or `512M`.
+    ///
+    /// Each device the worker offers reports at most this much memory to
+    /// clients, which split layers by it; the worker's process cannot take
+    /// more (`RLIMIT_DATA`: a client that asks for more gets an allocation
+    /// failure, and the worker starts its server again).
     #[arg(long, value_name = "SIZE")]
     pub mem: Option<String>,
 
@@ -477,6 +483,11 @@ pub struct WorkerArgs {
     /// Log to stderr (the server passes its own --verbose).
     #[arg(short, long)]
     pub verbose: bool,
+
+    /// Ports of the RPC workers the model uses (`serve --rpc`): the
+    /// sandbox lets the process connect there, and nowhere else.
+    #[arg(long = "rpc-port", value_name = "PORT")]
+    pub rpc_ports: Vec<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -868,7 +879,13 @@ pub struct LoadArgs {
     /// Weights of the layer split, comma-separated: this machine's CPU
     /// first, then each GPU here, then each device of each --rpc worker in
     /// order, e.g. `1,1,2`; 0 gives a device no layer.
-    #[arg(long, value_name = "W,...", value_delimiter = ',', conflicts_with = "gpu_layers", help_heading = "Model loading")]
+    #[arg(
+        long,
+        value_name = "W,...",
+        value_delimiter = ',',
+        conflicts_with = "gpu_layers",
+        help_heading = "Model loading"
+    )]
     pub tensor_split: Vec<f32>,
 }
 

@@ -107,10 +107,15 @@ fn sandbox_policy(command: &Command, rpc_ports: &[u16]) -> anyhow::Result<Option
         Command::Run(_) | Command::Chat(_) | Command::Bench(_) => {
             Some(Policy::rpc_client(rpc_ports))
         }
+        // A model process of `serve --rpc`: its workers' ports, and no other.
+        Command::Worker(args) => Some(Policy::offline().with_rpc_ports(&args.rpc_ports)),
         Command::RpcWorker(args) => Some(worker::sandbox_policy(args)),
         Command::RpcServer(args) => Some(Policy::listener(args.bind.port())),
         #[cfg(debug_assertions)]
-        Command::NetProbe(args) => Some(args.listen.map_or_else(Policy::offline, Policy::listener)),
+        Command::NetProbe(args) => Some(match args.listen {
+            Some(port) => Policy::listener(port),
+            None => Policy::rpc_client(&args.rpc_port),
+        }),
         _ => Some(Policy::offline()),
     })
 }

@@ -81,7 +81,11 @@ fn parse_size(text: &str) -> Result<u64, UsageError> {
         Some(at) => text.split_at(at),
         None => (text, ""),
     };
-    let scale: u64 = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let scale: u64 = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 1,
         "K" => 1 << 10,
         "M" => 1 << 20,
@@ -128,10 +132,7 @@ pub fn run(args: RpcWorkerArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         return Err(rpc::RpcError::NotBuilt.into());
     }
     // Say now, clearly, when the port is taken, rather than through the child.
-    drop(
-        std::net::TcpListener::bind(bind)
-            .with_context(|| format!("cannot listen on {bind}"))?,
-    );
+    drop(std::net::TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?);
     let threads = args.threads.unwrap_or_else(engine::physical_cores);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -278,7 +279,9 @@ fn spawn(args: &ChildArgs) -> anyhow::Result<Child> {
     } else {
         command.stdout(Stdio::null());
     }
-    command.spawn().context("cannot start llama.cpp's RPC server")
+    command
+        .spawn()
+        .context("cannot start llama.cpp's RPC server")
 }
 
 enum Listening {
@@ -372,7 +375,7 @@ pub fn run_server(args: &RpcServerArgs, printer: &Printer) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    match rpc::serve(args.bind, args.threads) {
+    match rpc::serve(args.bind, args.threads, args.mem_bytes) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             printer.error(&error.to_string(), None);
@@ -391,7 +394,13 @@ mod tests {
             parse_bind("127.0.0.1:50052").expect("valid"),
             SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50052)
         );
-        for bad in ["127.0.0.1", "127.0.0.1:0", "[::1]:50052", "localhost:50052", ""] {
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "[::1]:50052",
+            "localhost:50052",
+            "",
+        ] {
             assert!(parse_bind(bad).is_err(), "{bad}");
         }
     }
@@ -418,7 +427,10 @@ mod tests {
             show_version: false,
             verbose: false,
         };
-        assert_eq!(sandbox_policy(&args("127.0.0.1:6000")), Policy::rpc_worker(6000));
+        assert_eq!(
+            sandbox_policy(&args("127.0.0.1:6000")),
+            Policy::rpc_worker(6000)
+        );
         assert_eq!(sandbox_policy(&args("nonsense")), Policy::offline());
     }
 }

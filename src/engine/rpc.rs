@@ -295,7 +295,13 @@ pub fn probe(endpoint: SocketAddrV4) -> Result<WorkerInfo, RpcError> {
     let _ = stream.set_read_timeout(Some(PROBE_ANSWER_TIMEOUT));
     let _ = stream.set_write_timeout(Some(PROBE_ANSWER_TIMEOUT));
     let version = {
-        let payload = exchange(&mut stream, &shown, &wire::hello(), "HELLO", wire::hello_size())?;
+        let payload = exchange(
+            &mut stream,
+            &shown,
+            &wire::hello(),
+            "HELLO",
+            wire::hello_size(),
+        )?;
         wire::parse_hello(&payload)
     };
     if version != PROTOCOL {
@@ -305,7 +311,13 @@ pub fn probe(endpoint: SocketAddrV4) -> Result<WorkerInfo, RpcError> {
             ours: PROTOCOL,
         });
     }
-    let payload = exchange(&mut stream, &shown, &wire::device_count(), "DEVICE_COUNT", 4)?;
+    let payload = exchange(
+        &mut stream,
+        &shown,
+        &wire::device_count(),
+        "DEVICE_COUNT",
+        4,
+    )?;
     let count = wire::parse_device_count(&payload).map_err(|error| RpcError::Protocol {
         endpoint: shown.clone(),
         what: error.to_string(),
@@ -504,7 +516,8 @@ fn registry_devices(registry: ggml_backend_reg_t) -> Vec<usize> {
         .iter()
         .filter_map(|&device| {
             // SAFETY: indices below ggml's device count.
-            (0..all).find(|&index| unsafe { llama_cpp_sys_2::ggml_backend_dev_get(index) } == device)
+            (0..all)
+                .find(|&index| unsafe { llama_cpp_sys_2::ggml_backend_dev_get(index) } == device)
         })
         .collect()
 }
@@ -576,8 +589,10 @@ pub fn local_devices() -> Vec<DeviceInfo> {
 
 /// Run the RPC server on `bind` until it fails (`olm worker`'s child):
 /// this machine's GPUs as devices, or its CPU when it has none, as
-/// llama.cpp's rpc-server does. Never returns on success.
-pub fn serve(bind: SocketAddrV4, threads: u32) -> Result<(), RpcError> {
+/// llama.cpp's rpc-server does. With `memory_cap`, each device reports at
+/// most that much memory to clients, which split layers by it. Never
+/// returns on success.
+pub fn serve(bind: SocketAddrV4, threads: u32, memory_cap: Option<u64>) -> Result<(), RpcError> {
     super::backend().map_err(|_| RpcError::NotBuilt)?;
     let start_server: StartServerFn = {
         let function = rpc_function(c"ggml_backend_rpc_start_server")?;
@@ -612,6 +627,28 @@ pub fn serve(bind: SocketAddrV4, threads: u32) -> Result<(), RpcError> {
             reason: "llama.cpp found no device to offer".into(),
         });
     }
+    // Held while the server runs: clients ask each device's memory.
+    let _reported = match memory_cap {
+        Some(cap) => {
+            let memory: Vec<u64> = chosen
+                .iter()
+                .map(|&index| {
+                    let free = local
+                        .iter()
+                        .find(|device| device.index == index)
+                        .map_or(cap, |device| device.memory_free);
+                    free.min(cap)
+                })
+                .collect();
+            Some(
+                ReportedMemory::install(&chosen, &memory).map_err(|error| RpcError::Serve {
+                    bind: bind.to_string(),
+                    reason: format!("cannot report the --mem limit: {error}"),
+                })?,
+            )
+        }
+        None => None,
+    };
     sockets::guard_server(bind.port());
     let endpoint = CString::new(bind.to_string()).map_err(|_| RpcError::Serve {
         bind: bind.to_string(),
@@ -757,7 +794,11 @@ pub(crate) fn place(
     }
     let total_layers = n_layer + 1;
     let (cpu_weight, weights, reported) = if tensor_split.is_empty() {
-        let cpu = if has_gpu { 0.0 } else { cpu_memory(&local) as f64 };
+        let cpu = if has_gpu {
+            0.0
+        } else {
+            cpu_memory(&local) as f64
+        };
         let weights: Vec<f64> = candidates.iter().map(|c| c.memory as f64).collect();
         (cpu, weights, None)
     } else {
@@ -794,15 +835,20 @@ pub(crate) fn place(
         output: false,
         weight: cpu_weight,
     }];
-    devices.extend(candidates.iter().zip(&weights).map(|(candidate, &weight)| SplitShare {
-        device: candidate.name.clone(),
-        endpoint: candidate.endpoint.clone(),
-        layers: 0,
-        first_layer: None,
-        last_layer: None,
-        output: false,
-        weight,
-    }));
+    devices.extend(
+        candidates
+            .iter()
+            .zip(&weights)
+            .map(|(candidate, &weight)| SplitShare {
+                device: candidate.name.clone(),
+                endpoint: candidate.endpoint.clone(),
+                layers: 0,
+                first_layer: None,
+                last_layer: None,
+                output: false,
+                weight,
+            }),
+    );
     for (layer, &slot) in assignment.iter().enumerate() {
         let share = &mut devices[slot];
         let layer = layer as u32;
@@ -844,7 +890,9 @@ fn check_split(weights: &[f32], candidates: &[Candidate]) -> Result<(), RpcError
         ));
     }
     if weights.iter().sum::<f32>() <= 0.0 {
-        return Err(RpcError::InvalidSplit("at least one weight must be above 0".into()));
+        return Err(RpcError::InvalidSplit(
+            "at least one weight must be above 0".into(),
+        ));
     }
     Ok(())
 }
@@ -894,7 +942,8 @@ fn device_name(index: usize) -> String {
     // SAFETY: an index below ggml's device count; the name lives as long
     // as the device.
     unsafe {
-        let name = llama_cpp_sys_2::ggml_backend_dev_name(llama_cpp_sys_2::ggml_backend_dev_get(index));
+        let name =
+            llama_cpp_sys_2::ggml_backend_dev_name(llama_cpp_sys_2::ggml_backend_dev_get(index));
         if name.is_null() {
             String::new()
         } else {
@@ -944,7 +993,8 @@ impl Drop for LoadWatch {
 /// llama.cpp splits layers over devices by the free memory each reports,
 /// and llama-cpp-2 0.1.160 gives no way to pass `tensor_split` itself. So
 /// for `--tensor-split`, while the model loads, each offload device reports
-/// the memory its weight asks for: its `get_memory` entry (the third of
+/// the memory its weight asks for (and in a worker with `--mem`, each
+/// device reports at most the limit, for as long as it serves): its `get_memory` entry (the third of
 /// `struct ggml_backend_device_i`, ggml-backend-impl.h) is replaced, and
 /// put back after. The replacement is checked through ggml's public
 /// `ggml_backend_dev_memory` before anything relies on it; a layout that
@@ -960,7 +1010,11 @@ const GET_MEMORY_SLOT: usize = 2;
 /// device pointer → (free, total) it reports while a [`ReportedMemory`] lives.
 static REPORTS: Mutex<Vec<(usize, u64)>> = Mutex::new(Vec::new());
 
-unsafe extern "C" fn reported_memory(device: ggml_backend_dev_t, free: *mut usize, total: *mut usize) {
+unsafe extern "C" fn reported_memory(
+    device: ggml_backend_dev_t,
+    free: *mut usize,
+    total: *mut usize,
+) {
     let reports = REPORTS.lock().unwrap_or_else(PoisonError::into_inner);
     let bytes = reports
         .iter()

@@ -55,10 +55,16 @@ impl Worker {
             let Some(Ok(line)) = lines.next() else {
                 let _ = child.kill();
                 let seen = captured.lock().map(|l| l.join("\n")).unwrap_or_default();
-                panic!("olm worker exited before listening: {:?}\n{seen}", child.wait());
+                panic!(
+                    "olm worker exited before listening: {:?}\n{seen}",
+                    child.wait()
+                );
             };
             let done = line.contains(&ready);
-            captured.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+            captured
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(line);
             if done {
                 break;
             }
@@ -66,7 +72,9 @@ impl Worker {
         let sink = Arc::clone(&captured);
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
-                sink.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+                sink.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line);
             }
         });
         Self {
@@ -95,7 +103,10 @@ impl Worker {
             if let Some(pid) = children(parent).into_iter().next() {
                 return pid;
             }
-            assert!(Instant::now() < deadline, "olm worker has no RPC server child");
+            assert!(
+                Instant::now() < deadline,
+                "olm worker has no RPC server child"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -129,7 +140,11 @@ fn signal(pid: i32, signal: i32) {
 fn children(parent: i32) -> Vec<i32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -202,7 +217,11 @@ fn a_model_split_over_two_workers_answers_as_one_process_does() {
     let report = json(&split);
     assert_eq!(report["text"], expected["text"], "{}", stderr(&split));
     assert!(
-        !expected["text"].as_str().unwrap_or_default().trim().is_empty(),
+        !expected["text"]
+            .as_str()
+            .unwrap_or_default()
+            .trim()
+            .is_empty(),
         "{expected}"
     );
     // This machine has no GPU: its CPU takes a share, as each worker does.
@@ -215,7 +234,10 @@ fn a_model_split_over_two_workers_answers_as_one_process_does() {
     assert!(shares.iter().all(|share| share.2 >= 5), "{report}");
     assert_eq!(shares.iter().map(|share| share.2).sum::<u64>(), N_LAYER);
     assert_eq!(shares.iter().filter(|share| share.3).count(), 1);
-    assert!(shares[2].3, "the last worker holds the output layer: {report}");
+    assert!(
+        shares[2].3,
+        "the last worker holds the output layer: {report}"
+    );
     // Layers run in order: CPU first, then each worker's in --rpc order.
     let ranges: Vec<(u64, u64)> = report["split"]["devices"]
         .as_array()
@@ -232,7 +254,11 @@ fn a_model_split_over_two_workers_answers_as_one_process_does() {
     assert_eq!(ranges[1].0, ranges[0].1 + 1, "{report}");
     assert_eq!(ranges[2].0, ranges[1].1 + 1, "{report}");
     assert_eq!(ranges[2].1, N_LAYER - 1, "{report}");
-    assert!(stderr(&split).contains("split: CPU: layers 0-"), "{}", stderr(&split));
+    assert!(
+        stderr(&split).contains("split: CPU: layers 0-"),
+        "{}",
+        stderr(&split)
+    );
 
     // OLM_RPC is --rpc's default; --tensor-split sets the weights.
     let mut command = env.olm();
@@ -263,7 +289,15 @@ fn the_split_shown_is_the_split_llama_cpp_made() {
         command
             .env("OLM_LOG", "debug")
             .args(["run", smollm2().to_str().expect("utf-8")])
-            .args(["-n", "1", "--no-cache", "--json", "--verbose", "--rpc", &list])
+            .args([
+                "-n",
+                "1",
+                "--no-cache",
+                "--json",
+                "--verbose",
+                "--rpc",
+                &list,
+            ])
             .args(["--tensor-split", "2,1,1"])
             .arg("hi");
         run(&mut command)
@@ -293,9 +327,21 @@ fn the_split_shown_is_the_split_llama_cpp_made() {
             .filter(|(layer, name)| **layer < N_LAYER && name.as_str() == device)
             .map(|(layer, _)| *layer)
             .collect();
-        assert_eq!(held.len() as u64, share["layers"].as_u64().unwrap_or(0), "{device}: {report}");
-        assert_eq!(held.first().copied(), share["first_layer"].as_u64(), "{device}");
-        assert_eq!(held.last().copied(), share["last_layer"].as_u64(), "{device}");
+        assert_eq!(
+            held.len() as u64,
+            share["layers"].as_u64().unwrap_or(0),
+            "{device}: {report}"
+        );
+        assert_eq!(
+            held.first().copied(),
+            share["first_layer"].as_u64(),
+            "{device}"
+        );
+        assert_eq!(
+            held.last().copied(),
+            share["last_layer"].as_u64(),
+            "{device}"
+        );
         assert_eq!(
             logged.get(&N_LAYER).map(String::as_str) == Some(device),
             share["output"].as_bool().unwrap_or(false),
@@ -313,7 +359,12 @@ fn a_worker_that_dies_mid_answer_ends_it_with_an_error_not_a_hang() {
         let mut client = env
             .olm()
             .env("OLM_RPC_TIMEOUT", timeout)
-            .args(["run", smollm2().to_str().expect("utf-8"), "--raw", "--no-cache"])
+            .args([
+                "run",
+                smollm2().to_str().expect("utf-8"),
+                "--raw",
+                "--no-cache",
+            ])
             .args(["--temperature", "0", "-n", "4000", "--draft", "off"])
             .args(["--rpc", &worker.endpoint()])
             .arg("1, 2, 3, 4, 5, 6, 7, 8,")
@@ -351,21 +402,84 @@ fn a_worker_that_dies_mid_answer_ends_it_with_an_error_not_a_hang() {
         assert!(!err.contains("panicked"), "{err}");
         if kill == libc::SIGSTOP {
             // Ended by the answer timeout (3 s), well before a default one.
-            assert!(stopped.elapsed() < Duration::from_secs(30), "{:?}", stopped.elapsed());
+            assert!(
+                stopped.elapsed() < Duration::from_secs(30),
+                "{:?}",
+                stopped.elapsed()
+            );
             signal(server, libc::SIGKILL);
             signal(server, libc::SIGCONT);
         }
         // The worker starts its server again and serves the next client.
         let again = Instant::now();
         while worker.server_pid() == server {
-            assert!(again.elapsed() < Duration::from_secs(20), "{}", worker.stderr());
+            assert!(
+                again.elapsed() < Duration::from_secs(20),
+                "{}",
+                worker.stderr()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(worker.is_running());
         let next = answer(&env, &["--rpc", &worker.endpoint()]);
         assert_exit(&next, 0);
-        assert!(worker.stderr().contains("starting it again"), "{}", worker.stderr());
+        assert!(
+            worker.stderr().contains("starting it again"),
+            "{}",
+            worker.stderr()
+        );
     }
+}
+
+/// Stopping and continuing the client while it waits on its worker (Ctrl-Z
+/// then `fg`, a debugger) loses nothing: the answer is the one an
+/// undisturbed run gives.
+#[test]
+fn a_client_stopped_and_continued_keeps_its_worker() {
+    let env = TestEnv::new();
+    let worker = Worker::start(&env);
+    let command = || {
+        let mut command = env.olm();
+        command
+            .args([
+                "run",
+                smollm2().to_str().expect("utf-8"),
+                "--raw",
+                "--no-cache",
+            ])
+            .args(["--temperature", "0", "-n", "600", "--draft", "off"])
+            .args(["--rpc", &worker.endpoint()])
+            .arg("1, 2, 3, 4, 5, 6, 7, 8,");
+        command
+    };
+    let undisturbed = run(&mut command());
+    assert_exit(&undisturbed, 0);
+    let mut client = command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn olm run");
+    let mut out = client.stdout.take().expect("piped");
+    let mut first = [0u8; 1];
+    out.read_exact(&mut first).expect("the answer starts");
+    let pid = client.id() as i32;
+    const STOPS: usize = 8;
+    let mut stops = 0;
+    while stops < STOPS && matches!(client.try_wait(), Ok(None)) {
+        signal(pid, libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(150));
+        signal(pid, libc::SIGCONT);
+        stops += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut rest = Vec::new();
+    out.read_to_end(&mut rest).expect("stdout");
+    let output = client.wait_with_output().expect("wait");
+    let mut text = first.to_vec();
+    text.extend(rest);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stops, STOPS, "the answer ended too soon: make it longer");
+    assert_eq!(String::from_utf8_lossy(&text), stdout(&undisturbed));
 }
 
 #[test]
@@ -378,7 +492,10 @@ fn a_worker_that_cannot_be_used_is_refused_before_loading() {
     assert_exit(&output, 4);
     assert!(started.elapsed() < Duration::from_secs(15));
     let err = stderr(&output);
-    assert!(err.contains(&format!("cannot reach the RPC worker at {closed}")), "{err}");
+    assert!(
+        err.contains(&format!("cannot reach the RPC worker at {closed}")),
+        "{err}"
+    );
     assert!(err.contains("connection refused"), "{err}");
 
     // Fakes on 127.0.0.1 that answer the handshake wrongly.
@@ -406,7 +523,11 @@ fn a_worker_that_cannot_be_used_is_refused_before_loading() {
     });
     let output = answer(&env, &["--rpc", &older]);
     assert_exit(&output, 4);
-    assert!(stderr(&output).contains("another protocol version"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("another protocol version"),
+        "{}",
+        stderr(&output)
+    );
 
     // Accepts, never answers (a worker busy with another client, or stopped).
     let silent = fake_worker(|stream| {
@@ -416,14 +537,26 @@ fn a_worker_that_cannot_be_used_is_refused_before_loading() {
     let started = Instant::now();
     let output = answer(&env, &["--rpc", &silent]);
     assert_exit(&output, 4);
-    assert!(started.elapsed() < Duration::from_secs(25), "{:?}", started.elapsed());
-    assert!(stderr(&output).contains("did not answer within 10 s"), "{}", stderr(&output));
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr(&output).contains("did not answer within 10 s"),
+        "{}",
+        stderr(&output)
+    );
 
     // Addresses are checked before anything connects (exit 2).
     for bad in ["127.0.0.1", "[::1]:50052", "127.0.0.1:0", "a b:1"] {
         let output = answer(&env, &["--rpc", bad]);
         assert_exit(&output, 2);
-        assert!(stderr(&output).contains("invalid RPC worker"), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("invalid RPC worker"),
+            "{}",
+            stderr(&output)
+        );
     }
     let output = answer(&env, &["--tensor-split", "1,1"]);
     assert_exit(&output, 2);
@@ -455,7 +588,10 @@ fn a_worker_listens_on_loopback_unless_told_otherwise() {
         let output = run(env.olm().args(["worker", "--bind", bind]));
         assert_exit(&output, 2);
         let err = stderr(&output);
-        assert!(err.contains(&format!("refusing to listen on {bind}")), "{err}");
+        assert!(
+            err.contains(&format!("refusing to listen on {bind}")),
+            "{err}"
+        );
         assert!(err.contains("no authentication"), "{err}");
         assert!(err.contains("--allow-unauthenticated-network"), "{err}");
     }
@@ -484,7 +620,11 @@ fn a_worker_listens_on_loopback_unless_told_otherwise() {
     let worker = Worker::start(&env);
     let output = run(env.olm().args(["worker", "--bind", &worker.endpoint()]));
     assert_exit(&output, 1);
-    assert!(stderr(&output).contains("cannot listen on"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot listen on"),
+        "{}",
+        stderr(&output)
+    );
     // What the worker says about itself.
     let said = worker.stderr();
     assert!(said.contains(&format!("RPC protocol {PROTOCOL}")), "{said}");
@@ -515,14 +655,18 @@ impl Random {
 fn garbage(random: &mut Random) -> Vec<u8> {
     let mut frame = Vec::new();
     match random.below(4) {
-        0 => frame = random.bytes(random.below(512) as usize),
+        0 => {
+            let length = random.below(512) as usize;
+            frame = random.bytes(length);
+        }
         _ => {
             frame.push(14);
             frame.extend(24u64.to_le_bytes());
             frame.extend([0u8; 24]);
             for _ in 0..1 + random.below(6) {
                 let command = random.below(20) as u8;
-                let payload = random.bytes(random.below(2048) as usize);
+                let length = random.below(2048) as usize;
+                let payload = random.bytes(length);
                 let size = match random.below(4) {
                     0 => random.next() >> random.below(64),
                     _ => payload.len() as u64,
@@ -562,22 +706,47 @@ fn a_worker_fed_garbage_stays_up_and_then_serves_a_real_client() {
         let _ = stream.read(&mut reply);
         sent += 1;
     }
-    assert!(sent >= 500, "only {sent} frames in {TIME:?} ({refused} refused)");
+    assert!(
+        sent >= 500,
+        "only {sent} frames in {TIME:?} ({refused} refused)"
+    );
     assert!(worker.is_running(), "olm worker ended: {}", worker.stderr());
     let restarts = worker.stderr().matches("starting it again").count();
-    eprintln!("{sent} garbage frames in {:?}: {restarts} restarts, {refused} refused", started.elapsed());
+    eprintln!(
+        "{sent} garbage frames in {:?}: {restarts} restarts, {refused} refused",
+        started.elapsed()
+    );
     // The worker still serves a real client, with the same answer.
     let single = answer(&env, &[]);
     let split = answer(&env, &["--rpc", &worker.endpoint()]);
     assert_exit(&split, 0);
-    assert_eq!(json(&split)["text"], json(&single)["text"]);
+    let report = json(&split);
+    assert_eq!(report["text"], json(&single)["text"]);
+    // --mem 1G: the worker reports that much memory, and the split weighs it so.
+    let worker_share = &report["split"]["devices"][1];
+    assert_eq!(worker_share["endpoint"], worker.endpoint().as_str());
+    assert_eq!(
+        worker_share["weight"].as_f64(),
+        Some((1u64 << 30) as f64),
+        "{report}"
+    );
+    assert!(
+        worker
+            .stderr()
+            .contains("(1.1 GB reported, at most 1.1 GB)"),
+        "{}",
+        worker.stderr()
+    );
 }
 
 #[test]
 fn a_split_across_network_namespaces_answers_as_one_process_does() {
     let probe = run(std::process::Command::new("unshare").args(["-r", "-n", "true"]));
     if !probe.status.success() {
-        skip_or_fail("netns", &format!("user namespaces refused: {}", stderr(&probe)));
+        skip_or_fail(
+            "netns",
+            &format!("user namespaces refused: {}", stderr(&probe)),
+        );
         return;
     }
     let env = TestEnv::new();
@@ -620,7 +789,9 @@ cat /proc/net/dev >&2
         model = model.display(),
     );
     let mut command = std::process::Command::new("unshare");
-    command.args(["-r", "-n", "sh", "-c", &script]).current_dir(env.path());
+    command
+        .args(["-r", "-n", "sh", "-c", &script])
+        .current_dir(env.path());
     env.olm_env(&mut command);
     let output = run(&mut command);
     assert_exit(&output, 0);
@@ -638,7 +809,11 @@ cat /proc/net/dev >&2
             .unwrap_or_else(|| panic!("{interface} in /proc/net/dev:\n{err}"));
         let fields: Vec<u64> = line
             .split_once(':')
-            .map(|(_, rest)| rest.split_whitespace().filter_map(|f| f.parse().ok()).collect())
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .filter_map(|f| f.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default();
         let sent = fields.get(8).copied().unwrap_or(0);
         assert!(sent > 10 << 20, "{interface} sent {sent} bytes:\n{err}");
@@ -680,4 +855,97 @@ fn serve_splits_its_models_too_and_loads_again_after_a_worker_dies() {
             .clone()
     };
     assert_eq!(text(&again), text(&first));
+}
+
+/// The sandbox with `--rpc` (issue 15's, widened by exactly what the workers
+/// need): the kernel lets olm connect to the workers' ports and to no other
+/// (Landlock's rules name ports, not addresses), send no datagram and bind
+/// nothing; and `olm run --rpc`, traced, installs it and connects to its
+/// worker only.
+#[test]
+fn with_rpc_the_sandbox_allows_the_workers_ports_only() {
+    const PERMISSION_DENIED: i64 = 13;
+    let env = TestEnv::new();
+    let allowed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let other = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = allowed.local_addr().expect("address").port().to_string();
+    let probe = |target: &TcpListener| -> Value {
+        let target = target.local_addr().expect("address").to_string();
+        let output = run(env
+            .olm()
+            .args(["__net-probe", &target, "--rpc-port", &port]));
+        assert_exit(&output, 0);
+        serde_json::from_str(&stdout(&output)).expect("probe prints JSON")
+    };
+    let reached = probe(&allowed);
+    assert_eq!(reached["tcp_connect"]["ok"], true, "{reached}");
+    let refused = probe(&other);
+    assert_eq!(refused["tcp_connect"]["ok"], false, "{refused}");
+    assert_eq!(
+        refused["tcp_connect"]["errno"].as_i64(),
+        Some(PERMISSION_DENIED)
+    );
+    for report in [&reached, &refused] {
+        for attempt in ["udp_send", "tcp_bind"] {
+            assert_eq!(report[attempt]["ok"], false, "{attempt}: {report}");
+            assert_eq!(
+                report[attempt]["errno"].as_i64(),
+                Some(PERMISSION_DENIED),
+                "{attempt}: {report}"
+            );
+        }
+    }
+
+    let strace = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "true"])
+        .output();
+    if !strace.as_ref().is_ok_and(|output| output.status.success()) {
+        skip_or_fail("strace", &format!("strace cannot trace here: {strace:?}"));
+        return;
+    }
+    let worker = Worker::start(&env);
+    let trace = env.path().join("trace-rpc.txt");
+    let mut command = std::process::Command::new("strace");
+    env.olm_env(&mut command);
+    command
+        .args(["-f", "-qq", "-s", "256", "-o"])
+        .arg(&trace)
+        .args([
+            "-e",
+            "trace=connect,sendto,sendmsg,landlock_restrict_self,seccomp",
+        ])
+        .arg(env!("CARGO_BIN_EXE_olm"))
+        .args([
+            "run",
+            smollm2().to_str().expect("utf-8"),
+            "-n",
+            "4",
+            "--no-cache",
+        ])
+        .args(["--temperature", "0", "--rpc", &worker.endpoint(), "Say hi"]);
+    let output = run(&mut command);
+    assert_exit(&output, 0);
+    let trace = std::fs::read_to_string(&trace).expect("read the trace");
+    for call in ["landlock_restrict_self(", "seccomp(SECCOMP_SET_MODE_FILTER"] {
+        assert!(
+            trace
+                .lines()
+                .any(|line| line.contains(call) && line.trim_end().ends_with("= 0")),
+            "{call} not installed:\n{trace}"
+        );
+    }
+    let inet: Vec<&str> = trace
+        .lines()
+        .filter(|line| line.contains("AF_INET"))
+        .collect();
+    let to_worker = format!(
+        "sin_port=htons({}), sin_addr=inet_addr(\"127.0.0.1\")",
+        worker.port
+    );
+    assert!(!inet.is_empty(), "no connection to the worker:\n{trace}");
+    assert!(
+        inet.iter().all(|line| line.contains(&to_worker)),
+        "connections other than to {}: {inet:#?}",
+        worker.endpoint()
+    );
 }

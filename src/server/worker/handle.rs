@@ -123,6 +123,10 @@ impl WorkerProcess {
         command
             .args(config.verbose.then_some("--verbose"))
             .stderr(Stdio::inherit());
+        for worker in &config.load.rpc {
+            // The model process's sandbox lets it reach its RPC workers.
+            command.arg("--rpc-port").arg(worker.port().to_string());
+        }
         let mut child = tokio::process::Command::from(command)
             .kill_on_drop(true)
             .spawn()
