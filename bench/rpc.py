@@ -9,16 +9,19 @@ the single process (A = one process, B = split over local + 2 workers):
   pp512 / tg128   `olm bench` t/s, and the median of the pairwise ratios
                   split / single, with the noise (half the interquartile
                   range of those ratios, and each side's spread)
-  bytes           what crosses the RPC sockets, counted by the workers'
-                  server processes (/proc/PID/io rchar + wchar, both
-                  directions): per generated token, per prompt token, and
-                  to load the model (the weights)
+  bytes           what crosses the RPC connections, both directions, TCP/IP
+                  headers included: the client and the workers run again in
+                  a network namespace of their own (unshare -rn), where the
+                  loopback interface carries nothing else, and its transmit
+                  counter (/proc/net/dev) is read around each run: per
+                  generated token, per prompt token, and to load the model
 
 From the bytes per token it projects what a 1 Gbit/s and a 10 Gbit/s link
 allow for a 70B model (see docs/BENCHMARKS.md, "Splitting over machines").
 
 Usage: bench/rpc.py [--pairs N] [--threads T] [--model PATH] [--olm PATH]
-Needs: a build of olm (release preferred: cargo build --release).
+Needs: a build of olm (release preferred: cargo build --release); unshare
+and ip (util-linux, iproute2) and user namespaces for the bytes.
 """
 
 from __future__ import annotations
@@ -82,25 +85,6 @@ class Worker:
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def server_pid(self) -> int:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
-                return int(entry.name)
-        sys.exit("the worker has no RPC server process")
-
-    def io_bytes(self) -> int:
-        fields = dict(
-            line.split(": ")
-            for line in Path(f"/proc/{self.server_pid()}/io").read_text().splitlines()
-        )
-        return int(fields["rchar"]) + int(fields["wchar"])
-
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=20)
@@ -117,10 +101,37 @@ def bench(olm: Path, env: dict, args: list[str]) -> dict[str, float]:
     return {record["test"]: record["avg_ts"] for record in json.loads(out)}
 
 
-def traffic(olm, env, workers, args) -> int:
-    before = sum(worker.io_bytes() for worker in workers)
+def loopback_sent() -> int:
+    """Bytes the loopback interface of this network namespace has sent."""
+    for line in Path("/proc/net/dev").read_text().splitlines():
+        name, _, counters = line.partition(":")
+        if name.strip() == "lo":
+            return int(counters.split()[8])
+    sys.exit("no loopback interface in /proc/net/dev")
+
+
+def traffic(olm, env, args) -> int:
+    before = loopback_sent()
     bench(olm, env, args)
-    return sum(worker.io_bytes() for worker in workers) - before
+    return loopback_sent() - before
+
+
+def measure_traffic(olm: Path, env: dict, model: str, threads: int) -> dict[str, int]:
+    """Inside a fresh network namespace: the bytes of four split runs."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    workers = [Worker(olm, env, threads) for _ in range(2)]
+    rpc = ",".join(worker.endpoint for worker in workers)
+    split = ["--rpc", rpc, "--no-warmup", "-r", "1", "-t", str(threads)]
+    try:
+        return {
+            "gen_short": traffic(olm, env, [model, "-p", "0", "-n", "32", *split]),
+            "gen_long": traffic(olm, env, [model, "-p", "0", "-n", "160", *split]),
+            "pp_short": traffic(olm, env, [model, "-p", "64", "-n", "0", *split]),
+            "pp_long": traffic(olm, env, [model, "-p", "512", "-n", "0", *split]),
+        }
+    finally:
+        for worker in workers:
+            worker.stop()
 
 
 def spread(values: list[float]) -> float:
@@ -137,10 +148,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default=str(MODEL))
     parser.add_argument("--olm")
+    parser.add_argument("--traffic-only", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
     olm = find_olm(options.olm)
     home = tempfile.mkdtemp(prefix="olm-bench-rpc-")
     env = dict(os.environ, OLM_HOME=home, NO_COLOR="1")
+    if options.traffic_only:
+        # Run by the lines below, inside unshare -rn.
+        print(json.dumps(measure_traffic(olm, env, options.model, options.threads)))
+        return
     workers = [Worker(olm, env, options.threads) for _ in range(2)]
     rpc = ",".join(worker.endpoint for worker in workers)
     common = [options.model, "-p", "512", "-n", "128", "-r", "2", "-t", str(options.threads)]
@@ -153,17 +169,21 @@ def main() -> None:
                 for test, value in bench(olm, env, common + extra).items():
                     results[side].setdefault(test, []).append(value)
             print(f"pair {pair + 1}/{options.pairs} done", file=sys.stderr)
-        split = ["--rpc", rpc, "--no-warmup", "-r", "1", "-t", str(options.threads)]
-        gen_short = traffic(olm, env, workers, [options.model, "-p", "0", "-n", "32", *split])
-        gen_long = traffic(olm, env, workers, [options.model, "-p", "0", "-n", "160", *split])
-        pp_short = traffic(olm, env, workers, [options.model, "-p", "64", "-n", "0", *split])
-        pp_long = traffic(olm, env, workers, [options.model, "-p", "512", "-n", "0", *split])
     finally:
         for worker in workers:
             worker.stop()
-    per_token = (gen_long - gen_short) / 128
-    per_prompt_token = (pp_long - pp_short) / 448
-    load = pp_short - 64 * per_prompt_token
+    counted = subprocess.run(
+        ["unshare", "-r", "-n", sys.executable, __file__, "--traffic-only",
+         "--olm", str(olm), "--model", options.model, "--threads", str(options.threads)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    bytes_of = json.loads(counted.stdout)
+    per_token = (bytes_of["gen_long"] - bytes_of["gen_short"]) / 128
+    per_prompt_token = (bytes_of["pp_long"] - bytes_of["pp_short"]) / 448
+    load = bytes_of["pp_short"] - 64 * per_prompt_token
 
     print(f"Model: {Path(options.model).name}; threads per process: {options.threads}; "
           f"{options.pairs} ABBA pairs, each `olm bench -r 2`.\n")
