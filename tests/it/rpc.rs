@@ -118,6 +118,10 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        if !self.is_running() {
+            // Reaped: its pid may be another process's by now.
+            return;
+        }
         signal(self.child.id() as i32, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -628,6 +632,29 @@ fn a_worker_listens_on_loopback_unless_told_otherwise() {
     // What the worker says about itself.
     let said = worker.stderr();
     assert!(said.contains(&format!("RPC protocol {PROTOCOL}")), "{said}");
+
+    // SIGINT or SIGTERM: the worker stops its server and exits 0.
+    for stop in [libc::SIGINT, libc::SIGTERM] {
+        let mut worker = Worker::start(&env);
+        let server = worker.server_pid();
+        signal(worker.child.id() as i32, stop);
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = worker.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "signal {stop}: still running"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(0), "signal {stop}: {}", worker.stderr());
+        assert!(
+            !std::path::Path::new(&format!("/proc/{server}")).exists(),
+            "signal {stop}: the RPC server {server} outlived its worker"
+        );
+    }
 }
 
 /// A small deterministic generator (xorshift64*), so a failure can be replayed.
