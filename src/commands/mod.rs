@@ -124,6 +124,9 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         if cause.is::<Interrupted>() {
             return exit::INTERRUPTED;
         }
+        if cause.is::<pull::NotFound>() {
+            return exit::NOT_FOUND;
+        }
         if cause.is::<GgufError>() {
             return exit::INTEGRITY;
         }
@@ -171,6 +174,9 @@ pub fn hint(error: &anyhow::Error) -> Option<String> {
         }
         if let Some(cut) = cause.downcast_ref::<run::IncompleteJson>() {
             return Some(cut.hint.clone());
+        }
+        if let Some(missing) = cause.downcast_ref::<pull::NotFound>() {
+            return missing.hint.clone();
         }
         if let Some(store) = cause.downcast_ref::<StoreError>() {
             return store.hint();

@@ -25,13 +25,20 @@ const MAX_SCHEMA_FILE_BYTES: u64 = 1 << 20;
 /// Largest `--chat-template` file (real templates are a few KB).
 const MAX_TEMPLATE_FILE_BYTES: u64 = 1 << 20;
 
-/// Resolve MODEL (a .gguf path, a store name, or a repo already in the
-/// Hugging Face cache) and check the file (every part of a split set)
-/// before llama.cpp sees it.
+/// Resolve MODEL (a .gguf path, a store name, or a repo already in a hub
+/// cache; else, on a terminal, pulled after asking) and check the file
+/// (every part of a split set) before llama.cpp sees it.
 pub fn resolve_model(reference: &str) -> anyhow::Result<CheckedModel> {
-    let path = Store::from_env()
-        .resolve(&ModelRef::parse(reference)?)?
-        .path;
+    let reference = ModelRef::parse(reference)?;
+    let path = match Store::from_env().resolve(&reference) {
+        Err(StoreError::NotInStore(name)) => {
+            // On a terminal, offer to pull it (`olm pull`'s own code).
+            let printer = crate::ui::Printer::new();
+            return super::pull::offer_pull(&reference, &printer)?
+                .ok_or_else(|| StoreError::NotInStore(name).into());
+        }
+        resolved => resolved?.path,
+    };
     gguf::check_model(&path).map_err(|source| {
         StoreError::InvalidModel {
             path: path.clone(),
