@@ -13,6 +13,8 @@ mod bounds;
 mod chat;
 mod cli;
 mod fakehub;
+mod fakems;
+mod modelscope;
 mod mutation;
 mod pull;
 mod readme;
