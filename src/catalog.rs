@@ -220,9 +220,7 @@ impl Catalog {
         }
         // `NAME:TAG-QUANT`: Ollama's tags with a quant at the end.
         let (stem, quant) = tag.as_deref()?.rsplit_once('-')?;
-        if crate::store::quant_in_name(&format!("x-{quant}.gguf")).is_none() {
-            return None;
-        }
+        crate::store::quant_in_name(&format!("x-{quant}.gguf"))?;
         ollama(&format!("{name}:{stem}")).map(|entry| (entry, Some(quant.to_ascii_uppercase())))
     }
 

@@ -95,11 +95,17 @@ fn a_clean_pull_lands_where_the_modelscope_client_looks_and_runs_offline() {
     let output = run(hub.olm(&env).args(["pull", MS_SMOL]));
     assert_exit(&output, 0);
     let err = stderr(&output);
-    assert!(err.contains("sha256 verified") && err.contains("ModelScope"), "{err}");
+    assert!(
+        err.contains("sha256 verified") && err.contains("ModelScope"),
+        "{err}"
+    );
     // The client's own layout: a plain file in snapshots/master.
     let file = hub.snapshot_file(MS_SMOL_REPO, MS_SMOL_FILE);
     let metadata = std::fs::symlink_metadata(&file).unwrap();
-    assert!(metadata.file_type().is_file(), "a plain file, as the client writes");
+    assert!(
+        metadata.file_type().is_file(),
+        "a plain file, as the client writes"
+    );
     assert_eq!(sha256(&file), SMOL_SHA);
     assert!(
         hub.downloads()
@@ -123,7 +129,7 @@ fn a_clean_pull_lands_where_the_modelscope_client_looks_and_runs_offline() {
         "{table}"
     );
     // No partial and no olm file where the client lists the snapshot.
-    let snapshot = tree(&file.parent().unwrap().to_path_buf());
+    let snapshot = tree(file.parent().unwrap());
     assert_eq!(snapshot, [MS_SMOL_FILE], "{snapshot:?}");
     // A second pull finds the verified file and downloads nothing.
     let before = hub.downloads().len();
@@ -251,9 +257,14 @@ fn hostile_listings_write_nothing_outside_the_cache() {
     let beside: Vec<String> = std::fs::read_dir(env.path())
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| !name.starts_with("fakems") && !["canary", "ms-cache"].contains(&name.as_str()))
+        .filter(|name| {
+            !name.starts_with("fakems") && !["canary", "ms-cache"].contains(&name.as_str())
+        })
         .collect();
-    assert!(beside.is_empty(), "nothing created beside the cache: {beside:?}");
+    assert!(
+        beside.is_empty(),
+        "nothing created beside the cache: {beside:?}"
+    );
     assert!(!hub.cache().join("models").join("abs").exists());
 }
 
@@ -265,7 +276,10 @@ fn a_private_repo_needs_a_token_never_sent_to_another_host() {
     let output = run(hub.olm(&env).args(["pull", private]));
     assert_exit(&output, 4);
     let err = stderr(&output);
-    assert!(err.contains("401") && err.contains("MODELSCOPE_API_TOKEN"), "{err}");
+    assert!(
+        err.contains("401") && err.contains("MODELSCOPE_API_TOKEN"),
+        "{err}"
+    );
     // A token with no access: 403, said as such.
     let output = run(hub
         .olm(&env)
@@ -283,18 +297,20 @@ fn a_private_repo_needs_a_token_never_sent_to_another_host() {
     let objects = hub.requests_to("/oss/");
     assert!(!objects.is_empty(), "bytes came from object storage");
     assert!(
-        objects
-            .iter()
-            .all(|request| request["host"].as_str().unwrap_or("").starts_with("localhost")
-                && request["authorization"].is_null()
-                && request["cookie"].is_null()),
+        objects.iter().all(|request| request["host"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("localhost")
+            && request["authorization"].is_null()
+            && request["cookie"].is_null()),
         "the token leaked to another host: {objects:?}"
     );
     let listing = hub.requests_to("/api/v1/models/test/private-GGUF/repo/files");
     assert!(
-        listing.iter().any(|request| request["authorization"]
-            == format!("Bearer {MS_TOKEN}")
-            && request["cookie"] == format!("m_session_id={MS_TOKEN}")),
+        listing.iter().any(
+            |request| request["authorization"] == format!("Bearer {MS_TOKEN}")
+                && request["cookie"] == format!("m_session_id={MS_TOKEN}")
+        ),
         "the hub itself got the token as the client sends it: {listing:?}"
     );
 }
@@ -339,11 +355,16 @@ fn a_missing_quant_lists_what_exists_and_dry_run_downloads_nothing() {
         "{}",
         stderr(&output)
     );
-    let dry = run(hub.olm(&env).args(["pull", "ms://test/SmolLM2-GGUF", "--dry-run"]));
+    let dry = run(hub
+        .olm(&env)
+        .args(["pull", "ms://test/SmolLM2-GGUF", "--dry-run"]));
     assert_exit(&dry, 0);
     assert!(stdout(&dry).contains("Q4_1"), "{}", stdout(&dry));
     assert!(hub.downloads().is_empty(), "{:?}", hub.downloads());
-    assert_exit(&run(hub.olm(&env).args(["pull", "ms://test/missing-GGUF"])), 3);
+    assert_exit(
+        &run(hub.olm(&env).args(["pull", "ms://test/missing-GGUF"])),
+        3,
+    );
 }
 
 #[test]
@@ -354,9 +375,10 @@ fn a_listing_cut_at_3000_entries_is_walked_folder_by_folder() {
     assert_exit(&output, 0);
     let listings = hub.requests_to("/api/v1/models/test/many-GGUF/repo/files");
     assert!(
-        listings
-            .iter()
-            .any(|request| request["path"].as_str().unwrap().contains("Recursive=False")),
+        listings.iter().any(|request| request["path"]
+            .as_str()
+            .unwrap()
+            .contains("Recursive=False")),
         "the root was listed one level deep: {listings:?}"
     );
     assert!(
@@ -399,16 +421,21 @@ fn auto_falls_back_from_an_unreachable_hugging_face_to_modelscope_only() {
     let before = hub.requests().len();
     write_config(&env, "");
     let home = env.path().join("olm-home/config.toml");
-    let config = std::fs::read_to_string(&home)
-        .unwrap()
-        .replace(&format!("repo = \"{MS_SMOL_REPO}\""), "repo = \"test/missing-GGUF\"");
+    let config = std::fs::read_to_string(&home).unwrap().replace(
+        &format!("repo = \"{MS_SMOL_REPO}\""),
+        "repo = \"test/missing-GGUF\"",
+    );
     std::fs::write(&home, config).unwrap();
     let output = run(hub
         .olm(&env)
         .args(["pull", "smol", "--force"])
         .env("HF_ENDPOINT", hf.url()));
     assert_exit(&output, 3);
-    assert!(!stderr(&output).contains("cannot be reached"), "{}", stderr(&output));
+    assert!(
+        !stderr(&output).contains("cannot be reached"),
+        "{}",
+        stderr(&output)
+    );
     assert_eq!(hub.requests().len(), before, "ModelScope was not asked");
     // A gated Hugging Face repo (401) does not fall back either.
     let config = std::fs::read_to_string(&home)
@@ -431,12 +458,7 @@ fn black_hole() -> (socket2::Socket, Vec<std::net::TcpStream>, u16) {
     let address: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     socket.bind(&address.into()).unwrap();
     socket.listen(0).unwrap();
-    let port = socket
-        .local_addr()
-        .unwrap()
-        .as_socket()
-        .unwrap()
-        .port();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
     let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let fillers = (0..4)
         .filter_map(|_| {
@@ -458,7 +480,10 @@ fn auto_decides_a_silent_hub_is_unreachable_within_seconds() {
         Duration::from_millis(500),
     );
     if probe.is_ok() {
-        skip_or_fail("black-hole", "a full accept queue still accepts connections here");
+        skip_or_fail(
+            "black-hole",
+            "a full accept queue still accepts connections here",
+        );
         return;
     }
     let started = Instant::now();
@@ -473,7 +498,11 @@ fn auto_decides_a_silent_hub_is_unreachable_within_seconds() {
         "decided in {:?}",
         started.elapsed()
     );
-    assert!(stderr(&output).contains("cannot be reached"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot be reached"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -496,7 +525,10 @@ fn an_unreachable_hub_is_one_clear_error_at_once() {
     let err = stderr(&output);
     let error_line = err.lines().find(|line| line.starts_with("error:")).unwrap();
     assert_eq!(error_line.matches(&dead).count(), 1, "{err}");
-    let hint = err.lines().find(|line| line.starts_with("hint:")).unwrap_or("");
+    let hint = err
+        .lines()
+        .find(|line| line.starts_with("hint:"))
+        .unwrap_or("");
     for word in ["--source", "HF_ENDPOINT", "MODELSCOPE_ENDPOINT"] {
         assert!(hint.contains(word), "{err}");
     }
@@ -506,7 +538,10 @@ fn an_unreachable_hub_is_one_clear_error_at_once() {
         .args(["pull", "test/SmolLM2-GGUF:Q4_1"])
         .env_remove("HF_HUB_OFFLINE")
         .env("HF_ENDPOINT", &dead)
-        .env("MODELSCOPE_ENDPOINT", format!("http://127.0.0.1:{}", unused_port())));
+        .env(
+            "MODELSCOPE_ENDPOINT",
+            format!("http://127.0.0.1:{}", unused_port()),
+        ));
     assert_exit(&output, 4);
     assert_eq!(
         stderr(&output).matches("cannot be reached at").count(),
@@ -531,7 +566,11 @@ fn a_file_the_modelscope_client_downloaded_is_found_without_a_download() {
         stderr(&client)
     );
     let file = hub.snapshot_file(MS_SMOL_REPO, MS_SMOL_FILE);
-    assert_eq!(sha256(&file), SMOL_SHA, "the client's bytes are the model's");
+    assert_eq!(
+        sha256(&file),
+        SMOL_SHA,
+        "the client's bytes are the model's"
+    );
     // olm list shows it, and olm runs it, with no pull.
     let rows = list_json(&env, &hub);
     let row = rows
@@ -557,7 +596,11 @@ fn a_file_the_modelscope_client_downloaded_is_found_without_a_download() {
         .args(["pull", MS_SMOL, "--offline"])
         .env("MODELSCOPE_CACHE", hub.cache()));
     assert_exit(&output, 0);
-    assert!(stderr(&output).contains("ModelScope cache"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("ModelScope cache"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -573,9 +616,10 @@ fn a_file_olm_pulled_is_reused_by_the_modelscope_client() {
     assert!(client.status.success(), "{}", stderr(&client));
     let after: Vec<Value> = hub.requests()[before..].to_vec();
     assert!(
-        after
-            .iter()
-            .any(|request| request["path"].as_str().unwrap_or("").contains("/repo/files")),
+        after.iter().any(|request| request["path"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/repo/files")),
         "the client listed the repo (and checked the hash): {after:?}"
     );
     assert!(
@@ -616,8 +660,10 @@ fn olm_and_the_client_at_once_fetch_the_file_once() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (olm, client): (Output, Output) =
-        (olm.wait_with_output().unwrap(), client.wait_with_output().unwrap());
+    let (olm, client): (Output, Output) = (
+        olm.wait_with_output().unwrap(),
+        client.wait_with_output().unwrap(),
+    );
     assert_exit(&olm, 0);
     assert!(client.status.success(), "{}", stderr(&client));
     let from_zero = hub
@@ -642,9 +688,15 @@ fn sources_come_from_the_flag_the_environment_or_the_config() {
     let hub = FakeModelScope::start(&env);
     write_config(&env, "");
     // Explicit: ModelScope only (Hugging Face is never tried).
-    let output = run(hub.olm(&env).args(["pull", "smol", "--source", "modelscope"]));
+    let output = run(hub
+        .olm(&env)
+        .args(["pull", "smol", "--source", "modelscope"]));
     assert_exit(&output, 0);
-    assert!(!stderr(&output).contains("cannot be reached"), "{}", stderr(&output));
+    assert!(
+        !stderr(&output).contains("cannot be reached"),
+        "{}",
+        stderr(&output)
+    );
     // OLM_SOURCE and config.toml say the same.
     let output = run(hub
         .olm(&env)
@@ -657,7 +709,9 @@ fn sources_come_from_the_flag_the_environment_or_the_config() {
     assert_exit(&output, 0);
     assert!(!stderr(&output).contains("cannot be reached"));
     // The flag names Hugging Face only: its failure is the answer.
-    let output = run(hub.olm(&env).args(["pull", "smol", "--force", "--source", "hf"]));
+    let output = run(hub
+        .olm(&env)
+        .args(["pull", "smol", "--force", "--source", "hf"]));
     assert_exit(&output, 4);
     // A reference naming one hub and a flag naming the other: exit 2.
     let output = run(hub.olm(&env).args(["pull", MS_SMOL, "--source", "hf"]));
@@ -674,7 +728,11 @@ fn sources_come_from_the_flag_the_environment_or_the_config() {
         .olm(&env)
         .args(["pull", "phi4-mini", "--source", "modelscope"]));
     assert_exit(&output, 3);
-    assert!(stderr(&output).contains("--source hf"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--source hf"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -699,11 +757,19 @@ fn ollamas_names_pull_and_run_and_unknown_names_suggest_close_ones() {
     assert!(err.contains("did you mean qwen-7b"), "{err}");
     let output = run(env.olm().args(["run", "qwen7b", "hi"]));
     assert_exit(&output, 3);
-    assert!(stderr(&output).contains("did you mean qwen-7b"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("did you mean qwen-7b"),
+        "{}",
+        stderr(&output)
+    );
     // A catalog alias that is not pulled, without a terminal: exit 3, no download.
     let output = run(env.olm().args(["run", "qwen2.5:7b", "hi"]));
     assert_exit(&output, 3);
-    assert!(stderr(&output).contains("olm pull qwen2.5:7B"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("olm pull qwen2.5:7B"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -740,7 +806,10 @@ fn the_catalog_lists_names_sizes_and_sources() {
         .lines()
         .find(|line| line.starts_with("qwen-7b "))
         .unwrap_or_else(|| panic!("{table}"));
-    assert!(qwen.contains("hf,modelscope") && qwen.contains("GB") && qwen.contains("qwen2.5:7b"), "{qwen}");
+    assert!(
+        qwen.contains("hf,modelscope") && qwen.contains("GB") && qwen.contains("qwen2.5:7b"),
+        "{qwen}"
+    );
     let output = run(env.olm().args(["list", "--available", "--json"]));
     assert_exit(&output, 0);
     let rows: Vec<Value> = serde_json::from_str(&stdout(&output)).unwrap();
@@ -807,8 +876,16 @@ sys.exit(child.returncode)
     let output = run(&mut command);
     assert_exit(&output, 0);
     let out = stdout(&output);
-    assert!(out.contains("ANSWERED=1"), "asked once: {out}\n{}", stderr(&output));
-    assert!(stderr(&output).contains("not in the store; pull"), "{}", stderr(&output));
+    assert!(
+        out.contains("ANSWERED=1"),
+        "asked once: {out}\n{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("not in the store; pull"),
+        "{}",
+        stderr(&output)
+    );
     assert!(!hub.downloads().is_empty(), "it pulled");
     let answer = out.replace("ANSWERED=1", "");
     assert!(!answer.trim().is_empty(), "then it answered: {out}");
