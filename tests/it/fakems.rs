@@ -92,6 +92,12 @@ impl FakeModelScope {
             .join(file)
     }
 
+    /// Serve `files` (name in the repo -> local path) as `repo` from now on.
+    pub fn add_repo(&mut self, repo: &str, files: Value) {
+        self.repos[repo] = json!({ "files": files });
+        self.set_faults(json!({}));
+    }
+
     /// Replace the faults (takes effect on the next request).
     pub fn set_faults(&self, faults: Value) {
         let temp = self.config.with_extension("tmp");

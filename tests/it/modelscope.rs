@@ -892,3 +892,154 @@ sys.exit(child.returncode)
     let file: PathBuf = hub.snapshot_file(MS_SMOL_REPO, MS_SMOL_FILE);
     assert_eq!(sha256(&file), SMOL_SHA);
 }
+
+#[test]
+fn a_split_set_comes_whole_and_rm_removes_it_from_the_shared_cache() {
+    use olm::gguf::samples;
+    use olm::gguf::writer::tiny_model;
+    let env = TestEnv::new();
+    let mut hub = FakeModelScope::start(&env);
+    let dir = env.path().join("fakems-split");
+    std::fs::create_dir(&dir).unwrap();
+    let parts = samples::write_split(&dir, "tiny-Q8_0", &samples::split_model(&tiny_model(), 3))
+        .expect("write split parts");
+    let files: serde_json::Map<String, Value> = parts
+        .iter()
+        .map(|path| {
+            let name = format!("Q8_0/{}", path.file_name().unwrap().to_string_lossy());
+            (name, json!(path))
+        })
+        .collect();
+    hub.add_repo("test/split-GGUF", Value::Object(files));
+    let output = run(hub.olm(&env).args(["pull", "ms://test/split-GGUF:Q8_0"]));
+    assert_exit(&output, 0);
+    for path in &parts {
+        let name = format!("Q8_0/{}", path.file_name().unwrap().to_string_lossy());
+        let pulled = hub.snapshot_file("test/split-GGUF", &name);
+        assert_eq!(sha256(&pulled), sha256(path), "{name}");
+    }
+    let cache = hub.cache().to_path_buf();
+    let show = run(env
+        .olm()
+        .args(["show", "test/split-GGUF:Q8_0"])
+        .env("MODELSCOPE_CACHE", &cache));
+    assert_exit(&show, 0);
+    assert_exit(
+        &run(env.olm().arg("verify").env("MODELSCOPE_CACHE", &cache)),
+        0,
+    );
+    let removed = run(env
+        .olm()
+        .args(["rm", "-y", "test/split-GGUF:Q8_0"])
+        .env("MODELSCOPE_CACHE", &cache));
+    assert_exit(&removed, 0);
+    let left = tree(&hub.snapshot_file("test/split-GGUF", "Q8_0"));
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn rate_limits_and_server_errors_are_waited_out() {
+    let env = TestEnv::new();
+    let hub = FakeModelScope::start(&env);
+    // 429 with Retry-After: 1 on the listing, then two 503s from storage.
+    hub.set_faults(json!({"status": {"files": 429}, "status_times": 1}));
+    let started = Instant::now();
+    let output = run(hub.olm(&env).args(["pull", MS_SMOL]));
+    assert_exit(&output, 0);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    assert_eq!(
+        hub.requests_to("/api/v1/models/test/SmolLM2-GGUF/repo/files")
+            .len(),
+        2
+    );
+    hub.set_faults(json!({"status": {"oss": 503}, "status_times": 2}));
+    assert_exit(&run(hub.olm(&env).args(["pull", MS_SMOL, "--force"])), 0);
+    // Always 500: a bounded number of tries, then exit 4.
+    hub.set_faults(json!({"status": {"files": 500}}));
+    let before = hub.requests().len();
+    let output = run(hub.olm(&env).args(["pull", MS_SMOL]));
+    assert_exit(&output, 4);
+    assert_eq!(hub.requests().len() - before, 6, "six attempts");
+}
+
+#[test]
+fn kill_9_mid_pull_then_pull_again_resumes() {
+    let env = TestEnv::new();
+    let hub = FakeModelScope::start(&env);
+    // 4 MB/s per connection: after 3 s every part has passed a checkpoint.
+    hub.set_faults(json!({"rate": 4_000_000}));
+    let mut child = hub
+        .olm(&env)
+        .args(["pull", MS_SMOL])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        stored(&env, &hub).is_empty(),
+        "a half-pulled model is never listed"
+    );
+    assert!(
+        !hub.snapshot_file(MS_SMOL_REPO, MS_SMOL_FILE).exists(),
+        "nothing where the client would take it for a download"
+    );
+    let before = hub.range_starts().len();
+    hub.set_faults(json!({}));
+    assert_exit(&run(hub.olm(&env).args(["pull", MS_SMOL])), 0);
+    let resumed: Vec<u64> = hub.range_starts()[before..].to_vec();
+    assert!(
+        !resumed.is_empty() && resumed.iter().all(|&start| start > 0),
+        "every resumed request starts past zero: {resumed:?}"
+    );
+    assert_eq!(
+        sha256(&hub.snapshot_file(MS_SMOL_REPO, MS_SMOL_FILE)),
+        SMOL_SHA
+    );
+}
+
+#[test]
+fn a_full_disk_is_refused_before_the_first_byte() {
+    // The ModelScope cache on a 50 MiB tmpfs; the model is 98 MB.
+    let env = TestEnv::new();
+    let hub = FakeModelScope::start(&env);
+    let probe = run(Command::new("unshare").args(["-rm", "true"]));
+    if !probe.status.success() {
+        skip_or_fail(
+            "tmpfs",
+            &format!("unshare -rm is not permitted here: {}", stderr(&probe)),
+        );
+        return;
+    }
+    let small = env.path().join("small-disk");
+    std::fs::create_dir_all(&small).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=50m tmpfs '{dir}' && OLM_HOME='{dir}/olm' MODELSCOPE_CACHE='{dir}/ms' exec '{olm}' pull {MS_SMOL}",
+        dir = small.display(),
+        olm = env!("CARGO_BIN_EXE_olm"),
+    );
+    let pull = hub.olm(&env);
+    let mut command = Command::new("unshare");
+    command.env_clear();
+    for (key, value) in pull.get_envs() {
+        if let Some(value) = value {
+            command.env(key, value);
+        }
+    }
+    command
+        .stdin(Stdio::null())
+        .args(["-rm", "sh", "-c", &script]);
+    let output = run(&mut command);
+    assert_exit(&output, 6);
+    let err = stderr(&output);
+    assert!(
+        err.contains("error: not enough disk space") && err.contains("needed"),
+        "{err}"
+    );
+    assert!(hub.downloads().is_empty(), "{:?}", hub.downloads());
+}
