@@ -24,8 +24,9 @@ const BUILTIN: &str = include_str!("catalog.toml");
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogEntry {
     pub alias: String,
-    /// The Hugging Face repo.
-    pub repo: RepoId,
+    /// The Hugging Face repo, if the model is there (an entry names at
+    /// least one hub).
+    pub repo: Option<RepoId>,
     /// Quant pulled when none is asked for.
     pub quant: String,
     /// File name of a quant, `{quant}`/`{QUANT}` standing for it in lower/upper case.
@@ -45,7 +46,7 @@ impl CatalogEntry {
     /// The repo on `hub`, if the model is there.
     pub fn repo_on(&self, hub: HubKind) -> Option<&RepoId> {
         match hub {
-            HubKind::HuggingFace => Some(&self.repo),
+            HubKind::HuggingFace => self.repo.as_ref(),
             HubKind::ModelScope => self.modelscope.as_ref(),
         }
     }
@@ -81,7 +82,7 @@ struct CatalogFile {
 #[serde(deny_unknown_fields)]
 struct RawEntry {
     alias: String,
-    repo: String,
+    repo: Option<String>,
     quant: String,
     file: Option<String>,
     #[serde(default)]
@@ -345,13 +346,24 @@ fn parse(text: &str, source_name: &str) -> Result<Parsed, CatalogError> {
                 .map_err(|reason| error(format!("alias '{}': {reason}", raw.alias)))?;
             check_tag(&raw.quant)
                 .map_err(|reason| error(format!("quant of '{}': {reason}", raw.alias)))?;
-            let repo = RepoId::parse(&raw.repo).map_err(|e| error(e.to_string()))?;
+            let repo = raw
+                .repo
+                .as_deref()
+                .map(RepoId::parse)
+                .transpose()
+                .map_err(|e| error(e.to_string()))?;
             let modelscope = raw
                 .modelscope
                 .as_deref()
                 .map(RepoId::parse)
                 .transpose()
                 .map_err(|e| error(format!("modelscope of '{}': {e}", raw.alias)))?;
+            if repo.is_none() && modelscope.is_none() {
+                return Err(error(format!(
+                    "'{}' names no repo: give repo (Hugging Face), modelscope, or both",
+                    raw.alias
+                )));
+            }
             for file in raw.file.iter().chain(&raw.modelscope_file) {
                 let sample = file
                     .replace("{quant}", "q4_k_m")
@@ -405,7 +417,10 @@ mod tests {
         let catalog = Catalog::builtin().unwrap();
         assert!(catalog.entries().len() >= 20);
         let qwen = catalog.get("qwen-7b").unwrap();
-        assert_eq!(qwen.repo.to_string(), "Qwen/Qwen2.5-7B-Instruct-GGUF");
+        assert_eq!(
+            qwen.repo.as_ref().unwrap().to_string(),
+            "Qwen/Qwen2.5-7B-Instruct-GGUF"
+        );
         let mut aliases: Vec<&str> = catalog.entries().iter().map(|e| e.alias.as_str()).collect();
         aliases.sort_unstable();
         aliases.dedup();
@@ -423,7 +438,13 @@ mod tests {
         .unwrap();
         let catalog = Catalog::load(&config).unwrap();
         assert_eq!(
-            catalog.get("qwen-7b").unwrap().repo.to_string(),
+            catalog
+                .get("qwen-7b")
+                .unwrap()
+                .repo
+                .as_ref()
+                .unwrap()
+                .to_string(),
             "me/x-GGUF"
         );
         std::fs::write(
@@ -438,6 +459,7 @@ mod tests {
             "[[model]]\nalias = \"a\"\nrepo = \"me/x\"\nquant = \"Q4_0\"\nmodelscope = \"../x\"\n",
             "[[model]]\nalias = \"a\"\nrepo = \"me/x\"\nquant = \"Q4_0\"\nollama = [\"a:../x\"]\n",
             "[[model]]\nalias = \"a\"\nrepo = \"me/x\"\nquant = \"Q4_0\"\nmodelscope_file = \"../{quant}.gguf\"\n",
+            "[[model]]\nalias = \"a\"\nquant = \"Q4_0\"\n",
         ] {
             std::fs::write(&config, bad).unwrap();
             assert!(Catalog::load(&config).is_err(), "{bad}");
@@ -455,6 +477,16 @@ mod tests {
         assert_eq!(
             catalog.source_choice(None).unwrap(),
             SourceChoice::Only(HubKind::ModelScope)
+        );
+        std::fs::write(
+            &config,
+            "[[model]]\nalias = \"ms-only\"\nmodelscope = \"me/x-GGUF\"\nquant = \"Q4_0\"\n",
+        )
+        .unwrap();
+        let catalog = Catalog::load(&config).unwrap();
+        assert_eq!(
+            catalog.get("ms-only").unwrap().hubs(),
+            [HubKind::ModelScope]
         );
         assert_eq!(
             catalog.source_choice(Some(SourceSetting::Auto)).unwrap(),

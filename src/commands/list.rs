@@ -195,7 +195,7 @@ struct Available {
     size: Option<u64>,
     /// The hubs that have it: `hf`, `modelscope`.
     sources: Vec<HubKind>,
-    hf_repo: String,
+    hf_repo: Option<String>,
     modelscope_repo: Option<String>,
     /// Ollama's names for the same model.
     ollama: Vec<String>,
@@ -213,7 +213,7 @@ fn available(store: &Store, json: bool) -> anyhow::Result<ExitCode> {
             quant: entry.quant.clone(),
             size: entry.size,
             sources: entry.hubs(),
-            hf_repo: entry.repo.to_string(),
+            hf_repo: entry.repo.as_ref().map(ToString::to_string),
             modelscope_repo: entry.modelscope.as_ref().map(ToString::to_string),
             ollama: entry.ollama.clone(),
             description: entry.description.clone(),
