@@ -76,10 +76,14 @@ pub fn fetch_file(
             reporter.finish_file(name);
             return Ok(target.clone());
         }
-        paths
-            .root
-            .remove_entry(target)
-            .map_err(HubError::io("cannot remove the damaged", target))?;
+        // A file named by another path may be the previous version: the
+        // rename below replaces it once the new one is verified.
+        if paths.named_by_hash {
+            paths
+                .root
+                .remove_entry(target)
+                .map_err(HubError::io("cannot remove the damaged", target))?;
+        }
     }
     download(hub, paths, name, head, reporter)?;
     reporter.verifying(name);

@@ -64,6 +64,7 @@ impl RepoCache {
             target: self.blob(sha256),
             partial: self.partial(sha256),
             locks: vec![self.lock(sha256)],
+            named_by_hash: true,
         }
     }
 

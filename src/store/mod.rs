@@ -169,6 +169,11 @@ pub struct DownloadPaths {
     pub target: PathBuf,
     pub partial: PathBuf,
     pub locks: Vec<PathBuf>,
+    /// The target's name is its sha256 (a Hugging Face blob): a file there
+    /// that does not match is damaged and goes at once. Otherwise (a
+    /// ModelScope file, named by its path) it may be the verified previous
+    /// version, replaced only once the new one is verified.
+    pub named_by_hash: bool,
 }
 
 /// olm's store: `OLM_HOME`, the Hugging Face cache and the ModelScope

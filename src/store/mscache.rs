@@ -141,6 +141,7 @@ impl MsRepoCache {
             target: self.file(revision, name),
             partial: self.partial(sha256),
             locks: vec![self.client_lock(name), self.olm_lock(sha256)],
+            named_by_hash: false,
         }
     }
 

@@ -98,6 +98,12 @@ impl FakeModelScope {
         self.set_faults(json!({}));
     }
 
+    /// Serve `path` as `file` of `repo` from now on (a new version upstream).
+    pub fn replace_file(&mut self, repo: &str, file: &str, path: &Path) {
+        self.repos[repo]["files"][file] = json!(path);
+        self.set_faults(json!({}));
+    }
+
     /// Replace the faults (takes effect on the next request).
     pub fn set_faults(&self, faults: Value) {
         let temp = self.config.with_extension("tmp");

@@ -1043,3 +1043,41 @@ fn a_full_disk_is_refused_before_the_first_byte() {
     );
     assert!(hub.downloads().is_empty(), "{:?}", hub.downloads());
 }
+
+/// ModelScope names a file by its path, not its hash: a new version
+/// upstream replaces the stored file only once it is verified (H7).
+#[test]
+fn a_new_version_replaces_the_file_only_once_verified() {
+    let env = TestEnv::new();
+    let mut hub = FakeModelScope::start(&env);
+    assert_exit(&run(hub.olm(&env).args(["pull", MS_SMOL])), 0);
+    let file = hub.snapshot_file(MS_SMOL_REPO, MS_SMOL_FILE);
+    let new_version = crate::common::gemma3();
+    hub.replace_file(MS_SMOL_REPO, MS_SMOL_FILE, &new_version);
+    hub.set_faults(json!({"flip_byte": 1_000_000}));
+    let output = run(hub.olm(&env).args(["pull", MS_SMOL]));
+    assert_exit(&output, 5);
+    assert_eq!(
+        sha256(&file),
+        SMOL_SHA,
+        "the verified old version is intact"
+    );
+    let cache = hub.cache().to_path_buf();
+    assert_exit(
+        &run(env.olm().arg("verify").env("MODELSCOPE_CACHE", &cache)),
+        0,
+    );
+    hub.set_faults(json!({}));
+    let output = run(hub.olm(&env).args(["pull", MS_SMOL]));
+    assert_exit(&output, 0);
+    assert!(
+        stderr(&output).contains("changed on the hub"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(sha256(&file), sha256(&new_version));
+    assert_exit(
+        &run(env.olm().arg("verify").env("MODELSCOPE_CACHE", &cache)),
+        0,
+    );
+}
