@@ -228,13 +228,24 @@ fn parse_listing(body: &Value, url: &str) -> Result<Vec<Entry>, HubError> {
         },
         _ => return Err(refused("the answer is not a file listing".into())),
     };
-    list.iter().map(parse_entry).collect()
+    list.iter().map(|entry| parse_entry(entry, url)).collect()
 }
 
-fn parse_entry(entry: &Value) -> Result<Entry, HubError> {
+/// One entry: a value of the wrong type or a missing field is an answer
+/// olm cannot read (exit 4, as for any malformed JSON); a name or hash that
+/// could not be a repo path or a sha256 is invalid metadata (exit 5).
+fn parse_entry(entry: &Value, url: &str) -> Result<Entry, HubError> {
     let bad = |what: &'static str, value: &Value| HubError::BadMetadata {
         what,
         value: escaped(&value.to_string()),
+    };
+    let malformed = |what: &str| HubError::Network {
+        url: url.to_owned(),
+        message: format!(
+            "the listing is not the expected JSON: {what} in {}",
+            escaped(&entry.to_string())
+        ),
+        unreachable: false,
     };
     let field = |names: &[&str]| names.iter().find_map(|name| entry.get(*name));
     let path = match field(&["Path", "path"])
@@ -242,8 +253,8 @@ fn parse_entry(entry: &Value) -> Result<Entry, HubError> {
         .or_else(|| field(&["Name"]))
     {
         Some(Value::String(path)) => path.clone(),
-        Some(other) => return Err(bad("file name", other)),
-        None => return Err(bad("file name (missing in)", entry)),
+        Some(_) => return Err(malformed("a path that is not a string")),
+        None => return Err(malformed("no path")),
     };
     check_repo_file_name(&path).map_err(|_| HubError::BadMetadata {
         what: "file name",
@@ -252,7 +263,7 @@ fn parse_entry(entry: &Value) -> Result<Entry, HubError> {
     let kind = match field(&["Type", "type"]) {
         Some(Value::String(kind)) => kind.as_str(),
         None | Some(Value::Null) => "blob",
-        Some(other) => return Err(bad("entry type", other)),
+        Some(_) => return Err(malformed("a type that is not a string")),
     };
     if kind == "tree" {
         return Ok(Entry::Folder(path));
@@ -261,14 +272,15 @@ fn parse_entry(entry: &Value) -> Result<Entry, HubError> {
         Some(Value::Number(number)) => number
             .as_u64()
             .ok_or_else(|| bad("size", &Value::Number(number.clone())))?,
-        Some(other) => return Err(bad("size", other)),
-        None => return Err(bad("size (missing in)", entry)),
+        Some(_) => return Err(malformed("a size that is not a number")),
+        None => return Err(malformed("no size")),
     };
     let sha256 = match field(&["Sha256", "sha256"]) {
         None | Some(Value::Null) => None,
         Some(Value::String(text)) if text.is_empty() => None,
         Some(Value::String(text)) if is_sha256(text) => Some(text.clone()),
-        Some(other) => return Err(bad("sha256", other)),
+        Some(Value::String(text)) => return Err(bad("sha256", &Value::String(text.clone()))),
+        Some(_) => return Err(malformed("a sha256 that is not a string")),
     };
     Ok(Entry::File(RemoteFile {
         name: path,
@@ -325,12 +337,9 @@ mod tests {
             json!({"Path": format!("{}.gguf", "a".repeat(300)), "Type": "blob", "Size": 1}),
             json!({"Name": "../x.gguf", "Type": "blob", "Size": 1}),
             json!({"Path": "x.gguf", "Type": "blob", "Size": -1, "Sha256": SHA}),
-            json!({"Path": "x.gguf", "Type": "blob", "Size": "10", "Sha256": SHA}),
             json!({"Path": "x.gguf", "Type": "blob", "Size": 1, "Sha256": "../../x"}),
             json!({"Path": "x.gguf", "Type": "blob", "Size": 1, "Sha256": "A".repeat(64)}),
             json!({"Path": "x.gguf", "Type": "blob", "Size": 1, "Sha256": "a".repeat(63)}),
-            json!({"Path": 5, "Type": "blob", "Size": 1}),
-            json!({"Type": "blob", "Size": 1}),
         ] {
             let body = json!({"Data": {"Files": [entry.clone()]}});
             assert!(
@@ -342,6 +351,12 @@ mod tests {
             json!("x"),
             json!({"Data": {"Files": "x"}}),
             json!({"Success": false, "Message": "no"}),
+            json!({"Data": {"Files": [{"Path": "x.gguf", "Size": "10"}]}}),
+            json!({"Data": {"Files": [{"Path": 5, "Size": 1}]}}),
+            json!({"Data": {"Files": [{"Size": 1}]}}),
+            json!({"Data": {"Files": [{"Path": "x.gguf"}]}}),
+            json!({"Data": {"Files": [{"Path": "x.gguf", "Size": 1, "Sha256": 7}]}}),
+            json!({"Data": {"Files": [{"Path": "x.gguf", "Size": 1, "Type": []}]}}),
         ] {
             assert!(
                 matches!(parse_listing(&body, "u"), Err(HubError::Network { .. })),

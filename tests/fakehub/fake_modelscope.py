@@ -34,6 +34,8 @@ pull runs:
               "sha256": "...", "size": N,       # hostile listing values
               "extra_files": ["../../x.gguf"],  # hostile names in the listing
               "oss_host": "localhost",          # redirect to another host name
+              "listing_body": "...",            # a malformed listing, as is
+              "listing_endless": true,          # a listing that never ends
               "ignore_range": true}}
 Every request is appended to the log file as one JSON line.
 Usage: fake_modelscope.py CONFIG LOG  (prints the port on stdout, then serves).
@@ -202,6 +204,25 @@ class Handler(BaseHTTPRequestHandler):
         repo = self.repo(cfg, owner, name)
         if repo is None:
             return None
+        if "listing_body" in faults:
+            data = faults["listing_body"].encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return None
+        if faults.get("listing_endless"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.close_connection = True
+            try:
+                self.wfile.write(b'{"Data": {"Files": [')
+                while True:
+                    self.wfile.write(b'{"Path": "a.txt", "Size": 1},' * 1000)
+            except (BrokenPipeError, ConnectionResetError):
+                return None
         root = query.get("Root", "").strip("/")
         recursive = query.get("Recursive", "False") == "True"
         chosen = []

@@ -1081,3 +1081,69 @@ fn a_new_version_replaces_the_file_only_once_verified() {
         0,
     );
 }
+
+/// T-B10: listings olm cannot read are an error (exit 4), never a crash or
+/// unbounded memory.
+#[test]
+fn malformed_and_endless_listings_exit_4() {
+    let env = TestEnv::new();
+    let hub = FakeModelScope::start(&env);
+    for faults in [
+        json!({"listing_body": "not json"}),
+        json!({"listing_body": "{\"Data\": {\"Files\": [{\"Path\": 5, \"Size\": 1}]}}"}),
+        json!({"listing_body": "{\"Data\": {\"Files\": [{\"Path\": \"a.gguf\", \"Size\": \"big\"}]}}"}),
+        json!({"listing_body": "{\"Data\": {\"Files\": []}}"}),
+        json!({"listing_endless": true}),
+    ] {
+        hub.set_faults(faults.clone());
+        let started = Instant::now();
+        let output = run(hub.olm(&env).args(["pull", MS_SMOL]));
+        let code = output.status.code();
+        // An empty listing is an answer: the repo has no GGUF (exit 3).
+        let expected = if faults["listing_body"] == "{\"Data\": {\"Files\": []}}" {
+            3
+        } else {
+            4
+        };
+        assert_eq!(code, Some(expected), "{faults}: {}", stderr(&output));
+        assert!(started.elapsed() < Duration::from_secs(60), "{faults}");
+        assert!(
+            stderr(&output).starts_with("resolving"),
+            "{}",
+            stderr(&output)
+        );
+    }
+    assert!(stored(&env, &hub).is_empty());
+}
+
+/// T-B6 on the ModelScope path: object storage goes silent mid-file; the
+/// stall is noticed and the download goes on from where it stopped.
+#[test]
+fn a_stalled_download_is_retried_with_range() {
+    let env = TestEnv::new();
+    let hub = FakeModelScope::start(&env);
+    hub.set_faults(json!({"stall_after": 3_000_000, "stall_times": 1, "stall_seconds": 20}));
+    let started = Instant::now();
+    let output = run(hub
+        .olm(&env)
+        .args(["pull", MS_SMOL])
+        .env("OLM_CONNECTIONS", "1")
+        .env("OLM_STALL_TIMEOUT", "2"));
+    assert_exit(&output, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "stall noticed quickly: {:?}",
+        started.elapsed()
+    );
+    let starts = hub.range_starts();
+    assert_eq!(
+        starts.iter().filter(|&&start| start == 0).count(),
+        1,
+        "{starts:?}"
+    );
+    assert!(starts.iter().any(|&start| start >= 3_000_000), "{starts:?}");
+    assert_eq!(
+        sha256(&hub.snapshot_file(MS_SMOL_REPO, MS_SMOL_FILE)),
+        SMOL_SHA
+    );
+}
