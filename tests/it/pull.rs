@@ -376,6 +376,7 @@ fn a_pulled_model_runs_without_any_network() {
     env.olm_env(&mut pull);
     pull.env_remove("HF_HUB_OFFLINE")
         .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env("MODELSCOPE_ENDPOINT", "http://127.0.0.1:9")
         .env("OLM_RETRY_BASE_MS", "10");
     pull.args(["-rn", env!("CARGO_BIN_EXE_olm"), "pull", "test/gemma-GGUF"]);
     let started = Instant::now();
