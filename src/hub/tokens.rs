@@ -20,6 +20,8 @@ use crate::env;
 
 /// Largest token or cookie file read.
 const MAX_TOKEN_FILE_BYTES: u64 = 64 << 10;
+/// Most memo slots a pickle may name (a saved login uses a few dozen).
+const MAX_MEMO: usize = 1 << 16;
 
 /// The Hugging Face token: `HF_TOKEN`, else the saved login's token file.
 pub fn hugging_face() -> Option<String> {
@@ -213,7 +215,7 @@ fn pickle_strings(bytes: &[u8]) -> Option<Vec<Value>> {
                         .parse()
                         .ok()?,
                 };
-                if index > memo.len() + 1_000_000 {
+                if index >= MAX_MEMO {
                     return None;
                 }
                 if memo.len() <= index {
@@ -390,6 +392,12 @@ mod tests {
             None
         );
         assert_eq!(saved_session(&[b'j', 0xff, 0xff, 0xff, 0x7f], 0), None);
+        // Memo slots far apart cost nothing: refused, not allocated.
+        let mut far = vec![0x80, 4, b'N'];
+        for _ in 0..1000 {
+            far.extend([b'r', 0xff, 0xff, 0xff, 0x7f]);
+        }
+        assert_eq!(saved_session(&far, 0), None);
     }
 
     #[test]

@@ -82,11 +82,17 @@ impl MsRepoCache {
     }
 
     /// The legacy folder the client would use: the first that exists and
-    /// is not empty.
+    /// is not empty. One that leads outside the cache is not read: it is
+    /// returned as it is, so that [`MsRepoCache::check`] refuses it.
     pub fn legacy_folder(&self) -> Option<PathBuf> {
         self.legacy_folders()
             .into_iter()
-            .find(|folder| fs::read_dir(folder).is_ok_and(|mut entries| entries.next().is_some()))
+            .find(|folder| match self.cache.resolve(folder) {
+                Ok(resolved) => {
+                    fs::read_dir(resolved).is_ok_and(|mut entries| entries.next().is_some())
+                }
+                Err(error) => escape_of(&error).is_some(),
+            })
     }
 
     /// The folder the files of `revision` live in: a legacy folder when the
@@ -408,6 +414,20 @@ mod tests {
         fs::create_dir_all(&newer).unwrap();
         fs::write(newer.join("y.gguf"), b"GGUF").unwrap();
         assert_eq!(cache.file("master", "x.gguf"), newer.join("x.gguf"));
+    }
+
+    #[test]
+    fn a_legacy_folder_that_leads_out_is_refused_not_read() {
+        let setup = setup();
+        let cache = MsRepoCache::new(&setup.root, &repo());
+        let owner = setup.root.join("models/Qwen");
+        fs::create_dir_all(&owner).unwrap();
+        symlink(&setup.outside, owner.join("Qwen2___5-0___5B-Instruct-GGUF")).unwrap();
+        let error = cache.check("master", "x.gguf").unwrap_err();
+        assert!(error.escape().is_some(), "{error}");
+        let (found, escapes) = scan_root(&setup.root);
+        assert!(found.is_empty());
+        assert_eq!(escapes.len(), 1, "{escapes:?}");
     }
 
     #[test]
