@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
 use super::resolve::{
-    build_request, install_interrupt_flag, load_options, resolve_model_with_identity,
+    build_request, install_interrupt_flag, load_options, resolve_model_with_identity, Offer,
 };
 use crate::chat::{self, ChatSetup, ModelChoice};
 use crate::cli::{ChatArgs, GenerationArgs};
@@ -29,7 +29,9 @@ pub(super) fn converse(
     printer: &Printer,
     cancel: &AtomicBool,
 ) -> anyhow::Result<ExitCode> {
-    let (checked, identity) = resolve_model_with_identity(model)?;
+    let (checked, identity) = resolve_model_with_identity(model, Offer::Pull)?;
+    // Off the network from here on (a pull the user agreed to is done).
+    super::lock_down(generation.verbose, printer);
     let setup = ChatSetup {
         model: ModelChoice::new(model, checked, identity),
         load_options: load_options(&generation.load, generation.chat_template.as_deref())?,
@@ -37,7 +39,7 @@ pub(super) fn converse(
         system: generation.system.clone(),
         ctx_size: generation.ctx_size,
         threads: generation.threads.unwrap_or_else(engine::physical_cores),
-        resolve: &resolve_model_with_identity,
+        resolve: &|name| resolve_model_with_identity(name, Offer::Nothing),
     };
     chat::run(setup, printer, cancel)?;
     Ok(ExitCode::SUCCESS)

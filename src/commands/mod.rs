@@ -95,12 +95,30 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
 /// `serve`'s pull process).
 fn sandbox_policy(command: &Command) -> anyhow::Result<Option<Policy>> {
     Ok(match command {
-        Command::Pull(_) | Command::PullHelper(_) | Command::Serve(_) => None,
+        // run and chat lock down themselves once the model is resolved
+        // (`lock_down`): on a terminal they may first pull a missing model
+        // the user asked for.
+        Command::Pull(_)
+        | Command::PullHelper(_)
+        | Command::Serve(_)
+        | Command::Run(_)
+        | Command::Chat(_) => None,
         Command::Ps(args) => Some(ps::sandbox_policy(&args.host, args.port)?),
         #[cfg(debug_assertions)]
         Command::NetProbe(args) => Some(args.listen.map_or_else(Policy::offline, Policy::listener)),
         _ => Some(Policy::offline()),
     })
+}
+
+/// Take this process off the network for good (unless `--allow-network`):
+/// for `run` and `chat`, once their model is resolved and before anything
+/// starts a thread.
+pub(super) fn lock_down(verbose: bool, printer: &Printer) {
+    if crate::env::flag(crate::env::OLM_ALLOW_NETWORK) {
+        return;
+    }
+    let enforcement = sandbox::apply(&Policy::offline());
+    report_sandbox(&enforcement, verbose, printer);
 }
 
 /// Whether the command was asked for `--verbose`.
@@ -194,6 +212,9 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         if cause.is::<Interrupted>() {
             return exit::INTERRUPTED;
         }
+        if cause.is::<pull::NotFound>() {
+            return exit::NOT_FOUND;
+        }
         if cause.is::<GgufError>() {
             return exit::INTEGRITY;
         }
@@ -249,6 +270,9 @@ pub fn hint(error: &anyhow::Error) -> Option<String> {
         }
         if let Some(cut) = cause.downcast_ref::<run::IncompleteJson>() {
             return Some(cut.hint.clone());
+        }
+        if let Some(missing) = cause.downcast_ref::<pull::NotFound>() {
+            return missing.hint.clone();
         }
         if let Some(store) = cause.downcast_ref::<StoreError>() {
             return store.hint();

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::resolve::{
-    build_request, install_interrupt_flag, load_options, resolve_model_with_identity,
+    build_request, install_interrupt_flag, load_options, resolve_model_with_identity, Offer,
 };
 use super::{Interrupted, UsageError};
 use crate::cli::{GenerationArgs, RunArgs};
@@ -40,7 +40,9 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     if args.prompt.is_empty() && !args.json && !args.raw && io::stdin().is_terminal() {
         return super::chat::converse(&args.model, &args.generation, printer, &cancel);
     }
-    let (checked, identity) = resolve_model_with_identity(&args.model)?;
+    let (checked, identity) = resolve_model_with_identity(&args.model, Offer::Pull)?;
+    // Off the network from here on (a pull the user agreed to is done).
+    super::lock_down(args.generation.verbose, printer);
     tracing::info!("model checked after {} ms", started.elapsed().as_millis());
     let request = build_request(&args.generation)?;
     // The largest context this run may use: what the prompt is checked

@@ -14,12 +14,12 @@ use std::io::{self, IsTerminal, Write};
 pub use progress::PullProgress;
 pub use spinner::Spinner;
 
-/// Ask a yes/no question on the terminal (default no). `false` when there
-/// is no answer (no terminal, Ctrl-C).
-pub fn confirm(question: &str) -> bool {
+/// Ask a yes/no question on the terminal; Enter takes `default`. `false`
+/// when there is no answer (no terminal, Ctrl-C).
+pub fn confirm(question: &str, default: bool) -> bool {
     dialoguer::Confirm::new()
         .with_prompt(question)
-        .default(false)
+        .default(default)
         .interact()
         .unwrap_or(false)
 }

@@ -164,12 +164,18 @@ fn draft_adds_copy_tests_with_draft_counts() {
     assert_exit(&output, 0);
     let records: Value = serde_json::from_str(&stdout(&output)).expect("JSON array");
     let records = records.as_array().expect("array");
-    let tests: Vec<&str> = records.iter().map(|r| r["test"].as_str().unwrap()).collect();
+    let tests: Vec<&str> = records
+        .iter()
+        .map(|r| r["test"].as_str().unwrap())
+        .collect();
     assert_eq!(tests, ["tg48", "tg48 copy", "tg48 copy+draft"]);
     assert!(records[0].get("n_drafted").is_none());
     assert_eq!(records[1]["n_drafted"], 0);
     let drafted = records[2]["n_drafted"].as_u64().unwrap();
     let accepted = records[2]["n_accepted"].as_u64().unwrap();
-    assert!(accepted > 10 && drafted >= accepted, "{accepted} of {drafted}");
+    assert!(
+        accepted > 10 && drafted >= accepted,
+        "{accepted} of {drafted}"
+    );
     assert!(records[2]["avg_ts"].as_f64().unwrap() > 0.0);
 }

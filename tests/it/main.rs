@@ -15,6 +15,8 @@ mod chat;
 mod cli;
 mod doctor;
 mod fakehub;
+mod fakems;
+mod modelscope;
 mod mutation;
 mod pull;
 mod readme;
