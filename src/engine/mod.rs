@@ -19,6 +19,7 @@ mod scheduler;
 mod schema;
 mod template;
 mod text;
+pub mod tools;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,8 @@ pub use sampling::{Constraint, SamplingConfig};
 pub use scheduler::{
     Event, EventSink, Scheduler, SchedulerError, SchedulerMetrics, SchedulerOptions,
 };
-pub use template::{serve_template_process, Message, TemplateError, TemplateSource};
+pub use template::{serve_template_process, ChatOptions, Message, TemplateError, TemplateSource};
+pub use tools::ChatTraits;
 
 pub use abort::{install_abort_handler, AbortPolicy};
 pub use limits::{check_prompt_fits, PromptLimits};
@@ -217,6 +219,8 @@ pub(crate) struct ContextShape {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Prompt {
     Chat(Vec<Message>),
+    /// A conversation rendered with tools, a thinking switch or more template variables.
+    ChatWith(Vec<Message>, Box<ChatOptions>),
     Raw(String),
 }
 
@@ -336,6 +340,12 @@ impl Model {
         self.limits
     }
 
+    /// What the chat template does with tools and reasoning (probed once,
+    /// in the template process).
+    pub fn chat_traits(&self) -> ChatTraits {
+        self.template.traits()
+    }
+
     /// e.g. `llama 135M Q4_1`, as llama.cpp describes the model.
     pub fn description(&self) -> &str {
         &self.description
@@ -386,6 +396,11 @@ impl Model {
         match prompt {
             Prompt::Raw(text) => Ok(text.clone()),
             Prompt::Chat(messages) => Ok(self.template.render(&self.inner, messages, cancel)?),
+            Prompt::ChatWith(messages, options) => {
+                Ok(self
+                    .template
+                    .render_with(&self.inner, messages, options, cancel)?)
+            }
         }
     }
 
@@ -408,10 +423,10 @@ impl Model {
         let bos = self.template.bos_token();
         let tokens = match prompt {
             // The template wrote BOS itself: parse it as the special token and add no second one.
-            Prompt::Chat(_) if !bos.is_empty() && text.starts_with(bos) => {
+            Prompt::Chat(_) | Prompt::ChatWith(..) if !bos.is_empty() && text.starts_with(bos) => {
                 vocab.tokenize(text.as_bytes(), false, true)
             }
-            Prompt::Chat(_) => vocab.tokenize(text.as_bytes(), true, true),
+            Prompt::Chat(_) | Prompt::ChatWith(..) => vocab.tokenize(text.as_bytes(), true, true),
             Prompt::Raw(_) => vocab.tokenize(text.as_bytes(), true, false),
         };
         if tokens.is_empty() {
