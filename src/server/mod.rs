@@ -17,6 +17,7 @@ mod ollama;
 mod openai;
 mod request;
 mod store_routes;
+mod tools;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -107,6 +108,7 @@ const ROUTES: &[Route] = &[
     Route::new("/health", || get(health)),
     Route::new("/metrics", || get(metrics)),
     Route::new("/v1/models", || get(openai::models)),
+    Route::new("/v1/models/{id}", || get(openai::model)),
     Route::new("/v1/chat/completions", || post(openai::chat)),
     Route::new("/v1/completions", || post(openai::completions)),
     Route::new("/v1/embeddings", || post(embed::openai)),
