@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Install the Python clients the serve tests drive (openai, ollama, pytest)
-# into a virtual environment under ~/.cache/olm. Idempotent and quick when
-# they are already there; prints the environment's python on stdout.
+# Install the Python clients the serve tests drive (openai, ollama, pytest,
+# and the agent frameworks of tests/python/test_agents.py: langchain-openai,
+# langchain-ollama, litellm) into a virtual environment under ~/.cache/olm.
+# Idempotent and quick when they are already there; prints the
+# environment's python on stdout.
 set -euo pipefail
 
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/olm/python-venv"
@@ -12,5 +14,9 @@ fi
 if ! "$python" -c 'import openai, ollama, pytest' >/dev/null 2>&1; then
   echo "installing the openai and ollama Python clients into $venv" >&2
   "$python" -m pip install --quiet --disable-pip-version-check openai ollama pytest >&2
+fi
+if ! "$python" -c 'import langchain_openai, langchain_ollama, litellm' >/dev/null 2>&1; then
+  echo "installing LangChain (openai, ollama) and LiteLLM into $venv" >&2
+  "$python" -m pip install --quiet --disable-pip-version-check langchain-openai langchain-ollama litellm >&2
 fi
 echo "$python"

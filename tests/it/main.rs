@@ -6,6 +6,7 @@
 
 mod common;
 
+mod agents;
 mod architecture;
 mod bad_models;
 mod bench;

@@ -741,7 +741,6 @@ fn tagged(
                     out.invalid = Some("the text after a tool-call marker is not a call".into());
                     return;
                 }
-                out.mark(cursor.at);
             }
             JsonScan::Incomplete => {
                 out.incomplete = true;
@@ -758,11 +757,15 @@ fn tagged(
             match cursor.expect(close) {
                 Expect::Found => {}
                 // The calls so far are complete; the tag may still come.
-                Expect::Partial if !last => return,
+                Expect::Partial if !last => {
+                    out.mark(before_close);
+                    return;
+                }
                 // Models often drop the closing tag: the call stands.
                 Expect::Partial | Expect::Missing => cursor.at = before_close,
             }
         }
+        out.mark(cursor.at);
     }
 }
 

@@ -1,0 +1,543 @@
+//! Tool calling and reasoning through `olm serve` (issue 13), on copies of
+//! the SmolLM2 test model whose GGUF carries a tool-aware template (Qwen 2.5
+//! style), a DeepSeek-R1 style thinking template or a Qwen3 style switch.
+//!
+//! The model is tiny and picks tools badly, so the protocol is tested where
+//! it is deterministic: `required` and named calls run under the grammar,
+//! and `auto` calls are made after a few-shot history the model copies
+//! (greedy decoding), whereupon the lazy grammar keeps them valid. The
+//! real clients (openai, ollama, LangChain, LiteLLM) run in
+//! `python_agent_clients`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::common::model_with_template;
+use crate::common::server::{pytest, sse_events, Server, MODEL};
+
+pub const HERMES_TEMPLATE: &str = include_str!("../templates/hermes-tools.jinja");
+const THINKING_TEMPLATE: &str = include_str!("../templates/thinking-r1.jinja");
+const SWITCH_TEMPLATE: &str = include_str!("../templates/thinking-switch.jinja");
+
+/// The API name of the tool-aware copy (its file stem).
+pub const TOOLS: &str = "tools";
+
+/// `olm serve` with the test model, its tool-aware copy and the thinking copies.
+fn server(directory: &Path) -> Server {
+    let tools = model_with_template(directory, TOOLS, HERMES_TEMPLATE);
+    let thinking = model_with_template(directory, "thinking", THINKING_TEMPLATE);
+    let switch = model_with_template(directory, "switch", SWITCH_TEMPLATE);
+    let paths: Vec<PathBuf> = vec![tools, thinking, switch];
+    let args: Vec<&str> = paths
+        .iter()
+        .map(|path| path.to_str().expect("utf-8 path"))
+        .chain(["-c", "1024", "--parallel", "2"])
+        .collect();
+    Server::start(&args)
+}
+
+fn weather() -> Value {
+    json!({"type": "function", "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {"type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 40},
+                           "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city"]}}})
+}
+
+fn clock() -> Value {
+    json!({"type": "function", "function": {
+        "name": "get_time",
+        "description": "Get the local time in a time zone",
+        "parameters": {"type": "object",
+            "properties": {"zone": {"type": "string", "maxLength": 40}},
+            "required": ["zone"]}}})
+}
+
+/// A history after which the model, copying it, starts a call by itself.
+fn few_shot(question: &str) -> Value {
+    json!([
+        {"role": "user", "content": "Weather in Rome?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "call00001", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Rome\"}"}}]},
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "call00002", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+        {"role": "user", "content": question},
+    ])
+}
+
+/// The call's arguments, checked against get_weather's schema by hand.
+fn weather_arguments(arguments: &Value) -> Value {
+    let arguments = match arguments {
+        Value::String(text) => serde_json::from_str(text)
+            .unwrap_or_else(|error| panic!("arguments are not JSON ({error}): {text}")),
+        other => other.clone(),
+    };
+    let city = arguments["city"].as_str().expect("a city");
+    assert!(
+        !city.is_empty() && city.chars().count() <= 40,
+        "{arguments}"
+    );
+    if let Some(unit) = arguments.get("unit") {
+        assert!(unit == "celsius" || unit == "fahrenheit", "{arguments}");
+    }
+    assert!(
+        arguments
+            .as_object()
+            .expect("an object")
+            .keys()
+            .all(|key| key == "city" || key == "unit"),
+        "{arguments}"
+    );
+    arguments
+}
+
+fn chat(server: &Server, body: Value) -> Value {
+    let reply = server.post("/v1/chat/completions", &body);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()
+}
+
+/// `required` and a named function: a valid call under the grammar, by
+/// both a template with tools and one without (olm's fallback prompt).
+#[test]
+fn required_and_named_calls_match_their_schemas() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let server = server(directory.path());
+    for model in [TOOLS, MODEL] {
+        let reply = chat(
+            &server,
+            json!({"model": model, "temperature": 0, "max_tokens": 80, "parallel_tool_calls": false,
+                "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+                "tools": [weather(), clock()], "tool_choice": "required"}),
+        );
+        let choice = &reply["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls", "{model}: {reply}");
+        let calls = choice["message"]["tool_calls"].as_array().expect("calls");
+        assert_eq!(calls.len(), 1, "{reply}");
+        let mut ids = std::collections::HashSet::new();
+        for call in calls {
+            assert_eq!(call["type"], "function");
+            assert!(
+                ids.insert(call["id"].as_str().expect("an id").to_owned()),
+                "{reply}"
+            );
+            match call["function"]["name"].as_str() {
+                Some("get_weather") => {
+                    weather_arguments(&call["function"]["arguments"]);
+                }
+                Some("get_time") => {
+                    let arguments: Value =
+                        serde_json::from_str(call["function"]["arguments"].as_str().expect("text"))
+                            .expect("JSON");
+                    assert!(arguments["zone"].is_string(), "{reply}");
+                }
+                other => panic!("{model} called {other:?}: {reply}"),
+            }
+        }
+
+        let reply = chat(
+            &server,
+            json!({"model": model, "temperature": 0, "max_tokens": 80, "parallel_tool_calls": false,
+                "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+                "tools": [weather(), clock()],
+                "tool_choice": {"type": "function", "function": {"name": "get_time"}}}),
+        );
+        let calls = reply["choices"][0]["message"]["tool_calls"]
+            .as_array()
+            .expect("calls");
+        assert_eq!(calls.len(), 1, "{reply}");
+        assert_eq!(calls[0]["function"]["name"], "get_time", "{reply}");
+        assert!(
+            reply["choices"][0]["message"]["content"].is_null(),
+            "{reply}"
+        );
+    }
+}
+
+/// Streaming: the call arrives as deltas (index, id, name, then the
+/// arguments), the stream ends with finish_reason tool_calls and [DONE].
+#[test]
+fn streamed_calls_arrive_as_deltas() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let server = server(directory.path());
+    let reply = server.post(
+        "/v1/chat/completions",
+        &json!({"model": TOOLS, "temperature": 0, "max_tokens": 80, "stream": true,
+            "stream_options": {"include_usage": true}, "parallel_tool_calls": false,
+            "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+            "tools": [weather()], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let events = sse_events(&reply.body);
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{}",
+        reply.body
+    );
+    let mut name = String::new();
+    let mut id = String::new();
+    let mut arguments = String::new();
+    let mut finish = Value::Null;
+    let mut usage = Value::Null;
+    for event in &events[..events.len() - 1] {
+        let chunk: Value = serde_json::from_str(event).expect("a JSON chunk");
+        if !chunk["usage"].is_null() {
+            usage = chunk["usage"].clone();
+        }
+        let Some(choice) = chunk["choices"].get(0) else {
+            continue;
+        };
+        if !choice["finish_reason"].is_null() {
+            finish = choice["finish_reason"].clone();
+        }
+        for call in choice["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(call["index"], 0, "{event}");
+            if let Some(text) = call["id"].as_str() {
+                id.push_str(text);
+            }
+            if let Some(text) = call["function"]["name"].as_str() {
+                name.push_str(text);
+            }
+            if let Some(text) = call["function"]["arguments"].as_str() {
+                arguments.push_str(text);
+            }
+        }
+    }
+    assert_eq!(name, "get_weather", "{}", reply.body);
+    assert!(!id.is_empty(), "{}", reply.body);
+    weather_arguments(&Value::String(arguments));
+    assert_eq!(finish, "tool_calls", "{}", reply.body);
+    assert!(
+        usage["completion_tokens"].as_u64() > Some(0),
+        "{}",
+        reply.body
+    );
+}
+
+/// `auto`: the model starts a call by itself after the few-shot history,
+/// on both APIs; on a plain question it answers in prose. Then the loop:
+/// the call's result goes back and the model answers.
+#[test]
+fn auto_calls_and_the_full_loop() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let server = server(directory.path());
+    let reply = chat(
+        &server,
+        json!({"model": TOOLS, "temperature": 0, "max_tokens": 60,
+            "messages": few_shot("Weather in Paris?"), "tools": [weather()]}),
+    );
+    let message = &reply["choices"][0]["message"];
+    assert_eq!(
+        reply["choices"][0]["finish_reason"], "tool_calls",
+        "{reply}"
+    );
+    let call = &message["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather", "{reply}");
+    assert_eq!(
+        weather_arguments(&call["function"]["arguments"])["city"],
+        "Paris"
+    );
+
+    let mut messages = few_shot("Weather in Paris?");
+    let list = messages.as_array_mut().expect("a list");
+    list.push(message.clone());
+    list.push(json!({"role": "tool", "tool_call_id": call["id"], "content": "{\"sky\": \"clear\", \"celsius\": 18}"}));
+    let answer = chat(
+        &server,
+        json!({"model": TOOLS, "temperature": 0, "max_tokens": 30, "messages": messages,
+            "tools": [weather()], "tool_choice": "none"}),
+    );
+    let choice = &answer["choices"][0];
+    assert!(choice["message"]["tool_calls"].is_null(), "{answer}");
+    assert!(
+        !choice["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{answer}"
+    );
+    assert!(
+        choice["finish_reason"] == "stop" || choice["finish_reason"] == "length",
+        "{answer}"
+    );
+
+    let prose = chat(
+        &server,
+        json!({"model": TOOLS, "temperature": 0, "max_tokens": 20,
+            "messages": [{"role": "user", "content": "Say hello."}], "tools": [weather()]}),
+    );
+    assert!(
+        prose["choices"][0]["message"]["tool_calls"].is_null(),
+        "{prose}"
+    );
+    assert!(
+        prose["choices"][0]["message"]["content"].is_string(),
+        "{prose}"
+    );
+
+    // Ollama's API: no tool_choice, the calls in its own shape.
+    let ollama_history: Vec<Value> = few_shot("Weather in Paris?")
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|message| {
+            let mut message = message.clone();
+            if let Some(calls) = message.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                for call in calls {
+                    let arguments: Value = serde_json::from_str(
+                        call["function"]["arguments"].as_str().expect("text"),
+                    )
+                    .expect("JSON");
+                    *call = json!({"function": {"name": call["function"]["name"], "arguments": arguments}});
+                }
+            }
+            message
+        })
+        .collect();
+    let reply = server.post(
+        "/api/chat",
+        &json!({"model": TOOLS, "stream": false, "messages": ollama_history,
+            "tools": [weather()], "options": {"temperature": 0, "num_predict": 60}}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = reply.json();
+    let call = &reply["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather", "{reply}");
+    assert_eq!(
+        weather_arguments(&call["function"]["arguments"])["city"],
+        "Paris"
+    );
+    assert!(call["function"]["arguments"].is_object(), "{reply}");
+    assert_eq!(reply["done"], true);
+
+    let streamed = server.post(
+        "/api/chat",
+        &json!({"model": TOOLS, "messages": ollama_history, "tools": [weather()],
+            "options": {"temperature": 0, "num_predict": 60}}),
+    );
+    assert_eq!(streamed.status, 200, "{}", streamed.body);
+    let lines: Vec<Value> = streamed
+        .body
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("NDJSON"))
+        .collect();
+    let calls: Vec<&Value> = lines
+        .iter()
+        .filter_map(|line| line["message"]["tool_calls"].as_array())
+        .flatten()
+        .collect();
+    assert_eq!(calls.len(), 1, "{}", streamed.body);
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    assert_eq!(lines.last().expect("a last line")["done"], true);
+}
+
+/// A DeepSeek-R1 style template opens a think block: the answer is
+/// reasoning until `</think>`, in `reasoning_content` and Ollama's
+/// `thinking`, never in `content`; turning thinking off closes the block
+/// in the prompt. A model without reasoning refuses `think`.
+#[test]
+fn reasoning_is_apart_from_content() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let server = server(directory.path());
+    let reply = chat(
+        &server,
+        json!({"model": "thinking", "temperature": 0, "max_tokens": 24,
+            "messages": [{"role": "user", "content": "Why is the sky blue?"}]}),
+    );
+    let message = &reply["choices"][0]["message"];
+    let reasoning = message["reasoning_content"].as_str().unwrap_or_default();
+    assert!(!reasoning.is_empty(), "{reply}");
+    assert!(
+        !message["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(reasoning),
+        "{reply}"
+    );
+
+    let streamed = server.post(
+        "/v1/chat/completions",
+        &json!({"model": "thinking", "temperature": 0, "max_tokens": 24, "stream": true,
+            "messages": [{"role": "user", "content": "Why is the sky blue?"}]}),
+    );
+    let mut streamed_reasoning = String::new();
+    for event in sse_events(&streamed.body)
+        .iter()
+        .filter(|event| *event != "[DONE]")
+    {
+        let chunk: Value = serde_json::from_str(event).expect("JSON");
+        if let Some(text) = chunk["choices"][0]["delta"]["reasoning_content"].as_str() {
+            streamed_reasoning.push_str(text);
+        }
+    }
+    assert_eq!(streamed_reasoning, reasoning, "{}", streamed.body);
+
+    let ollama = server.post(
+        "/api/chat",
+        &json!({"model": "thinking", "stream": false, "think": true,
+            "messages": [{"role": "user", "content": "Why is the sky blue?"}],
+            "options": {"temperature": 0, "num_predict": 24}}),
+    );
+    assert_eq!(ollama.status, 200, "{}", ollama.body);
+    assert_eq!(
+        ollama.json()["message"]["thinking"],
+        reasoning,
+        "{}",
+        ollama.body
+    );
+
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "thinking", "temperature": 0, "max_tokens": 24, "reasoning_effort": "none",
+                "messages": [{"role": "user", "content": "Why is the sky blue?"}]}),
+        ),
+        (
+            "/api/chat",
+            json!({"model": "switch", "stream": false, "think": false,
+                "messages": [{"role": "user", "content": "Why is the sky blue?"}],
+                "options": {"temperature": 0, "num_predict": 24}}),
+        ),
+    ] {
+        let reply = server.post(path, &body);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let reply = reply.json();
+        let message = reply["choices"][0]["message"].clone();
+        let message = if message.is_null() {
+            reply["message"].clone()
+        } else {
+            message
+        };
+        assert!(
+            message.get("reasoning_content").is_none() && message.get("thinking").is_none(),
+            "{reply}"
+        );
+        assert!(
+            !message["content"].as_str().unwrap_or_default().is_empty(),
+            "{reply}"
+        );
+    }
+
+    for (path, body) in [
+        (
+            "/api/chat",
+            json!({"model": MODEL, "think": true, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "reasoning_effort": "high", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    ] {
+        let reply = server.post(path, &body);
+        assert_eq!(reply.status, 400, "{}", reply.body);
+        assert!(
+            reply.body.contains("does not support thinking"),
+            "{}",
+            reply.body
+        );
+    }
+}
+
+/// Fields a client sends that olm cannot honour are refused out loud, in
+/// each API's error shape, before any generation.
+#[test]
+fn what_cannot_be_honoured_is_refused() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let server = server(directory.path());
+    let user = json!([{"role": "user", "content": "hi"}]);
+    for (path, body, says) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": TOOLS, "messages": user, "logprobs": true}),
+            "logprobs",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": TOOLS, "messages": user, "functions": []}),
+            "'functions'",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": TOOLS, "messages": [{"role": "user",
+            "content": [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGk="}}]}]}),
+            "vision",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": TOOLS, "messages": user, "tools": [weather()],
+            "tool_choice": {"type": "function", "function": {"name": "launch"}}}),
+            "not among the tools",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": TOOLS, "messages": user, "tools": [weather()],
+            "response_format": {"type": "json_object"}}),
+            "cannot be combined",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": TOOLS, "prompt": "hi", "suffix": "end"}),
+            "suffix",
+        ),
+        (
+            "/api/chat",
+            json!({"model": TOOLS, "messages": [{"role": "user", "content": "what is this?", "images": ["aGk="]}]}),
+            "vision",
+        ),
+        (
+            "/api/generate",
+            json!({"model": TOOLS, "prompt": "hi", "options": {"mirostat": 2}}),
+            "mirostat",
+        ),
+        (
+            "/api/generate",
+            json!({"model": TOOLS, "prompt": "hi", "options": {"num_ctx": 100000}}),
+            "num_ctx",
+        ),
+        (
+            "/api/chat",
+            json!({"model": TOOLS, "messages": user, "truncate": true}),
+            "'truncate'",
+        ),
+    ] {
+        let reply = server.post(path, &body);
+        assert_eq!(reply.status, 400, "{path} {body}: {}", reply.body);
+        assert!(reply.body.contains(says), "{path} {body}: {}", reply.body);
+        let error = &reply.json()["error"];
+        if path.starts_with("/api/") {
+            assert!(error.is_string(), "{}", reply.body);
+        } else {
+            assert!(error["message"].is_string(), "{}", reply.body);
+        }
+    }
+}
+
+/// The real clients: openai and ollama `tools=`, LangChain's `bind_tools`
+/// and `with_structured_output`, LiteLLM's openai and ollama providers.
+#[test]
+fn python_agent_clients() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let server = server(directory.path());
+    let report = pytest(
+        server.port,
+        Some("agents"),
+        &[
+            ("OLM_MODEL", MODEL),
+            ("OLM_TOOL_MODEL", TOOLS),
+            ("OLM_THINKING_MODEL", "thinking"),
+            ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
+        ],
+    );
+    // Every client test ran: none was skipped for want of a package.
+    assert!(report.contains("12 passed"), "{report}");
+    assert!(!report.contains("skipped"), "{report}");
+}
