@@ -32,82 +32,10 @@ pub enum Choice {
 /// Decode tool definitions in the shape both APIs share:
 /// `[{"type": "function", "function": {"name", "description", "parameters"}}]`.
 pub fn decode_tools(tools: Option<Value>) -> Result<Vec<ToolSpec>, ApiError> {
-    let tools = match tools {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(tools)) => tools,
-        Some(_) => return Err(ApiError::bad_request("tools must be a list")),
-    };
-    if tools.len() > crate::engine::tools::MAX_TOOLS {
-        return Err(ApiError::bad_request(format!(
-            "at most {} tools, got {}",
-            crate::engine::tools::MAX_TOOLS,
-            tools.len()
-        )));
+    match tools {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(tools) => ToolSpec::parse_list(tools).map_err(ApiError::bad_request),
     }
-    let mut specs = Vec::with_capacity(tools.len());
-    for tool in tools {
-        let Value::Object(mut tool) = tool else {
-            return Err(ApiError::bad_request("each tool must be an object"));
-        };
-        match tool.remove("type") {
-            None => {}
-            Some(Value::String(kind)) if kind == "function" => {}
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "only function tools are supported, got type {other}"
-                )))
-            }
-        }
-        let function = match tool.remove("function") {
-            Some(Value::Object(function)) => function,
-            _ => return Err(ApiError::bad_request("a tool has no function object")),
-        };
-        specs.push(decode_function(function)?);
-    }
-    Ok(specs)
-}
-
-/// `{"name", "description", "parameters", "strict"}`.
-pub fn decode_function(mut function: Map<String, Value>) -> Result<ToolSpec, ApiError> {
-    let name = match function.remove("name") {
-        Some(Value::String(name)) => name,
-        _ => return Err(ApiError::bad_request("a tool function has no name")),
-    };
-    ToolSpec::check_name(&name).map_err(ApiError::bad_request)?;
-    let description = match function.remove("description") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(text)) => Some(text),
-        Some(_) => return Err(ApiError::bad_request("a tool's description must be text")),
-    };
-    let parameters = match function.remove("parameters") {
-        None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
-        Some(schema @ Value::Object(_)) => schema,
-        Some(_) => {
-            return Err(ApiError::bad_request(format!(
-                "the parameters of tool '{name}' must be a JSON schema object"
-            )))
-        }
-    };
-    // `strict`: olm's calls always follow the schema (a grammar), so both
-    // values are honoured.
-    match function.remove("strict") {
-        None | Some(Value::Null | Value::Bool(_)) => {}
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "a tool's strict must be true or false",
-            ))
-        }
-    }
-    if let Some(key) = function.keys().next() {
-        return Err(ApiError::bad_request(format!(
-            "unsupported field '{key}' in tool '{name}'"
-        )));
-    }
-    Ok(ToolSpec {
-        name,
-        description,
-        parameters,
-    })
 }
 
 /// Decode `tool_choice`: `"auto"`, `"none"`, `"required"` (also Anthropic's

@@ -541,3 +541,168 @@ fn python_agent_clients() {
     assert!(report.contains("12 passed"), "{report}");
     assert!(!report.contains("skipped"), "{report}");
 }
+
+/// A tools file in the shape both APIs take.
+fn tools_file(directory: &Path) -> PathBuf {
+    let path = directory.join("tools.json");
+    std::fs::write(&path, json!([weather(), clock()]).to_string()).expect("write tools");
+    path
+}
+
+/// `olm run --tools --tool-choice NAME`: the call on stdout as one JSON
+/// line, its arguments matching the schema; `--json` carries it too.
+#[test]
+fn run_prints_calls_as_json_lines() {
+    use crate::common::{assert_exit, run, smollm2, stdout, TestEnv};
+    let env = TestEnv::new();
+    let directory = tempfile::tempdir().expect("temp dir");
+    let tools = tools_file(directory.path());
+    let model = model_with_template(directory.path(), TOOLS, HERMES_TEMPLATE);
+    for model in [model, smollm2()] {
+        let output = run(env
+            .olm()
+            .args(["run"])
+            .arg(&model)
+            .arg("--tools")
+            .arg(&tools)
+            .args([
+                "--tool-choice",
+                "get_weather",
+                "--temperature",
+                "0",
+                "-n",
+                "80",
+                "What is the weather in Paris?",
+            ]));
+        assert_exit(&output, 0);
+        let text = stdout(&output);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let call: Value = serde_json::from_str(lines[0]).expect("a JSON line");
+        assert_eq!(call["name"], "get_weather", "{text}");
+        assert_eq!(call["id"].as_str().map(str::len), Some(9), "{text}");
+        weather_arguments(&call["arguments"]);
+
+        let output = run(env
+            .olm()
+            .args(["run"])
+            .arg(&model)
+            .arg("--tools")
+            .arg(&tools)
+            .args([
+                "--tool-choice",
+                "get_time",
+                "--temperature",
+                "0",
+                "-n",
+                "80",
+                "--json",
+                "What time is it in Tokyo?",
+            ]));
+        assert_exit(&output, 0);
+        let report: Value = serde_json::from_str(&stdout(&output)).expect("one JSON object");
+        assert_eq!(
+            report["tool_calls"][0]["function"]["name"], "get_time",
+            "{report}"
+        );
+        assert!(
+            report["tool_calls"][0]["function"]["arguments"]["zone"].is_string(),
+            "{report}"
+        );
+    }
+}
+
+/// Bad tool files and conflicting flags: exit 2 with one error line,
+/// before the model loads.
+#[test]
+fn run_refuses_bad_tools() {
+    use crate::common::{assert_exit, run, smollm2, stderr, TestEnv};
+    let env = TestEnv::new();
+    let directory = tempfile::tempdir().expect("temp dir");
+    let tools = tools_file(directory.path());
+    let not_json = directory.path().join("not-json.json");
+    std::fs::write(&not_json, "[{").expect("write");
+    let bad_name = directory.path().join("bad-name.json");
+    std::fs::write(
+        &bad_name,
+        json!([{"type": "function", "function": {"name": "rm -rf", "parameters": {}}}]).to_string(),
+    )
+    .expect("write");
+    let tools = tools.to_str().expect("utf-8");
+    for (args, says) in [
+        (
+            vec!["--tools", tools, "--tool-choice", "launch"],
+            "names no tool",
+        ),
+        (
+            vec!["--tools", not_json.to_str().expect("utf-8")],
+            "not JSON",
+        ),
+        (
+            vec!["--tools", bad_name.to_str().expect("utf-8")],
+            "tool names",
+        ),
+        (vec!["--tools", tools, "--raw"], "--raw"),
+        (vec!["--tools", tools, "--format", "json"], "--format"),
+        (vec!["--tools", "/no/such/file.json"], "cannot read"),
+        (vec!["--tool-choice", "required"], "--tools"),
+    ] {
+        let output = run(env.olm().args(["run"]).arg(smollm2()).args(&args).arg("hi"));
+        assert_exit(&output, 2);
+        assert!(
+            stderr(&output).contains(says),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// `olm run` on a model that reasons: the reasoning goes to stderr (not
+/// stdout, so pipes get only the answer), `--hide-thinking` drops it,
+/// `--json` carries it as "thinking".
+#[test]
+fn run_keeps_thinking_off_stdout() {
+    use crate::common::{assert_exit, run, stderr, stdout, TestEnv};
+    let env = TestEnv::new();
+    let directory = tempfile::tempdir().expect("temp dir");
+    let model = model_with_template(directory.path(), "thinking", THINKING_TEMPLATE);
+    let ask = |extra: &[&str]| {
+        run(env
+            .olm()
+            .args(["run"])
+            .arg(&model)
+            .args(["--temperature", "0", "-n", "16"])
+            .args(extra)
+            .arg("Why is the sky blue?"))
+    };
+    let shown = ask(&[]);
+    assert_exit(&shown, 0);
+    let json = ask(&["--json"]);
+    assert_exit(&json, 0);
+    let report: Value = serde_json::from_str(&stdout(&json)).expect("one JSON object");
+    let thinking = report["thinking"].as_str().expect("thinking").to_owned();
+    assert!(!thinking.is_empty(), "{report}");
+    assert!(
+        !stdout(&shown).contains(thinking.trim()),
+        "{}",
+        stdout(&shown)
+    );
+    assert!(
+        stderr(&shown).contains(thinking.trim()),
+        "{}",
+        stderr(&shown)
+    );
+    let hidden = ask(&["--hide-thinking"]);
+    assert_exit(&hidden, 0);
+    assert!(
+        !stderr(&hidden).contains(thinking.trim()),
+        "{}",
+        stderr(&hidden)
+    );
+    assert!(
+        !stdout(&hidden).contains(thinking.trim()),
+        "{}",
+        stdout(&hidden)
+    );
+}

@@ -53,6 +53,78 @@ impl ToolSpec {
         serde_json::json!({"type": "function", "function": function})
     }
 
+    /// Tool definitions as OpenAI and Ollama write them,
+    /// `[{"type": "function", "function": {"name", "description", "parameters", "strict"}}]`
+    /// (a bare `{"name", ...}` function object is taken too), or why not.
+    pub fn parse_list(tools: Value) -> Result<Vec<ToolSpec>, String> {
+        let Value::Array(tools) = tools else {
+            return Err("tools must be a list".into());
+        };
+        if tools.len() > MAX_TOOLS {
+            return Err(format!("at most {MAX_TOOLS} tools, got {}", tools.len()));
+        }
+        tools.into_iter().map(Self::parse_one).collect()
+    }
+
+    fn parse_one(tool: Value) -> Result<ToolSpec, String> {
+        let Value::Object(mut tool) = tool else {
+            return Err("each tool must be an object".into());
+        };
+        let mut function = if tool.contains_key("function") || tool.contains_key("type") {
+            match tool.remove("type") {
+                None => {}
+                Some(Value::String(kind)) if kind == "function" => {}
+                Some(other) => {
+                    return Err(format!(
+                        "only function tools are supported, got type {other}"
+                    ))
+                }
+            }
+            if let Some(key) = tool.keys().find(|key| *key != "function") {
+                return Err(format!("unsupported field '{key}' in a tool"));
+            }
+            match tool.remove("function") {
+                Some(Value::Object(function)) => function,
+                _ => return Err("a tool has no function object".into()),
+            }
+        } else {
+            tool
+        };
+        let name = match function.remove("name") {
+            Some(Value::String(name)) => name,
+            _ => return Err("a tool function has no name".into()),
+        };
+        Self::check_name(&name)?;
+        let description = match function.remove("description") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => Some(text),
+            Some(_) => return Err(format!("the description of tool '{name}' must be text")),
+        };
+        let parameters = match function.remove("parameters") {
+            None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
+            Some(schema @ Value::Object(_)) => schema,
+            Some(_) => {
+                return Err(format!(
+                    "the parameters of tool '{name}' must be a JSON schema object"
+                ))
+            }
+        };
+        // `strict`: calls always follow the schema (a grammar), so both
+        // values are honoured.
+        match function.remove("strict") {
+            None | Some(Value::Null | Value::Bool(_)) => {}
+            Some(_) => return Err(format!("strict of tool '{name}' must be true or false")),
+        }
+        if let Some(key) = function.keys().next() {
+            return Err(format!("unsupported field '{key}' in tool '{name}'"));
+        }
+        Ok(ToolSpec {
+            name,
+            description,
+            parameters,
+        })
+    }
+
     /// A name a template and a grammar can carry: letters, digits, `_`,
     /// `-` and `.`, at most [`MAX_TOOL_NAME_BYTES`] (OpenAI's own rule).
     pub fn check_name(name: &str) -> Result<(), String> {

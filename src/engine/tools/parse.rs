@@ -452,6 +452,17 @@ impl CallScanner {
                         };
                         continue;
                     }
+                    // Calls released earlier may have learnt their end since
+                    // (a closing tag that arrived after the call).
+                    if let Some(end) = extracted
+                        .calls
+                        .get(emitted.saturating_sub(1))
+                        .filter(|_| *emitted > 0)
+                        .map(|call| call.end)
+                        .filter(|end| *end != usize::MAX)
+                    {
+                        *consumed = (*consumed).max(end.min(region.len()));
+                    }
                     for raw in extracted.calls.into_iter().skip(*emitted) {
                         let end = raw.end;
                         match check(tools, raw) {

@@ -363,3 +363,15 @@ fn without_tools_everything_is_content() {
     let parsed = OutputParser::parse(text, OFF, None);
     assert_eq!(parsed.content, text);
 }
+
+#[test]
+fn a_call_cut_after_a_complete_one_leaves_only_its_own_text() {
+    let text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":";
+    let parsed = parse(text, OFF, ToolFormat::Hermes);
+    assert_eq!(parsed.calls.len(), 1);
+    assert_eq!(
+        parsed.content,
+        "\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":"
+    );
+    assert!(parsed.error.unwrap_or_default().contains("ended inside"));
+}
