@@ -706,3 +706,42 @@ fn run_keeps_thinking_off_stdout() {
         stdout(&hidden)
     );
 }
+
+/// `n`: several choices of one prompt, decoded together; each has its own
+/// index, the usage counts the prompt once and every answer.
+#[test]
+fn several_choices() {
+    let server = Server::start(&["--parallel", "3"]);
+    let reply = chat(
+        &server,
+        json!({"model": MODEL, "n": 3, "max_tokens": 6, "seed": 7,
+            "messages": [{"role": "user", "content": "Name a fruit."}]}),
+    );
+    let choices = reply["choices"].as_array().expect("choices");
+    assert_eq!(choices.len(), 3, "{reply}");
+    let indices: Vec<u64> = choices.iter().filter_map(|c| c["index"].as_u64()).collect();
+    assert_eq!(indices, [0, 1, 2], "{reply}");
+    let completion: u64 = reply["usage"]["completion_tokens"].as_u64().expect("usage");
+    assert!(completion >= 3, "{reply}");
+
+    let streamed = server.post(
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "The sky is", "n": 2, "max_tokens": 4, "stream": true, "echo": true}),
+    );
+    assert_eq!(streamed.status, 200, "{}", streamed.body);
+    let mut texts = [String::new(), String::new()];
+    let mut finished = [false, false];
+    for event in sse_events(&streamed.body).iter().filter(|event| *event != "[DONE]") {
+        let chunk: Value = serde_json::from_str(event).expect("JSON");
+        for choice in chunk["choices"].as_array().into_iter().flatten() {
+            let index = choice["index"].as_u64().expect("index") as usize;
+            texts[index].push_str(choice["text"].as_str().unwrap_or_default());
+            finished[index] |= !choice["finish_reason"].is_null();
+        }
+    }
+    assert_eq!(finished, [true, true], "{}", streamed.body);
+    for text in &texts {
+        assert!(text.starts_with("The sky is") && text.len() > "The sky is".len(), "{texts:?}");
+    }
+    assert!(streamed.body.ends_with("data: [DONE]\n\n"), "{}", streamed.body);
+}
