@@ -81,14 +81,14 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("cannot load {}", checked.path().display()))?;
     let load_time = started.elapsed();
 
-    // What the template does with reasoning and tools (never for --raw).
-    let (reasoning, format) = match &prompt {
-        Prompt::Raw(_) => (ReasoningMode::Off, None),
-        _ => {
-            let traits = model.chat_traits();
-            (traits.reasoning(None), Some(traits.format))
-        }
+    // What the template does with reasoning and tools (never for --raw);
+    // without tools, only once the prompt has rendered (a template that
+    // cannot render fails first, without probes).
+    let traits = match (&prompt, &tools) {
+        (Prompt::Chat(_), Some(_)) => Some(model.chat_traits()),
+        _ => None,
     };
+    let format = traits.map(|traits| traits.format);
     let (prompt, reading_tools) = match (prompt, tools, format) {
         (Prompt::Chat(messages), Some((tools, choice)), Some(format)) => {
             // A named tool is called once; auto and required may call several.
@@ -98,7 +98,7 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
                 tools: tools.clone(),
                 choice,
                 parallel,
-                reasoning,
+                reasoning: traits.map_or(ReasoningMode::Off, |traits| traits.reasoning(None)),
             })));
             let options = ChatOptions {
                 tools: tools.clone(),
@@ -119,6 +119,11 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         printer.status(&format!("prompt as the model sees it:\n{rendered}\n---"));
     }
     let tokens = model.tokenize(&prompt, max_context, &cancel)?;
+    let reasoning = match (&prompt, traits) {
+        (Prompt::Raw(_), _) => ReasoningMode::Off,
+        (_, Some(traits)) => traits.reasoning(None),
+        (_, None) => model.chat_traits().reasoning(None),
+    };
     let n_ctx = match args.generation.ctx_size {
         Some(n_ctx) => n_ctx,
         None => model.context_for(

@@ -115,7 +115,7 @@ const LOAD_OPTIONS: &[&str] = &[
 struct ChatBody {
     model: String,
     #[serde(default)]
-    messages: Vec<Value>,
+    messages: Vec<ChatMessage>,
     stream: Option<bool>,
     format: Option<Value>,
     options: Option<Value>,
@@ -126,21 +126,9 @@ struct ChatBody {
     top_logprobs: Option<u32>,
 }
 
-/// Fields of a chat message.
-const MESSAGE_FIELDS: Fields = Fields {
-    honoured: &[
-        "role",
-        "content",
-        "thinking",
-        "images",
-        "tool_calls",
-        "tool_name",
-        "tool_call_id",
-    ],
-    ignored: &[],
-};
-
+/// A message: every field is honoured (unknown ones are refused by name).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ChatMessage {
     role: String,
     #[serde(default)]
@@ -596,19 +584,8 @@ async fn respond(state: &AppState, request: Generate, kind: Kind) -> Result<Resp
     Ok(Json(reply).into_response())
 }
 
-fn chat_messages(messages: Vec<Value>) -> Result<Vec<Message>, ApiError> {
-    messages
-        .into_iter()
-        .map(|message| {
-            let Value::Object(object) = &message else {
-                return Err(ApiError::bad_request("each message must be an object"));
-            };
-            MESSAGE_FIELDS.check(object, "a message")?;
-            let message: ChatMessage = serde_json::from_value(message)
-                .map_err(|error| ApiError::bad_request(format!("invalid message: {error}")))?;
-            chat_message(message)
-        })
-        .collect()
+fn chat_messages(messages: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
+    messages.into_iter().map(chat_message).collect()
 }
 
 fn chat_message(message: ChatMessage) -> Result<Message, ApiError> {

@@ -144,11 +144,11 @@ impl Conversation {
     /// The prompt, the request with its tool constraint, and how to read
     /// the answers, for a model whose template does `traits`.
     pub fn plan(
-        &self,
+        self,
         traits: &ChatTraits,
         mut request: GenerateRequest,
     ) -> Result<(Prompt, GenerateRequest, Reading), ApiError> {
-        let choice = self.choice.clone().unwrap_or(Choice::None);
+        let choice = self.choice.unwrap_or(Choice::None);
         if let Some(thinking) = self.thinking {
             check_thinking(traits, thinking)?;
         }
@@ -387,6 +387,7 @@ mod tests {
             ..Conversation::default()
         };
         let (prompt, request, reading) = conversation
+            .clone()
             .plan(&traits(false, false), GenerateRequest::default())
             .unwrap();
         assert!(matches!(prompt, Prompt::ChatWith(_, ref options) if options.tools.len() == 1));
@@ -398,6 +399,7 @@ mod tests {
             ..conversation.clone()
         };
         let (prompt, request, reading) = none
+            .clone()
             .plan(&traits(false, false), GenerateRequest::default())
             .unwrap();
         assert!(matches!(prompt, Prompt::Chat(_)));
@@ -416,6 +418,7 @@ mod tests {
             ..none.clone()
         };
         assert!(think
+            .clone()
             .plan(&traits(false, false), GenerateRequest::default())
             .is_err());
         assert!(think
@@ -426,6 +429,7 @@ mod tests {
             ..none
         };
         assert!(no_think
+            .clone()
             .plan(&traits(true, false), GenerateRequest::default())
             .is_err());
         assert!(no_think

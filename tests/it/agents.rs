@@ -731,7 +731,10 @@ fn several_choices() {
     assert_eq!(streamed.status, 200, "{}", streamed.body);
     let mut texts = [String::new(), String::new()];
     let mut finished = [false, false];
-    for event in sse_events(&streamed.body).iter().filter(|event| *event != "[DONE]") {
+    for event in sse_events(&streamed.body)
+        .iter()
+        .filter(|event| *event != "[DONE]")
+    {
         let chunk: Value = serde_json::from_str(event).expect("JSON");
         for choice in chunk["choices"].as_array().into_iter().flatten() {
             let index = choice["index"].as_u64().expect("index") as usize;
@@ -741,7 +744,14 @@ fn several_choices() {
     }
     assert_eq!(finished, [true, true], "{}", streamed.body);
     for text in &texts {
-        assert!(text.starts_with("The sky is") && text.len() > "The sky is".len(), "{texts:?}");
+        assert!(
+            text.starts_with("The sky is") && text.len() > "The sky is".len(),
+            "{texts:?}"
+        );
     }
-    assert!(streamed.body.ends_with("data: [DONE]\n\n"), "{}", streamed.body);
+    assert!(
+        streamed.body.ends_with("data: [DONE]\n\n"),
+        "{}",
+        streamed.body
+    );
 }

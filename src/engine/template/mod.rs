@@ -322,7 +322,21 @@ impl ChatTemplate {
             };
         };
         let cancel = AtomicBool::new(false);
-        let render = |input: RenderInput| template.render(&input, &cancel).ok();
+        // A template that exhausts a bound once (a hostile one) is not
+        // rendered again for the other probes: each would take as long.
+        let exhausted = std::cell::Cell::new(false);
+        let render = |input: RenderInput| {
+            if exhausted.get() {
+                return None;
+            }
+            match template.render(&input, &cancel) {
+                Ok(text) => Some(text),
+                Err(error) => {
+                    exhausted.set(error.is_exhaustion());
+                    None
+                }
+            }
+        };
         let tool = ToolSpec {
             name: "olm_probe_tool".into(),
             description: Some("olm-probe-description".into()),
