@@ -340,6 +340,22 @@ impl Model {
         self.limits
     }
 
+    /// Bytes of weights llama.cpp puts on a GPU with `gpu_layers` (its
+    /// default when `None`: every layer): 0 without a GPU device.
+    pub fn size_on_gpu(&self, gpu_layers: Option<u32>) -> u64 {
+        use llama_cpp_2::LlamaBackendDeviceType as Kind;
+        let has_gpu = llama_cpp_2::list_llama_ggml_backend_devices()
+            .iter()
+            .any(|device| matches!(device.device_type, Kind::Gpu | Kind::IntegratedGpu));
+        if !has_gpu {
+            return 0;
+        }
+        // The output layer counts as one more.
+        let layers = u64::from(self.inner.n_layer()) + 1;
+        let offloaded = gpu_layers.map_or(layers, |count| u64::from(count).min(layers));
+        self.size() / layers * offloaded
+    }
+
     /// What the chat template does with tools and reasoning (probed once,
     /// in the template process).
     pub fn chat_traits(&self) -> ChatTraits {

@@ -14,6 +14,7 @@ pub mod fuzzing;
 mod generation;
 mod models;
 mod ollama;
+mod ollama_store;
 mod openai;
 mod request;
 mod store_routes;
@@ -105,6 +106,7 @@ impl Route {
 /// `/metrics` counts requests by its paths, so a new route cannot be left
 /// out of either.
 const ROUTES: &[Route] = &[
+    Route::new("/", || get(ollama::root)),
     Route::new("/health", || get(health)),
     Route::new("/metrics", || get(metrics)),
     Route::new("/v1/models", || get(openai::models)),
@@ -122,6 +124,8 @@ const ROUTES: &[Route] = &[
     Route::new("/api/embeddings", || post(embed::ollama_legacy)),
     Route::new("/api/pull", || post(store_routes::pull)),
     Route::new("/api/delete", || delete(store_routes::delete)),
+    Route::new("/api/copy", || post(ollama_store::copy)),
+    Route::new("/api/create", || post(ollama_store::create)),
 ];
 
 /// The `/metrics` label of requests to no route in [`ROUTES`].

@@ -778,35 +778,48 @@ impl StreamFormat for LineWriter {
 
 /// `GET /api/tags`.
 pub async fn tags(State(state): State<Arc<AppState>>) -> Response {
-    let models: Vec<Value> = state.registry.available().iter().map(describe).collect();
+    let mut models = Vec::new();
+    for model in state.registry.available() {
+        let mut entry = describe(&model);
+        entry["digest"] = json!(super::ollama_store::digest(&model).await);
+        models.push(entry);
+    }
     Json(json!({ "models": models })).into_response()
 }
 
 /// `GET /api/ps`.
 pub async fn ps(State(state): State<Arc<AppState>>) -> Response {
     let keep_alive = state.registry.settings().keep_alive;
-    let models: Vec<Value> = state
-        .registry
-        .loaded()
-        .await
-        .iter()
-        .map(|loaded| {
-            let available = Available {
-                name: loaded.name.clone(),
-                path: loaded.path.clone(),
-                size: loaded.worker.ready().size,
-                modified: 0,
-            };
-            let mut entry = describe(&available);
-            // Ollama's "forever" is a date far in the future.
-            let never = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
-            entry["expires_at"] = json!(rfc3339(loaded.expires_at(keep_alive).unwrap_or(never)));
-            entry["size_vram"] = json!(0);
-            entry["context_length"] = json!(loaded.worker.ready().context_per_sequence);
-            entry
-        })
-        .collect();
+    let available = state.registry.available();
+    let mut models = Vec::new();
+    for loaded in state.registry.loaded().await {
+        let ready = loaded.worker.ready();
+        // When the file was pulled or written, as /api/tags says.
+        let modified = available
+            .iter()
+            .find(|model| model.name == loaded.name)
+            .map_or(0, |model| model.modified);
+        let model = Available {
+            name: loaded.name.clone(),
+            path: loaded.path.clone(),
+            size: ready.size,
+            modified,
+        };
+        let mut entry = describe(&model);
+        entry["digest"] = json!(super::ollama_store::digest(&model).await);
+        // Ollama's "forever" is a date far in the future.
+        let never = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+        entry["expires_at"] = json!(rfc3339(loaded.expires_at(keep_alive).unwrap_or(never)));
+        entry["size_vram"] = json!(ready.size_vram);
+        entry["context_length"] = json!(ready.context_per_sequence);
+        models.push(entry);
+    }
     Json(json!({ "models": models })).into_response()
+}
+
+/// `GET /`: Ollama's clients probe it to see that a server runs.
+pub async fn root() -> Response {
+    "olm is running".into_response()
 }
 
 /// `GET /api/version`.
@@ -888,7 +901,6 @@ fn describe(model: &Available) -> Value {
         "model": model.name,
         "modified_at": rfc3339(modified),
         "size": model.size,
-        "digest": "",
         "details": details,
     })
 }

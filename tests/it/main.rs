@@ -19,6 +19,7 @@ mod pull;
 mod readme;
 mod run;
 mod serve;
+mod serve_api;
 mod serve_bounds;
 mod serve_input;
 mod serve_load;

@@ -102,6 +102,7 @@ pub fn run() -> i32 {
         // Probed once here (a few renderings in the template process), so
         // requests with tools or a thinking switch can be read by the server.
         chat: model.chat_traits(),
+        size_vram: model.size_on_gpu(config.load.gpu_layers),
     };
     if !outbox.send(&FromWorker::Ready(ready)) {
         return 0;

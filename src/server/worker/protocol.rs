@@ -114,6 +114,10 @@ pub struct ReadyInfo {
     /// What the chat template does with tools and reasoning.
     #[serde(default)]
     pub chat: ChatTraits,
+    /// Bytes of weights on a GPU (0 on a CPU-only machine): the share of
+    /// layers offloaded, times the weights' size.
+    #[serde(default)]
+    pub size_vram: u64,
 }
 
 /// An engine failure as it crosses the process boundary: what kind it is
