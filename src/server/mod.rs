@@ -7,6 +7,7 @@
 //! Must not touch: the terminal (the command prints), llama.cpp directly.
 
 mod access;
+mod anthropic;
 mod conn;
 mod embed;
 mod error;
@@ -17,6 +18,7 @@ mod ollama;
 mod ollama_store;
 mod openai;
 mod request;
+mod responses;
 mod store_routes;
 mod tools;
 mod worker;
@@ -114,6 +116,8 @@ const ROUTES: &[Route] = &[
     Route::new("/v1/chat/completions", || post(openai::chat)),
     Route::new("/v1/completions", || post(openai::completions)),
     Route::new("/v1/embeddings", || post(embed::openai)),
+    Route::new("/v1/responses", || post(responses::responses)),
+    Route::new("/v1/messages", || post(anthropic::messages)),
     Route::new("/api/chat", || post(ollama::chat)),
     Route::new("/api/generate", || post(ollama::generate)),
     Route::new("/api/tags", || get(ollama::tags)),

@@ -522,7 +522,8 @@ fn what_cannot_be_honoured_is_refused() {
 }
 
 /// The real clients: openai and ollama `tools=`, LangChain's `bind_tools`
-/// and `with_structured_output`, LiteLLM's openai and ollama providers.
+/// and `with_structured_output`, LiteLLM's openai and ollama providers,
+/// the anthropic client on /v1/messages and openai's on /v1/responses.
 #[test]
 fn python_agent_clients() {
     let directory = tempfile::tempdir().expect("temp dir");
@@ -538,7 +539,7 @@ fn python_agent_clients() {
         ],
     );
     // Every client test ran: none was skipped for want of a package.
-    assert!(report.contains("12 passed"), "{report}");
+    assert!(report.contains("14 passed"), "{report}");
     assert!(!report.contains("skipped"), "{report}");
 }
 
@@ -754,4 +755,195 @@ fn several_choices() {
         "{}",
         streamed.body
     );
+}
+
+/// Anthropic's Messages API: a required tool use under the grammar, the
+/// loop with a tool result, thinking blocks, and the named event stream.
+#[test]
+fn anthropic_messages() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let server = server(directory.path());
+    let tool = json!({"name": "get_weather", "description": "Get the current weather in a city",
+        "input_schema": weather()["function"]["parameters"].clone()});
+    let reply = server.post(
+        "/v1/messages",
+        &json!({"model": TOOLS, "max_tokens": 80, "temperature": 0,
+            "system": [{"type": "text", "text": "Use the tools.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+            "tools": [tool], "tool_choice": {"type": "any", "disable_parallel_tool_use": true}}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = reply.json();
+    assert_eq!(reply["type"], "message");
+    assert_eq!(reply["stop_reason"], "tool_use", "{reply}");
+    let used: Vec<&Value> = reply["content"]
+        .as_array()
+        .expect("content")
+        .iter()
+        .filter(|block| block["type"] == "tool_use")
+        .collect();
+    assert_eq!(used.len(), 1, "{reply}");
+    assert!(
+        used[0]["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("toolu_")),
+        "{reply}"
+    );
+    weather_arguments(&used[0]["input"]);
+
+    let answer = server.post(
+        "/v1/messages",
+        &json!({"model": TOOLS, "max_tokens": 20, "temperature": 0,
+            "messages": [
+                {"role": "user", "content": "What is the weather in Paris?"},
+                {"role": "assistant", "content": [used[0].clone()]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": used[0]["id"], "content": "18 C, clear"}]},
+            ],
+            "tools": [tool], "tool_choice": {"type": "none"}}),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let answer = answer.json();
+    assert_eq!(answer["content"][0]["type"], "text", "{answer}");
+    assert!(
+        answer["usage"]["input_tokens"].as_u64() > Some(0),
+        "{answer}"
+    );
+
+    let streamed = server.post(
+        "/v1/messages",
+        &json!({"model": "thinking", "max_tokens": 16, "temperature": 0, "stream": true,
+            "messages": [{"role": "user", "content": "Why is the sky blue?"}]}),
+    );
+    assert_eq!(streamed.status, 200, "{}", streamed.body);
+    let names: Vec<&str> = streamed
+        .body
+        .lines()
+        .filter_map(|line| line.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{}", streamed.body);
+    assert_eq!(names.last(), Some(&"message_stop"), "{}", streamed.body);
+    assert!(
+        streamed.body.contains("\"thinking_delta\""),
+        "{}",
+        streamed.body
+    );
+    assert!(
+        streamed.body.contains("\"stop_reason\":\"max_tokens\""),
+        "{}",
+        streamed.body
+    );
+
+    let refused = server.post(
+        "/v1/messages",
+        &json!({"model": TOOLS, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], "mcp_servers": []}),
+    );
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(
+        refused.json()["error"]["type"],
+        "invalid_request_error",
+        "{}",
+        refused.body
+    );
+}
+
+/// OpenAI's Responses API: a required function call, the loop with its
+/// output, reasoning items, and the named event stream.
+#[test]
+fn openai_responses() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let server = server(directory.path());
+    let tool = json!({"type": "function", "name": "get_weather", "description": "Get the current weather in a city",
+        "parameters": weather()["function"]["parameters"].clone()});
+    let reply = server.post(
+        "/v1/responses",
+        &json!({"model": TOOLS, "max_output_tokens": 80, "temperature": 0, "store": false,
+            "input": "What is the weather in Paris?", "tools": [tool], "tool_choice": "required",
+            "parallel_tool_calls": false}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = reply.json();
+    assert_eq!(
+        (reply["object"].as_str(), reply["status"].as_str()),
+        (Some("response"), Some("completed")),
+        "{reply}"
+    );
+    let calls: Vec<&Value> = reply["output"]
+        .as_array()
+        .expect("output")
+        .iter()
+        .filter(|item| item["type"] == "function_call")
+        .collect();
+    assert_eq!(calls.len(), 1, "{reply}");
+    weather_arguments(&calls[0]["arguments"]);
+
+    let answer = server.post(
+        "/v1/responses",
+        &json!({"model": TOOLS, "max_output_tokens": 20, "temperature": 0,
+            "input": [
+                {"role": "user", "content": "What is the weather in Paris?"},
+                calls[0].clone(),
+                {"type": "function_call_output", "call_id": calls[0]["call_id"], "output": "18 C, clear"},
+            ],
+            "tools": [tool], "tool_choice": "none"}),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let answer = answer.json();
+    assert_eq!(answer["output"][0]["type"], "message", "{answer}");
+    assert_eq!(
+        answer["output"][0]["content"][0]["type"], "output_text",
+        "{answer}"
+    );
+
+    let streamed = server.post(
+        "/v1/responses",
+        &json!({"model": "thinking", "max_output_tokens": 16, "temperature": 0, "stream": true,
+            "input": "Why is the sky blue?"}),
+    );
+    assert_eq!(streamed.status, 200, "{}", streamed.body);
+    let names: Vec<&str> = streamed
+        .body
+        .lines()
+        .filter_map(|line| line.strip_prefix("event: "))
+        .collect();
+    assert_eq!(
+        names.first(),
+        Some(&"response.created"),
+        "{}",
+        streamed.body
+    );
+    assert_eq!(
+        names.last(),
+        Some(&"response.incomplete"),
+        "{}",
+        streamed.body
+    );
+    assert!(
+        names.contains(&"response.reasoning_text.delta"),
+        "{}",
+        streamed.body
+    );
+    let sequence: Vec<u64> = sse_events(&streamed.body)
+        .iter()
+        .map(|event| {
+            serde_json::from_str::<Value>(event).expect("JSON")["sequence_number"]
+                .as_u64()
+                .expect("a number")
+        })
+        .collect();
+    assert_eq!(sequence, (0..sequence.len() as u64).collect::<Vec<_>>());
+
+    for (body, says) in [
+        (
+            json!({"model": TOOLS, "input": "hi", "store": true}),
+            "store",
+        ),
+        (
+            json!({"model": TOOLS, "input": "hi", "previous_response_id": "resp_1"}),
+            "previous_response_id",
+        ),
+    ] {
+        let refused = server.post("/v1/responses", &body);
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        assert!(refused.body.contains(says), "{}", refused.body);
+    }
 }

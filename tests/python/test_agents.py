@@ -363,3 +363,100 @@ def test_agents_litellm_ollama_provider():
     call = reply.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather"
     assert check_weather(call.function.arguments)["city"] == "Paris"
+
+
+# --- Anthropic Messages and OpenAI Responses ------------------------------
+
+
+def anthropic_weather_tool():
+    return {
+        "name": "get_weather",
+        "description": WEATHER["function"]["description"],
+        "input_schema": WEATHER["function"]["parameters"],
+    }
+
+
+def test_agents_anthropic_messages():
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=BASE_URL, api_key="unused", max_retries=0, timeout=300)
+    question = {"role": "user", "content": "What is the weather in Paris?"}
+    reply = client.messages.create(
+        model=TOOL_MODEL,
+        max_tokens=60,
+        # This client has no temperature argument; the API has the field.
+        extra_body={"temperature": 0},
+        messages=[question],
+        tools=[anthropic_weather_tool()],
+        tool_choice={"type": "any", "disable_parallel_tool_use": True},
+    )
+    assert reply.stop_reason == "tool_use"
+    uses = [block for block in reply.content if block.type == "tool_use"]
+    assert len(uses) == 1 and uses[0].name == "get_weather"
+    check_weather(uses[0].input)
+    final = client.messages.create(
+        model=TOOL_MODEL,
+        max_tokens=20,
+        # This client has no temperature argument; the API has the field.
+        extra_body={"temperature": 0},
+        messages=[
+            question,
+            {"role": "assistant", "content": reply.content},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "18 C, clear"}]},
+        ],
+        tools=[anthropic_weather_tool()],
+        tool_choice={"type": "none"},
+    )
+    assert final.content[0].type == "text" and final.content[0].text
+    with client.messages.stream(
+        model=THINKING_MODEL,
+        max_tokens=16,
+        # This client has no temperature argument; the API has the field.
+        extra_body={"temperature": 0},
+        messages=[{"role": "user", "content": "Why is the sky blue?"}],
+    ) as stream:
+        message = stream.get_final_message()
+    thinking = [block for block in message.content if block.type == "thinking"]
+    assert thinking and thinking[0].thinking
+    assert message.stop_reason == "max_tokens"
+
+
+def test_agents_openai_responses():
+    client = openai_client()
+    tool = {"type": "function", **WEATHER["function"]}
+    reply = client.responses.create(
+        model=TOOL_MODEL,
+        input="What is the weather in Paris?",
+        tools=[tool],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_output_tokens=60,
+        store=False,
+    )
+    calls = [item for item in reply.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather"
+    check_weather(calls[0].arguments)
+    final = client.responses.create(
+        model=TOOL_MODEL,
+        input=[
+            {"role": "user", "content": "What is the weather in Paris?"},
+            calls[0].model_dump(exclude_none=True),
+            {"type": "function_call_output", "call_id": calls[0].call_id, "output": "18 C, clear"},
+        ],
+        tools=[tool],
+        tool_choice="none",
+        temperature=0,
+        max_output_tokens=20,
+        store=False,
+    )
+    assert final.output_text
+    kinds, reasoning = [], ""
+    for event in client.responses.create(
+        model=THINKING_MODEL, input="Why is the sky blue?", max_output_tokens=16, temperature=0, store=False, stream=True
+    ):
+        kinds.append(event.type)
+        if event.type == "response.reasoning_text.delta":
+            reasoning += event.delta
+    assert kinds[0] == "response.created" and kinds[-1] in ("response.completed", "response.incomplete")
+    assert reasoning
