@@ -89,10 +89,11 @@ pub enum Command {
     /// loaded again on next use. Requests share one batched decode loop per
     /// model with --parallel sequences; more wait in a bounded queue, beyond
     /// it 503. Routes: /v1/models, /v1/chat/completions, /v1/completions,
-    /// /v1/embeddings, /api/chat, /api/generate, /api/embed, /api/embeddings,
-    /// /api/tags, /api/show, /api/ps, /api/pull, /api/delete, /api/version,
-    /// /health, /metrics. SIGINT or SIGTERM lets running requests finish,
-    /// then exits 0; a second one exits 130 at once.
+    /// /v1/responses, /v1/messages, /v1/embeddings, /api/chat, /api/generate,
+    /// /api/embed, /api/embeddings, /api/tags, /api/show, /api/ps, /api/pull,
+    /// /api/delete, /api/copy, /api/create, /api/version, /health, /metrics.
+    /// SIGINT or SIGTERM lets running requests finish, then exits 0; a
+    /// second one exits 130 at once.
     Serve(ServeArgs),
 
     /// List the models a running `olm serve` has loaded.
