@@ -114,10 +114,11 @@ pub enum Command {
     /// loaded again on next use. Requests share one batched decode loop per
     /// model with --parallel sequences; more wait in a bounded queue, beyond
     /// it 503. Routes: /v1/models, /v1/chat/completions, /v1/completions,
-    /// /v1/embeddings, /api/chat, /api/generate, /api/embed, /api/embeddings,
-    /// /api/tags, /api/show, /api/ps, /api/pull, /api/delete, /api/version,
-    /// /health, /metrics. SIGINT or SIGTERM lets running requests finish,
-    /// then exits 0; a second one exits 130 at once.
+    /// /v1/responses, /v1/messages, /v1/embeddings, /api/chat, /api/generate,
+    /// /api/embed, /api/embeddings, /api/tags, /api/show, /api/ps, /api/pull,
+    /// /api/delete, /api/copy, /api/create, /api/version, /health, /metrics.
+    /// SIGINT or SIGTERM lets running requests finish, then exits 0; a
+    /// second one exits 130 at once.
     Serve(ServeArgs),
 
     /// List the models a running `olm serve` has loaded.
@@ -577,6 +578,10 @@ pub struct ChatArgs {
     #[arg(add = model_name_candidates())]
     pub model: String,
 
+    /// Do not show the model's reasoning (its `<think>` part) on stderr.
+    #[arg(long)]
+    pub hide_thinking: bool,
+
     #[command(flatten)]
     pub generation: GenerationArgs,
 }
@@ -610,7 +615,8 @@ pub struct RunArgs {
 
     /// Print one JSON object with the text and statistics instead of streaming text.
     ///
-    /// Fields: model, text, stop_reason (eog, max_tokens, context_full,
+    /// Fields: model, text, thinking (the model's reasoning, if any),
+    /// tool_calls (with --tools), stop_reason (eog, max_tokens, context_full,
     /// stop_sequence, cancelled), prompt_tokens, generated_tokens,
     /// load_ms, time_to_first_token_ms, prompt_ms, generation_ms,
     /// prompt_tokens_per_second, generation_tokens_per_second,
@@ -618,6 +624,25 @@ pub struct RunArgs {
     /// prompt_tokens_from_cache (loaded from the prompt cache).
     #[arg(long)]
     pub json: bool,
+
+    /// Tools the model may call: a JSON file with a list of tool definitions
+    /// as OpenAI and Ollama take them (`{"type": "function", "function":
+    /// {"name", "description", "parameters"}}`). Each call is printed on
+    /// stdout as one JSON line, {"id", "name", "arguments"}; an answer in
+    /// prose (with --tool-choice auto) is printed as text.
+    #[arg(long, value_name = "FILE")]
+    pub tools: Option<PathBuf>,
+
+    /// Which calls to make with --tools: auto (calls or prose, as the model
+    /// decides), required (one call or more), or the name of the tool to
+    /// call (exactly once).
+    #[arg(long, value_name = "auto|required|NAME", requires = "tools")]
+    pub tool_choice: Option<String>,
+
+    /// Do not show the model's reasoning (its `<think>` part) on stderr. It
+    /// never goes to stdout; --json carries it as "thinking".
+    #[arg(long)]
+    pub hide_thinking: bool,
 
     #[command(flatten)]
     pub generation: GenerationArgs,

@@ -19,13 +19,20 @@ pub fn run(args: ChatArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     crate::ui::init_tracing(args.generation.verbose);
     engine::configure_logging(args.generation.verbose);
     let cancel = install_interrupt_flag()?;
-    converse(&args.model, &args.generation, printer, &cancel)
+    converse(
+        &args.model,
+        &args.generation,
+        args.hide_thinking,
+        printer,
+        &cancel,
+    )
 }
 
 /// Chat with `model` until the user quits (exit 0).
 pub(super) fn converse(
     model: &str,
     generation: &GenerationArgs,
+    hide_thinking: bool,
     printer: &Printer,
     cancel: &AtomicBool,
 ) -> anyhow::Result<ExitCode> {
@@ -39,6 +46,7 @@ pub(super) fn converse(
         system: generation.system.clone(),
         ctx_size: generation.ctx_size,
         threads: generation.threads.unwrap_or_else(engine::physical_cores),
+        hide_thinking,
         resolve: &|name| resolve_model_with_identity(name, Offer::Nothing),
     };
     chat::run(setup, printer, cancel)?;

@@ -21,6 +21,7 @@ mod schema;
 mod state;
 mod template;
 mod text;
+pub mod tools;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -40,7 +41,8 @@ pub use sampling::{Constraint, SamplingConfig};
 pub use scheduler::{
     Event, EventSink, Scheduler, SchedulerError, SchedulerMetrics, SchedulerOptions,
 };
-pub use template::{serve_template_process, Message, TemplateError, TemplateSource};
+pub use template::{serve_template_process, ChatOptions, Message, TemplateError, TemplateSource};
+pub use tools::ChatTraits;
 
 pub use abort::{install_abort_handler, AbortPolicy};
 pub use limits::{check_prompt_fits, PromptLimits};
@@ -221,6 +223,8 @@ pub(crate) struct ContextShape {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Prompt {
     Chat(Vec<Message>),
+    /// A conversation rendered with tools, a thinking switch or more template variables.
+    ChatWith(Vec<Message>, Box<ChatOptions>),
     Raw(String),
 }
 
@@ -370,6 +374,28 @@ impl Model {
         self.limits
     }
 
+    /// Bytes of weights llama.cpp puts on a GPU with `gpu_layers` (its
+    /// default when `None`: every layer): 0 without a GPU device.
+    pub fn size_on_gpu(&self, gpu_layers: Option<u32>) -> u64 {
+        use llama_cpp_2::LlamaBackendDeviceType as Kind;
+        let has_gpu = llama_cpp_2::list_llama_ggml_backend_devices()
+            .iter()
+            .any(|device| matches!(device.device_type, Kind::Gpu | Kind::IntegratedGpu));
+        if !has_gpu {
+            return 0;
+        }
+        // The output layer counts as one more.
+        let layers = u64::from(self.inner.n_layer()) + 1;
+        let offloaded = gpu_layers.map_or(layers, |count| u64::from(count).min(layers));
+        self.size() / layers * offloaded
+    }
+
+    /// What the chat template does with tools and reasoning (probed once,
+    /// in the template process).
+    pub fn chat_traits(&self) -> ChatTraits {
+        self.template.traits()
+    }
+
     /// e.g. `llama 135M Q4_1`, as llama.cpp describes the model.
     pub fn description(&self) -> &str {
         &self.description
@@ -438,6 +464,11 @@ impl Model {
         match prompt {
             Prompt::Raw(text) => Ok(text.clone()),
             Prompt::Chat(messages) => Ok(self.template.render(&self.inner, messages, cancel)?),
+            Prompt::ChatWith(messages, options) => {
+                Ok(self
+                    .template
+                    .render_with(&self.inner, messages, options, cancel)?)
+            }
         }
     }
 
@@ -450,7 +481,7 @@ impl Model {
         cancel: &AtomicBool,
     ) -> Result<PromptTokens, EngineError> {
         let text = self.render(prompt, n_ctx, cancel)?;
-        self.tokenize_rendered(&text, matches!(prompt, Prompt::Chat(_)))
+        self.tokenize_rendered(&text, !matches!(prompt, Prompt::Raw(_)))
     }
 
     /// Tokenize text [`Model::render`] produced (or a prefix of it): `chat`

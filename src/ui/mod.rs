@@ -93,6 +93,20 @@ impl Printer {
         }
     }
 
+    /// A piece of a model's reasoning on stderr, as it streams: dim on a
+    /// colour terminal, with no line ending of its own.
+    pub fn thinking(&self, text: &str) {
+        let text = escape_controls(text);
+        let mut stderr = io::stderr().lock();
+        // A failing stderr has nowhere left to report to.
+        let _ = if self.color {
+            write!(stderr, "{DIM}{text}{RESET}")
+        } else {
+            write!(stderr, "{text}")
+        };
+        let _ = stderr.flush();
+    }
+
     /// A spinner with `message` on a terminal; nothing otherwise.
     pub fn spinner(&self, message: &str) -> Spinner {
         Spinner::start(self.stderr_is_terminal, message)

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod agents;
 mod architecture;
 mod bad_models;
 mod bench;
@@ -23,6 +24,7 @@ mod readme;
 mod run;
 mod sandbox;
 mod serve;
+mod serve_api;
 mod serve_bounds;
 mod serve_input;
 mod serve_load;
