@@ -129,7 +129,7 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let reasoning = match (&prompt, traits) {
         (Prompt::Raw(_), _) => ReasoningMode::Off,
         (_, Some(traits)) => traits.reasoning(None),
-        (_, None) => model.chat_traits().reasoning(None),
+        (_, None) => model.reasoning_after(&rendered),
     };
     let n_ctx = match args.generation.ctx_size {
         Some(n_ctx) => n_ctx,

@@ -396,6 +396,12 @@ impl Model {
         self.template.traits()
     }
 
+    /// How to read the reasoning of an answer to `rendered` (this model's
+    /// template rendered with its defaults), without probing the template.
+    pub fn reasoning_after(&self, rendered: &str) -> tools::ReasoningMode {
+        self.template.reasoning_after(rendered)
+    }
+
     /// e.g. `llama 135M Q4_1`, as llama.cpp describes the model.
     pub fn description(&self) -> &str {
         &self.description

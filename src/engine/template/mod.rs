@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 
 pub use isolation::{prestart, serve as serve_template_process};
 
-use super::tools::{prompt, ChatTraits, ToolCall, ToolFormat, ToolSpec};
+use super::tools::{prompt, ChatTraits, ReasoningMode, ToolCall, ToolFormat, ToolSpec};
 use isolation::IsolatedTemplate;
 use jinja::{JinjaTemplate, RenderInput};
 
@@ -301,6 +301,20 @@ impl ChatTemplate {
             tools: None,
             enable_thinking: None,
             variables: Map::new(),
+        }
+    }
+
+    /// How to read the reasoning of an answer to `rendered`, a prompt this
+    /// template rendered with its defaults: what [`ChatTraits::reasoning`]
+    /// says for it, read from the prompt itself instead of probe renderings
+    /// (a one-shot run needs nothing else from the traits).
+    pub(super) fn reasoning_after(&self, rendered: &str) -> ReasoningMode {
+        let opens_thinking = rendered.trim_end().ends_with("<think>");
+        if !opens_thinking && !self.source.contains("<think>") {
+            return ReasoningMode::Off;
+        }
+        ReasoningMode::Tags {
+            starts_inside: opens_thinking,
         }
     }
 
