@@ -207,11 +207,15 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     stdout
         .flush()
         .context("cannot write the answer to stdout")?;
-    report_end(printer, &args.generation, &stats, session.n_ctx());
+    let n_ctx = session.n_ctx();
+    report_end(printer, &args.generation, &stats, n_ctx);
+    // olm exits next: nothing of llama.cpp's needs freeing first.
+    session.release_at_exit();
+    model.release_at_exit();
     if stats.stop_reason == StopReason::Cancelled {
         return Err(Interrupted.into());
     }
-    check_structured_output_complete(&args.generation, &stats, session.n_ctx())?;
+    check_structured_output_complete(&args.generation, &stats, n_ctx)?;
     if let (true, Some(reason)) = (with_tools, call_error) {
         return Err(InvalidCall { reason }.into());
     }

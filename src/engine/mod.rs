@@ -369,6 +369,17 @@ impl Model {
         })
     }
 
+    /// For a process about to exit: end the template process, and leave
+    /// the weights and the vocabulary to the kernel. Freeing them (hundreds
+    /// of thousands of token strings, their maps) would only delay the exit.
+    pub fn release_at_exit(self) {
+        let Self {
+            inner, template, ..
+        } = self;
+        drop(template);
+        std::mem::forget(inner);
+    }
+
     /// What the vocabulary says about how much input can fit a context.
     pub fn prompt_limits(&self) -> PromptLimits {
         self.limits
