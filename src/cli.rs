@@ -73,17 +73,25 @@ pub enum Command {
 
     /// Download a model into the store, or register a local .gguf file.
     ///
-    /// MODEL is a catalog alias (`qwen-7b`, `qwen-7b:q8_0`), a Hugging Face
-    /// repo (`owner/repo[:QUANT]`, also `hf.co/owner/repo`), or a path to a
-    /// .gguf file with `--name`. Files go into the Hugging Face cache with a
-    /// progress bar; an interrupted pull resumes where it stopped; every file
-    /// is checked against the hub's sha256 before it becomes visible.
-    /// Exit codes: 3 no such model or quant, 4 network or hub error,
-    /// 5 integrity (hash or size mismatch, invalid file), 6 not enough disk,
-    /// 130 interrupted (the partial download is kept).
+    /// MODEL is a catalog alias (`qwen-7b`, `qwen-7b:q8_0`) or Ollama's name
+    /// for the same model (`qwen2.5:7b`), a repo (`owner/repo[:QUANT]`; on
+    /// Hugging Face only: `hf.co/owner/repo`; on ModelScope only:
+    /// `ms://owner/repo` or `modelscope.cn/owner/repo`), or a path to a
+    /// .gguf file with `--name`. Files go into the Hugging Face or ModelScope
+    /// cache (shared with those hubs' own tools) with a progress bar; an
+    /// interrupted pull resumes where it stopped; every file is checked
+    /// against the hub's sha256 before it becomes visible.
+    /// Exit codes: 2 invalid name, 3 no such model or quant, 4 network or
+    /// hub error, 5 integrity (hash or size mismatch, invalid file, invalid
+    /// metadata from the hub), 6 not enough disk, 130 interrupted (the
+    /// partial download is kept).
     Pull(PullArgs),
 
-    /// List the models in the store and GGUF files already in the Hugging Face cache.
+    /// List the models in the store and GGUF files already in the Hugging Face and ModelScope caches.
+    ///
+    /// SOURCE says where each came from: hf or modelscope (pulled from that
+    /// hub), local (imported), hf-cache or ms-cache (found in a hub's cache,
+    /// downloaded by another tool). `--available` lists the catalog instead.
     #[command(visible_alias = "ls")]
     List(ListArgs),
 
@@ -106,10 +114,11 @@ pub enum Command {
     /// loaded again on next use. Requests share one batched decode loop per
     /// model with --parallel sequences; more wait in a bounded queue, beyond
     /// it 503. Routes: /v1/models, /v1/chat/completions, /v1/completions,
-    /// /v1/embeddings, /api/chat, /api/generate, /api/embed, /api/embeddings,
-    /// /api/tags, /api/show, /api/ps, /api/pull, /api/delete, /api/version,
-    /// /health, /metrics. SIGINT or SIGTERM lets running requests finish,
-    /// then exits 0; a second one exits 130 at once.
+    /// /v1/responses, /v1/messages, /v1/embeddings, /api/chat, /api/generate,
+    /// /api/embed, /api/embeddings, /api/tags, /api/show, /api/ps, /api/pull,
+    /// /api/delete, /api/copy, /api/create, /api/version, /health, /metrics.
+    /// SIGINT or SIGTERM lets running requests finish, then exits 0; a
+    /// second one exits 130 at once.
     Serve(ServeArgs),
 
     /// List the models a running `olm serve` has loaded.
@@ -410,8 +419,19 @@ fn model_name_candidates() -> clap_complete::ArgValueCandidates {
 /// Arguments of `olm pull`.
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// The model: alias[:quant], owner/repo[:quant], hf.co/owner/repo[:quant], or a .gguf path.
+    /// The model: alias[:quant], owner/repo[:quant], hf.co/owner/repo, ms://owner/repo, or a .gguf path.
     pub model: String,
+
+    /// Which hub to download from: hf, modelscope, or auto.
+    ///
+    /// `auto` tries Hugging Face first (or config.toml's `first_source`)
+    /// and, only when it cannot be reached at all (DNS failure, refused
+    /// connection, connect timeout), says so and uses ModelScope; an HTTP
+    /// error such as 404 or 401 is the answer, never a reason to switch.
+    /// Default: OLM_SOURCE, else config.toml's `source`, else auto. A
+    /// reference that names its hub (`ms://`, `hf.co/`) uses that hub.
+    #[arg(long, value_enum, value_name = "SOURCE")]
+    pub source: Option<SourceArg>,
 
     /// The quant to download (e.g. Q4_K_M, q8_0); wins over a `:QUANT` tag.
     #[arg(long, value_name = "QUANT")]
@@ -442,6 +462,22 @@ pub struct ListArgs {
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// List the catalog instead: each alias, the size of its default quant,
+    /// the hubs that have it and Ollama's names for it.
+    #[arg(long)]
+    pub available: bool,
+}
+
+/// A hub to pull from (`olm pull --source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceArg {
+    /// Hugging Face (HF_ENDPOINT).
+    Hf,
+    /// ModelScope (MODELSCOPE_ENDPOINT).
+    Modelscope,
+    /// One, then the other if the first cannot be reached.
+    Auto,
 }
 
 /// Arguments of `olm show`.
@@ -634,6 +670,10 @@ pub struct ChatArgs {
     #[arg(add = model_name_candidates())]
     pub model: String,
 
+    /// Do not show the model's reasoning (its `<think>` part) on stderr.
+    #[arg(long)]
+    pub hide_thinking: bool,
+
     #[command(flatten)]
     pub generation: GenerationArgs,
 }
@@ -667,7 +707,8 @@ pub struct RunArgs {
 
     /// Print one JSON object with the text and statistics instead of streaming text.
     ///
-    /// Fields: model, text, stop_reason (eog, max_tokens, context_full,
+    /// Fields: model, text, thinking (the model's reasoning, if any),
+    /// tool_calls (with --tools), stop_reason (eog, max_tokens, context_full,
     /// stop_sequence, cancelled), prompt_tokens, generated_tokens,
     /// load_ms, time_to_first_token_ms, prompt_ms, generation_ms,
     /// prompt_tokens_per_second, generation_tokens_per_second,
@@ -675,6 +716,25 @@ pub struct RunArgs {
     /// prompt_tokens_from_cache (loaded from the prompt cache).
     #[arg(long)]
     pub json: bool,
+
+    /// Tools the model may call: a JSON file with a list of tool definitions
+    /// as OpenAI and Ollama take them (`{"type": "function", "function":
+    /// {"name", "description", "parameters"}}`). Each call is printed on
+    /// stdout as one JSON line, {"id", "name", "arguments"}; an answer in
+    /// prose (with --tool-choice auto) is printed as text.
+    #[arg(long, value_name = "FILE")]
+    pub tools: Option<PathBuf>,
+
+    /// Which calls to make with --tools: auto (calls or prose, as the model
+    /// decides), required (one call or more), or the name of the tool to
+    /// call (exactly once).
+    #[arg(long, value_name = "auto|required|NAME", requires = "tools")]
+    pub tool_choice: Option<String>,
+
+    /// Do not show the model's reasoning (its `<think>` part) on stderr. It
+    /// never goes to stdout; --json carries it as "thinking".
+    #[arg(long)]
+    pub hide_thinking: bool,
 
     #[command(flatten)]
     pub generation: GenerationArgs,

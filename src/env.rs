@@ -54,6 +54,40 @@ pub const HF_TOKEN: &str = "HF_TOKEN";
 /// `1`/`true`/`yes`/`on`: `olm pull` resolves from the local cache only, like `--offline`.
 pub const HF_HUB_OFFLINE: &str = "HF_HUB_OFFLINE";
 
+/// A file holding the Hugging Face token, as the Hugging Face CLI's login
+/// writes it; used when `HF_TOKEN` is not set. Default: `$HF_HOME/token`.
+pub const HF_TOKEN_PATH: &str = "HF_TOKEN_PATH";
+
+/// Base URL of the ModelScope hub or a mirror. Default: `https://modelscope.cn`.
+pub const MODELSCOPE_ENDPOINT: &str = "MODELSCOPE_ENDPOINT";
+
+/// The ModelScope host when `MODELSCOPE_ENDPOINT` is not set (the client's
+/// older name for it); `https://` is added when it has no scheme.
+pub const MODELSCOPE_DOMAIN: &str = "MODELSCOPE_DOMAIN";
+
+/// ModelScope access token for private repos, sent only to the ModelScope
+/// endpoint's host (as `Authorization: Bearer` and the `m_session_id`
+/// cookie, as the client sends it). Set but empty: no token. Unset: the
+/// login `modelscope login` saved, if any.
+pub const MODELSCOPE_API_TOKEN: &str = "MODELSCOPE_API_TOKEN";
+
+/// The ModelScope cache, shared with the `modelscope` client. Default:
+/// `~/.cache/modelscope`.
+pub const MODELSCOPE_CACHE: &str = "MODELSCOPE_CACHE";
+
+/// Where the `modelscope` client keeps its login (`credentials/cookies`).
+/// Default: `~/.modelscope`.
+pub const MODELSCOPE_HOME: &str = "MODELSCOPE_HOME";
+
+/// Default for `olm pull --source`: `hf`, `modelscope` or `auto` (the
+/// `source` key of config.toml when unset; `auto` when neither).
+pub const OLM_SOURCE: &str = "OLM_SOURCE";
+
+/// Seconds a pull waits for a hub to answer a DNS query or accept a
+/// connection before calling it unreachable (and, with `--source auto`,
+/// trying the other hub). Default: 5.
+pub const OLM_CONNECT_TIMEOUT: &str = "OLM_CONNECT_TIMEOUT";
+
 /// Seconds without a received byte before a download counts as stalled and is
 /// retried from where it stopped. Default: 30.
 pub const OLM_STALL_TIMEOUT: &str = "OLM_STALL_TIMEOUT";

@@ -28,6 +28,7 @@ use super::conversation::{prompt_budget, Conversation};
 use super::input::MultilineInput;
 use super::settings;
 use super::transcript;
+use crate::engine::tools::{OutputParser, Piece, ReasoningMode};
 use crate::engine::{
     EngineError, ErrorKind, GenerateRequest, KvSnapshot, LoadOptions, Message, Model, Prompt,
     PromptTokens, Session, SessionOptions, Stats, StopReason, KV_STATE_FORMAT,
@@ -96,6 +97,8 @@ pub struct ChatSetup<'a> {
     /// Context size in tokens; `None`: 8192, or less when the model was trained for less.
     pub ctx_size: Option<u32>,
     pub threads: u32,
+    /// Keep the model's reasoning (its `<think>` part) off the terminal.
+    pub hide_thinking: bool,
     pub resolve: &'a Resolver<'a>,
 }
 
@@ -110,6 +113,7 @@ pub fn run(setup: ChatSetup<'_>, printer: &Printer, cancel: &AtomicBool) -> anyh
         request: setup.request.clone(),
         last_turn: None,
         evaluated: None,
+        hide_thinking: setup.hide_thinking,
         printer,
         cancel,
     };
@@ -190,6 +194,7 @@ struct Chat<'a> {
     last_turn: Option<LastTurn>,
     /// What the current session has evaluated; `None` after a model switch.
     evaluated: Option<Evaluated>,
+    hide_thinking: bool,
     printer: &'a Printer,
     cancel: &'a AtomicBool,
 }
@@ -366,7 +371,8 @@ impl Chat<'_> {
             }
             _ => model.tokenize(&prompt, n_ctx, self.cancel)?,
         };
-        let (answer, stats) = self.generate(session, &tokens)?;
+        let reasoning = model.chat_traits().reasoning(None);
+        let (answer, stats) = self.generate(session, &tokens, reasoning)?;
         self.evaluated = Some(Evaluated {
             text: rendered + &answer,
             tokens: session.transcript(),
@@ -380,26 +386,43 @@ impl Chat<'_> {
         Ok(())
     }
 
-    /// Stream the answer to stdout; returns its text exactly as generated.
+    /// Stream the answer to stdout, its reasoning (a `<think>` part) dimmed
+    /// to stderr unless hidden; returns its text exactly as generated.
     fn generate(
         &mut self,
         session: &mut Session<'_>,
         tokens: &PromptTokens,
+        reasoning: ReasoningMode,
     ) -> anyhow::Result<(String, Stats)> {
         self.cancel.store(false, Ordering::SeqCst);
         let mut spinner = self.printer.spinner("thinking");
         let mut answer = String::new();
-        let mut stdout = io::stdout().lock();
+        let mut shown = Shown {
+            printer: self.printer,
+            hide_thinking: self.hide_thinking,
+            stdout: io::stdout().lock(),
+            thinking_open: false,
+            content_ends_with_newline: true,
+        };
+        let mut parser = OutputParser::new(reasoning, None);
         let result = session.generate(tokens, &self.request, self.cancel, |piece| {
             spinner.finish();
             answer.push_str(piece);
-            stdout.write_all(piece.as_bytes())?;
-            stdout.flush()
+            shown.take(parser.push(piece))
         });
         spinner.finish();
         self.cancel.store(false, Ordering::SeqCst);
         let stats = result?.context("cannot write the answer to stdout")?;
-        if !answer.is_empty() && !answer.ends_with('\n')
+        shown
+            .take(parser.finish().0)
+            .context("cannot write the answer to stdout")?;
+        shown.end_thinking();
+        let Shown {
+            mut stdout,
+            content_ends_with_newline,
+            ..
+        } = shown;
+        if !answer.is_empty() && !content_ends_with_newline
             || stats.stop_reason == StopReason::Cancelled
         {
             stdout
@@ -750,6 +773,47 @@ fn keep_interrupt_handler<T>(create: impl FnOnce() -> T) -> io::Result<T> {
         return Err(io::Error::last_os_error());
     }
     Ok(created)
+}
+
+/// Where an answer's pieces are shown: content on stdout, reasoning dimmed
+/// on stderr (unless hidden).
+struct Shown<'a> {
+    printer: &'a Printer,
+    hide_thinking: bool,
+    stdout: io::StdoutLock<'static>,
+    /// Reasoning was shown and not yet ended with a line break.
+    thinking_open: bool,
+    content_ends_with_newline: bool,
+}
+
+impl Shown<'_> {
+    fn take(&mut self, pieces: Vec<Piece>) -> io::Result<()> {
+        for piece in pieces {
+            match piece {
+                Piece::Reasoning(text) => {
+                    if !self.hide_thinking {
+                        self.printer.thinking(&text);
+                        self.thinking_open = true;
+                    }
+                }
+                Piece::Content(text) => {
+                    self.end_thinking();
+                    self.content_ends_with_newline = text.ends_with('\n');
+                    self.stdout.write_all(text.as_bytes())?;
+                }
+                // A chat offers no tools: no calls are read.
+                Piece::Call(_) => {}
+            }
+        }
+        self.stdout.flush()
+    }
+
+    fn end_thinking(&mut self) {
+        if self.thinking_open {
+            self.printer.thinking("\n");
+            self.thinking_open = false;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -101,12 +101,17 @@ pub fn dispatch(mut cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
 /// `serve`'s pull process).
 fn sandbox_policy(command: &Command, rpc_ports: &[u16]) -> anyhow::Result<Option<Policy>> {
     Ok(match command {
-        Command::Pull(_) | Command::PullHelper(_) | Command::Serve(_) => None,
+        // run and chat lock down themselves once the model is resolved
+        // (`lock_down`): on a terminal they may first pull a missing model
+        // the user asked for.
+        Command::Pull(_)
+        | Command::PullHelper(_)
+        | Command::Serve(_)
+        | Command::Run(_)
+        | Command::Chat(_) => None,
         Command::Ps(args) => Some(ps::sandbox_policy(&args.host, args.port)?),
-        // Its workers' ports, and no other.
-        Command::Run(_) | Command::Chat(_) | Command::Bench(_) => {
-            Some(Policy::rpc_client(rpc_ports))
-        }
+        // Its workers' ports, and no other (run and chat: `lock_down`).
+        Command::Bench(_) => Some(Policy::rpc_client(rpc_ports)),
         // A model process of `serve --rpc`: its workers' ports, and no other.
         Command::Worker(args) => Some(Policy::offline().with_rpc_ports(&args.rpc_ports)),
         Command::RpcWorker(args) => Some(worker::sandbox_policy(args)),
@@ -118,6 +123,18 @@ fn sandbox_policy(command: &Command, rpc_ports: &[u16]) -> anyhow::Result<Option
         }),
         _ => Some(Policy::offline()),
     })
+}
+
+/// Take this process off the network for good (unless `--allow-network`):
+/// for `run` and `chat`, once their model is resolved and before anything
+/// starts a thread. With `--rpc`, the workers' ports stay reachable, and no
+/// other.
+pub(super) fn lock_down(verbose: bool, load: &crate::cli::LoadArgs, printer: &Printer) {
+    if crate::env::flag(crate::env::OLM_ALLOW_NETWORK) {
+        return;
+    }
+    let enforcement = sandbox::apply(&Policy::rpc_client(&resolve::rpc_ports(load)));
+    report_sandbox(&enforcement, verbose, printer);
 }
 
 /// Whether the command was asked for `--verbose`.
@@ -217,6 +234,9 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         if cause.is::<Interrupted>() {
             return exit::INTERRUPTED;
         }
+        if cause.is::<pull::NotFound>() {
+            return exit::NOT_FOUND;
+        }
         if cause.is::<GgufError>() {
             return exit::INTEGRITY;
         }
@@ -286,6 +306,9 @@ pub fn hint(error: &anyhow::Error) -> Option<String> {
         }
         if let Some(cut) = cause.downcast_ref::<run::IncompleteJson>() {
             return Some(cut.hint.clone());
+        }
+        if let Some(missing) = cause.downcast_ref::<pull::NotFound>() {
+            return missing.hint.clone();
         }
         if let Some(store) = cause.downcast_ref::<StoreError>() {
             return store.hint();

@@ -1,30 +1,44 @@
-//! `olm pull`: register a local file, or download a model from the hub into
-//! the store. The download itself is [`crate::hub::pull`], shared with
-//! `olm serve`'s `POST /api/pull`; this file is the terminal side: arguments,
-//! progress bars, the quant picker, `--dry-run`, messages and exit codes.
+//! `olm pull`: register a local file, or download a model from a hub
+//! (Hugging Face or ModelScope, `--source`) into the store. The download
+//! itself is [`crate::hub::pull`], shared with `olm serve`'s `POST
+//! /api/pull`; this file is the terminal side: arguments, progress bars,
+//! the quant picker, `--dry-run`, messages and exit codes, and the offer to
+//! pull a model `olm run`/`olm chat` asked for that is not in the store
+//! ([`offer_pull`]).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use super::resolve::install_interrupt_flag;
 use super::UsageError;
-use crate::catalog::Catalog;
-use crate::cli::PullArgs;
+use crate::catalog::{Catalog, SourceSetting};
+use crate::cli::{PullArgs, SourceArg};
+use crate::gguf::{self, CheckedModel};
 use crate::hub::pull::{
-    fetch_and_register, list_quants, register_from_cache, FromCache, PullEvents, Target,
-    TargetError,
+    connect, fetch_and_register, register_from_cache, FromCache, PullEvents, Target, TargetError,
 };
 use crate::hub::quant::QuantChoice;
-use crate::hub::{self, Hub, HubError, HubOptions, PullReporter};
+use crate::hub::{self, HubError, PullReporter};
 use crate::human;
-use crate::store::{self, space, Manifest, ModelRef, RepoId, Store, StoreError};
+use crate::store::{self, space, HubKind, Manifest, ModelRef, RepoId, Store, StoreError};
 use crate::ui::{Printer, PullProgress};
+
+/// A model name that is neither in the store nor in the catalog (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct NotFound {
+    pub message: String,
+    pub hint: Option<String>,
+}
 
 pub fn run(args: PullArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let store = Store::from_env();
     let reference = ModelRef::parse(&args.model)?;
     if let ModelRef::Path(path) = &reference {
+        if args.source.is_some() {
+            return Err(UsageError::new("--source is for hub models, not local files").into());
+        }
         return import(&store, path, args.name.as_deref(), printer);
     }
     if args.name.is_some() {
@@ -32,7 +46,12 @@ pub fn run(args: PullArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     }
     let quant_flag = args.quant.as_deref().map(normalize_quant).transpose()?;
     let catalog = Catalog::load(&store.config_path())?;
-    let target = Target::new(&reference, quant_flag, &catalog).map_err(target_error)?;
+    let mut target = Target::new(&reference, quant_flag, &catalog).map_err(target_error)?;
+    if let Some(source) = args.source {
+        target = target
+            .with_source(source_setting(source), &catalog)
+            .map_err(target_error)?;
+    }
     let offline = args.offline || crate::env::flag(crate::env::HF_HUB_OFFLINE);
     if offline {
         if args.dry_run {
@@ -43,30 +62,23 @@ pub fn run(args: PullArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
                 format!("{} is already in the store", manifest.name)
             }
             FromCache::Registered(manifest) => format!(
-                "registered {} from the Hugging Face cache (offline)",
-                manifest.name
+                "registered {} from the {} cache (offline)",
+                manifest.name,
+                manifest.hub.title()
             ),
         };
         printer.status(&message);
         return Ok(ExitCode::SUCCESS);
     }
-    let hub = Hub::new(HubOptions::from_env(), install_interrupt_flag()?);
-    let events = Terminal {
-        printer,
-        progress: PullProgress::new(printer),
-    };
-    let result = pull_online(&store, &hub, &target, &args, &events);
-    if let Err(error) = &result {
-        if error
-            .downcast_ref::<HubError>()
-            .is_some_and(|hub| matches!(hub, HubError::Interrupted))
-        {
-            printer.status(
-                "interrupted: the partial download is kept; run the same command to resume",
-            );
-        }
+    pull_online(&store, &target, &args, printer)
+}
+
+fn source_setting(source: SourceArg) -> SourceSetting {
+    match source {
+        SourceArg::Hf => SourceSetting::Hub(HubKind::HuggingFace),
+        SourceArg::Modelscope => SourceSetting::Hub(HubKind::ModelScope),
+        SourceArg::Auto => SourceSetting::Auto,
     }
-    result
 }
 
 /// `olm pull` on a terminal (or with stderr redirected).
@@ -82,6 +94,15 @@ impl PullEvents for Terminal<'_> {
 
     fn warn(&self, message: &str) {
         self.printer.warn(message);
+    }
+
+    fn notice(&self, message: &str) {
+        self.printer.status(message);
+    }
+
+    fn connecting(&self, hub: HubKind, repo: &RepoId, endpoint: &str) {
+        self.printer
+            .status(&format!("resolving {repo} on {endpoint} ({})", hub.title()));
     }
 
     fn replaced(&self, previous: &Manifest, freed: u64) {
@@ -126,15 +147,39 @@ fn normalize_quant(text: &str) -> Result<String, StoreError> {
 }
 
 /// A [`TargetError`] as `olm pull` reports it: a path where a name is needed
-/// is a usage error (exit 2); the others keep their own exit codes.
+/// or a `--source` the reference contradicts is a usage error (exit 2), an
+/// unknown name is not found (exit 3, with the closest names); the others
+/// keep their own exit codes.
 fn target_error(error: TargetError) -> anyhow::Error {
     match error {
-        TargetError::NotAName | TargetError::PathNeedsName => {
+        TargetError::NotAName | TargetError::PathNeedsName | TargetError::SourceConflict { .. } => {
             UsageError::new(error.to_string()).into()
         }
+        TargetError::UnknownName { name, suggestions } => unknown_name(&name, &suggestions, false),
         TargetError::Catalog(error) => error.into(),
         TargetError::Hub(error) => error.into(),
     }
+}
+
+/// "model 'x' ..." (exit 3), with the catalog names closest to it.
+fn unknown_name(name: &str, suggestions: &[String], in_store_too: bool) -> anyhow::Error {
+    let message = if in_store_too {
+        format!("model '{name}' is not in the store, and no catalog alias has that name")
+    } else {
+        format!("model '{name}' is not a catalog alias (nor one of Ollama's names for one)")
+    };
+    let hint = match suggestions {
+        [] => "`olm list --available` lists the catalog; a repo is owner/repo[:QUANT] (or ms://owner/repo)".to_owned(),
+        close => format!(
+            "did you mean {}? `olm list --available` lists the catalog",
+            close.join(", ")
+        ),
+    };
+    NotFound {
+        message,
+        hint: Some(hint),
+    }
+    .into()
 }
 
 /// `olm pull ./file.gguf --name NAME`: validate, copy into the store, register.
@@ -171,48 +216,75 @@ fn import(
 
 fn pull_online(
     store: &Store,
-    hub: &Hub,
     target: &Target,
     args: &PullArgs,
-    events: &Terminal<'_>,
+    printer: &Printer,
 ) -> anyhow::Result<ExitCode> {
-    let printer = events.printer;
-    printer.status(&format!(
-        "resolving {} on {}",
-        target.repo(),
-        hub.endpoint()
-    ));
-    let (files, choices) = list_quants(hub, target, events.reporter())?;
-    if args.dry_run {
-        print_dry_run(store, &choices, target, printer)?;
-        return Ok(ExitCode::SUCCESS);
-    }
     let existing = if args.force {
         hub::Existing::Replace
     } else {
         hub::Existing::KeepIfVerified
     };
-    let (choice, manifest) =
-        fetch_and_register(store, hub, target, &files, &choices, existing, events)?;
+    let result = download(store, target, existing, args.dry_run, printer);
+    if let Err(error) = &result {
+        if error
+            .downcast_ref::<HubError>()
+            .is_some_and(|hub| matches!(hub, HubError::Interrupted))
+        {
+            printer.status(
+                "interrupted: the partial download is kept; run the same command to resume",
+            );
+        }
+    }
+    result.map(|_| ExitCode::SUCCESS)
+}
+
+/// Connect (trying the other hub when one cannot be reached), then show
+/// the quants (`dry_run`) or fetch, verify and register the model.
+fn download(
+    store: &Store,
+    target: &Target,
+    existing: hub::Existing,
+    dry_run: bool,
+    printer: &Printer,
+) -> anyhow::Result<Option<Manifest>> {
+    let cancel = install_interrupt_flag()?;
+    let events = Terminal {
+        printer,
+        progress: PullProgress::new(printer),
+    };
+    let connection = connect(target, &cancel, &events)?;
+    if dry_run {
+        print_dry_run(
+            store,
+            connection.origin.hub,
+            &connection.choices,
+            target,
+            printer,
+        )?;
+        return Ok(None);
+    }
+    let (choice, manifest) = fetch_and_register(store, &connection, target, existing, &events)?;
     printer.status(&format!(
-        "pulled {} ({}, {}); run it with `olm run {} \"...\"`",
+        "pulled {} ({}, {}) from {}; run it with `olm run {} \"...\"`",
         manifest.name,
         choice.quant,
         human::size(manifest.size()),
+        connection.origin.hub.title(),
         manifest.name
     ));
-    Ok(ExitCode::SUCCESS)
+    Ok(Some(manifest))
 }
 
 /// `--dry-run`: every quant with its size and whether it fits (stdout).
 fn print_dry_run(
     store: &Store,
+    hub: HubKind,
     choices: &[QuantChoice],
     target: &Target,
     printer: &Printer,
 ) -> anyhow::Result<()> {
-    use std::io::Write;
-    let free = space::free_disk(store.hf_cache());
+    let free = space::free_disk(store.cache_of(hub));
     let memory = space::available_memory();
     let default = target.wanted_quant();
     let mut stdout = std::io::stdout().lock();
@@ -252,4 +324,54 @@ fn print_dry_run(
         memory.map_or("unknown".into(), human::size)
     ));
     Ok(())
+}
+
+/// `reference` (a name or repo `olm run`/`olm chat` asked for) is not in
+/// the store: on a terminal, ask once whether to pull it now (default yes)
+/// and, after the pull, return the checked model. Without a terminal, or
+/// when the answer is no, `None` (the caller reports "not in the store";
+/// scripts never download unasked). A name the catalog does not know is an
+/// error that suggests the closest names.
+pub fn offer_pull(reference: &ModelRef, printer: &Printer) -> anyhow::Result<Option<CheckedModel>> {
+    if let ModelRef::Path(_) = reference {
+        return Ok(None);
+    }
+    let store = Store::from_env();
+    let catalog = Catalog::load(&store.config_path())?;
+    let target = match Target::new(reference, None, &catalog) {
+        Ok(target) => target,
+        Err(TargetError::UnknownName { name, suggestions }) => {
+            return Err(unknown_name(&name, &suggestions, true))
+        }
+        Err(error) => return Err(target_error(error)),
+    };
+    let on_terminal = std::io::stdin().is_terminal() && printer.is_interactive();
+    if !on_terminal
+        || !crate::ui::confirm(
+            &format!(
+                "{} is not in the store; pull {} now?",
+                reference,
+                target.repo()
+            ),
+            true,
+        )
+    {
+        return Ok(None);
+    }
+    let Some(manifest) = download(
+        &store,
+        &target,
+        hub::Existing::KeepIfVerified,
+        false,
+        printer,
+    )?
+    else {
+        return Ok(None);
+    };
+    let resolved = store.resolve(&ModelRef::parse_name(&manifest.name)?)?;
+    let checked = gguf::check_model(&resolved.path).map_err(|source| StoreError::InvalidModel {
+        path: resolved.path.clone(),
+        source,
+    })?;
+    Ok(Some(checked))
 }

@@ -29,11 +29,21 @@ const MAX_SCHEMA_FILE_BYTES: u64 = 1 << 20;
 /// Largest `--chat-template` file (real templates are a few KB).
 const MAX_TEMPLATE_FILE_BYTES: u64 = 1 << 20;
 
-/// Resolve MODEL (a .gguf path, a store name, or a repo already in the
-/// Hugging Face cache) and check the file (every part of a split set)
-/// before llama.cpp sees it.
+/// Resolve MODEL (a .gguf path, a store name, or a repo already in a hub
+/// cache; else, on a terminal, pulled after asking) and check the file
+/// (every part of a split set) before llama.cpp sees it.
 pub fn resolve_model(reference: &str) -> anyhow::Result<CheckedModel> {
-    Ok(resolve_model_with_identity(reference)?.0)
+    Ok(resolve_model_with_identity(reference, Offer::Pull)?.0)
+}
+
+/// Whether resolving a name that is not in the store may offer to pull it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// On a terminal, ask once and pull (before the command locks itself
+    /// off the network).
+    Pull,
+    /// Never: the command is already off the network (chat's `/model`).
+    Nothing,
 }
 
 /// [`resolve_model`], and a name for the model's exact bytes that caches
@@ -41,8 +51,23 @@ pub fn resolve_model(reference: &str) -> anyhow::Result<CheckedModel> {
 /// file's device, inode, size and modification time (hashing a file of
 /// gigabytes at every run would cost seconds; a changed file gets a new
 /// identity).
-pub fn resolve_model_with_identity(reference: &str) -> anyhow::Result<(CheckedModel, String)> {
-    let resolved = Store::from_env().resolve(&ModelRef::parse(reference)?)?;
+pub fn resolve_model_with_identity(
+    reference: &str,
+    offer: Offer,
+) -> anyhow::Result<(CheckedModel, String)> {
+    let reference = ModelRef::parse(reference)?;
+    let store = Store::from_env();
+    let resolved = match store.resolve(&reference) {
+        Err(StoreError::NotInStore(name)) if offer == Offer::Pull => {
+            // On a terminal, offer to pull it (`olm pull`'s own code).
+            let printer = crate::ui::Printer::new();
+            if super::pull::offer_pull(&reference, &printer)?.is_none() {
+                return Err(StoreError::NotInStore(name).into());
+            }
+            store.resolve(&reference)?
+        }
+        resolved => resolved?,
+    };
     let path = resolved.path;
     let checked = gguf::check_model(&path).map_err(|source| StoreError::InvalidModel {
         path: path.clone(),

@@ -25,7 +25,7 @@ pub fn run(args: RmArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|manifest| manifest.name.as_str())
             .collect();
-        let confirmed = crate::ui::confirm(&format!("remove {}?", names.join(", ")));
+        let confirmed = crate::ui::confirm(&format!("remove {}?", names.join(", ")), false);
         if !confirmed {
             return Err(UsageError::new("nothing removed").into());
         }

@@ -1,4 +1,6 @@
-//! `olm run`: one-shot generation streamed to stdout.
+//! `olm run`: one-shot generation streamed to stdout. The model's reasoning
+//! (its `<think>` part) goes to stderr, dimmed, never to stdout; with
+//! `--tools`, its calls go to stdout as JSON lines.
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
@@ -10,17 +12,23 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::resolve::{
-    build_request, install_interrupt_flag, load_options, resolve_model_with_identity,
+    build_request, install_interrupt_flag, load_options, resolve_model_with_identity, Offer,
 };
 use super::{Interrupted, UsageError};
 use crate::cli::{GenerationArgs, RunArgs};
+use crate::engine::tools::{
+    new_call_id, OutputParser, Piece, ReasoningMode, ToolCall, ToolChoice, ToolConstraint, ToolSpec,
+};
 use crate::engine::{
-    self, EngineError, KvSnapshot, Message, Model, Prompt, PromptLimits, PromptTokens, Session,
-    SessionOptions, Stats, StopReason, KV_STATE_FORMAT,
+    self, ChatOptions, Constraint, EngineError, KvSnapshot, Message, Model, Prompt, PromptLimits,
+    PromptTokens, Session, SessionOptions, Stats, StopReason, KV_STATE_FORMAT,
 };
 use crate::gguf::CheckedModel;
 use crate::promptcache::PromptCache;
 use crate::ui::Printer;
+
+/// Largest `--tools` file read.
+const MAX_TOOLS_FILE_BYTES: u64 = 4 << 20;
 
 /// Tokens an answer may take when `--max-tokens` is not given; the context is
 /// sized for the prompt plus this budget.
@@ -37,12 +45,26 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let cancel = install_interrupt_flag()?;
 
     // No prompt on a terminal: hold a conversation instead (design.md).
-    if args.prompt.is_empty() && !args.json && !args.raw && io::stdin().is_terminal() {
-        return super::chat::converse(&args.model, &args.generation, printer, &cancel);
+    if args.prompt.is_empty()
+        && !args.json
+        && !args.raw
+        && args.tools.is_none()
+        && io::stdin().is_terminal()
+    {
+        return super::chat::converse(
+            &args.model,
+            &args.generation,
+            args.hide_thinking,
+            printer,
+            &cancel,
+        );
     }
-    let (checked, identity) = resolve_model_with_identity(&args.model)?;
+    let tools = read_tools(&args)?;
+    let (checked, identity) = resolve_model_with_identity(&args.model, Offer::Pull)?;
+    // Off the network from here on (a pull the user agreed to is done).
+    super::lock_down(args.generation.verbose, &args.generation.load, printer);
     tracing::info!("model checked after {} ms", started.elapsed().as_millis());
-    let request = build_request(&args.generation)?;
+    let mut request = build_request(&args.generation)?;
     // The largest context this run may use: what the prompt is checked
     // against before anything grows with it (stdin, the template, tokens).
     let max_context = args
@@ -70,13 +92,50 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         spinner = printer.spinner("loading model");
     }
 
+    // What the template does with reasoning and tools (never for --raw);
+    // without tools, only once the prompt has rendered (a template that
+    // cannot render fails first, without probes).
+    let traits = match (&prompt, &tools) {
+        (Prompt::Chat(_), Some(_)) => Some(model.chat_traits()),
+        _ => None,
+    };
+    let format = traits.map(|traits| traits.format);
+    let (prompt, reading_tools) = match (prompt, tools, format) {
+        (Prompt::Chat(messages), Some((tools, choice)), Some(format)) => {
+            // A named tool is called once; auto and required may call several.
+            let parallel = !matches!(choice, ToolChoice::Function(_));
+            request.constraint = Some(Constraint::Tools(Box::new(ToolConstraint {
+                format,
+                tools: tools.clone(),
+                choice,
+                parallel,
+                reasoning: traits.map_or(ReasoningMode::Off, |traits| traits.reasoning(None)),
+            })));
+            let options = ChatOptions {
+                tools: tools.clone(),
+                ..ChatOptions::default()
+            };
+            (
+                Prompt::ChatWith(messages, Box::new(options)),
+                Some((format, tools)),
+            )
+        }
+        (prompt, _, _) => (prompt, None),
+    };
+    let with_tools = reading_tools.is_some();
+
     let rendered = model.render(&prompt, max_context, &cancel)?;
     if args.verbose_prompt {
         spinner.finish();
         printer.status(&format!("prompt as the model sees it:\n{rendered}\n---"));
     }
-    let chat = matches!(prompt, Prompt::Chat(_));
+    let chat = !matches!(prompt, Prompt::Raw(_));
     let tokens = model.tokenize_rendered(&rendered, chat)?;
+    let reasoning = match (&prompt, traits) {
+        (Prompt::Raw(_), _) => ReasoningMode::Off,
+        (_, Some(traits)) => traits.reasoning(None),
+        (_, None) => model.reasoning_after(&rendered),
+    };
     let n_ctx = match args.generation.ctx_size {
         Some(n_ctx) => n_ctx,
         None => model.context_for(
@@ -107,26 +166,43 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     };
     spinner.finish();
 
-    let mut text = String::new();
-    let mut stdout = io::stdout().lock();
-    let mut ends_with_newline = true;
+    let mut output = Output {
+        parser: OutputParser::new(reasoning, reading_tools),
+        json: args.json,
+        show_thinking: !args.hide_thinking && !args.json,
+        printer,
+        stdout: io::stdout().lock(),
+        text: String::new(),
+        thinking: String::new(),
+        calls: Vec::new(),
+        ends_with_newline: true,
+        thinking_shown: false,
+    };
     let stats = session
         .generate(&tokens, &request, &cancel, |piece| {
-            if args.json {
-                text.push_str(piece);
-                return Ok(());
-            }
-            ends_with_newline = piece.ends_with('\n');
-            stdout.write_all(piece.as_bytes())?;
-            stdout.flush()
+            let pieces = output.parser.push(piece);
+            output.take(pieces)
         })?
         .context("cannot write the answer to stdout")?;
+    let (pieces, call_error) = output.parser.finish();
+    output
+        .take(pieces)
+        .context("cannot write the answer to stdout")?;
+    output.end_thinking();
 
     if let Some(save) = cached.to_save {
         save.write();
     }
+    let Output {
+        mut stdout,
+        text,
+        thinking,
+        calls,
+        ends_with_newline,
+        ..
+    } = output;
     if args.json {
-        let mut report = JsonReport::new(checked.path(), text, &stats, load_time);
+        let mut report = JsonReport::new(checked.path(), text, thinking, calls, &stats, load_time);
         report.prompt_tokens_from_cache = cached.from_cache;
         report.split = model.split().cloned();
         serde_json::to_writer(&mut stdout, &report)?;
@@ -137,12 +213,145 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     stdout
         .flush()
         .context("cannot write the answer to stdout")?;
-    report_end(printer, &args.generation, &stats, session.n_ctx());
+    let n_ctx = session.n_ctx();
+    report_end(printer, &args.generation, &stats, n_ctx);
+    // olm exits next: nothing of llama.cpp's needs freeing first.
+    session.release_at_exit();
+    model.release_at_exit();
     if stats.stop_reason == StopReason::Cancelled {
         return Err(Interrupted.into());
     }
-    check_structured_output_complete(&args.generation, &stats, session.n_ctx())?;
+    check_structured_output_complete(&args.generation, &stats, n_ctx)?;
+    if let (true, Some(reason)) = (with_tools, call_error) {
+        return Err(InvalidCall { reason }.into());
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the answer's pieces go: content and calls to stdout (or into the
+/// `--json` report), reasoning to stderr.
+struct Output<'a> {
+    parser: OutputParser,
+    json: bool,
+    show_thinking: bool,
+    printer: &'a Printer,
+    stdout: io::StdoutLock<'static>,
+    text: String,
+    thinking: String,
+    calls: Vec<ToolCall>,
+    ends_with_newline: bool,
+    /// Reasoning was shown and not yet ended with a line break.
+    thinking_shown: bool,
+}
+
+impl Output<'_> {
+    fn take(&mut self, pieces: Vec<Piece>) -> io::Result<()> {
+        for piece in pieces {
+            match piece {
+                Piece::Reasoning(text) => {
+                    if self.show_thinking {
+                        self.printer.thinking(&text);
+                        self.thinking_shown = true;
+                    }
+                    self.thinking.push_str(&text);
+                }
+                Piece::Content(text) => {
+                    self.end_thinking();
+                    if self.json {
+                        self.text.push_str(&text);
+                        continue;
+                    }
+                    self.ends_with_newline = text.ends_with('\n');
+                    self.stdout.write_all(text.as_bytes())?;
+                    self.stdout.flush()?;
+                }
+                Piece::Call(mut call) => {
+                    self.end_thinking();
+                    if call.id.is_empty() {
+                        call.id = new_call_id();
+                    }
+                    if !self.json {
+                        if !self.ends_with_newline {
+                            self.stdout.write_all(b"\n")?;
+                        }
+                        let line = serde_json::json!({"id": call.id, "name": call.name, "arguments": call.arguments});
+                        writeln!(self.stdout, "{line}")?;
+                        self.stdout.flush()?;
+                        self.ends_with_newline = true;
+                    }
+                    self.calls.push(call);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reasoning shown on stderr ends with a line break before anything else.
+    fn end_thinking(&mut self) {
+        if self.thinking_shown {
+            self.printer.thinking("\n");
+            self.thinking_shown = false;
+        }
+    }
+}
+
+/// `--tools FILE` and `--tool-choice`, checked before the model loads.
+fn read_tools(args: &RunArgs) -> anyhow::Result<Option<(Vec<ToolSpec>, ToolChoice)>> {
+    let Some(path) = &args.tools else {
+        return Ok(None);
+    };
+    if args.raw {
+        return Err(UsageError::new("--tools needs the chat template; drop --raw").into());
+    }
+    if args.generation.format.is_some() || args.generation.schema.is_some() {
+        return Err(UsageError::new("--tools cannot be combined with --format or --schema").into());
+    }
+    let bytes = crate::files::read_bounded(path, MAX_TOOLS_FILE_BYTES)
+        .map_err(|error| UsageError::new(format!("cannot read --tools: {error}")))?;
+    let definitions: serde_json::Value = serde_json::from_slice(&bytes).map_err(|error| {
+        UsageError::new(format!("--tools {} is not JSON: {error}", path.display()))
+    })?;
+    let tools = ToolSpec::parse_list(definitions).map_err(|error| {
+        UsageError::new(format!("--tools {}: {error}", path.display()))
+            .with_hint("give a JSON list of {\"type\": \"function\", \"function\": {\"name\", \"description\", \"parameters\"}}")
+    })?;
+    let choice = match args.tool_choice.as_deref() {
+        None | Some("auto") => ToolChoice::Auto,
+        Some("required") => ToolChoice::Required,
+        Some(name) if tools.iter().any(|tool| tool.name == name) => {
+            ToolChoice::Function(name.to_owned())
+        }
+        Some(name) => {
+            return Err(UsageError::new(format!(
+                "--tool-choice {} names no tool in {}",
+                crate::ui::escape_controls(name),
+                path.display()
+            ))
+            .with_hint("use auto, required, or the name of one of the tools")
+            .into())
+        }
+    };
+    // The same checks the server makes (names, schemas), and llama.cpp's own
+    // conversion: a bad tool fails now, before the model is loaded.
+    let constraint = Constraint::Tools(Box::new(ToolConstraint {
+        format: engine::tools::ToolFormat::Generic,
+        tools: tools.clone(),
+        choice: choice.clone(),
+        parallel: true,
+        reasoning: ReasoningMode::Off,
+    }));
+    constraint
+        .to_grammar()
+        .map_err(|error| UsageError::new(format!("--tools {}: {error}", path.display())))?;
+    Ok(Some((tools, choice)))
+}
+
+/// A call the model began that cannot be used (exit 1): the text is on
+/// stdout, this says why it is not a call.
+#[derive(Debug, thiserror::Error)]
+#[error("the model's tool call is not valid: {reason}")]
+pub struct InvalidCall {
+    reason: String,
 }
 
 /// The context the model was trained for, from its header.
@@ -408,6 +617,12 @@ pub struct IncompleteJson {
 struct JsonReport {
     model: String,
     text: String,
+    /// The reasoning (a `<think>` part), when the model wrote one.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    thinking: String,
+    /// With `--tools`: the calls, each `{"id", "type", "function": {"name", "arguments"}}`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCall>,
     stop_reason: StopReason,
     prompt_tokens: usize,
     generated_tokens: usize,
@@ -429,11 +644,20 @@ struct JsonReport {
 }
 
 impl JsonReport {
-    fn new(path: &Path, text: String, stats: &Stats, load_time: std::time::Duration) -> Self {
+    fn new(
+        path: &Path,
+        text: String,
+        thinking: String,
+        tool_calls: Vec<ToolCall>,
+        stats: &Stats,
+        load_time: std::time::Duration,
+    ) -> Self {
         let millis = |duration: std::time::Duration| duration.as_secs_f64() * 1000.0;
         Self {
             model: path.display().to_string(),
             text,
+            thinking,
+            tool_calls,
             stop_reason: stats.stop_reason,
             prompt_tokens: stats.prompt_tokens,
             generated_tokens: stats.generated_tokens,

@@ -127,6 +127,12 @@ pub struct Session<'model> {
 }
 
 impl<'model> Session<'model> {
+    /// For a process about to exit: leave the context's buffers to the
+    /// kernel instead of freeing them (see [`Model::release_at_exit`]).
+    pub fn release_at_exit(self) {
+        std::mem::forget(self);
+    }
+
     pub(super) fn new(model: &'model Model, options: &SessionOptions) -> Result<Self, EngineError> {
         let n_ctx = options.n_ctx.max(1);
         let n_batch = options.n_batch.clamp(1, n_ctx);

@@ -64,13 +64,17 @@ impl PromptLimits {
 /// `max_bytes` bytes of text.
 pub fn check_prompt_fits(prompt: &Prompt, n_ctx: u32, max_bytes: usize) -> Result<(), EngineError> {
     {
+        let text_of = |messages: &[super::Message]| {
+            messages
+                .iter()
+                .map(|message| message.text_len() + message.role.len())
+                .fold(0usize, usize::saturating_add)
+        };
         let (messages, bytes) = match prompt {
-            Prompt::Chat(messages) => (
+            Prompt::Chat(messages) => (messages.len(), text_of(messages)),
+            Prompt::ChatWith(messages, options) => (
                 messages.len(),
-                messages
-                    .iter()
-                    .map(|message| message.content.len() + message.role.len())
-                    .fold(0usize, usize::saturating_add),
+                text_of(messages).saturating_add(options.text_len()),
             ),
             Prompt::Raw(text) => (1, text.len()),
         };

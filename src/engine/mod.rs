@@ -22,6 +22,7 @@ mod schema;
 mod state;
 mod template;
 mod text;
+pub mod tools;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -41,7 +42,8 @@ pub use sampling::{Constraint, SamplingConfig};
 pub use scheduler::{
     Event, EventSink, Scheduler, SchedulerError, SchedulerMetrics, SchedulerOptions,
 };
-pub use template::{serve_template_process, Message, TemplateError, TemplateSource};
+pub use template::{serve_template_process, ChatOptions, Message, TemplateError, TemplateSource};
+pub use tools::ChatTraits;
 
 pub use abort::{install_abort_handler, AbortPolicy};
 pub use limits::{check_prompt_fits, PromptLimits};
@@ -233,6 +235,8 @@ pub(crate) struct ContextShape {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Prompt {
     Chat(Vec<Message>),
+    /// A conversation rendered with tools, a thinking switch or more template variables.
+    ChatWith(Vec<Message>, Box<ChatOptions>),
     Raw(String),
 }
 
@@ -421,9 +425,58 @@ impl Model {
         self.split.as_ref()
     }
 
+    /// For a process about to exit: end the template process, and leave
+    /// the weights and the vocabulary to the kernel. Freeing them (hundreds
+    /// of thousands of token strings, their maps) would only delay the exit.
+    pub fn release_at_exit(self) {
+        let Self {
+            inner, template, ..
+        } = self;
+        drop(template);
+        std::mem::forget(inner);
+    }
+
     /// What the vocabulary says about how much input can fit a context.
     pub fn prompt_limits(&self) -> PromptLimits {
         self.limits
+    }
+
+    /// Bytes of weights llama.cpp puts on a GPU with `gpu_layers` (its
+    /// default when `None`: every layer): 0 without a GPU device.
+    pub fn size_on_gpu(&self, gpu_layers: Option<u32>) -> u64 {
+        use llama_cpp_2::LlamaBackendDeviceType as Kind;
+        let has_gpu = llama_cpp_2::list_llama_ggml_backend_devices()
+            .iter()
+            .any(|device| matches!(device.device_type, Kind::Gpu | Kind::IntegratedGpu));
+        if !has_gpu {
+            return 0;
+        }
+        // The output layer counts as one more.
+        let layers = u64::from(self.inner.n_layer()) + 1;
+        if let Some(split) = &self.split {
+            // Split with RPC workers: only this machine's GPUs count.
+            let here: u64 = split
+                .devices
+                .iter()
+                .filter(|share| share.endpoint.is_none() && share.device != "CPU")
+                .map(|share| u64::from(share.layers) + u64::from(share.output))
+                .sum();
+            return self.size() / layers * here;
+        }
+        let offloaded = gpu_layers.map_or(layers, |count| u64::from(count).min(layers));
+        self.size() / layers * offloaded
+    }
+
+    /// What the chat template does with tools and reasoning (probed once,
+    /// in the template process).
+    pub fn chat_traits(&self) -> ChatTraits {
+        self.template.traits()
+    }
+
+    /// How to read the reasoning of an answer to `rendered` (this model's
+    /// template rendered with its defaults), without probing the template.
+    pub fn reasoning_after(&self, rendered: &str) -> tools::ReasoningMode {
+        self.template.reasoning_after(rendered)
     }
 
     /// e.g. `llama 135M Q4_1`, as llama.cpp describes the model.
@@ -494,6 +547,11 @@ impl Model {
         match prompt {
             Prompt::Raw(text) => Ok(text.clone()),
             Prompt::Chat(messages) => Ok(self.template.render(&self.inner, messages, cancel)?),
+            Prompt::ChatWith(messages, options) => {
+                Ok(self
+                    .template
+                    .render_with(&self.inner, messages, options, cancel)?)
+            }
         }
     }
 
@@ -506,7 +564,7 @@ impl Model {
         cancel: &AtomicBool,
     ) -> Result<PromptTokens, EngineError> {
         let text = self.render(prompt, n_ctx, cancel)?;
-        self.tokenize_rendered(&text, matches!(prompt, Prompt::Chat(_)))
+        self.tokenize_rendered(&text, !matches!(prompt, Prompt::Raw(_)))
     }
 
     /// Tokenize text [`Model::render`] produced (or a prefix of it): `chat`

@@ -1,7 +1,8 @@
 //! Sampling settings and the llama.cpp sampler chain built from them.
 //!
 //! Owns: defaults (llama.cpp's own), the order of samplers, greedy at
-//! temperature 0, seeded randomness, and grammar constraints.
+//! temperature 0, seeded randomness, and grammar constraints, lazy ones
+//! (tool calls under `auto`) included.
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
@@ -10,6 +11,7 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 
 use super::schema::check_schema;
+use super::tools::{self, Grammar, ToolConstraint, ToolSpec, Trigger};
 use super::{EngineError, Model};
 
 /// How the next token is chosen. Defaults match llama.cpp's.
@@ -54,6 +56,8 @@ pub enum Constraint {
     JsonSchema(String),
     /// A GBNF grammar.
     Grammar(String),
+    /// Tool calls in the model's convention (see [`tools::grammar`]).
+    Tools(Box<ToolConstraint>),
 }
 
 /// One request's sampler: the chain (penalties, top-k/p, min-p, temperature,
@@ -65,6 +69,10 @@ pub enum Constraint {
 /// vocabulary entry.
 pub struct Sampler {
     chain: LlamaSampler,
+    /// Dropped if it ever refuses a token it was given (a lazy grammar woken
+    /// by text it cannot follow): llama.cpp aborts on the next use of a
+    /// grammar in that state. The answer is then unconstrained, and whoever
+    /// reads the calls checks them against their schemas.
     grammar: Option<LlamaSampler>,
     /// Reused for each token's candidates when there is a grammar.
     candidates: LlamaTokenDataArray,
@@ -112,7 +120,10 @@ impl Sampler {
                     .unwrap_or(LlamaToken::new(0))
             }
         };
-        grammar.accept(token);
+        if grammar.try_accept(token).is_err() {
+            tracing::debug!("the grammar could not follow the answer; it is no longer applied");
+            self.grammar = None;
+        }
         self.chain.accept(token);
         token
     }
@@ -166,20 +177,107 @@ impl Constraint {
         match self {
             Constraint::JsonSchema(schema) => check_schema(schema),
             Constraint::JsonObject | Constraint::Grammar(_) => Ok(()),
+            Constraint::Tools(constraint) => check_tools(&constraint.tools),
         }
     }
 
-    /// The GBNF grammar for this constraint.
-    pub fn to_grammar(&self) -> Result<String, EngineError> {
+    /// The grammar for this constraint. Boxed so that a caller's
+    /// `grammar.as_deref()` hands [`build_sampler`] a `&Grammar`.
+    pub fn to_grammar(&self) -> Result<Box<Grammar>, EngineError> {
         self.check()?;
         let schema = match self {
-            Constraint::Grammar(grammar) => return Ok(grammar.clone()),
+            Constraint::Grammar(grammar) => return Ok(Box::new(Grammar::eager(grammar.clone()))),
+            Constraint::Tools(constraint) => {
+                return tools::grammar::tool_grammar(constraint, schema_to_gbnf).map(Box::new)
+            }
             Constraint::JsonObject => r#"{"type": "object"}"#,
             Constraint::JsonSchema(schema) => schema.as_str(),
         };
-        llama_cpp_2::json_schema_to_grammar(schema)
-            .map_err(|error| EngineError::InvalidSchema(error.to_string()))
+        schema_to_gbnf(schema).map(|text| Box::new(Grammar::eager(text)))
     }
+}
+
+fn schema_to_gbnf(schema: &str) -> Result<String, EngineError> {
+    llama_cpp_2::json_schema_to_grammar(schema)
+        .map_err(|error| EngineError::InvalidSchema(error.to_string()))
+}
+
+/// Tools a grammar can be built for: a bounded count, valid distinct names,
+/// and parameter schemas within [`check_schema`]'s bounds.
+fn check_tools(tools: &[ToolSpec]) -> Result<(), EngineError> {
+    if tools.is_empty() || tools.len() > tools::MAX_TOOLS {
+        return Err(EngineError::InvalidSchema(format!(
+            "give between 1 and {} tools, got {}",
+            tools::MAX_TOOLS,
+            tools.len()
+        )));
+    }
+    let mut names = std::collections::HashSet::new();
+    for tool in tools {
+        ToolSpec::check_name(&tool.name).map_err(EngineError::InvalidSchema)?;
+        if !names.insert(tool.name.as_str()) {
+            return Err(EngineError::InvalidSchema(format!(
+                "the tool '{}' is given twice",
+                tool.name
+            )));
+        }
+        if !tool.parameters.is_null() {
+            check_schema(&tool.parameters.to_string()).map_err(|error| {
+                EngineError::InvalidSchema(format!(
+                    "the parameters of tool '{}': {error}",
+                    tool.name
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// llama.cpp's grammar sampler for `grammar`: lazy when it has triggers. A
+/// trigger word that is one token of this vocabulary (Qwen's `<tool_call>`,
+/// Mistral's `[TOOL_CALLS]`) wakes it as that token; other words and the
+/// patterns are searched in the answer's text.
+fn grammar_sampler(model: &Model, grammar: &Grammar) -> Result<LlamaSampler, EngineError> {
+    let rejected = |error: llama_cpp_2::GrammarError| {
+        EngineError::InvalidSchema(format!("grammar rejected: {error}"))
+    };
+    if grammar.triggers.is_empty() {
+        return LlamaSampler::grammar(&model.inner, &grammar.text, &grammar.root).map_err(rejected);
+    }
+    let vocab = model.inner.vocab();
+    let mut tokens = Vec::new();
+    let mut patterns = Vec::new();
+    for trigger in &grammar.triggers {
+        match trigger {
+            Trigger::Word(word) => match vocab.tokenize(word.as_bytes(), false, true).as_slice() {
+                // A one-token marker is an added token of this vocabulary:
+                // the model writes it as that token.
+                [token] => tokens.push(*token),
+                _ => patterns.push(regex_escape(word)),
+            },
+            Trigger::Pattern(pattern) => patterns.push(pattern.clone()),
+        }
+    }
+    LlamaSampler::grammar_lazy_patterns(
+        &model.inner,
+        &grammar.text,
+        &grammar.root,
+        &patterns,
+        &tokens,
+    )
+    .map_err(rejected)
+}
+
+/// `text` as a regular expression matching itself.
+fn regex_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() * 2);
+    for character in text.chars() {
+        if "\\^$.|?*+()[]{}".contains(character) {
+            escaped.push('\\');
+        }
+        escaped.push(character);
+    }
+    format!("({escaped})")
 }
 
 /// Build the sampler: the grammar (if any), and the chain in llama.cpp's
@@ -187,13 +285,10 @@ impl Constraint {
 pub(super) fn build_sampler(
     model: &Model,
     config: &SamplingConfig,
-    grammar: Option<&str>,
+    grammar: Option<&Grammar>,
 ) -> Result<Sampler, EngineError> {
     let grammar = grammar
-        .map(|grammar| {
-            LlamaSampler::grammar(&model.inner, grammar, "root")
-                .map_err(|error| EngineError::InvalidSchema(format!("grammar rejected: {error}")))
-        })
+        .map(|grammar| grammar_sampler(model, grammar))
         .transpose()?;
     let mut chain = Vec::with_capacity(6);
     let penalized = config.repeat_penalty != 1.0
@@ -252,7 +347,72 @@ mod tests {
         let grammar = Constraint::JsonSchema(schema.into())
             .to_grammar()
             .expect("grammar");
-        assert!(grammar.contains("root ::="), "{grammar}");
-        assert!(grammar.contains("name"), "{grammar}");
+        assert!(grammar.text.contains("root ::="), "{}", grammar.text);
+        assert!(grammar.text.contains("name"), "{}", grammar.text);
+        assert!(grammar.triggers.is_empty());
+    }
+
+    fn tools_constraint(tools: Vec<ToolSpec>, choice: tools::ToolChoice) -> Constraint {
+        Constraint::Tools(Box::new(ToolConstraint {
+            format: tools::ToolFormat::Hermes,
+            tools,
+            choice,
+            parallel: false,
+            reasoning: tools::ReasoningMode::Off,
+        }))
+    }
+
+    fn tool(name: &str, parameters: serde_json::Value) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            description: None,
+            parameters,
+        }
+    }
+
+    /// llama.cpp's converter on real schemas, renamed apart: two tools whose
+    /// schemas share rule names (`space`, `root`, their `$defs`) make one grammar.
+    #[test]
+    fn tools_become_one_grammar() {
+        let weather = serde_json::json!({
+            "type": "object",
+            "properties": {"city": {"$ref": "#/$defs/city"}, "days": {"type": "integer"}},
+            "required": ["city"],
+            "$defs": {"city": {"type": "string", "maxLength": 40}}
+        });
+        let time =
+            serde_json::json!({"type": "object", "properties": {"zone": {"type": "string"}}});
+        let grammar = tools_constraint(
+            vec![tool("get_weather", weather), tool("get_time", time)],
+            tools::ToolChoice::Required,
+        )
+        .to_grammar()
+        .expect("grammar");
+        assert!(grammar.text.contains("t0-root ::="), "{}", grammar.text);
+        assert!(grammar.text.contains("t1-root ::="), "{}", grammar.text);
+        assert!(grammar.text.contains("root ::= block"), "{}", grammar.text);
+        assert!(
+            !grammar
+                .text
+                .lines()
+                .any(|line| line.starts_with("space ::=")),
+            "{}",
+            grammar.text
+        );
+    }
+
+    #[test]
+    fn bad_tools_are_refused_before_the_converter() {
+        let object = serde_json::json!({"type": "object"});
+        for tools in [
+            vec![],
+            vec![tool("has space", object.clone())],
+            vec![tool("twice", object.clone()), tool("twice", object.clone())],
+            vec![tool("deep", serde_json::json!({"$ref": "#"}))],
+        ] {
+            let constraint = tools_constraint(tools.clone(), tools::ToolChoice::Auto);
+            assert!(constraint.check().is_err(), "{tools:?}");
+        }
+        assert_eq!(regex_escape("[TOOL_CALLS]"), "(\\[TOOL_CALLS\\])");
     }
 }

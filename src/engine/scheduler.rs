@@ -628,6 +628,9 @@ impl StepLoop<'_> {
             .decode(&mut self.batch)
             .map_err(|error| EngineError::Decode(error.to_string()))?;
         let decode_time = decode_started.elapsed();
+        // Progress is a decode that finished: stamped before sampling sends
+        // any event, so a request answered is never seen as stalled.
+        self.shared.note_progress();
         for sequence in &mut self.sequences {
             if let Some(token) = sequence.pending.take() {
                 sequence.decoded.push(token);

@@ -1,7 +1,11 @@
-//! The hub's HTTP API: the file listing of a repo, the headers of a file's
-//! resolve URL, and sending requests with redirects, credentials and retries.
+//! Sending requests to a hub (redirects, credentials only to the hub's own
+//! origin, retries, telling "unreachable" from "answered"), and the Hugging
+//! Face API: the file listing of a repo and the headers of a file's resolve
+//! URL. ModelScope's API is in `modelscope.rs`.
 
-use std::io::Read;
+use std::io::{self, Read};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -9,7 +13,48 @@ use serde::Deserialize;
 
 use super::{Hub, HubError, PullReporter, MAX_ATTEMPTS, MAX_JSON_BYTES, MAX_REDIRECTS};
 use crate::store::names::{check_repo_file_name, escaped, is_commit, is_sha256};
-use crate::store::RepoId;
+use crate::store::{HubKind, RepoId};
+
+/// Resolve `netloc` (`host:port`), giving up after `timeout`: the system
+/// resolver can take much longer to say a name does not resolve, and an
+/// unreachable hub must be decided within seconds. The lookup thread is
+/// left to finish on its own.
+pub(crate) fn resolve_within(netloc: &str, timeout: Duration) -> io::Result<Vec<SocketAddr>> {
+    let (sender, receiver) = mpsc::channel();
+    let owned = netloc.to_owned();
+    thread::Builder::new().name("dns".into()).spawn(move || {
+        let _ = sender.send(owned.to_socket_addrs().map(Iterator::collect));
+    })?;
+    receiver.recv_timeout(timeout).unwrap_or_else(|_| {
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no DNS answer within {} s", timeout.as_secs()),
+        ))
+    })
+}
+
+/// A transport failure as one short phrase without the URL (the error
+/// names the URL once), and whether it means the hub cannot be reached at
+/// all: the name did not resolve or no connection could be made.
+fn describe_transport(transport: &ureq::Transport) -> (String, bool) {
+    let (phrase, unreachable) = match transport.kind() {
+        ureq::ErrorKind::Dns => ("DNS lookup failed", true),
+        ureq::ErrorKind::ConnectionFailed => ("connection failed", true),
+        ureq::ErrorKind::Io => ("connection error", false),
+        ureq::ErrorKind::TooManyRedirects => ("too many redirects", false),
+        ureq::ErrorKind::BadStatus | ureq::ErrorKind::BadHeader => {
+            ("the hub's answer is not valid HTTP", false)
+        }
+        ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => ("invalid URL", false),
+        _ => ("request failed", false),
+    };
+    let detail = match (std::error::Error::source(transport), transport.message()) {
+        (Some(source), _) => format!(": {source}"),
+        (None, Some(message)) => format!(": {message}"),
+        (None, None) => String::new(),
+    };
+    (format!("{phrase}{detail}"), unreachable)
+}
 
 /// A file in a repo's listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,10 +66,12 @@ pub struct RemoteFile {
     pub sha256: Option<String>,
 }
 
-/// What the resolve URL of a file says about it.
+/// What the hub says about a file's bytes (Hugging Face: the resolve URL's
+/// headers; ModelScope: its listing).
 #[derive(Debug, Clone)]
 pub struct FileHead {
-    /// The commit the file was resolved at (40 hex digits).
+    /// The revision the file was resolved at: a commit (40 hex digits) on
+    /// Hugging Face, the revision asked for (`master`) on ModelScope.
     pub commit: String,
     /// The sha256 of the content (64 hex digits).
     pub sha256: String,
@@ -56,8 +103,8 @@ pub(crate) enum Failure {
 }
 
 impl Hub {
-    /// Every file of `repo` at `main`, with sizes and LFS hashes.
-    pub fn list_files(
+    /// Every file of `repo` at `main` on Hugging Face, with sizes and LFS hashes.
+    pub(super) fn hf_list_files(
         &self,
         repo: &RepoId,
         reporter: &dyn PullReporter,
@@ -98,8 +145,8 @@ impl Hub {
         Ok(files)
     }
 
-    /// The commit, sha256, size and download URL of one file.
-    pub fn head_file(
+    /// The commit, sha256, size and download URL of one Hugging Face file.
+    pub(super) fn hf_head_file(
         &self,
         repo: &RepoId,
         name: &str,
@@ -161,8 +208,9 @@ impl Hub {
     }
 
     /// One request, following up to [`MAX_REDIRECTS`] redirects when `follow`
-    /// is non-zero. The token goes only to the endpoint's own origin; a
-    /// redirect from https to http is refused.
+    /// is non-zero. The token goes only to the endpoint's own origin (on
+    /// ModelScope also as the `m_session_id` cookie, as the client sends
+    /// it); a redirect from https to http is refused.
     pub(crate) fn send_once(
         &self,
         method: &str,
@@ -175,6 +223,9 @@ impl Hub {
             let mut request = self.agent.request(method, &current);
             if let (Some(token), true) = (&self.token, origin(&current) == origin(&self.endpoint)) {
                 request = request.set("Authorization", &format!("Bearer {token}"));
+                if self.kind == HubKind::ModelScope {
+                    request = request.set("Cookie", &format!("m_session_id={token}"));
+                }
             }
             if let Some((start, end)) = range {
                 request = request.set("Range", &format!("bytes={start}-{}", end.saturating_sub(1)));
@@ -182,16 +233,18 @@ impl Hub {
             let response = match request.call() {
                 Ok(response) => response,
                 Err(ureq::Error::Status(status, response)) => {
-                    return Err(status_failure(&current, status, &response))
+                    return Err(status_failure(self.kind, &current, status, &response))
                 }
                 Err(ureq::Error::Transport(transport)) => {
+                    let (message, unreachable) = describe_transport(&transport);
                     return Err(Failure::Retry(
                         HubError::Network {
                             url: current,
-                            message: transport.to_string(),
+                            message,
+                            unreachable,
                         },
                         None,
-                    ))
+                    ));
                 }
             };
             let status = response.status();
@@ -202,6 +255,7 @@ impl Hub {
                 return Err(Failure::Fatal(HubError::Status {
                     url: current,
                     status,
+                    hub: self.kind,
                 }));
             };
             let next = join_url(&current, location);
@@ -209,6 +263,7 @@ impl Hub {
                 return Err(Failure::Fatal(HubError::Network {
                     url: next,
                     message: "refused a redirect from https to http".into(),
+                    unreachable: false,
                 }));
             }
             current = next;
@@ -216,10 +271,11 @@ impl Hub {
         Err(Failure::Fatal(HubError::Network {
             url: url.to_owned(),
             message: format!("more than {MAX_REDIRECTS} redirects"),
+            unreachable: false,
         }))
     }
 
-    fn send_with_retries(
+    pub(super) fn send_with_retries(
         &self,
         method: &str,
         url: &str,
@@ -231,7 +287,9 @@ impl Hub {
         })
     }
 
-    /// Run `attempt` until it succeeds, fails fatally, or [`MAX_ATTEMPTS`] are spent.
+    /// Run `attempt` until it succeeds, fails fatally, or [`MAX_ATTEMPTS`]
+    /// are spent. A hub that cannot be reached at all is not tried again:
+    /// that answer comes at once, for `--source auto` to try the other hub.
     pub(crate) fn with_retries<T>(
         &self,
         reporter: &dyn PullReporter,
@@ -245,6 +303,7 @@ impl Hub {
             match attempt() {
                 Ok(value) => return Ok(value),
                 Err(Failure::Fatal(error)) => return Err(error),
+                Err(Failure::Retry(error, _)) if error.is_unreachable() => return Err(error),
                 Err(Failure::Retry(error, retry_after)) => {
                     failures += 1;
                     if failures >= MAX_ATTEMPTS {
@@ -277,12 +336,15 @@ impl Hub {
     }
 }
 
-fn status_failure(url: &str, status: u16, response: &ureq::Response) -> Failure {
-    let error = match status {
-        401 | 403 => return Failure::Fatal(HubError::Unauthorized(url.to_owned())),
+fn status_failure(hub: HubKind, url: &str, status: u16, response: &ureq::Response) -> Failure {
+    let error = match (hub, status) {
+        (HubKind::HuggingFace, 401 | 403) => {
+            return Failure::Fatal(HubError::Unauthorized(url.to_owned()))
+        }
         _ => HubError::Status {
             url: url.to_owned(),
             status,
+            hub,
         },
     };
     if status == 429 || status >= 500 {
@@ -296,7 +358,7 @@ fn status_failure(url: &str, status: u16, response: &ureq::Response) -> Failure 
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(
     response: ureq::Response,
     url: &str,
 ) -> Result<T, HubError> {
@@ -308,16 +370,19 @@ fn read_json<T: serde::de::DeserializeOwned>(
         .map_err(|error| HubError::Network {
             url: url.to_owned(),
             message: error.to_string(),
+            unreachable: false,
         })?;
     if body.len() as u64 > MAX_JSON_BYTES {
         return Err(HubError::Network {
             url: url.to_owned(),
             message: "the answer is larger than 16 MiB".into(),
+            unreachable: false,
         });
     }
     serde_json::from_slice(&body).map_err(|error| HubError::Network {
         url: url.to_owned(),
         message: format!("the answer is not the expected JSON: {error}"),
+        unreachable: false,
     })
 }
 
@@ -345,6 +410,20 @@ fn join_url(base: &str, location: &str) -> String {
     }
 }
 
+/// Percent-encode a query value: everything but unreserved characters
+/// (`/` too, as Python's `quote_plus` does).
+pub(super) fn encode_query(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 /// Percent-encode a repo file path, keeping `/`.
 fn encode_path(name: &str) -> String {
     let mut encoded = String::with_capacity(name.len());
@@ -370,5 +449,35 @@ mod tests {
         assert_eq!(join_url("http://h:1/a/b", "c"), "http://h:1/a/c");
         assert_eq!(join_url("http://h:1/a/b", "https://x/y"), "https://x/y");
         assert_eq!(encode_path("a b/c#d.gguf"), "a%20b/c%23d.gguf");
+        assert_eq!(encode_query("Q8_0/a b&c.gguf"), "Q8_0%2Fa%20b%26c.gguf");
+    }
+
+    #[test]
+    fn a_refused_connection_is_unreachable_and_named_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url = format!("http://127.0.0.1:{port}/x");
+        let Err(ureq::Error::Transport(transport)) = ureq::get(&url).call() else {
+            panic!("a closed port answered");
+        };
+        let (message, unreachable) = describe_transport(&transport);
+        assert!(unreachable, "{message}");
+        assert!(!message.contains("127.0.0.1"), "{message}");
+        let error = HubError::Network {
+            url: url.clone(),
+            message,
+            unreachable,
+        };
+        assert_eq!(error.to_string().matches(&url).count(), 1, "{error}");
+        assert!(error.is_unreachable());
+    }
+
+    #[test]
+    fn a_slow_resolver_is_cut_short() {
+        let started = Instant::now();
+        // A literal address resolves at once.
+        assert!(resolve_within("127.0.0.1:80", Duration::from_secs(2)).is_ok());
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

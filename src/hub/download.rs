@@ -1,6 +1,8 @@
-//! Fetching one file into the cache: lock, resume from the partial file with
-//! `Range`, parallel ranged parts for large files, stall detection and retry,
-//! sha256 and size verification, then an atomic rename into `blobs/`.
+//! Fetching one file into a cache, the one transfer path of every hub: lock,
+//! resume from the partial file with `Range`, parallel ranged parts for
+//! large files, stall detection and retry, sha256 and size verification,
+//! then an atomic rename to the target the store chose ([`DownloadPaths`]:
+//! a Hugging Face blob or a ModelScope snapshot file).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -13,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::api::Failure;
 use super::{FileHead, Hub, HubError, PullReporter, MAX_ATTEMPTS, MAX_REDIRECTS};
-use crate::store::{self, RepoCache};
+use crate::store::{self, DownloadPaths};
 
 /// Files at least this large are fetched in parallel ranged parts.
 pub const PARALLEL_THRESHOLD: u64 = 64 << 20;
@@ -52,74 +54,97 @@ pub enum Existing {
     Replace,
 }
 
-/// Make `blobs/<sha256>` hold the file `head` describes, downloading what is
-/// missing. A blob already there is kept only if its hash matches.
+/// Make `paths.target` hold the file `head` describes, downloading what is
+/// missing. A file already there is kept only if it is a regular file whose
+/// hash matches (whoever downloaded it: olm or another tool).
 pub fn fetch_file(
     hub: &Hub,
-    cache: &RepoCache,
+    paths: &DownloadPaths,
     name: &str,
     head: &FileHead,
     existing: Existing,
     reporter: &dyn PullReporter,
 ) -> Result<PathBuf, HubError> {
-    let _lock = lock(cache, &head.sha256, name, reporter)?;
-    let blob = cache.blob(&head.sha256);
-    if fs::symlink_metadata(&blob).is_ok() && existing == Existing::KeepIfVerified {
-        if store::blob_matches(&blob, &head.sha256) {
+    let mut locks = Vec::new();
+    for lock_path in &paths.locks {
+        locks.push(lock(paths, lock_path, name, reporter)?);
+    }
+    let target = &paths.target;
+    if fs::symlink_metadata(target).is_ok() && existing == Existing::KeepIfVerified {
+        if store::blob_matches(target, &head.sha256) {
             reporter.start_file(name, head.size, head.size);
             reporter.finish_file(name);
-            return Ok(blob);
+            return Ok(target.clone());
         }
-        cache
-            .remove_entry(&blob)
-            .map_err(HubError::io("cannot remove the damaged", &blob))?;
+        // A file named by another path may be the previous version: the
+        // rename below replaces it once the new one is verified.
+        if paths.named_by_hash {
+            paths
+                .root
+                .remove_entry(target)
+                .map_err(HubError::io("cannot remove the damaged", target))?;
+        }
     }
-    let partial = cache.partial(&head.sha256);
-    download(hub, &partial, name, head, reporter)?;
+    download(hub, paths, name, head, reporter)?;
     reporter.verifying(name);
-    verify(&partial, name, head)?;
-    store::rename_durable(&partial, &blob).map_err(HubError::io("cannot finalize", &blob))?;
+    let partial = &paths.partial;
+    verify(partial, name, head)?;
+    if let Some(directory) = target.parent() {
+        paths
+            .root
+            .create_dir_all(directory)
+            .map_err(HubError::io("cannot create", directory))?;
+    }
+    store::rename_durable(partial, target).map_err(HubError::io("cannot finalize", target))?;
     reporter.finish_file(name);
-    Ok(blob)
+    drop(locks);
+    Ok(target.clone())
 }
 
-/// Exclusive lock on `.locks/<repo>/<sha256>.lock`, waiting for another pull.
+/// Exclusive lock on `path`, waiting for another pull (or another tool
+/// that locks the same file) to finish.
 fn lock(
-    cache: &RepoCache,
-    sha256: &str,
+    paths: &DownloadPaths,
+    path: &Path,
     name: &str,
     reporter: &dyn PullReporter,
 ) -> Result<File, HubError> {
-    let path = cache.lock(sha256);
     if let Some(directory) = path.parent() {
-        fs::create_dir_all(directory).map_err(HubError::io("cannot create", directory))?;
+        paths
+            .root
+            .create_dir_all(directory)
+            .map_err(HubError::io("cannot create", directory))?;
     }
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
-        .map_err(HubError::io("cannot open", &path))?;
+        .open(path)
+        .map_err(HubError::io("cannot open", path))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => {
             reporter.waiting_for_lock(name);
-            file.lock().map_err(HubError::io("cannot lock", &path))?;
+            file.lock().map_err(HubError::io("cannot lock", path))?;
             Ok(file)
         }
-        Err(fs::TryLockError::Error(error)) => Err(HubError::io("cannot lock", &path)(error)),
+        Err(fs::TryLockError::Error(error)) => Err(HubError::io("cannot lock", path)(error)),
     }
 }
 
 fn download(
     hub: &Hub,
-    partial: &Path,
+    paths: &DownloadPaths,
     name: &str,
     head: &FileHead,
     reporter: &dyn PullReporter,
 ) -> Result<(), HubError> {
+    let partial = paths.partial.as_path();
     if let Some(directory) = partial.parent() {
-        fs::create_dir_all(directory).map_err(HubError::io("cannot create", directory))?;
+        paths
+            .root
+            .create_dir_all(directory)
+            .map_err(HubError::io("cannot create", directory))?;
     }
     let file = OpenOptions::new()
         .create(true)
@@ -163,6 +188,7 @@ fn download(
                 worker.join().unwrap_or(Err(HubError::Network {
                     url: head.url.clone(),
                     message: "a download thread panicked".into(),
+                    unreachable: false,
                 }))
             })
             .collect()
@@ -345,6 +371,7 @@ fn fetch_once(shared: &Shared, index: usize, segment: Segment) -> Result<(), Fai
             HubError::Network {
                 url: url.clone(),
                 message,
+                unreachable: false,
             },
             None,
         )

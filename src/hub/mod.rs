@@ -1,18 +1,25 @@
-//! Downloads from the Hugging Face hub (or a mirror) into the store.
+//! Downloads from a hub into the store: Hugging Face (or a mirror) and
+//! ModelScope (or a mirror), each a "source" that lists a repo's files and
+//! says where each file's bytes are ([`Hub::list_files`], [`Hub::head_file`]);
+//! one transfer path ([`fetch_file`]) fetches the bytes for both.
 //!
-//! Owns: talking HTTP to the hub (file listing, resolve headers, ranged GETs),
-//! validating every value the server sends before it becomes part of a path,
-//! retries with back-off, resume from partial files, parallel ranged parts,
-//! sha256 and size verification, and progress through [`PullReporter`].
-//! Uses: `store` (cache layout, locks, atomic writes), `catalog` (aliases) and
+//! Owns: talking HTTP to the hubs (file listings, resolve headers, ranged
+//! GETs), validating every value a server sends before it becomes part of a
+//! path, telling an unreachable hub from one that answered, retries with
+//! back-off, resume from partial files, parallel ranged parts, sha256 and
+//! size verification, the hubs' tokens (environment or saved logins), and
+//! progress through [`PullReporter`].
+//! Uses: `store` (cache layouts, locks, atomic writes), `catalog` (aliases) and
 //! `gguf` (checking a downloaded file) for the shared pull in [`pull`].
 //! Must not touch: the terminal (no printing: report through the trait),
 //! llama.cpp, `std::process::exit`.
 
 mod api;
 mod download;
+mod modelscope;
 pub mod pull;
 pub mod quant;
+mod tokens;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -21,10 +28,12 @@ use std::time::Duration;
 pub use api::{FileHead, RemoteFile};
 pub use download::{fetch_file, Existing};
 
-use crate::store::StoreError;
+use crate::store::{HubKind, StoreError};
 
-/// Default hub.
+/// Default Hugging Face endpoint.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+/// Default ModelScope endpoint (the client's `DEFAULT_ENDPOINT`).
+pub const DEFAULT_MODELSCOPE_ENDPOINT: &str = "https://modelscope.cn";
 /// Largest JSON answer read from the hub.
 pub const MAX_JSON_BYTES: u64 = 16 << 20;
 /// Attempts per request before giving up (Ollama uses 6).
@@ -74,10 +83,23 @@ pub enum HubError {
     NoGguf { repo: String },
     #[error("{0} is gated or private: the hub answered 401 Unauthorized")]
     Unauthorized(String),
-    #[error("the hub answered {status} for {url}")]
-    Status { url: String, status: u16 },
-    #[error("network error for {url}: {message}")]
-    Network { url: String, message: String },
+    /// An HTTP error status (on ModelScope also 401 and 403, whose hints
+    /// name ModelScope's token).
+    #[error("{}", status_message(*.hub, *.status, .url))]
+    Status {
+        url: String,
+        status: u16,
+        hub: HubKind,
+    },
+    /// No answer: `unreachable` when the hub could not be reached at all
+    /// (DNS failure, refused connection, connect timeout), which is never
+    /// retried and lets `--source auto` try the other hub.
+    #[error("{}", network_message(.url, .message, *.unreachable))]
+    Network {
+        url: String,
+        message: String,
+        unreachable: bool,
+    },
     #[error("invalid metadata from hub: {what} {value}")]
     BadMetadata { what: &'static str, value: String },
     #[error("{file} is corrupt: sha256 is {actual}, the hub says {expected}")]
@@ -133,12 +155,47 @@ impl HubError {
         }
     }
 
+    /// The hub could not be reached at all (DNS, refused, connect timeout).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            HubError::Network {
+                unreachable: true,
+                ..
+            }
+        )
+    }
+
     /// What the user can do about it.
     pub fn hint(&self) -> Option<String> {
         match self {
             HubError::Unauthorized(_) => Some(format!(
-                "accept the model's license on the hub and set {} to an access token",
+                "accept the model's license on the hub and set {} to an access token \
+                 (or log in with `hf auth login`)",
                 crate::env::HF_TOKEN
+            )),
+            HubError::Status {
+                status: 401,
+                hub: HubKind::ModelScope,
+                ..
+            } => Some(format!(
+                "the repo is private: set {} to a ModelScope access token (or log in with `modelscope login`)",
+                crate::env::MODELSCOPE_API_TOKEN
+            )),
+            HubError::Status {
+                status: 403,
+                hub: HubKind::ModelScope,
+                ..
+            } => Some(format!(
+                "the token in use ({} or the saved `modelscope login`) has no access to this repo",
+                crate::env::MODELSCOPE_API_TOKEN
+            )),
+            HubError::Network {
+                unreachable: true, ..
+            } => Some(format!(
+                "check the connection; `--source hf|modelscope|auto` picks the hub, {} and {} a mirror",
+                crate::env::HF_ENDPOINT,
+                crate::env::MODELSCOPE_ENDPOINT
             )),
             HubError::QuantNotFound { available, .. } if !available.is_empty() => Some(format!(
                 "available: {}",
@@ -151,10 +208,11 @@ impl HubError {
             HubError::Offline(_) => {
                 Some("connect to the network, or unset HF_HUB_OFFLINE / drop --offline".into())
             }
-            HubError::Network { .. } | HubError::Status { .. } => Some(
-                "check the connection (and HF_ENDPOINT) and run the same command again; it resumes"
-                    .into(),
-            ),
+            HubError::Network { .. } | HubError::Status { .. } => Some(format!(
+                "check the connection (and {} or {}) and run the same command again; it resumes",
+                crate::env::HF_ENDPOINT,
+                crate::env::MODELSCOPE_ENDPOINT
+            )),
             HubError::HashMismatch { .. } | HubError::SizeMismatch { .. } => {
                 Some("the damaged download was removed; run the same command again".into())
             }
@@ -184,9 +242,29 @@ impl HubError {
     }
 }
 
-/// How to reach the hub.
+fn status_message(hub: HubKind, status: u16, url: &str) -> String {
+    let meaning = match status {
+        401 => " Unauthorized (no token, or a token the hub does not accept)",
+        403 => " Forbidden (the token has no access)",
+        404 => " Not Found",
+        429 => " Too Many Requests",
+        _ => "",
+    };
+    format!("{} answered {status}{meaning} for {url}", hub.title())
+}
+
+fn network_message(url: &str, message: &str, unreachable: bool) -> String {
+    if unreachable {
+        format!("cannot reach {url}: {message}")
+    } else {
+        format!("network error for {url}: {message}")
+    }
+}
+
+/// How to reach one hub.
 #[derive(Clone)]
 pub struct Hub {
+    kind: HubKind,
     endpoint: String,
     token: Option<String>,
     agent: ureq::Agent,
@@ -198,26 +276,40 @@ pub struct Hub {
 /// Settings of a [`Hub`].
 #[derive(Debug, Clone)]
 pub struct HubOptions {
+    pub kind: HubKind,
     pub endpoint: String,
     pub token: Option<String>,
+    /// Longest wait for a DNS answer or an accepted connection.
+    pub connect_timeout: Duration,
     pub stall_timeout: Duration,
     pub retry_base: Duration,
     pub connections: u32,
 }
 
 impl HubOptions {
-    /// From `HF_ENDPOINT`, `HF_TOKEN`, `OLM_STALL_TIMEOUT`, `OLM_RETRY_BASE_MS`, `OLM_CONNECTIONS`.
+    /// Hugging Face, from the environment (see [`HubOptions::for_hub`]).
     pub fn from_env() -> Self {
-        let endpoint = std::env::var(crate::env::HF_ENDPOINT)
-            .ok()
-            .filter(|value| !value.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
-        let token = std::env::var(crate::env::HF_TOKEN)
-            .ok()
-            .filter(|value| !value.trim().is_empty());
+        Self::for_hub(HubKind::HuggingFace)
+    }
+
+    /// `hub`'s endpoint and token from the environment: Hugging Face from
+    /// `HF_ENDPOINT` and `HF_TOKEN` (else the token file of the Hugging Face
+    /// CLI's login); ModelScope from `MODELSCOPE_ENDPOINT` (else
+    /// `MODELSCOPE_DOMAIN`) and `MODELSCOPE_API_TOKEN` (else the saved
+    /// `modelscope login`). Transfer settings from `OLM_CONNECT_TIMEOUT`,
+    /// `OLM_STALL_TIMEOUT`, `OLM_RETRY_BASE_MS`, `OLM_CONNECTIONS`.
+    pub fn for_hub(kind: HubKind) -> Self {
+        let (endpoint, token) = match kind {
+            HubKind::HuggingFace => (hf_endpoint(), tokens::hugging_face()),
+            HubKind::ModelScope => (modelscope_endpoint(), tokens::modelscope()),
+        };
         Self {
-            endpoint: endpoint.trim().trim_end_matches('/').to_owned(),
+            kind,
+            endpoint,
             token,
+            connect_timeout: Duration::from_secs(
+                crate::env::number(crate::env::OLM_CONNECT_TIMEOUT, 5).clamp(1, 300),
+            ),
             stall_timeout: Duration::from_secs(
                 crate::env::number(crate::env::OLM_STALL_TIMEOUT, 30).max(1),
             ),
@@ -230,16 +322,49 @@ impl HubOptions {
     }
 }
 
+/// A non-empty environment variable, trimmed.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// `HF_ENDPOINT`, else huggingface.co; no trailing `/`.
+fn hf_endpoint() -> String {
+    let endpoint = env_value(crate::env::HF_ENDPOINT).unwrap_or_else(|| DEFAULT_ENDPOINT.into());
+    endpoint.trim_end_matches('/').to_owned()
+}
+
+/// `MODELSCOPE_ENDPOINT`, else `MODELSCOPE_DOMAIN`, else modelscope.cn;
+/// `https://` added when the value has no scheme and no trailing `/`, as
+/// the client's `HubConfig.normalize_endpoint` does.
+fn modelscope_endpoint() -> String {
+    let endpoint = env_value(crate::env::MODELSCOPE_ENDPOINT)
+        .or_else(|| env_value(crate::env::MODELSCOPE_DOMAIN))
+        .unwrap_or_else(|| DEFAULT_MODELSCOPE_ENDPOINT.into());
+    let lower = endpoint.to_ascii_lowercase();
+    let endpoint = if lower.starts_with("http://") || lower.starts_with("https://") {
+        endpoint
+    } else {
+        format!("https://{endpoint}")
+    };
+    endpoint.trim_end_matches('/').to_owned()
+}
+
 impl Hub {
     pub fn new(options: HubOptions, cancel: Arc<AtomicBool>) -> Self {
+        let connect_timeout = options.connect_timeout;
         let agent = ureq::AgentBuilder::new()
             .redirects(0)
-            .timeout_connect(Duration::from_secs(15))
+            .resolver(move |netloc: &str| api::resolve_within(netloc, connect_timeout))
+            .timeout_connect(connect_timeout)
             .timeout_read(options.stall_timeout)
             .timeout_write(Duration::from_secs(30))
             .user_agent(concat!("olm/", env!("CARGO_PKG_VERSION")))
             .build();
         Self {
+            kind: options.kind,
             endpoint: options.endpoint,
             token: options.token,
             agent,
@@ -251,6 +376,38 @@ impl Hub {
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// Which hub this is.
+    pub fn kind(&self) -> HubKind {
+        self.kind
+    }
+
+    /// Every file of `repo` (Hugging Face: at `main`; ModelScope: at
+    /// `master`), names, sizes and hashes validated.
+    pub fn list_files(
+        &self,
+        repo: &crate::store::RepoId,
+        reporter: &dyn PullReporter,
+    ) -> Result<Vec<RemoteFile>, HubError> {
+        match self.kind {
+            HubKind::HuggingFace => self.hf_list_files(repo, reporter),
+            HubKind::ModelScope => self.ms_list_files(repo, reporter),
+        }
+    }
+
+    /// The revision, sha256, size and download URL of `file` (Hugging Face
+    /// asks the resolve URL; ModelScope's listing already says).
+    pub fn head_file(
+        &self,
+        repo: &crate::store::RepoId,
+        file: &RemoteFile,
+        reporter: &dyn PullReporter,
+    ) -> Result<FileHead, HubError> {
+        match self.kind {
+            HubKind::HuggingFace => self.hf_head_file(repo, &file.name, reporter),
+            HubKind::ModelScope => self.ms_head_file(repo, file),
+        }
     }
 
     fn cancelled(&self) -> bool {

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, Flavor};
 use super::models::KeepAlive;
-use super::request::json_body;
+use super::request::{strict_body, Fields};
 use super::AppState;
 use crate::store::names::escaped;
 
@@ -66,6 +66,32 @@ impl Input {
         Ok(texts)
     }
 }
+
+/// `/v1/embeddings` fields (README's table): `user` is ignored on purpose.
+const OPENAI_FIELDS: Fields = Fields {
+    honoured: &["model", "input", "encoding_format", "dimensions"],
+    ignored: &["user"],
+};
+
+/// `/api/embed` fields: Ollama's `options` (load and sampling settings)
+/// change nothing an embedding does here, so they are refused, not dropped.
+const OLLAMA_FIELDS: Fields = Fields {
+    honoured: &[
+        "model",
+        "name",
+        "input",
+        "truncate",
+        "dimensions",
+        "keep_alive",
+    ],
+    ignored: &[],
+};
+
+/// `/api/embeddings` (Ollama's older route) fields.
+const OLLAMA_LEGACY_FIELDS: Fields = Fields {
+    honoured: &["model", "name", "prompt", "keep_alive"],
+    ignored: &[],
+};
 
 #[derive(Debug, Deserialize)]
 struct OpenAiRequest {
@@ -115,7 +141,7 @@ pub(super) struct OpenAiDecoded {
 pub(super) fn decode_openai(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<OpenAiDecoded, ApiError> {
-    let request: OpenAiRequest = json_body(body)?;
+    let request: OpenAiRequest = strict_body(body, &OPENAI_FIELDS)?;
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -188,7 +214,7 @@ pub(super) struct OllamaDecoded {
 pub(super) fn decode_ollama(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<OllamaDecoded, ApiError> {
-    let request: OllamaRequest = json_body(body)?;
+    let request: OllamaRequest = strict_body(body, &OLLAMA_FIELDS)?;
     Ok(OllamaDecoded {
         keep_alive: KeepAlive::from_request(request.keep_alive.as_ref())?,
         dimensions: dimensions(request.dimensions.as_ref())?,
@@ -236,7 +262,7 @@ async fn ollama_legacy_inner(
     state: &AppState,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request: OllamaLegacyRequest = json_body(body)?;
+    let request: OllamaLegacyRequest = strict_body(body, &OLLAMA_LEGACY_FIELDS)?;
     let keep_alive = KeepAlive::from_request(request.keep_alive.as_ref())?;
     let texts = Input::One(request.prompt).into_texts()?;
     let (mut vectors, _) = embed(state, &request.model, texts, true, keep_alive, None).await?;

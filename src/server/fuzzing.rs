@@ -16,16 +16,20 @@ pub enum Route {
     OllamaGenerate,
     OpenAiEmbeddings,
     OllamaEmbed,
+    OpenAiResponses,
+    AnthropicMessages,
 }
 
 impl Route {
-    pub const ALL: [Route; 6] = [
+    pub const ALL: [Route; 8] = [
         Route::OpenAiChat,
         Route::OpenAiCompletions,
         Route::OllamaChat,
         Route::OllamaGenerate,
         Route::OpenAiEmbeddings,
         Route::OllamaEmbed,
+        Route::OpenAiResponses,
+        Route::AnthropicMessages,
     ];
 
     pub fn path(self) -> &'static str {
@@ -36,6 +40,8 @@ impl Route {
             Route::OllamaGenerate => "/api/generate",
             Route::OpenAiEmbeddings => "/v1/embeddings",
             Route::OllamaEmbed => "/api/embed",
+            Route::OpenAiResponses => "/v1/responses",
+            Route::AnthropicMessages => "/v1/messages",
         }
     }
 }
@@ -58,6 +64,8 @@ pub fn decode_request(route: Route, body: &[u8]) -> Result<(), Refused> {
         Route::OllamaGenerate => super::ollama::decode_generate(body).map(drop),
         Route::OpenAiEmbeddings => super::embed::decode_openai(body).map(drop),
         Route::OllamaEmbed => super::embed::decode_ollama(body).map(drop),
+        Route::OpenAiResponses => super::responses::decode(body).map(drop),
+        Route::AnthropicMessages => super::anthropic::decode(body).map(drop),
     };
     decoded.map_err(|error| Refused {
         status: error.status.as_u16(),
@@ -111,6 +119,36 @@ mod tests {
             (
                 Route::OllamaEmbed,
                 json!({"model": "m", "input": ["a", "b"], "dimensions": 1, "keep_alive": "5m"}),
+            ),
+            (
+                Route::OpenAiChat,
+                json!({"model": "m", "messages": [{"role": "user", "content": "weather?"},
+                       {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                        "function": {"name": "w", "arguments": "{\"city\": \"Oslo\"}"}}]},
+                       {"role": "tool", "tool_call_id": "c1", "content": "sunny"}],
+                       "tools": [{"type": "function", "function": {"name": "w", "parameters":
+                        {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+                       "tool_choice": "required", "n": 2, "reasoning_effort": "low"}),
+            ),
+            (
+                Route::OllamaChat,
+                json!({"model": "m", "messages": messages, "think": true, "tools": [{"type": "function",
+                       "function": {"name": "w", "parameters": {"type": "object"}}}]}),
+            ),
+            (
+                Route::OpenAiResponses,
+                json!({"model": "m", "input": [{"role": "user", "content": "hi"},
+                       {"type": "function_call", "call_id": "c1", "name": "w", "arguments": "{}"},
+                       {"type": "function_call_output", "call_id": "c1", "output": "ok"}],
+                       "tools": [{"type": "function", "name": "w", "parameters": {"type": "object"}}],
+                       "max_output_tokens": 8, "stream": true}),
+            ),
+            (
+                Route::AnthropicMessages,
+                json!({"model": "m", "max_tokens": 8, "system": "be brief",
+                       "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                       "tools": [{"name": "w", "input_schema": {"type": "object"}}],
+                       "tool_choice": {"type": "auto"}}),
             ),
         ]
     }

@@ -7,6 +7,7 @@
 //! Must not touch: the terminal (the command prints), llama.cpp directly.
 
 mod access;
+mod anthropic;
 mod conn;
 mod embed;
 mod error;
@@ -14,10 +15,13 @@ pub mod fuzzing;
 mod generation;
 mod models;
 mod ollama;
+mod ollama_store;
 mod openai;
 mod pull_process;
 mod request;
+mod responses;
 mod store_routes;
+mod tools;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -106,12 +110,16 @@ impl Route {
 /// `/metrics` counts requests by its paths, so a new route cannot be left
 /// out of either.
 const ROUTES: &[Route] = &[
+    Route::new("/", || get(ollama::root)),
     Route::new("/health", || get(health)),
     Route::new("/metrics", || get(metrics)),
     Route::new("/v1/models", || get(openai::models)),
+    Route::new("/v1/models/{id}", || get(openai::model)),
     Route::new("/v1/chat/completions", || post(openai::chat)),
     Route::new("/v1/completions", || post(openai::completions)),
     Route::new("/v1/embeddings", || post(embed::openai)),
+    Route::new("/v1/responses", || post(responses::responses)),
+    Route::new("/v1/messages", || post(anthropic::messages)),
     Route::new("/api/chat", || post(ollama::chat)),
     Route::new("/api/generate", || post(ollama::generate)),
     Route::new("/api/tags", || get(ollama::tags)),
@@ -122,6 +130,8 @@ const ROUTES: &[Route] = &[
     Route::new("/api/embeddings", || post(embed::ollama_legacy)),
     Route::new("/api/pull", || post(store_routes::pull)),
     Route::new("/api/delete", || delete(store_routes::delete)),
+    Route::new("/api/copy", || post(ollama_store::copy)),
+    Route::new("/api/create", || post(ollama_store::create)),
 ];
 
 /// The `/metrics` label of requests to no route in [`ROUTES`].

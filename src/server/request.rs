@@ -33,6 +33,56 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Re
         .map_err(|error| ApiError::bad_request(format!("invalid request body: {error}")))
 }
 
+/// The fields a request object may have: each either honoured, or ignored
+/// on purpose (and documented as such in README's table). Any other field
+/// is a 400 that names it: a field accepted and ignored without a word
+/// would leave a client believing it had been honoured.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields {
+    pub honoured: &'static [&'static str],
+    pub ignored: &'static [&'static str],
+}
+
+impl Fields {
+    /// Refuse the first key of `object` that is neither honoured nor ignored.
+    pub fn check(
+        &self,
+        object: &serde_json::Map<String, serde_json::Value>,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        for key in object.keys() {
+            if !self.honoured.contains(&key.as_str()) && !self.ignored.contains(&key.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "unsupported field '{}' in {what}; olm serve's README lists the fields it honours",
+                    crate::store::names::escaped(&key.chars().take(64).collect::<String>())
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decode a JSON object body whose every field is in `fields`. The keys
+/// are read first in a pass that skips the values (cheap even for 100,000
+/// messages), then the body is decoded as `T`.
+pub fn strict_body<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    fields: &Fields,
+) -> Result<T, ApiError> {
+    let bytes =
+        body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+    check_nesting(&bytes)?;
+    let keys: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice::<std::collections::BTreeMap<String, serde::de::IgnoredAny>>(&bytes)
+            .map_err(|error| ApiError::bad_request(format!("invalid request body: {error}")))?
+            .into_keys()
+            .map(|key| (key, serde_json::Value::Null))
+            .collect();
+    fields.check(&keys, "the request")?;
+    serde_json::from_slice(&bytes)
+        .map_err(|error| ApiError::bad_request(format!("invalid request body: {error}")))
+}
+
 /// Refuse JSON nested deeper than serde_json would decode. serde_json skips
 /// a field it does not know without counting levels, so without this a
 /// field nested 100,000 deep passes when nobody asks for it (T-D4).

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::names::{check_repo_file_name, escaped, is_commit, is_sha256};
 use super::space::free_disk;
+use super::HubKind;
 use super::{
     is_disk_full, now, rename_durable, to_hex, Manifest, ManifestFile, ModelRef, RepoId, Source,
     Store, StoreError,
@@ -69,8 +70,15 @@ pub struct BundleModel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BundleSource {
-    /// A Hugging Face repo at a commit (it lands in the HF cache).
-    Hub { repo: String, revision: String },
+    /// A hub repo at a revision: a Hugging Face commit (it lands in the HF
+    /// cache) or a ModelScope revision (it lands in the ModelScope cache).
+    Hub {
+        repo: String,
+        revision: String,
+        /// Absent in bundles made before ModelScope was a source.
+        #[serde(default, skip_serializing_if = "HubKind::is_hugging_face")]
+        hub: HubKind,
+    },
     /// A local file imported on the exporting machine (it lands in `OLM_HOME/blobs`).
     Local,
 }
@@ -214,6 +222,7 @@ impl BundleManifest {
                     Source::Hub { repo, revision } => BundleSource::Hub {
                         repo: repo.clone(),
                         revision: revision.clone(),
+                        hub: manifest.hub,
                     },
                     Source::Local { .. } => BundleSource::Local,
                 },
@@ -263,14 +272,22 @@ impl BundleManifest {
                 )));
             }
             match &model.source {
-                BundleSource::Hub { repo, revision } => {
+                BundleSource::Hub {
+                    repo,
+                    revision,
+                    hub,
+                } => {
                     RepoId::parse(repo).map_err(|_| {
                         BundleError::damaged(format!(
                             "model '{name}' names an invalid repo '{}'",
                             escaped(repo)
                         ))
                     })?;
-                    if !is_commit(revision) {
+                    let valid = match hub {
+                        HubKind::HuggingFace => is_commit(revision),
+                        HubKind::ModelScope => is_revision_name(revision),
+                    };
+                    if !valid {
                         return Err(BundleError::damaged(format!(
                             "model '{name}' names an invalid revision '{}'",
                             escaped(revision)
@@ -521,11 +538,32 @@ fn read_manifest<R: Read>(
         .map_err(|error| BundleError::damaged(format!("{MANIFEST_ENTRY}: {error}")))
 }
 
+/// The store root a file lands under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Landing {
+    /// olm's home (locally imported models).
+    Home,
+    HfCache,
+    MsCache,
+}
+
+/// A ModelScope revision a bundle may name: a branch or tag name, never a
+/// path (`master`, `v1.0`).
+fn is_revision_name(revision: &str) -> bool {
+    !revision.is_empty()
+        && revision.len() <= 64
+        && revision != "."
+        && revision != ".."
+        && revision
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// Where one file of an import goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Destination {
-    /// In the HF cache (hub models), else in olm's home (local models).
-    hub: bool,
+    /// Which of the store's roots the file lands under.
+    root: Landing,
     /// The blob's path under the store (not resolved).
     blob: PathBuf,
 }
@@ -542,14 +580,24 @@ impl ImportPlan {
         let mut manifests = Vec::new();
         let mut destinations: BTreeMap<String, Vec<Destination>> = BTreeMap::new();
         for model in &bundle.models {
-            let source = match &model.source {
-                BundleSource::Hub { repo, revision } => Source::Hub {
-                    repo: repo.clone(),
-                    revision: revision.clone(),
-                },
-                BundleSource::Local => Source::Local {
-                    original: origin.to_owned(),
-                },
+            let (source, hub) = match &model.source {
+                BundleSource::Hub {
+                    repo,
+                    revision,
+                    hub,
+                } => (
+                    Source::Hub {
+                        repo: repo.clone(),
+                        revision: revision.clone(),
+                    },
+                    *hub,
+                ),
+                BundleSource::Local => (
+                    Source::Local {
+                        original: origin.to_owned(),
+                    },
+                    HubKind::HuggingFace,
+                ),
             };
             let manifest = Manifest {
                 name: ModelRef::parse_name(&model.name)
@@ -559,6 +607,7 @@ impl ImportPlan {
                 quant: model.quant.clone(),
                 files: model.files.clone(),
                 pulled_at: now(),
+                hub,
             };
             manifest
                 .validate(Path::new(MANIFEST_ENTRY))
@@ -568,7 +617,11 @@ impl ImportPlan {
             }
             for file in &manifest.files {
                 let destination = Destination {
-                    hub: manifest.repo().is_some(),
+                    root: match (manifest.repo(), manifest.hub) {
+                        (None, _) => Landing::Home,
+                        (Some(_), HubKind::HuggingFace) => Landing::HfCache,
+                        (Some(_), HubKind::ModelScope) => Landing::MsCache,
+                    },
                     blob: store.blob_path(&manifest, file),
                 };
                 let places = destinations.entry(file.sha256.clone()).or_default();
@@ -681,6 +734,10 @@ impl ImportPlan {
             }
         }
         for manifest in &self.manifests {
+            if manifest.hub != HubKind::HuggingFace {
+                // ModelScope's cache keeps plain files under their names: in place already.
+                continue;
+            }
             if let (Some(repo), Source::Hub { revision, .. }) = (manifest.repo(), &manifest.source)
             {
                 let cache = store.checked_repo_cache(&repo)?;
@@ -704,10 +761,10 @@ impl ImportPlan {
 /// A new temporary file's path beside `place`'s blob, and the blob's path,
 /// both resolved inside the store (its folder is made if needed).
 fn staged_path(store: &Store, place: &Destination) -> Result<(PathBuf, PathBuf), BundleError> {
-    let root = if place.hub {
-        &store.hf_cache
-    } else {
-        &store.home
+    let root = match place.root {
+        Landing::HfCache => &store.hf_cache,
+        Landing::MsCache => &store.ms_cache,
+        Landing::Home => &store.home,
     };
     let (directory, name) = super::split(&place.blob)?;
     let resolved = root
@@ -828,6 +885,7 @@ mod tests {
                 source: BundleSource::Hub {
                     repo: "owner/repo".into(),
                     revision: "a".repeat(40),
+                    hub: HubKind::HuggingFace,
                 },
                 quant: None,
                 files: vec![ManifestFile {
@@ -861,6 +919,7 @@ mod tests {
         hostile.models[0].source = BundleSource::Hub {
             repo: "../../x".into(),
             revision: "a".repeat(40),
+            hub: HubKind::HuggingFace,
         };
         assert!(hostile.validate().is_err());
     }

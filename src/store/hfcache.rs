@@ -56,6 +56,18 @@ impl RepoCache {
         self.lock_root.join(format!("{sha256}.lock"))
     }
 
+    /// Where a download of the blob with this sha256 writes: `blobs/<sha256>`
+    /// through `blobs/<sha256>.incomplete`, under `.locks/.../<sha256>.lock`.
+    pub fn download_paths(&self, sha256: &str) -> super::DownloadPaths {
+        super::DownloadPaths {
+            root: self.cache.clone(),
+            target: self.blob(sha256),
+            partial: self.partial(sha256),
+            locks: vec![self.lock(sha256)],
+            named_by_hash: true,
+        }
+    }
+
     /// `snapshots/<commit>/<file name>`; an empty name is the snapshot folder.
     pub fn snapshot_file(&self, commit: &str, name: &str) -> PathBuf {
         debug_assert!(is_commit(commit) && (name.is_empty() || check_repo_file_name(name).is_ok()));

@@ -5,15 +5,17 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::names::{check_repo_file_name, is_commit, is_sha256};
-use super::reference::{ModelRef, RepoId};
+use super::names::{check_repo_file_name, is_commit, is_revision, is_sha256};
+use super::reference::{HubKind, ModelRef, RepoId};
 use super::StoreError;
 
 /// Where a model's files came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Source {
-    /// A Hugging Face repo at a commit; files live in the HF cache.
+    /// A hub repo at a revision: on Hugging Face a commit, the files in the
+    /// HF cache; on ModelScope ([`Manifest::hub`]) a revision such as
+    /// `master`, the files in the ModelScope cache.
     Hub { repo: String, revision: String },
     /// A local file imported with `olm pull FILE --name`; its copy lives in `OLM_HOME/blobs`.
     Local { original: PathBuf },
@@ -40,6 +42,10 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
     /// Seconds since the Unix epoch.
     pub pulled_at: u64,
+    /// Which hub a [`Source::Hub`] model came from (absent: Hugging Face,
+    /// as in manifests written before ModelScope was a source).
+    #[serde(default, skip_serializing_if = "HubKind::is_hugging_face")]
+    pub hub: HubKind,
 }
 
 impl Manifest {
@@ -52,7 +58,11 @@ impl Manifest {
         ModelRef::parse_name(&self.name).map_err(|_| corrupt("invalid name"))?;
         if let Source::Hub { repo, revision } = &self.source {
             RepoId::parse(repo).map_err(|_| corrupt("invalid repo"))?;
-            if !is_commit(revision) {
+            let valid = match self.hub {
+                HubKind::HuggingFace => is_commit(revision),
+                HubKind::ModelScope => is_revision(revision),
+            };
+            if !valid {
                 return Err(corrupt("invalid revision"));
             }
         }
@@ -75,6 +85,14 @@ impl Manifest {
         self.files.iter().map(|file| file.size).sum()
     }
 
+    /// The hub a hub model came from; `None` for an imported file.
+    pub fn hub_kind(&self) -> Option<HubKind> {
+        match self.source {
+            Source::Hub { .. } => Some(self.hub),
+            Source::Local { .. } => None,
+        }
+    }
+
     /// The repo, for hub models.
     pub fn repo(&self) -> Option<RepoId> {
         match &self.source {
@@ -91,6 +109,7 @@ pub fn manifest_path(manifests: &Path, reference: &ModelRef) -> Option<PathBuf> 
         ModelRef::Path(_) => return None,
         ModelRef::Name { name, .. } => path.push(name),
         ModelRef::Repo { repo, .. } => {
+            // The hub is not part of the name: one model, wherever it came from.
             path.push(&repo.owner);
             path.push(&repo.name);
         }

@@ -2,10 +2,11 @@
 //!
 //! Owns: model references ([`ModelRef`], validated so no name can escape the
 //! store), olm's home directory ([`olm_home`]) and its manifests, the
-//! Hugging Face cache layout (shared with other tools), file locks, atomic
-//! writes, sha256 of stored files, import of local files, `rm` and `verify`.
-//! The store never acts outside itself: every path it reads, hashes, lists,
-//! links or deletes is confined to olm's home or the cache (`confine`).
+//! Hugging Face and ModelScope cache layouts (shared with other tools), file
+//! locks, atomic writes, sha256 of stored files, import of local files, `rm`
+//! and `verify`. The store never acts outside itself: every path it reads,
+//! hashes, lists, links or deletes is confined to olm's home or one of the
+//! caches (`confine`).
 //! Uses: `gguf` (a file is validated before it is registered).
 //! Must not touch: llama.cpp, the network, the terminal.
 
@@ -14,6 +15,7 @@ pub mod bundle;
 mod confine;
 mod hfcache;
 mod manifest;
+mod mscache;
 pub mod names;
 mod reference;
 pub mod space;
@@ -30,7 +32,11 @@ pub use atomic::{rename_durable, sync_directory, write_atomic};
 pub use confine::{escape_of, Escape, Root};
 pub use hfcache::{scan as scan_hf_cache, CachedFile, RepoCache};
 pub use manifest::{Manifest, ManifestFile, Source};
-pub use reference::{ModelRef, RepoId};
+pub use mscache::{
+    scan_root as scan_modelscope_cache, MsCachedFile, MsRepoCache,
+    DEFAULT_REVISION as MODELSCOPE_REVISION,
+};
+pub use reference::{HubKind, ModelRef, RepoId};
 pub use upkeep::{FileCheck, Problem, Removal};
 
 use names::escaped;
@@ -154,24 +160,51 @@ pub fn olm_home() -> PathBuf {
     }
 }
 
-/// olm's store: `OLM_HOME` and the Hugging Face cache, each a [`Root`] the
-/// store does not leave.
+/// Where a download writes: the finished file, its partial file, and the
+/// locks held while writing (taken in this order), all inside `root`.
+#[derive(Debug, Clone)]
+pub struct DownloadPaths {
+    pub root: Root,
+    /// The finished, verified file (`blobs/<sha256>`, or the ModelScope
+    /// snapshot file); it appears only by a rename.
+    pub target: PathBuf,
+    pub partial: PathBuf,
+    pub locks: Vec<PathBuf>,
+    /// The target's name is its sha256 (a Hugging Face blob): a file there
+    /// that does not match is damaged and goes at once. Otherwise (a
+    /// ModelScope file, named by its path) it may be the verified previous
+    /// version, replaced only once the new one is verified.
+    pub named_by_hash: bool,
+}
+
+/// olm's store: `OLM_HOME`, the Hugging Face cache and the ModelScope
+/// cache, each a [`Root`] the store does not leave.
 #[derive(Debug, Clone)]
 pub struct Store {
     home: Root,
     hf_cache: Root,
+    ms_cache: Root,
 }
 
 impl Store {
-    /// The store at explicit locations (each resolved once, now).
+    /// The store at explicit locations (each resolved once, now); the
+    /// ModelScope cache is the one the environment names.
     pub fn new(home: PathBuf, hf_cache: PathBuf) -> Self {
         Self {
             home: Root::new(&home),
             hf_cache: Root::new(&hf_cache),
+            ms_cache: Root::new(&modelscope_cache_dir()),
         }
     }
 
-    /// The store the environment names (`OLM_HOME`, `HF_HUB_CACHE`, `HF_HOME`).
+    /// The same store with the ModelScope cache at `ms_cache`.
+    pub fn with_modelscope_cache(mut self, ms_cache: PathBuf) -> Self {
+        self.ms_cache = Root::new(&ms_cache);
+        self
+    }
+
+    /// The store the environment names (`OLM_HOME`, `HF_HUB_CACHE`,
+    /// `HF_HOME`, `MODELSCOPE_CACHE`).
     pub fn from_env() -> Self {
         Self::new(olm_home(), hf_cache_dir())
     }
@@ -184,6 +217,30 @@ impl Store {
     /// The Hugging Face cache, resolved.
     pub fn hf_cache(&self) -> &Path {
         self.hf_cache.path()
+    }
+
+    /// The ModelScope cache, resolved.
+    pub fn modelscope_cache(&self) -> &Path {
+        self.ms_cache.path()
+    }
+
+    /// The cache a hub's files go to.
+    pub fn cache_of(&self, hub: HubKind) -> &Path {
+        match hub {
+            HubKind::HuggingFace => self.hf_cache(),
+            HubKind::ModelScope => self.modelscope_cache(),
+        }
+    }
+
+    /// A repo in the ModelScope cache (paths only; see [`MsRepoCache::check`]).
+    pub fn ms_repo_cache(&self, repo: &RepoId) -> MsRepoCache {
+        MsRepoCache::new(&self.ms_cache, repo)
+    }
+
+    /// Every GGUF file in the ModelScope cache, and the ones skipped because
+    /// they lead outside the store.
+    pub fn ms_cached_files(&self) -> (Vec<MsCachedFile>, Vec<StoreError>) {
+        mscache::scan_root(&self.ms_cache)
     }
 
     /// olm's configuration file (user aliases).
@@ -338,37 +395,49 @@ impl Store {
 
     fn file_path(&self, manifest: &Manifest, file: &ManifestFile) -> PathBuf {
         match &manifest.source {
-            Source::Hub { repo, revision } => match RepoId::parse(repo) {
-                Ok(repo) => self.repo_cache(&repo).snapshot_file(revision, &file.name),
-                Err(_) => PathBuf::new(),
+            Source::Hub { repo, revision } => match (RepoId::parse(repo), manifest.hub) {
+                (Ok(repo), HubKind::HuggingFace) => {
+                    self.repo_cache(&repo).snapshot_file(revision, &file.name)
+                }
+                (Ok(repo), HubKind::ModelScope) => {
+                    self.ms_repo_cache(&repo).file(revision, &file.name)
+                }
+                (Err(_), _) => PathBuf::new(),
             },
             Source::Local { .. } => self.local_blob(&file.sha256),
         }
     }
 
-    /// Where a model file leads, confined: a hub snapshot file must link
-    /// into its repo's `blobs/`, an imported blob must lie in olm's home.
+    /// Where a model file leads, confined: a Hugging Face snapshot file must
+    /// link into its repo's `blobs/`, a ModelScope file must lie in the
+    /// ModelScope cache, an imported blob in olm's home.
     fn resolve_file(&self, manifest: &Manifest, file: &ManifestFile) -> io::Result<PathBuf> {
         let path = self.file_path(manifest, file);
-        match manifest.repo() {
-            Some(repo) => self.repo_cache(&repo).resolve_snapshot_file(&path),
-            None => self.home.resolve(&path),
+        match (manifest.repo(), manifest.hub) {
+            (Some(repo), HubKind::HuggingFace) => {
+                self.repo_cache(&repo).resolve_snapshot_file(&path)
+            }
+            (Some(_), HubKind::ModelScope) => self.ms_cache.resolve(&path),
+            (None, _) => self.home.resolve(&path),
         }
     }
 
-    /// Where a file's bytes are: the HF cache blob, or olm's own blob.
+    /// Where a file's bytes are: the HF cache blob, the ModelScope cache
+    /// file itself (that layout has no blobs), or olm's own blob.
     pub fn blob_path(&self, manifest: &Manifest, file: &ManifestFile) -> PathBuf {
-        match manifest.repo() {
-            Some(repo) => self.repo_cache(&repo).blob(&file.sha256),
-            None => self.local_blob(&file.sha256),
+        match (manifest.repo(), manifest.hub) {
+            (Some(repo), HubKind::HuggingFace) => self.repo_cache(&repo).blob(&file.sha256),
+            (Some(_), HubKind::ModelScope) => self.file_path(manifest, file),
+            (None, _) => self.local_blob(&file.sha256),
         }
     }
 
     /// The root a stored model's blobs live in.
     fn blob_root(&self, manifest: &Manifest) -> &Root {
-        match manifest.source {
-            Source::Hub { .. } => &self.hf_cache,
-            Source::Local { .. } => &self.home,
+        match (&manifest.source, manifest.hub) {
+            (Source::Hub { .. }, HubKind::HuggingFace) => &self.hf_cache,
+            (Source::Hub { .. }, HubKind::ModelScope) => &self.ms_cache,
+            (Source::Local { .. }, _) => &self.home,
         }
     }
 
@@ -402,7 +471,9 @@ impl Store {
     }
 
     /// Resolve MODEL to a file: a path, a store name, or a repo already in
-    /// the HF cache. A stored file that leads outside the store is an error.
+    /// a hub cache (the one the reference names; both for a plain
+    /// `owner/repo`, Hugging Face first). A stored file that leads outside
+    /// the store is an error.
     pub fn resolve(&self, reference: &ModelRef) -> Result<Resolved, StoreError> {
         if let ModelRef::Path(_) = reference {
             return Ok(Resolved {
@@ -430,12 +501,22 @@ impl Store {
                 manifest: Some(manifest),
             });
         }
-        if let ModelRef::Repo { repo, quant } = reference {
-            if let Some(path) = self.find_in_hf_cache_checked(repo, quant.as_deref())? {
-                return Ok(Resolved {
-                    path,
-                    manifest: None,
-                });
+        if let ModelRef::Repo { repo, quant, hub } = reference {
+            if hub.is_none_or(|hub| hub == HubKind::HuggingFace) {
+                if let Some(path) = self.find_in_hf_cache_checked(repo, quant.as_deref())? {
+                    return Ok(Resolved {
+                        path,
+                        manifest: None,
+                    });
+                }
+            }
+            if hub.is_none_or(|hub| hub == HubKind::ModelScope) {
+                if let Some(found) = self.find_in_ms_cache_checked(repo, quant.as_deref())? {
+                    return Ok(Resolved {
+                        path: found.path,
+                        manifest: None,
+                    });
+                }
             }
         }
         Err(StoreError::NotInStore(reference.to_string()))
@@ -486,6 +567,46 @@ impl Store {
         Ok((matching.len() == 1).then(|| matching[0].path.clone()))
     }
 
+    /// A GGUF file of `repo` in the ModelScope cache whose name carries
+    /// `quant` (or the only one when no quant is given), in the folder the
+    /// client would use for `master`; split sets: part 1. An error when a
+    /// file it would pick leads outside the cache.
+    pub fn find_in_ms_cache_checked(
+        &self,
+        repo: &RepoId,
+        quant: Option<&str>,
+    ) -> Result<Option<MsCachedFile>, StoreError> {
+        let wanted = |name: &str| {
+            is_first_part(name)
+                && !name.to_ascii_lowercase().contains("mmproj")
+                && quant.is_none_or(|quant| quant_in_name(name).as_deref() == Some(quant))
+        };
+        let folder = self
+            .ms_repo_cache(repo)
+            .snapshot_folder(mscache::DEFAULT_REVISION);
+        let (found, escapes) = self.ms_cached_files();
+        let escaping = escapes.into_iter().find(|error| {
+            error.escape().is_some_and(|escape| {
+                let link = escape.link();
+                link.starts_with(&folder)
+                    && (link == folder
+                        || link
+                            .file_name()
+                            .is_some_and(|name| wanted(&name.to_string_lossy())))
+            })
+        });
+        if let Some(error) = escaping {
+            return Err(error);
+        }
+        let matching: Vec<MsCachedFile> = found
+            .into_iter()
+            .filter(|file| {
+                &file.repo == repo && file.path.starts_with(&folder) && wanted(&file.name)
+            })
+            .collect();
+        Ok((matching.len() == 1).then(|| matching[0].clone()))
+    }
+
     /// Copy a local `.gguf` file into the store under `name` (after validating it).
     pub fn import(&self, source: &Path, name: &ModelRef) -> Result<Manifest, StoreError> {
         let metadata =
@@ -528,6 +649,7 @@ impl Store {
                 size: metadata.len(),
             }],
             pulled_at: now(),
+            hub: HubKind::default(),
         };
         self.save_manifest(&manifest)?;
         Ok(manifest)
@@ -670,6 +792,20 @@ fn looks_like_quant(token: &str) -> bool {
         && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// The ModelScope cache: `MODELSCOPE_CACHE`, else `~/.cache/modelscope`
+/// (where the `modelscope` client keeps it).
+fn modelscope_cache_dir() -> PathBuf {
+    if let Some(cache) =
+        std::env::var_os(crate::env::MODELSCOPE_CACHE).filter(|value| !value.is_empty())
+    {
+        return absolute(PathBuf::from(cache));
+    }
+    let cache = directories::BaseDirs::new()
+        .map(|dirs| dirs.home_dir().join(".cache"))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    absolute(cache.join("modelscope"))
+}
+
 fn hf_cache_dir() -> PathBuf {
     if let Some(cache) =
         std::env::var_os(crate::env::HF_HUB_CACHE).filter(|value| !value.is_empty())
@@ -749,6 +885,7 @@ mod tests {
                 size: 3,
             }],
             pulled_at: 0,
+            hub: HubKind::default(),
         }
     }
 

@@ -73,6 +73,12 @@ pub fn is_commit(text: &str) -> bool {
     text.len() == 40 && is_lower_hex(text)
 }
 
+/// A revision that names a snapshot folder (ModelScope's `master`, a tag,
+/// or a commit): a plain name part ([`check_part`]) or a commit hash.
+pub fn is_revision(text: &str) -> bool {
+    is_commit(text) || check_part(text).is_ok()
+}
+
 /// A sha256 (LFS object id): exactly 64 lowercase hex digits.
 pub fn is_sha256(text: &str) -> bool {
     text.len() == 64 && is_lower_hex(text)
@@ -149,6 +155,10 @@ mod tests {
         assert!(is_sha256(&"0f".repeat(32)));
         assert!(!is_sha256(&"0F".repeat(32)));
         assert!(!is_sha256(&"a".repeat(63)));
+        assert!(is_revision("master") && is_revision("v1.0") && is_revision(&"a".repeat(40)));
+        assert!(
+            !is_revision("../x") && !is_revision("") && !is_revision("a/b") && !is_revision("..")
+        );
         for bad in [
             "../../x",
             "/abs/x",

@@ -1,13 +1,73 @@
 //! What the user typed as MODEL: a path, a store name or catalog alias with an
-//! optional tag, or a Hugging Face repo with an optional quant.
+//! optional tag, or a hub repo with an optional quant: Hugging Face
+//! (`owner/repo`, `hf.co/owner/repo`) or ModelScope (`ms://owner/repo`,
+//! `modelscope.cn/owner/repo`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use super::names::{check_part, check_tag, MAX_REFERENCE_LENGTH};
 use super::StoreError;
 
-/// A Hugging Face repo id, `owner/name`, both parts validated.
+/// The hubs olm pulls from.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+pub enum HubKind {
+    /// huggingface.co or a mirror (`HF_ENDPOINT`).
+    #[default]
+    #[serde(rename = "hf")]
+    HuggingFace,
+    /// modelscope.cn or a mirror (`MODELSCOPE_ENDPOINT`).
+    #[serde(rename = "modelscope")]
+    ModelScope,
+}
+
+impl HubKind {
+    /// Both hubs, Hugging Face first.
+    pub const ALL: [HubKind; 2] = [HubKind::HuggingFace, HubKind::ModelScope];
+
+    /// The short name used in `olm list`, `--source` and config: `hf`, `modelscope`.
+    pub fn label(self) -> &'static str {
+        match self {
+            HubKind::HuggingFace => "hf",
+            HubKind::ModelScope => "modelscope",
+        }
+    }
+
+    /// The name people know: `Hugging Face`, `ModelScope`.
+    pub fn title(self) -> &'static str {
+        match self {
+            HubKind::HuggingFace => "Hugging Face",
+            HubKind::ModelScope => "ModelScope",
+        }
+    }
+
+    /// The other hub.
+    pub fn other(self) -> HubKind {
+        match self {
+            HubKind::HuggingFace => HubKind::ModelScope,
+            HubKind::ModelScope => HubKind::HuggingFace,
+        }
+    }
+
+    /// `hf` or `modelscope` (also `huggingface`, `ms`), any case.
+    pub fn parse(text: &str) -> Option<HubKind> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "hf" | "huggingface" | "hugging-face" => Some(HubKind::HuggingFace),
+            "modelscope" | "ms" => Some(HubKind::ModelScope),
+            _ => None,
+        }
+    }
+
+    pub fn is_hugging_face(&self) -> bool {
+        *self == HubKind::HuggingFace
+    }
+}
+
+/// A hub repo id, `owner/name`, both parts validated.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RepoId {
     pub owner: String,
@@ -29,9 +89,10 @@ impl RepoId {
         })
     }
 
-    /// The Hugging Face cache folder name: `models--owner--name`.
+    /// The Hugging Face cache folder name: `models--owner--name` (as
+    /// `hf-hub` and huggingface_hub name it).
     pub fn cache_folder(&self) -> String {
-        format!("models--{}--{}", self.owner, self.name)
+        hf_hub::Repo::model(self.to_string()).folder_name()
     }
 }
 
@@ -48,12 +109,47 @@ pub enum ModelRef {
     Path(PathBuf),
     /// A store name or catalog alias, with an optional tag (`qwen-7b:q8_0`).
     Name { name: String, tag: Option<String> },
-    /// A Hugging Face repo with an optional quant (`owner/repo:Q4_K_M`).
-    Repo { repo: RepoId, quant: Option<String> },
+    /// A hub repo with an optional quant (`owner/repo:Q4_K_M`). `hub` is the
+    /// hub the reference names (`hf.co/`, `ms://`), `None` for a plain
+    /// `owner/repo` (either hub; `--source` decides). The hub is not part of
+    /// the store name: `ms://a/b:Q` and `a/b:Q` are the same model.
+    Repo {
+        repo: RepoId,
+        quant: Option<String>,
+        hub: Option<HubKind>,
+    },
 }
 
 /// Prefixes that mark a Hugging Face repo.
 const HUB_PREFIXES: &[&str] = &["https://huggingface.co/", "huggingface.co/", "hf.co/"];
+
+/// Prefixes that mark a ModelScope repo (the web address may carry `models/`).
+const MODELSCOPE_PREFIXES: &[&str] = &[
+    "ms://",
+    "modelscope://",
+    "https://www.modelscope.cn/models/",
+    "https://modelscope.cn/models/",
+    "www.modelscope.cn/models/",
+    "modelscope.cn/models/",
+    "https://www.modelscope.cn/",
+    "https://modelscope.cn/",
+    "www.modelscope.cn/",
+    "modelscope.cn/",
+];
+
+/// The hub a prefix names and the text after it.
+fn strip_hub_prefix(text: &str) -> Option<(HubKind, &str)> {
+    let lower = text.to_ascii_lowercase();
+    for (hub, prefixes) in [
+        (HubKind::HuggingFace, HUB_PREFIXES),
+        (HubKind::ModelScope, MODELSCOPE_PREFIXES),
+    ] {
+        if let Some(prefix) = prefixes.iter().find(|prefix| lower.starts_with(*prefix)) {
+            return Some((hub, &text[prefix.len()..]));
+        }
+    }
+    None
+}
 
 impl ModelRef {
     /// Parse MODEL. Anything path-like (`./x`, `../x`, `/x`, `~/x`, `*.gguf`,
@@ -74,7 +170,8 @@ impl ModelRef {
         Self::parse_name(text)
     }
 
-    /// Parse a name (never a path): `name[:tag]`, `owner/repo[:quant]`, `hf.co/owner/repo[:quant]`.
+    /// Parse a name (never a path): `name[:tag]`, `owner/repo[:quant]`,
+    /// `hf.co/owner/repo[:quant]`, `ms://owner/repo[:quant]`, `modelscope.cn/owner/repo[:quant]`.
     pub fn parse_name(text: &str) -> Result<Self, StoreError> {
         if text.is_empty() {
             return Err(StoreError::EmptyReference);
@@ -83,10 +180,8 @@ impl ModelRef {
             return Err(StoreError::invalid(text, "longer than 256 characters"));
         }
         let invalid = |reason| StoreError::invalid(text, reason);
-        let hub_prefix = HUB_PREFIXES
-            .iter()
-            .find_map(|prefix| text.strip_prefix(prefix));
-        let body = hub_prefix.unwrap_or(text);
+        let hub_prefix = strip_hub_prefix(text);
+        let body = hub_prefix.map_or(text, |(_, body)| body);
         let (base, tag) = match body.split_once(':') {
             Some((base, tag)) => {
                 check_tag(tag).map_err(invalid)?;
@@ -104,7 +199,11 @@ impl ModelRef {
             }
             1 => {
                 let repo = RepoId::parse(base).map_err(|_| invalid("not a valid owner/repo"))?;
-                Ok(ModelRef::Repo { repo, quant: tag })
+                Ok(ModelRef::Repo {
+                    repo,
+                    quant: tag,
+                    hub: hub_prefix.map(|(hub, _)| hub),
+                })
             }
             _ => Err(invalid("expected NAME[:TAG] or OWNER/REPO[:QUANT]")),
         }
@@ -127,10 +226,19 @@ impl ModelRef {
                 name: name.clone(),
                 tag: new_tag,
             },
-            ModelRef::Repo { repo, .. } => ModelRef::Repo {
+            ModelRef::Repo { repo, hub, .. } => ModelRef::Repo {
                 repo: repo.clone(),
                 quant: new_tag,
+                hub: *hub,
             },
+        }
+    }
+
+    /// The hub a repo reference names (`hf.co/`, `ms://`), if any.
+    pub fn hub(&self) -> Option<HubKind> {
+        match self {
+            ModelRef::Repo { hub, .. } => *hub,
+            _ => None,
         }
     }
 
@@ -267,6 +375,67 @@ mod tests {
                 "{bad:?} gave {parsed:?}"
             );
         }
+    }
+
+    #[test]
+    fn cache_folders_are_huggingface_hubs() {
+        let repo = RepoId::parse("Qwen/Qwen2.5-7B-Instruct-GGUF").unwrap();
+        assert_eq!(
+            repo.cache_folder(),
+            "models--Qwen--Qwen2.5-7B-Instruct-GGUF"
+        );
+    }
+
+    #[test]
+    fn modelscope_references_name_their_hub_but_share_the_store_name() {
+        for text in [
+            "ms://Qwen/Qwen2.5-7B-Instruct-GGUF:q4_k_m",
+            "modelscope.cn/Qwen/Qwen2.5-7B-Instruct-GGUF:Q4_K_M",
+            "https://www.modelscope.cn/models/Qwen/Qwen2.5-7B-Instruct-GGUF:Q4_K_M",
+            "MS://Qwen/Qwen2.5-7B-Instruct-GGUF:Q4_K_M",
+        ] {
+            let parsed = ModelRef::parse(text).unwrap();
+            assert_eq!(parsed.hub(), Some(HubKind::ModelScope), "{text}");
+            assert_eq!(
+                parsed.to_string(),
+                "Qwen/Qwen2.5-7B-Instruct-GGUF:Q4_K_M",
+                "{text}"
+            );
+        }
+        let plain = ModelRef::parse("Qwen/Qwen2.5-7B-Instruct-GGUF").unwrap();
+        assert_eq!(plain.hub(), None);
+        assert_eq!(
+            ModelRef::parse("hf.co/Qwen/Qwen2.5-7B-Instruct-GGUF")
+                .unwrap()
+                .hub(),
+            Some(HubKind::HuggingFace)
+        );
+        let tagged = plain.with_tag(Some("Q8_0".into()));
+        assert_eq!(tagged.hub(), None);
+        for bad in [
+            "ms://../x",
+            "ms://owner/../../x",
+            "ms://owner/repo:../../x",
+            "ms://qwen",
+            "ms://a/b/c",
+            "ms://",
+            "modelscope.cn/owner/repo:a:b",
+            "ms://owner/repo\\x",
+            "ms://owner/re po",
+            "modelscope.cn/%2e%2e/x",
+        ] {
+            assert!(
+                matches!(
+                    ModelRef::parse(bad),
+                    Err(StoreError::InvalidReference { .. } | StoreError::EmptyReference)
+                ),
+                "{bad:?} gave {:?}",
+                ModelRef::parse(bad)
+            );
+        }
+        assert_eq!(HubKind::parse("MS"), Some(HubKind::ModelScope));
+        assert_eq!(HubKind::parse("hf"), Some(HubKind::HuggingFace));
+        assert_eq!(HubKind::parse("x"), None);
     }
 
     #[test]

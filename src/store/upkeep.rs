@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use super::confine::{escape_of, Escape, Root};
 use super::manifest::{self, Manifest, ManifestFile};
-use super::{sha256_reader, split, sync_directory, ModelRef, RepoCache, Store, StoreError};
+use super::{
+    sha256_reader, split, sync_directory, HubKind, ModelRef, RepoCache, Store, StoreError,
+};
 
 /// What is wrong with one stored file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +105,9 @@ impl Store {
             if shared {
                 continue;
             }
-            if let Some(repo) = manifest.repo() {
+            // A Hugging Face model's snapshot link goes with its blob; a
+            // ModelScope file is its own blob (that layout has no links).
+            if let (Some(repo), HubKind::HuggingFace) = (manifest.repo(), manifest.hub) {
                 let link = self.file_path(manifest, file);
                 let link_in_use = others
                     .iter()

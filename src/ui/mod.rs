@@ -14,12 +14,12 @@ use std::io::{self, IsTerminal, Write};
 pub use progress::PullProgress;
 pub use spinner::Spinner;
 
-/// Ask a yes/no question on the terminal (default no). `false` when there
-/// is no answer (no terminal, Ctrl-C).
-pub fn confirm(question: &str) -> bool {
+/// Ask a yes/no question on the terminal; Enter takes `default`. `false`
+/// when there is no answer (no terminal, Ctrl-C).
+pub fn confirm(question: &str, default: bool) -> bool {
     dialoguer::Confirm::new()
         .with_prompt(question)
-        .default(false)
+        .default(default)
         .interact()
         .unwrap_or(false)
 }
@@ -91,6 +91,20 @@ impl Printer {
         if let Some(hint) = hint {
             self.stderr_line(DIM, "hint: ", hint);
         }
+    }
+
+    /// A piece of a model's reasoning on stderr, as it streams: dim on a
+    /// colour terminal, with no line ending of its own.
+    pub fn thinking(&self, text: &str) {
+        let text = escape_controls(text);
+        let mut stderr = io::stderr().lock();
+        // A failing stderr has nowhere left to report to.
+        let _ = if self.color {
+            write!(stderr, "{DIM}{text}{RESET}")
+        } else {
+            write!(stderr, "{text}")
+        };
+        let _ = stderr.flush();
     }
 
     /// A spinner with `message` on a terminal; nothing otherwise.

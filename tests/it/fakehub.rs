@@ -107,11 +107,17 @@ impl FakeHub {
             .collect()
     }
 
-    /// `olm` pointed at this hub, online.
+    /// `olm` pointed at this hub, online (ModelScope, which `--source auto`
+    /// would try if this hub could not be reached, on a local port nothing
+    /// listens on: a test never reaches the real one).
     pub fn olm(&self, env: &TestEnv) -> Command {
         let mut command = env.olm();
         command
             .env("HF_ENDPOINT", self.url())
+            .env(
+                "MODELSCOPE_ENDPOINT",
+                format!("http://127.0.0.1:{}", crate::fakems::unused_port()),
+            )
             .env_remove("HF_HUB_OFFLINE")
             .env("OLM_RETRY_BASE_MS", "50")
             .env("OLM_STALL_TIMEOUT", "5");

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod agents;
 mod architecture;
 mod bad_models;
 mod bench;
@@ -15,6 +16,8 @@ mod chat;
 mod cli;
 mod doctor;
 mod fakehub;
+mod fakems;
+mod modelscope;
 mod mutation;
 mod pull;
 mod readme;
@@ -22,6 +25,7 @@ mod rpc;
 mod run;
 mod sandbox;
 mod serve;
+mod serve_api;
 mod serve_bounds;
 mod serve_input;
 mod serve_load;

@@ -376,6 +376,7 @@ fn a_pulled_model_runs_without_any_network() {
     env.olm_env(&mut pull);
     pull.env_remove("HF_HUB_OFFLINE")
         .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env("MODELSCOPE_ENDPOINT", "http://127.0.0.1:9")
         .env("OLM_RETRY_BASE_MS", "10");
     pull.args(["-rn", env!("CARGO_BIN_EXE_olm"), "pull", "test/gemma-GGUF"]);
     let started = Instant::now();
@@ -512,4 +513,40 @@ fn a_changed_file_on_the_hub_replaces_the_stored_version() {
     );
     assert_eq!(manifests(&env), 1);
     assert_exit(&run(env.olm().arg("verify")), 0);
+}
+
+/// The token the Hugging Face CLI's login saved (`$HF_HOME/token`, or the
+/// file `HF_TOKEN_PATH` names) is used when `HF_TOKEN` is not set.
+#[test]
+fn the_hugging_face_login_token_is_used_without_hf_token() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    let hf_home = env.path().join("hf-home");
+    std::fs::create_dir_all(&hf_home).unwrap();
+    std::fs::write(hf_home.join("token"), "secret-token\n").unwrap();
+    let output = run(hub
+        .olm(&env)
+        .args(["pull", "test/gated-GGUF", "--source", "hf"]));
+    assert_exit(&output, 0);
+    assert!(
+        hub.requests()
+            .iter()
+            .any(|r| r["authorization"] == "Bearer secret-token"),
+        "the saved token was sent"
+    );
+    // HF_TOKEN_PATH names another file; HF_TOKEN wins over both.
+    std::fs::write(hf_home.join("token"), "wrong\n").unwrap();
+    let elsewhere = env.path().join("my-token");
+    std::fs::write(&elsewhere, "secret-token").unwrap();
+    let output = run(hub
+        .olm(&env)
+        .args(["pull", "test/gated-GGUF", "--source", "hf", "--force"])
+        .env("HF_TOKEN_PATH", &elsewhere));
+    assert_exit(&output, 0);
+    let output = run(hub
+        .olm(&env)
+        .args(["pull", "test/gated-GGUF", "--source", "hf", "--force"])
+        .env("HF_TOKEN_PATH", &elsewhere)
+        .env("HF_TOKEN", "wrong"));
+    assert_exit(&output, 4);
 }

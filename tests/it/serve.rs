@@ -251,7 +251,7 @@ fn bad_requests_get_their_status_in_each_api_shape() {
         json!({"temperature": -1}),
         json!({"messages": "x"}),
         json!({"messages": []}),
-        json!({"n": 3}),
+        json!({"n": 1000}),
     ] {
         let mut body = chat_body("hi", 4, false);
         for (key, value) in bad.as_object().unwrap() {
@@ -758,6 +758,34 @@ fn embeddings_in_both_apis() {
         let reply = server.post(path, &body);
         assert_eq!(reply.status, 400, "{path} {body}: {}", reply.body);
     }
+    // A field olm does not honour is refused by name, never dropped; the
+    // one OpenAI field ignored on purpose (`user`) is accepted.
+    for (path, body, field) in [
+        (
+            "/v1/embeddings",
+            json!({"model": MODEL, "input": "x", "truncate_prompt_tokens": 4}),
+            "truncate_prompt_tokens",
+        ),
+        (
+            "/api/embed",
+            json!({"model": MODEL, "input": "x", "options": {"num_ctx": 64}}),
+            "options",
+        ),
+        (
+            "/api/embeddings",
+            json!({"model": MODEL, "prompt": "x", "options": {"temperature": 0}}),
+            "options",
+        ),
+    ] {
+        let reply = server.post(path, &body);
+        assert_eq!(reply.status, 400, "{path} {body}: {}", reply.body);
+        assert!(reply.body.contains(field), "{path}: {}", reply.body);
+    }
+    let with_user = server.post(
+        "/v1/embeddings",
+        &json!({"model": MODEL, "input": "x", "user": "someone"}),
+    );
+    assert_eq!(with_user.status, 200, "{}", with_user.body);
     let unknown = server.post(
         "/v1/embeddings",
         &json!({"model": "no-such-model", "input": "x"}),

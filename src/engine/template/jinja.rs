@@ -33,6 +33,22 @@ pub struct RenderInput {
     /// Today's date as templates print it (`26 Jul 2024`), and the strftime
     /// formats they ask `strftime_now` for are answered from the same clock.
     pub date_string: String,
+    /// End with the opening of the assistant's turn.
+    #[serde(default = "yes")]
+    pub add_generation_prompt: bool,
+    /// Tool definitions in OpenAI's shape; undefined in the template when `None`.
+    #[serde(default)]
+    pub tools: Option<Vec<serde_json::Value>>,
+    /// Qwen3's thinking switch; undefined in the template when `None`.
+    #[serde(default)]
+    pub enable_thinking: Option<bool>,
+    /// More variables (`tools_in_user_message`, a request's `chat_template_kwargs`).
+    #[serde(default)]
+    pub variables: serde_json::Map<String, serde_json::Value>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A parsed template, ready to render.
@@ -63,13 +79,21 @@ impl JinjaTemplate {
             .environment
             .get_template(TEMPLATE_NAME)
             .map_err(|error| TemplateError::Render(describe(&error)))?;
+        let mut variables = input.variables.clone();
+        variables.insert("date_string".into(), input.date_string.clone().into());
+        variables.insert(
+            "add_generation_prompt".into(),
+            input.add_generation_prompt.into(),
+        );
+        if let Some(enable) = input.enable_thinking {
+            variables.insert("enable_thinking".into(), enable.into());
+        }
         let context = minijinja::context! {
-            messages => &input.messages,
-            add_generation_prompt => true,
+            messages => Value::from_serialize(&input.messages),
             bos_token => &input.bos_token,
             eos_token => &input.eos_token,
-            tools => Value::UNDEFINED,
-            date_string => &input.date_string,
+            tools => input.tools.as_ref().map_or(Value::UNDEFINED, Value::from_serialize),
+            ..Value::from_serialize(&variables)
         };
         let mut output = BoundedString::new(MAX_RENDERED_BYTES);
         let result = template.render_captured_to(context, &mut output).map(drop);
@@ -144,6 +168,10 @@ mod tests {
             bos_token: "<s>".into(),
             eos_token: "</s>".into(),
             date_string: "1 Jan 2026".into(),
+            add_generation_prompt: true,
+            tools: None,
+            enable_thinking: None,
+            variables: serde_json::Map::new(),
         })
     }
 

@@ -100,6 +100,10 @@ pub fn run() -> i32 {
             .max_bytes(scheduler.context_per_sequence()) as u64,
         load_seconds: started.elapsed().as_secs_f64(),
         split: model.split().cloned(),
+        // Probed once here (a few renderings in the template process), so
+        // requests with tools or a thinking switch can be read by the server.
+        chat: model.chat_traits(),
+        size_vram: model.size_on_gpu(config.load.gpu_layers),
     };
     if !outbox.send(&FromWorker::Ready(ready)) {
         return 0;
@@ -176,6 +180,7 @@ fn handle(
             prompt,
             request,
             whole,
+            context_limit,
         } => {
             let cancelled = Arc::new(AtomicBool::new(false));
             lock(cancellations).insert(id, Arc::clone(&cancelled));
@@ -194,6 +199,7 @@ fn handle(
             preparers.queue(Preparation {
                 prompt,
                 request,
+                context_limit,
                 sink,
                 received: Instant::now(),
             });
@@ -319,6 +325,7 @@ impl Admission {
 struct Preparation {
     prompt: Prompt,
     request: GenerateRequest,
+    context_limit: Option<u32>,
     sink: WorkerSink,
     received: Instant,
 }
@@ -445,7 +452,8 @@ impl Preparer {
     fn prepare(&self, preparation: Preparation) {
         let Preparation {
             prompt,
-            request,
+            mut request,
+            context_limit,
             sink,
             received,
         } = preparation;
@@ -453,7 +461,9 @@ impl Preparer {
         if sink.is_closed() {
             return;
         }
-        let n_ctx = self.scheduler.context_per_sequence();
+        let n_ctx = context_limit.map_or(self.scheduler.context_per_sequence(), |limit| {
+            limit.min(self.scheduler.context_per_sequence())
+        });
         let prepared = self
             .model
             .prepare(&prompt, &request, n_ctx, &sink.cancelled);
@@ -462,6 +472,11 @@ impl Preparer {
             Err(EngineError::Cancelled) => return,
             Err(error) => return self.outbox.fail(id, WireError::from(&error)),
         };
+        if context_limit.is_some() {
+            // The answer fills what the smaller context leaves.
+            let room = n_ctx.saturating_sub(prepared.prompt_tokens() as u32).max(1);
+            request.max_tokens = Some(request.max_tokens.map_or(room, |max| max.min(room)));
+        }
         if received.elapsed() > PREPARATION_BUDGET {
             return self.outbox.fail(
                 id,

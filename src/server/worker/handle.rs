@@ -217,6 +217,7 @@ impl WorkerProcess {
         prompt: Prompt,
         request: GenerateRequest,
         whole: bool,
+        context_limit: Option<u32>,
     ) -> Result<Generation, ApiError> {
         let (sender, replies) = mpsc::unbounded_channel();
         let id = self.register(Pending::Generate(sender))?;
@@ -234,6 +235,7 @@ impl WorkerProcess {
             prompt,
             request,
             whole,
+            context_limit,
         })?;
         match generation.replies.recv().await {
             Some(GenerationEvent::Accepted) => Ok(generation),

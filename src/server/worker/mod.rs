@@ -15,4 +15,4 @@ mod protocol;
 
 pub use child::run as run_child;
 pub use handle::{Generation, GenerationEvent, SpawnError, WorkerProcess};
-pub use protocol::{WorkerConfig, WorkerMetrics};
+pub use protocol::{ReadyInfo, WorkerConfig, WorkerMetrics};

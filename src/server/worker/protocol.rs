@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{EngineError, ErrorKind, SchedulerError};
+use crate::engine::{ChatTraits, EngineError, ErrorKind, SchedulerError};
 use crate::engine::{GenerateRequest, LoadOptions, Prompt, SchedulerMetrics, SchedulerOptions};
 use crate::engine::{Stats, StopReason};
 
@@ -32,6 +32,11 @@ pub enum ToWorker {
         prompt: Prompt,
         request: GenerateRequest,
         whole: bool,
+        /// A context smaller than the model's for this request (Ollama's
+        /// `num_ctx`): the prompt must fit it, and the answer stops where
+        /// prompt and answer fill it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context_limit: Option<u32>,
     },
     /// The client left: stop the generation at the next decode step.
     Cancel { id: u64 },
@@ -110,6 +115,13 @@ pub struct ReadyInfo {
     /// (`--rpc`); `None` when they are not split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<crate::engine::rpc::Split>,
+    /// What the chat template does with tools and reasoning.
+    #[serde(default)]
+    pub chat: ChatTraits,
+    /// Bytes of weights on a GPU (0 on a CPU-only machine): the share of
+    /// layers offloaded, times the weights' size.
+    #[serde(default)]
+    pub size_vram: u64,
 }
 
 /// An engine failure as it crosses the process boundary: what kind it is
@@ -224,6 +236,7 @@ mod tests {
                 ..GenerateRequest::default()
             },
             whole: true,
+            context_limit: Some(100),
         };
         let line = serde_json::to_string(&message).unwrap();
         assert!(!line.contains('\n'), "one message per line: {line}");
@@ -233,6 +246,7 @@ mod tests {
             prompt: Prompt::Raw(text),
             request,
             whole,
+            context_limit: Some(100),
         } = back
         else {
             panic!("wrong variant: {line}");

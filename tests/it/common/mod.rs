@@ -131,3 +131,24 @@ pub fn assert_exit(output: &Output, code: i32) {
         stderr(output)
     );
 }
+
+/// A copy of the SmolLM2 test model whose embedded chat template is
+/// `template`: the header rewritten by olm's own GGUF writer, the weights
+/// copied as they are. Named `{name}.gguf` in `directory`.
+pub fn model_with_template(directory: &Path, name: &str, template: &str) -> PathBuf {
+    use std::io::Write;
+    let source = smollm2();
+    let header = olm::gguf::inspect(&source).expect("the test model parses");
+    let rewritten = olm::gguf::writer::GgufBuilder::from_file(&header)
+        .set_metadata("tokenizer.chat_template", template)
+        .data_len(0)
+        .to_bytes();
+    let weights = std::fs::read(&source).expect("read the test model");
+    let data_offset = usize::try_from(header.data_offset).expect("offset fits");
+    let path = directory.join(format!("{name}.gguf"));
+    let mut file = std::fs::File::create(&path).expect("create model copy");
+    file.write_all(&rewritten).expect("write header");
+    file.write_all(&weights[data_offset..])
+        .expect("write weights");
+    path
+}
