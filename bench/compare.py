@@ -233,18 +233,47 @@ def olm_generation(olm: Path, model: Path, threads: int, prompt: str, stdin: str
 PERF_EVAL = re.compile(r"^(?!.*prompt eval).*\beval time =\s+([\d.]+) ms /\s+(\d+) runs", re.MULTILINE)
 
 
-def completion_generation(tools: Path, model: Path, threads: int, prompt: str, stdin: str,
+# Texts of BOS tokens that a chat template writes itself; llama-completion
+# adds BOS on its own, so the rendered prompt it gets starts after it.
+BOS_TEXTS = ("<bos>", "<s>", "<|begin_of_text|>")
+_RENDERED: dict = {}
+
+
+def chat_prompt(olm: Path, model: Path, prompt: str, stdin: str) -> str:
+    """The exact text olm's chat template makes of `stdin` and `prompt`, so
+    that llama-completion (raw prompt, special tokens parsed) is asked the
+    same question in the same words."""
+    key = (str(model), prompt, stdin)
+    if key not in _RENDERED:
+        out = subprocess.run(
+            [str(olm), "run", str(model), prompt, "-n", "1", "--temperature", "0", "--verbose-prompt",
+             "--no-cache"],
+            input=stdin, check=True, capture_output=True, text=True,
+        )
+        marker = "prompt as the model sees it:\n"
+        start = out.stderr.index(marker) + len(marker)
+        rendered = out.stderr[start:out.stderr.index("\n---", start)]
+        for bos in BOS_TEXTS:
+            rendered = rendered.removeprefix(bos)
+        _RENDERED[key] = rendered
+    return _RENDERED[key]
+
+
+def completion_generation(tools: Path, olm: Path, model: Path, threads: int, prompt: str, stdin: str,
                           tokens: int = DRAFT_TOKENS) -> float:
-    """Generation t/s of one greedy `llama-completion` (its own perf line)."""
+    """Generation t/s of one greedy `llama-completion` (its own perf line) on
+    olm's rendered chat prompt."""
     out = subprocess.run(
-        [str(tools / "llama-completion"), "-m", str(model), "-p", f"{stdin}\n\n{prompt}", "-n",
-         str(tokens), "--temp", "0", "-t", str(threads), "--no-display-prompt", "-no-cnv"],
+        [str(tools / "llama-completion"), "-m", str(model), "-p", chat_prompt(olm, model, prompt, stdin),
+         "-n", str(tokens), "--temp", "0", "-t", str(threads), "--no-display-prompt", "-no-cnv"],
         check=True, capture_output=True, text=True,
     )
     found = PERF_EVAL.findall(out.stderr)
     if not found:
         raise RuntimeError("llama-completion printed no eval time")
     milliseconds, runs = float(found[-1][0]), int(found[-1][1])
+    if runs == 0 or milliseconds <= 0:
+        raise RuntimeError("llama-completion generated nothing")
     return runs / milliseconds * 1000.0
 
 
@@ -261,7 +290,7 @@ def draft_rows(olm: Path, tools: Path, label: str, model: Path, threads: int, pa
 
         on, off = abba(pairs, lambda: measure("ngram"), lambda: measure("off"))
         _, llama = abba(pairs, lambda: measure("ngram"),
-                        lambda: completion_generation(tools, model, threads, prompt, stdin))
+                        lambda: completion_generation(tools, olm, model, threads, prompt, stdin))
         same = "same answer" if answers["ngram"] == answers["off"] and len(answers["off"]) == 1 \
             else "answers differ"
         rows.append((label, f"{name}: tg t/s, drafting vs --draft off ({same})", statistics.median(on),
@@ -301,11 +330,12 @@ def olm_document_session(olm: Path, model: Path, threads: int, cache: Path) -> f
     return time.perf_counter() - started
 
 
-def completion_document_session(tools: Path, model: Path, threads: int) -> float:
+def completion_document_session(tools: Path, olm: Path, model: Path, threads: int) -> float:
+    prompts = [chat_prompt(olm, model, question, document_text()) for question in DOCUMENT_QUESTIONS]
     started = time.perf_counter()
-    for question in DOCUMENT_QUESTIONS:
+    for prompt in prompts:
         subprocess.run(
-            [str(tools / "llama-completion"), "-m", str(model), "-p", f"{document_text()}\n\n{question}",
+            [str(tools / "llama-completion"), "-m", str(model), "-p", prompt,
              "-n", "24", "--temp", "0", "-t", str(threads), "--no-display-prompt", "-no-cnv"],
             check=True, capture_output=True, text=True,
         )
@@ -318,7 +348,7 @@ def document_rows(olm: Path, tools: Path, label: str, model: Path, threads: int,
     with tempfile.TemporaryDirectory(prefix="olm-bench-cache-") as cache:
         olm_times, llama_times = abba(
             pairs, lambda: olm_document_session(olm, model, threads, Path(cache)),
-            lambda: completion_document_session(tools, model, threads))
+            lambda: completion_document_session(tools, olm, model, threads))
     return [(label, "10 questions about one document, total s", statistics.median(olm_times),
              statistics.median(llama_times), median_ratio(olm_times, llama_times),
              noise(olm_times, llama_times), "≤ 0.35")]
