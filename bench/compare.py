@@ -153,10 +153,12 @@ def olm_cold(olm: Path, model: Path, threads: int) -> tuple[float, float, int]:
     return first, total, rss
 
 
-def completion_cold(tools: Path, model: Path, threads: int) -> tuple[float, float, int]:
+def completion_cold(tools: Path, olm: Path, model: Path, threads: int) -> tuple[float, float, int]:
+    # The same tokens olm evaluates: its chat template around the question.
+    prompt = chat_prompt(olm, model, TTFT_PROMPT, "")
     first, total, rss, _ = run_measured(
         [
-            str(tools / "llama-completion"), "-m", str(model), "-p", TTFT_PROMPT, "-n", "1",
+            str(tools / "llama-completion"), "-m", str(model), "-p", prompt, "-n", "1",
             "--temp", "0", "-t", str(threads), "--no-display-prompt", "-no-cnv",
         ]
     )
@@ -587,7 +589,7 @@ def main() -> int:
             olm, llama = abba(
                 options.pairs,
                 lambda: olm_cold(options.olm, model, options.threads),
-                lambda: completion_cold(tools, model, options.threads),
+                lambda: completion_cold(tools, options.olm, model, options.threads),
             )
             first_olm, first_llama = [x[0] for x in olm], [x[0] for x in llama]
             rows.append((label, "time to first token, s", statistics.median(first_olm),
