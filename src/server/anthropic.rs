@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
-use super::generation::{self, Plan, StreamFormat};
+use super::generation::{self, StreamFormat};
 use super::request::{response_id, strict_body, Fields, SamplingRequest, Stop};
 use super::tools::{self, Answer, Choice, Conversation, Whole};
 use super::AppState;
@@ -401,16 +401,8 @@ async fn messages_inner(
         stops,
     } = decode(body)?;
     let delivery = generation::Delivery::for_stream(stream);
-    let (mut started, reading) = generation::start(state, &model, None, delivery, 1, |ready| {
-        let (prompt, request, reading) = conversation.plan(&ready.chat, generate)?;
-        let plan = Plan {
-            prompt,
-            request,
-            context_limit: None,
-        };
-        Ok((plan, reading))
-    })
-    .await?;
+    let (mut started, reading) =
+        generation::start_conversation(state, &model, delivery, conversation, generate).await?;
     let id = response_id("msg");
     if stream {
         let writer = EventWriter {

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::error::ApiError;
 use super::models::{KeepAlive, LoadedModel};
+use super::tools::{Conversation, Reading};
 use super::worker::{Generation, GenerationEvent, ReadyInfo};
 use super::AppState;
 use crate::engine::{check_prompt_fits, GenerateRequest, Prompt, Stats};
@@ -107,6 +108,27 @@ pub async fn start<T>(
         generations.push(generation);
     }
     Ok((Started { generations, model }, extra))
+}
+
+/// Start one answer to `conversation` in the model's own chat format, at
+/// the server's context: what `/v1/messages` and `/v1/responses` ask for.
+pub async fn start_conversation(
+    state: &AppState,
+    model_name: &str,
+    delivery: Delivery,
+    conversation: Conversation,
+    request: GenerateRequest,
+) -> Result<(Started, Reading), ApiError> {
+    start(state, model_name, None, delivery, 1, |ready| {
+        let (prompt, request, reading) = conversation.plan(&ready.chat, request)?;
+        let plan = Plan {
+            prompt,
+            request,
+            context_limit: None,
+        };
+        Ok((plan, reading))
+    })
+    .await
 }
 
 /// Wait for every choice's whole answer.
