@@ -21,7 +21,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::{json, Value};
 
 use crate::common::server::{Server, MODEL};
-use crate::common::{assert_exit, gemma3, smollm2, stderr, stdout, TestEnv};
+use crate::common::{assert_exit, gemma3, smollm2, stdout, TestEnv};
 
 /// Text a "rewrite" prompt copies from: drafting has plenty to guess.
 const CODE: &str = "def parse_config(path):
@@ -39,11 +39,12 @@ const CODE: &str = "def parse_config(path):
 
 /// `olm run MODEL ARGS` with `stdin` piped in; the output.
 fn run_with_stdin(env: &TestEnv, model: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = env
-        .olm()
-        .arg("run")
-        .arg(model)
-        .args(args)
+    piped(env.olm().arg("run").arg(model).args(args), stdin)
+}
+
+/// Run `command` with `stdin` written to it; the output.
+fn piped(command: &mut Command, stdin: &str) -> Output {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -254,22 +255,7 @@ fn cached_run(env: &TestEnv, question: &str, extra: &[&str]) -> Output {
     args.push(question);
     let mut command = env.olm();
     command.env("OLM_PROMPT_CACHE", cache_dir(env));
-    let mut child = command
-        .arg("run")
-        .arg(smollm2())
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn olm");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(document().as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait for olm")
+    piped(command.arg("run").arg(smollm2()).args(&args), &document())
 }
 
 fn entries(env: &TestEnv) -> Vec<PathBuf> {
@@ -353,11 +339,12 @@ fn the_cache_is_bounded_and_no_cache_writes_nothing() {
     command
         .env("OLM_PROMPT_CACHE", cache_dir(&env))
         .env("OLM_PROMPT_CACHE_MIB", "1");
-    let output = with_document(
+    let output = piped(
         command
             .arg("run")
             .arg(smollm2())
             .args(["-n", "4", "Summarize."]),
+        &document(),
     );
     assert_exit(&output, 0);
     assert!(
@@ -385,26 +372,4 @@ fn the_cache_is_bounded_and_no_cache_writes_nothing() {
         String::from_utf8_lossy(&clear.stderr)
     );
     assert!(entries(&env).is_empty());
-}
-
-fn with_document(command: &mut Command) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn olm");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(document().as_bytes())
-        .expect("write stdin");
-    let output = child.wait_with_output().expect("wait");
-    assert!(
-        stderr(&output).is_empty() || output.status.success(),
-        "{}",
-        stderr(&output)
-    );
-    output
 }
