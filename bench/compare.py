@@ -47,6 +47,7 @@ import statistics
 import subprocess
 import socket
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -146,10 +147,14 @@ def olm_run_speed(olm: Path, model: Path, threads: int, test: str) -> float:
 # --- cold start ---------------------------------------------------------------------
 
 
-def olm_cold(olm: Path, model: Path, threads: int) -> tuple[float, float, int]:
-    first, total, rss, _ = run_measured(
-        [str(olm), "run", str(model), TTFT_PROMPT, "-n", "1", "--temperature", "0", "-t", str(threads)]
-    )
+def olm_cold(olm: Path, model: Path, threads: int, cache: Path | None) -> tuple[float, float, int]:
+    """A new `olm run` process: with `cache`, its prompt cache (as every run
+    has by default) in that folder; without, `--no-cache` (a first run ever)."""
+    argv = [str(olm), "run", str(model), TTFT_PROMPT, "-n", "1", "--temperature", "0", "-t", str(threads)]
+    if cache is None:
+        argv.append("--no-cache")
+    env = {**os.environ, "OLM_PROMPT_CACHE": str(cache)} if cache else None
+    first, total, rss, _ = run_measured(argv, env)
     return first, total, rss
 
 
@@ -163,6 +168,34 @@ def completion_cold(tools: Path, olm: Path, model: Path, threads: int) -> tuple[
         ]
     )
     return first, total, rss
+
+
+def cold_rows(olm: Path, tools: Path, label: str, model: Path, threads: int, pairs: int) -> list:
+    """Time to first token of a new process, page cache warm: olm with its
+    prompt cache as a run finds it after one earlier run of the model (it
+    holds the template's system prompt), olm with none (`--no-cache`, a
+    first run ever), and llama-completion with its defaults."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="olm-bench-cache-") as folder:
+        cache = Path(folder)
+        olm_cold(olm, model, threads, cache)  # the earlier run
+        for name, where in (("olm's prompt cache", cache), ("no prompt cache", None)):
+            log(f"{label} cold start ({name}): {pairs} ABBA pairs")
+            ours, llama = abba(
+                pairs,
+                lambda: olm_cold(olm, model, threads, where),
+                lambda: completion_cold(tools, olm, model, threads),
+            )
+            first_olm, first_llama = [x[0] for x in ours], [x[0] for x in llama]
+            rows.append((label, f"time to first token, s ({name})", statistics.median(first_olm),
+                         statistics.median(first_llama), median_ratio(first_olm, first_llama),
+                         noise(first_olm, first_llama), "≤ 0.5"))
+            if where is None:
+                rss_olm, rss_llama = [x[2] for x in ours], [x[2] for x in llama]
+                rows.append((label, "peak RSS, MiB", statistics.median(rss_olm) / 1024,
+                             statistics.median(rss_llama) / 1024, median_ratio(rss_olm, rss_llama),
+                             noise(rss_olm, rss_llama), "≤ 1.05"))
+    return rows
 
 
 # --- drafting, the document cache -----------------------------------------------------
@@ -585,20 +618,7 @@ def main() -> int:
                 rows.append((label, f"{test} t/s", statistics.median(olm), statistics.median(llama),
                              median_ratio(olm, llama), noise(olm, llama), "≥ 0.98"))
         if "cold" not in skip:
-            log(f"{label} cold start: {options.pairs} ABBA pairs")
-            olm, llama = abba(
-                options.pairs,
-                lambda: olm_cold(options.olm, model, options.threads),
-                lambda: completion_cold(tools, options.olm, model, options.threads),
-            )
-            first_olm, first_llama = [x[0] for x in olm], [x[0] for x in llama]
-            rows.append((label, "time to first token, s", statistics.median(first_olm),
-                         statistics.median(first_llama), median_ratio(first_olm, first_llama),
-                         noise(first_olm, first_llama), "≤ 0.5"))
-            rss_olm, rss_llama = [x[2] for x in olm], [x[2] for x in llama]
-            rows.append((label, "peak RSS, MiB", statistics.median(rss_olm) / 1024,
-                         statistics.median(rss_llama) / 1024, median_ratio(rss_olm, rss_llama),
-                         noise(rss_olm, rss_llama), "≤ 1.05"))
+            rows += cold_rows(options.olm, tools, label, model, options.threads, options.pairs)
         if "serve" not in skip:
             rows += serve_rows(options.olm, tools, label, model, options.threads, max(2, options.pairs // 2))
         if "draft" not in skip:

@@ -98,10 +98,14 @@ impl PromptCache {
 
     /// The entry of `key` whose tokens begin `prompt` the longest way (at
     /// least `min_match` tokens), checked whole; `None` when there is none.
-    /// A hit counts as a use (it is kept longest).
+    /// Of entries that match as far, the shortest is read; an entry is
+    /// never read for less than half of it (a long document's state is not
+    /// loaded for the system prompt it starts with: evaluating that costs
+    /// less than reading the whole state). A hit counts as a use (it is
+    /// kept longest).
     pub fn find(&self, key: &str, prompt: &[i32], min_match: usize) -> Option<Hit> {
         let prefix = key_prefix(key);
-        let mut best: Option<(usize, PathBuf)> = None;
+        let mut best: Option<(usize, usize, PathBuf)> = None;
         for path in self.entries() {
             let matches_key = path
                 .file_name()
@@ -117,11 +121,15 @@ impl PromptCache {
                 continue;
             }
             let matched = common_prefix(&tokens, prompt);
-            if matched >= min_match && best.as_ref().is_none_or(|(length, _)| matched > *length) {
-                best = Some((matched, path));
+            let worth_reading = matched >= min_match && matched * 2 >= tokens.len();
+            let better = best.as_ref().is_none_or(|(length, size, _)| {
+                (matched, std::cmp::Reverse(tokens.len())) > (*length, std::cmp::Reverse(*size))
+            });
+            if worth_reading && better {
+                best = Some((matched, tokens.len(), path));
             }
         }
-        let (matched, path) = best?;
+        let (matched, _, path) = best?;
         let (_, tokens, state) = read_entry(&path, key, self.max_bytes).ok()?;
         let _ = touch(&path);
         Some(Hit {
@@ -415,10 +423,24 @@ mod tests {
             .find("model-a", &[1, 2, 3, 4, 5, 9], 2)
             .expect("a hit");
         assert_eq!((hit.matched, hit.state.as_slice()), (5, &b"five"[..]));
+        // As far as both: the shorter entry is the one read.
         let hit = cache.find("model-a", &[1, 2, 3, 7], 2).expect("a hit");
-        assert_eq!(hit.matched, 3);
+        assert_eq!((hit.matched, hit.state.as_slice()), (3, &b"three"[..]));
         assert!(cache.find("model-a", &[9, 9], 1).is_none());
         assert!(cache.find("model-c", &[1, 2, 3], 1).is_none());
+    }
+
+    #[test]
+    fn an_entry_is_not_read_for_less_than_half_of_it() {
+        let (_dir, cache) = cache(1 << 20);
+        let document: Vec<i32> = (1..=10).collect();
+        cache.store("model-a", "doc", &document, b"ten").unwrap();
+        // The system prompt (the first 4 tokens) of another document.
+        assert!(cache.find("model-a", &[1, 2, 3, 4, 99], 2).is_none());
+        let hit = cache
+            .find("model-a", &[1, 2, 3, 4, 5, 99], 2)
+            .expect("half of it is used");
+        assert_eq!(hit.matched, 5);
     }
 
     #[test]

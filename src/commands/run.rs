@@ -427,8 +427,12 @@ impl Input {
     }
 }
 
-/// Shorter beginnings are evaluated faster than a cache entry is written.
-const MIN_CACHED_TOKENS: usize = 64;
+/// The shortest beginning cached. A model's built-in system prompt is
+/// about this long and every plain question starts with it: SmolLM2's 20
+/// tokens take 130 ms to evaluate on 2 CPUs, while their 0.5 MB state is
+/// read, checked and restored in a few milliseconds. Shorter beginnings
+/// (a template's turn marker) cost next to nothing inside the prompt's batch.
+const MIN_CACHED_TOKENS: usize = 16;
 
 /// How many tokens of the prompt later runs are likely to share: everything
 /// the template puts before the user's message (the system prompt) and the

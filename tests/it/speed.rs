@@ -286,6 +286,49 @@ fn a_second_question_about_a_document_reuses_its_evaluation() {
     assert_eq!(second["text"], uncached["text"]);
 }
 
+/// A plain question (nothing piped) starts with the model's built-in system
+/// prompt (SmolLM2 has one): the next question loads that from the cache
+/// and answers as an uncached run does. A cached document is not read for
+/// the system prompt it starts with.
+#[test]
+fn the_built_in_system_prompt_is_evaluated_once() {
+    let env = TestEnv::new();
+    let ask = |question: &str, extra: &[&str]| {
+        let mut command = env.olm();
+        command
+            .env("OLM_PROMPT_CACHE", cache_dir(&env))
+            .arg("run")
+            .arg(smollm2())
+            .args(["--temperature", "0", "-n", "16", "--json"])
+            .args(extra)
+            .arg(question);
+        json_report(&command.output().expect("run olm"))
+    };
+    let first = ask("What is a river?", &[]);
+    assert_eq!(first["prompt_tokens_from_cache"], 0);
+    assert_eq!(entries(&env).len(), 1, "the system prompt saved");
+
+    let second = ask("Why is the sky blue?", &[]);
+    let from_cache = second["prompt_tokens_from_cache"].as_u64().unwrap();
+    let prompt = second["prompt_tokens"].as_u64().unwrap();
+    assert!(
+        (16..prompt).contains(&from_cache),
+        "{from_cache} of {prompt} from the cache"
+    );
+    let uncached = ask("Why is the sky blue?", &["--no-cache"]);
+    assert_eq!(second["text"], uncached["text"]);
+
+    // A document's entry also starts with the system prompt; a question
+    // without the document still finds the system prompt.
+    json_report(&cached_run(&env, "What do people grow?", &[]));
+    assert_eq!(entries(&env).len(), 2, "{:?}", entries(&env));
+    let third = ask("What is a lake?", &[]);
+    assert_eq!(
+        third["prompt_tokens_from_cache"],
+        second["prompt_tokens_from_cache"]
+    );
+}
+
 /// Truncated, altered and foreign entries are never loaded: the run answers
 /// as if there were none (and saves a good entry again).
 #[test]
