@@ -10,7 +10,9 @@ Measured:
   pp512 / tg128   `olm bench` vs `llama-bench` (or `olm run --json` when
                   `olm bench` is not available)
   ttft            wall time of a cold one-shot run to its first answer
-                  token: `olm run -n 1` vs `llama-completion -n 1`
+                  token: `olm run -n 1` vs `llama-completion -n 1`; olm
+                  twice, with the prompt cache a run finds after one earlier
+                  run (the model's system prompt) and with none
   peak RSS        of those one-shot runs
   serve           aggregate generated tokens/s of `olm serve --parallel 8` vs
                   `llama-server --parallel 8` at 1, 4 and 8 concurrent clients
