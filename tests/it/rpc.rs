@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -176,6 +176,30 @@ fn answer(env: &TestEnv, extra: &[&str]) -> Output {
         .args(extra)
         .arg("Name three colors of the rainbow.");
     run(&mut command)
+}
+
+/// `olm run` over the worker at `endpoint`, counting on for `tokens`
+/// tokens (a long answer that streams from the start, the same each time).
+fn counting_run(env: &TestEnv, endpoint: &str, tokens: u32) -> Command {
+    let mut command = env.olm();
+    command
+        .args([
+            "run",
+            smollm2().to_str().expect("utf-8"),
+            "--raw",
+            "--no-cache",
+        ])
+        .args([
+            "--temperature",
+            "0",
+            "-n",
+            &tokens.to_string(),
+            "--draft",
+            "off",
+        ])
+        .args(["--rpc", endpoint])
+        .arg("1, 2, 3, 4, 5, 6, 7, 8,");
+    command
 }
 
 fn json(output: &Output) -> Value {
@@ -360,18 +384,8 @@ fn a_worker_that_dies_mid_answer_ends_it_with_an_error_not_a_hang() {
     let mut worker = Worker::start(&env);
     for (kill, timeout) in [(libc::SIGKILL, "300"), (libc::SIGSTOP, "3")] {
         let server = worker.server_pid();
-        let mut client = env
-            .olm()
+        let mut client = counting_run(&env, &worker.endpoint(), 4000)
             .env("OLM_RPC_TIMEOUT", timeout)
-            .args([
-                "run",
-                smollm2().to_str().expect("utf-8"),
-                "--raw",
-                "--no-cache",
-            ])
-            .args(["--temperature", "0", "-n", "4000", "--draft", "off"])
-            .args(["--rpc", &worker.endpoint()])
-            .arg("1, 2, 3, 4, 5, 6, 7, 8,")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -442,20 +456,7 @@ fn a_worker_that_dies_mid_answer_ends_it_with_an_error_not_a_hang() {
 fn a_client_stopped_and_continued_keeps_its_worker() {
     let env = TestEnv::new();
     let worker = Worker::start(&env);
-    let command = || {
-        let mut command = env.olm();
-        command
-            .args([
-                "run",
-                smollm2().to_str().expect("utf-8"),
-                "--raw",
-                "--no-cache",
-            ])
-            .args(["--temperature", "0", "-n", "600", "--draft", "off"])
-            .args(["--rpc", &worker.endpoint()])
-            .arg("1, 2, 3, 4, 5, 6, 7, 8,");
-        command
-    };
+    let command = || counting_run(&env, &worker.endpoint(), 600);
     let undisturbed = run(&mut command());
     assert_exit(&undisturbed, 0);
     let mut client = command()
