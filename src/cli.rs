@@ -139,8 +139,8 @@ pub enum Command {
     /// way loads it instead of evaluating it again. Entries are keyed by the
     /// model's bytes, the llama.cpp build and olm's context settings, checked
     /// whole before use, and the least recently used go first beyond
-    /// `OLM_PROMPT_CACHE_MIB` (default 4096). `olm run --no-cache` neither
-    /// reads nor writes it.
+    /// `OLM_PROMPT_CACHE_MIB` (default 4096; 0 turns the cache off). `olm run
+    /// --no-cache` neither reads nor writes it.
     Cache(CacheArgs),
 
     /// Check this machine and the store: build, CPU, backends, sandbox, models.

@@ -92,6 +92,12 @@ impl PromptCache {
         Some(Self::new(dir, mib.saturating_mul(1 << 20)))
     }
 
+    /// A bound of 0 (`OLM_PROMPT_CACHE_MIB=0`) turns the cache off: `run`
+    /// neither reads nor writes it.
+    pub fn is_off(&self) -> bool {
+        self.max_bytes == 0
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

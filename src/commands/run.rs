@@ -158,12 +158,14 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         session.n_ctx(),
         started.elapsed().as_millis()
     );
+    let cache_started = Instant::now();
     let cached = if args.no_cache {
         CachedPrefix::default()
     } else {
         let boundary = reusable_prefix(&model, &rendered, &input, chat, &tokens);
         use_prompt_cache(&mut session, &tokens, boundary, &identity, &cancel)
     };
+    let cache_time = cache_started.elapsed();
     spinner.finish();
 
     let mut output = Output {
@@ -178,12 +180,17 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         ends_with_newline: true,
         thinking_shown: false,
     };
-    let stats = session
+    let mut stats = session
         .generate(&tokens, &request, &cancel, |piece| {
             let pieces = output.parser.push(piece);
             output.take(pieces)
         })?
         .context("cannot write the answer to stdout")?;
+    // The prompt's cached beginning was loaded or evaluated before the
+    // generation started: its time is the prompt's too.
+    stats.prompt_time += cache_time;
+    stats.time_to_first_token += cache_time;
+    stats.prompt_tokens_evaluated += cached.evaluated;
     let (pieces, call_error) = output.parser.finish();
     output
         .take(pieces)
@@ -191,7 +198,7 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     output.end_thinking();
 
     if let Some(save) = cached.to_save {
-        save.write();
+        save.write(printer);
     }
     let Output {
         mut stdout,
@@ -470,6 +477,8 @@ fn reusable_prefix(
 struct CachedPrefix {
     /// Prompt tokens loaded from the cache instead of evaluated.
     from_cache: usize,
+    /// Prompt tokens evaluated to be cached (before the generation).
+    evaluated: usize,
     /// A newly evaluated beginning, written once the answer is out.
     to_save: Option<PendingSave>,
 }
@@ -483,18 +492,21 @@ struct PendingSave {
 }
 
 impl PendingSave {
-    /// Best effort: a cache that cannot be written costs only speed.
-    fn write(self) {
+    /// A cache that cannot be written costs only speed: the answer stands,
+    /// and the user is told how to stop trying.
+    fn write(self, printer: &Printer) {
         if let Err(error) = self.cache.store(
             &self.key,
             &self.label,
             &self.snapshot.tokens,
             &self.snapshot.state,
         ) {
-            tracing::warn!(
-                "cannot write the prompt cache in {}: {error}",
-                self.cache.dir().display()
-            );
+            printer.warn(&format!(
+                "cannot write the prompt cache in {}: {error}; later runs evaluate this prompt \
+                 again (--no-cache or {}=0 stops using the cache)",
+                self.cache.dir().display(),
+                crate::env::OLM_PROMPT_CACHE_MIB,
+            ));
         }
     }
 }
@@ -510,7 +522,7 @@ fn use_prompt_cache(
     cancel: &AtomicBool,
 ) -> CachedPrefix {
     let mut outcome = CachedPrefix::default();
-    let Some(cache) = PromptCache::from_env() else {
+    let Some(cache) = PromptCache::from_env().filter(|cache| !cache.is_off()) else {
         return outcome;
     };
     if reusable < MIN_CACHED_TOKENS {
@@ -533,9 +545,10 @@ fn use_prompt_cache(
     }
     let saved = session
         .prefill_prefix(&tokens.prefix(reusable), cancel)
-        .and_then(|_| session.snapshot());
+        .and_then(|evaluated| Ok((evaluated, session.snapshot()?)));
     match saved {
-        Ok(snapshot) => {
+        Ok((evaluated, snapshot)) => {
+            outcome.evaluated = evaluated;
             outcome.to_save = Some(PendingSave {
                 cache,
                 key,

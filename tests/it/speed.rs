@@ -272,6 +272,7 @@ fn a_second_question_about_a_document_reuses_its_evaluation() {
     let first = json_report(&cached_run(&env, "What do people grow?", &[]));
     assert_eq!(first["prompt_tokens_from_cache"], 0);
     assert_eq!(entries(&env).len(), 1, "one entry saved");
+    assert_prompt_timing(&first);
 
     let second = json_report(&cached_run(&env, "What do people sell?", &[]));
     let from_cache = second["prompt_tokens_from_cache"].as_u64().unwrap();
@@ -280,10 +281,82 @@ fn a_second_question_about_a_document_reuses_its_evaluation() {
         from_cache > 800 && from_cache < prompt,
         "{from_cache} of {prompt} from the cache"
     );
+    assert_prompt_timing(&second);
 
     let uncached = json_report(&cached_run(&env, "What do people sell?", &["--no-cache"]));
     assert_eq!(uncached["prompt_tokens_from_cache"], 0);
     assert_eq!(second["text"], uncached["text"]);
+}
+
+/// `--json`'s prompt figures cover the whole prompt, its cached beginning
+/// too (evaluated for the cache, or loaded from it, before the generation):
+/// the tokens its rate and time imply are those not loaded from the cache,
+/// and the first token comes after the prompt.
+fn assert_prompt_timing(report: &Value) {
+    let number = |field: &str| {
+        report[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {field}: {report}"))
+    };
+    let evaluated = number("prompt_tokens_per_second") * number("prompt_ms") / 1000.0;
+    let expected = number("prompt_tokens") - number("prompt_tokens_from_cache");
+    assert!(
+        (evaluated - expected).abs() < 0.5,
+        "{evaluated} tokens evaluated by the report's rate and time, {expected} expected: {report}"
+    );
+    assert!(
+        number("time_to_first_token_ms") >= number("prompt_ms"),
+        "{report}"
+    );
+}
+
+/// A cache folder that cannot be written (here its parent is a file, which
+/// stops root too) costs speed, not the answer: one warning line says how
+/// to stop using it, and `OLM_PROMPT_CACHE_MIB=0` does.
+#[test]
+fn an_unwritable_cache_folder_is_one_warning_and_the_answer_stands() {
+    let env = TestEnv::new();
+    let blocker = env.path().join("not-a-folder");
+    std::fs::write(&blocker, "a file where the cache's parent should be").unwrap();
+    let ask = |extra_env: Option<(&str, &str)>| {
+        let mut command = env.olm();
+        command.env("OLM_PROMPT_CACHE", blocker.join("prompts"));
+        if let Some((name, value)) = extra_env {
+            command.env(name, value);
+        }
+        piped(
+            command.arg("run").arg(smollm2()).args([
+                "--temperature",
+                "0",
+                "-n",
+                "8",
+                "--json",
+                "What do people grow?",
+            ]),
+            &document(),
+        )
+    };
+
+    let warned = ask(None);
+    let report = json_report(&warned);
+    assert!(report["generated_tokens"].as_u64().unwrap_or(0) > 0, "{report}");
+    let stderr = String::from_utf8_lossy(&warned.stderr).into_owned();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("warning: cannot write the prompt cache in ")
+            && lines[0].contains("OLM_PROMPT_CACHE_MIB=0"),
+        "{stderr}"
+    );
+
+    let off = ask(Some(("OLM_PROMPT_CACHE_MIB", "0")));
+    let report = json_report(&off);
+    assert_eq!(report["prompt_tokens_from_cache"], 0);
+    assert_eq!(
+        String::from_utf8_lossy(&off.stderr),
+        "",
+        "the cache is off: nothing to warn about"
+    );
 }
 
 /// A plain question (nothing piped) starts with the model's built-in system
