@@ -339,7 +339,10 @@ fn an_unwritable_cache_folder_is_one_warning_and_the_answer_stands() {
 
     let warned = ask(None);
     let report = json_report(&warned);
-    assert!(report["generated_tokens"].as_u64().unwrap_or(0) > 0, "{report}");
+    assert!(
+        report["generated_tokens"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
     let stderr = String::from_utf8_lossy(&warned.stderr).into_owned();
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{stderr}");
