@@ -299,8 +299,18 @@ pub struct Model {
     template: ChatTemplate,
     description: String,
     limits: PromptLimits,
+    /// The context the model was trained for (see [`trained_context`]).
+    n_ctx_train: u32,
     /// Where the layers went, when they were placed over several devices.
     split: Option<rpc::Split>,
+}
+
+/// The trained context a file claims (a `u32` key, so up to 2^32-1), as olm
+/// uses it: at least 1 and at most `i32::MAX`. llama.cpp hands the value out
+/// as an `i32`, and llama-cpp-2 panics on the negative number a claim of
+/// 2^31 or more becomes; nothing olm sizes comes near either bound.
+fn trained_context(claimed: u64) -> u32 {
+    u32::try_from(claimed.clamp(1, i32::MAX as u64)).unwrap_or(1)
 }
 
 impl std::fmt::Debug for Model {
@@ -327,12 +337,7 @@ impl Model {
         if let Some(text) = jinja {
             template::prestart(text);
         }
-        Self::load_path(
-            model.path(),
-            PromptLimits::from_header(model.header()),
-            model.header().block_count(),
-            options,
-        )
+        Self::load_path(model.path(), Some(model.header()), options)
     }
 
     /// Tests only (debug builds): load a file without olm's check, to prove
@@ -340,19 +345,17 @@ impl Model {
     #[cfg(debug_assertions)]
     pub fn load_unchecked(path: &Path, options: &LoadOptions) -> Result<Self, EngineError> {
         let header = crate::gguf::inspect(path).ok();
-        let limits = header
-            .as_ref()
-            .map_or_else(PromptLimits::unknown, PromptLimits::from_header);
-        let n_layer = header.as_ref().and_then(|header| header.block_count());
-        Self::load_path(path, limits, n_layer, options)
+        Self::load_path(path, header.as_ref(), options)
     }
 
+    /// Load `path`, whose `header` olm has read (and, but in tests, checked).
     fn load_path(
         path: &Path,
-        limits: PromptLimits,
-        n_layer: Option<u64>,
+        header: Option<&crate::gguf::GgufFile>,
         options: &LoadOptions,
     ) -> Result<Self, EngineError> {
+        let limits = header.map_or_else(PromptLimits::unknown, PromptLimits::from_header);
+        let n_layer = header.and_then(|header| header.block_count());
         let backend = backend()?;
         // Workers first: one that cannot be used is named before the load.
         let placement = if options.rpc.is_empty() && options.tensor_split.is_empty() {
@@ -411,7 +414,12 @@ impl Model {
         };
         let template = ChatTemplate::new(&inner, source)?;
         let description = describe_model(&inner);
+        let n_ctx_train = match header.and_then(|header| header.context_length()) {
+            Some(claimed) => trained_context(claimed),
+            None => inner.n_ctx_train(),
+        };
         Ok(Self {
+            n_ctx_train,
             inner,
             template,
             description,
@@ -486,7 +494,7 @@ impl Model {
 
     /// The context length the model was trained with.
     pub fn n_ctx_train(&self) -> u32 {
-        self.inner.n_ctx_train()
+        self.n_ctx_train
     }
 
     /// Width of the vectors the model embeds text as.

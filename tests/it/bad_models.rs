@@ -410,6 +410,28 @@ fn real_and_tiny_models_pass_and_the_tiny_model_runs() {
     assert_exit(&output, 0);
 }
 
+/// T-A8: a trained context the file claims far beyond anything real
+/// (2^31, and the largest `u32`) is olm's to clamp, not a crash: llama.cpp
+/// hands the value out as a negative `i32`, which llama-cpp-2 panicked on.
+/// `olm run` answers within a context it sizes itself, `--json` included.
+#[test]
+fn a_trained_context_of_2_31_or_more_runs() {
+    let env = TestEnv::new();
+    for claimed in [1u32 << 31, u32::MAX] {
+        let path = env.path().join(format!("context-{claimed}.gguf"));
+        let model = tiny_model().set_metadata("llama.context_length", claimed);
+        std::fs::write(&path, model.to_bytes()).expect("write the model");
+        let output = run(env
+            .olm()
+            .arg("run")
+            .arg(&path)
+            .args(["--raw", "-n", "2", "--json", "hi"]));
+        assert_exit(&output, 0);
+        let report: Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+        assert_eq!(report["generated_tokens"], 2, "{claimed}: {report}");
+    }
+}
+
 /// Splits the real model at `source` into `count` parts in `dir`, as
 /// `gguf-split` does: the first part keeps the metadata, every part gets
 /// the split keys and its share of the tensors, with their real data.
