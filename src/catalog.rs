@@ -19,6 +19,9 @@ use crate::store::names::{check_part, check_tag};
 use crate::store::{HubKind, RepoId};
 
 const BUILTIN: &str = include_str!("catalog.toml");
+/// Most bytes of `config.toml` read: a FIFO or `/dev/zero` in its place is
+/// refused, not read forever.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// One alias.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,13 +172,17 @@ impl Catalog {
     /// win over built-in aliases of the same name), if that file exists.
     pub fn load(config: &Path) -> Result<Self, CatalogError> {
         let mut catalog = Self::builtin()?;
-        let text = match std::fs::read_to_string(config) {
+        let text = match crate::files::read_text_bounded(config, MAX_CONFIG_BYTES) {
             Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(catalog),
+            Err(crate::files::ReadError::Io { error, .. })
+                if error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(catalog)
+            }
             Err(error) => {
                 return Err(CatalogError {
                     source_name: config.display().to_string(),
-                    message: error.to_string(),
+                    message: error.reason(),
                 })
             }
         };

@@ -32,6 +32,21 @@ pub enum ReadError {
     NotText { path: PathBuf },
 }
 
+impl ReadError {
+    /// What went wrong, without the path (for a caller that names the file
+    /// itself).
+    pub fn reason(&self) -> String {
+        match self {
+            ReadError::Io { error, .. } => error.to_string(),
+            ReadError::NotAFile { .. } => "not a regular file".to_owned(),
+            ReadError::TooLarge { limit, .. } => {
+                format!("larger than the limit of {}", crate::human::size(*limit))
+            }
+            ReadError::NotText { .. } => "not UTF-8 text".to_owned(),
+        }
+    }
+}
+
 /// The bytes of the regular file at `path`, refused when it holds more than
 /// `limit` bytes.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {

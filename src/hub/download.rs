@@ -21,6 +21,8 @@ use crate::store::{self, DownloadPaths};
 pub const PARALLEL_THRESHOLD: u64 = 64 << 20;
 /// Bytes between durable checkpoints of a parallel download.
 const CHECKPOINT_BYTES: u64 = 4 << 20;
+/// Most bytes of a download's state file read (a few segments of JSON).
+const MAX_STATE_BYTES: u64 = 1 << 20;
 const BUFFER_BYTES: usize = 256 << 10;
 
 /// One byte range of the file and how much of it is on disk.
@@ -223,16 +225,21 @@ fn state_path(partial: &Path) -> PathBuf {
 }
 
 /// The byte ranges still to fetch: from the parts state of an earlier
-/// parallel download, or one range from the partial file's length.
+/// parallel download, or one range from the partial file's length (a
+/// single-stream download writes no state). A state that is there but
+/// cannot be used (damaged, from another size, not a file) leaves the
+/// partial file's layout unknown: a parallel download leaves holes, so it
+/// starts over rather than resuming from its length into a corrupt file.
 fn plan(hub: &Hub, file: &File, state_path: &Path, size: u64) -> Result<Vec<Segment>, HubError> {
     if let Some(segments) = read_state(state_path, size) {
         return Ok(segments);
     }
+    let layout_unknown = fs::symlink_metadata(state_path).is_ok();
     let mut length = file
         .metadata()
         .map_err(HubError::io("cannot read", state_path))?
         .len();
-    if length > size {
+    if length > size || layout_unknown {
         file.set_len(0)
             .map_err(HubError::io("cannot truncate", state_path))?;
         length = 0;
@@ -259,7 +266,9 @@ fn plan(hub: &Hub, file: &File, state_path: &Path, size: u64) -> Result<Vec<Segm
 }
 
 fn read_state(path: &Path, size: u64) -> Option<Vec<Segment>> {
-    let text = fs::read(path).ok()?;
+    // A regular file of olm's own making; anything else (a FIFO, a huge
+    // file planted in its place) is no state, and the download starts over.
+    let text = crate::files::read_bounded(path, MAX_STATE_BYTES).ok()?;
     let state: PartsState = serde_json::from_slice(&text).ok()?;
     let valid = state.size == size
         && !state.segments.is_empty()

@@ -239,6 +239,29 @@ fn schema_and_template_files_are_bounded_regular_files() {
     }
 }
 
+/// T-G4: olm's own `config.toml` is read the same way: a FIFO or a device
+/// in its place is refused at once, not read forever.
+#[test]
+fn the_config_file_is_a_bounded_regular_file() {
+    let env = TestEnv::new();
+    let home = env.path().join("olm-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let config = home.join("config.toml");
+    make_fifo(&config);
+    measure(env.olm().args(["list", "--available"])).assert_refused(
+        2,
+        "config.toml: not a regular file",
+        Duration::from_secs(3),
+    );
+    std::fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &config).unwrap();
+    measure(env.olm().args(["list", "--available"])).assert_refused(
+        2,
+        "config.toml: not a regular file",
+        Duration::from_secs(3),
+    );
+}
+
 /// T-G3: a pattern of nested alternations (512 of them in 2 KB) would make
 /// every generated token take seconds; it is refused before the model loads.
 #[test]

@@ -304,6 +304,72 @@ fn kill_9_mid_pull_then_pull_again_resumes() {
     assert_exit(&run(env.olm().arg("verify")), 0);
 }
 
+/// Every `*.parts` file (a download's resume state) under `dir`.
+fn resume_states(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(resume_states(&path));
+        } else if path
+            .extension()
+            .is_some_and(|extension| extension == "parts")
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// A parallel download's partial file has holes; its resume state says
+/// where. A state that cannot be used (damaged, or a FIFO planted in its
+/// place: T-G4) is no state: the pull starts over and completes, never
+/// resumes from the partial's length into a corrupt file, and never waits
+/// on the FIFO.
+#[test]
+fn an_unusable_resume_state_starts_the_download_over() {
+    let damage: [(&str, fn(&Path)); 2] = [
+        ("damaged", |state| {
+            std::fs::write(state, "{\"size\": 1").unwrap()
+        }),
+        ("fifo", |state| {
+            std::fs::remove_file(state).unwrap();
+            let name = std::ffi::CString::new(state.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: mkfifo gets a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
+        }),
+    ];
+    for (what, spoil) in damage {
+        let env = TestEnv::new();
+        let hub = FakeHub::start(&env);
+        hub.set_faults(json!({"rate": 4_000_000}));
+        let mut child = hub
+            .olm(&env)
+            .args(["pull", SMOL])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let states = resume_states(env.path());
+        assert_eq!(states.len(), 1, "{what}: one download's state: {states:?}");
+        spoil(&states[0]);
+
+        hub.set_faults(json!({}));
+        let output = run(hub.olm(&env).args(["pull", SMOL]));
+        assert_exit(&output, 0);
+        assert!(
+            !stderr(&output).contains("resuming"),
+            "{what}: {}",
+            stderr(&output)
+        );
+        assert_eq!(sha256(&blob(&env)), SMOL_SHA, "{what}");
+        assert_exit(&run(env.olm().arg("verify")), 0);
+    }
+}
+
 #[test]
 fn ctrl_c_keeps_the_partial_and_exits_130() {
     let env = TestEnv::new();
