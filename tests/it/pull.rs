@@ -328,7 +328,8 @@ fn resume_states(dir: &Path) -> Vec<PathBuf> {
 /// on the FIFO.
 #[test]
 fn an_unusable_resume_state_starts_the_download_over() {
-    let damage: [(&str, fn(&Path)); 2] = [
+    type Spoil = fn(&Path);
+    let damage: [(&str, Spoil); 2] = [
         ("damaged", |state| {
             std::fs::write(state, "{\"size\": 1").unwrap()
         }),
