@@ -72,9 +72,33 @@ impl Session<'_> {
                 "llama.cpp could not restore the saved state".into(),
             ));
         }
+        if !self.positions_match(snapshot.tokens.len()) {
+            self.clear();
+            return Err(EngineError::Decode(
+                "the saved state's positions do not match its tokens".into(),
+            ));
+        }
         let tokens: Vec<LlamaToken> = snapshot.tokens.iter().map(|&id| LlamaToken(id)).collect();
         self.set_cached(tokens);
         self.keep_first(keep);
         Ok(())
+    }
+
+    /// Whether the restored cache ends where `tokens` tokens end: its last
+    /// position is `tokens - 1` and none is negative (a sliding-window
+    /// cache may have dropped the first ones). llama.cpp checks the state's
+    /// shapes, not its positions: a file with a forged hash could otherwise
+    /// leave positions the next decode refuses, or worse.
+    fn positions_match(&self, tokens: usize) -> bool {
+        let context = self.context();
+        let (first, last) = (
+            context.kv_cache_seq_pos_min(0),
+            context.kv_cache_seq_pos_max(0),
+        );
+        match tokens.checked_sub(1).map(i32::try_from) {
+            None => last < 0,
+            Some(Ok(expected)) => first >= 0 && first <= last && last == expected,
+            Some(Err(_)) => false,
+        }
     }
 }

@@ -583,6 +583,61 @@ fn a_saved_conversation_loads_with_its_state() {
     assert_eq!(second.wait_for_exit(), 0);
 }
 
+/// A saved state is llama.cpp's own bytes, checked by olm's hash, which a
+/// hostile file can forge. A state whose positions do not end where its
+/// tokens do (here every cell claims position 7) is not restored: the
+/// conversation loads, the model reads it again, and the chat goes on.
+#[test]
+fn a_saved_state_with_forged_positions_is_not_restored() {
+    let env = TestEnv::new();
+    let first = chat(&env, &["-n", "8"]);
+    first.say("Name three colours.");
+    let screen = first.say("/save talk.json");
+    assert!(screen.contains("and the model's state"), "{screen}");
+    first.send_key("C-d");
+    assert_eq!(first.wait_for_exit(), 0);
+    drop(first);
+
+    let path = env.path().join("talk.kv");
+    let bytes = std::fs::read(&path).expect("talk.kv");
+    let header_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[12..12 + header_len]).expect("the header");
+    let key = header["key"].as_str().expect("a key");
+    let (tokens, mut state) = olm::promptcache::read_file(&path, key, 1 << 30).expect("intact");
+    // llama.cpp's layout of one sequence's state here: 8 bytes, the stream
+    // count, the cell count, then (position, 1, sequence 0) per cell.
+    let word = |state: &[u8], at: usize| i32::from_le_bytes(state[at..at + 4].try_into().unwrap());
+    assert_eq!(
+        (word(&state, 8), word(&state, 12)),
+        (1, tokens.len() as i32),
+        "llama.cpp's state layout changed"
+    );
+    for cell in 0..tokens.len() {
+        let at = 16 + 12 * cell;
+        let saved = (word(&state, at), word(&state, at + 4), word(&state, at + 8));
+        assert_eq!(
+            saved,
+            (cell as i32, 1, 0),
+            "llama.cpp's state layout changed"
+        );
+        state[at..at + 4].copy_from_slice(&7i32.to_le_bytes());
+    }
+    let label = header["label"].as_str().unwrap_or_default();
+    olm::promptcache::write_file(&path, key, label, &tokens, &state).expect("write");
+
+    let second = chat(&env, &["-n", "8"]);
+    let screen = second.say("/load talk.json");
+    assert!(
+        screen.contains("loaded 2 messages from talk.json; the model reads them"),
+        "{screen}"
+    );
+    let screen = second.say("And three fruits?");
+    assert!(!screen.contains("error"), "{screen}");
+    second.send_key("C-d");
+    assert_eq!(second.wait_for_exit(), 0);
+}
+
 /// Issue 16: a chat at temperature 0 gives the same answers with drafting on
 /// and off, turn after turn (the cached conversation stays right when
 /// drafts are rejected).
