@@ -1014,6 +1014,10 @@ mod tests {
                 "tool_call_id",
             ),
             (json!({"tool_choice": "required"}), "no tools"),
+            // Ignored on purpose, but only with OpenAI's types.
+            (json!({"user": -1}), "expected a string"),
+            (json!({"metadata": {"a": 1}}), "expected a string"),
+            (json!({"service_tier": ["auto"]}), "expected a string"),
         ] {
             let error = chat(fields.clone()).expect_err(&fields.to_string());
             assert_eq!(

@@ -79,8 +79,27 @@ pub fn strict_body<T: DeserializeOwned>(
             .map(|key| (key, serde_json::Value::Null))
             .collect();
     fields.check(&keys, "the request")?;
+    if fields.ignored.iter().any(|name| keys.contains_key(*name)) {
+        serde_json::from_slice::<IgnoredFieldTypes>(&bytes)
+            .map_err(|error| ApiError::bad_request(format!("invalid request body: {error}")))?;
+    }
     serde_json::from_slice(&bytes)
         .map_err(|error| ApiError::bad_request(format!("invalid request body: {error}")))
+}
+
+/// The types of the fields olm ignores on purpose (`Fields::ignored`), as
+/// the APIs that define them say: ignored is not unchecked, so `"user": -1`
+/// is a 400 as it is at OpenAI. Every other field is skipped here.
+#[derive(Deserialize)]
+#[expect(dead_code, reason = "decoded for its types only")]
+struct IgnoredFieldTypes {
+    /// OpenAI: the end user's id.
+    user: Option<String>,
+    /// OpenAI's labels (string to string); Anthropic's `{"user_id": ...}`.
+    metadata: Option<std::collections::BTreeMap<String, Option<String>>>,
+    service_tier: Option<String>,
+    prompt_cache_key: Option<String>,
+    safety_identifier: Option<String>,
 }
 
 /// Refuse JSON nested deeper than serde_json would decode. serde_json skips
