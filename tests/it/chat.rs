@@ -551,21 +551,31 @@ fn unbounded_loads_and_messages_are_refused_and_the_chat_goes_on() {
     assert_eq!(terminal.wait_for_exit(), 0);
 }
 
+/// A chat (with `args`) that says each of `messages`, then `/save
+/// talk.json`, which keeps the model's state in `talk.kv`; then quits.
+fn save_chat_with_state(env: &TestEnv, args: &[&str], messages: &[&str]) {
+    let terminal = chat(env, args);
+    for message in messages {
+        terminal.say(message);
+    }
+    let screen = terminal.say("/save talk.json");
+    assert!(screen.contains("and the model's state"), "{screen}");
+    assert!(env.path().join("talk.kv").is_file());
+    terminal.send_key("C-d");
+    assert_eq!(terminal.wait_for_exit(), 0);
+}
+
 /// Issue 16: `/save FILE.json` keeps the model's state beside the transcript
 /// and `/load` in a new chat restores it, so the loaded conversation is not
 /// evaluated again: the next turn evaluates little more than itself.
 #[test]
 fn a_saved_conversation_loads_with_its_state() {
     let env = TestEnv::new();
-    let first = chat(&env, &["-n", "16"]);
-    first.say("Name three colours.");
-    first.say("Now name three animals.");
-    let screen = first.say("/save talk.json");
-    assert!(screen.contains("and the model's state"), "{screen}");
-    assert!(env.path().join("talk.kv").is_file());
-    first.send_key("C-d");
-    assert_eq!(first.wait_for_exit(), 0);
-    drop(first);
+    save_chat_with_state(
+        &env,
+        &["-n", "16"],
+        &["Name three colours.", "Now name three animals."],
+    );
 
     let second = chat(&env, &["-n", "16"]);
     let screen = second.say("/load talk.json");
@@ -590,13 +600,7 @@ fn a_saved_conversation_loads_with_its_state() {
 #[test]
 fn a_saved_state_with_forged_positions_is_not_restored() {
     let env = TestEnv::new();
-    let first = chat(&env, &["-n", "8"]);
-    first.say("Name three colours.");
-    let screen = first.say("/save talk.json");
-    assert!(screen.contains("and the model's state"), "{screen}");
-    first.send_key("C-d");
-    assert_eq!(first.wait_for_exit(), 0);
-    drop(first);
+    save_chat_with_state(&env, &["-n", "8"], &["Name three colours."]);
 
     let path = env.path().join("talk.kv");
     let bytes = std::fs::read(&path).expect("talk.kv");

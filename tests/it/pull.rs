@@ -275,22 +275,28 @@ fn two_concurrent_pulls_share_one_download() {
     assert_eq!(fetched_from_zero, 1, "the file was fetched once");
 }
 
-#[test]
-fn kill_9_mid_pull_then_pull_again_resumes() {
-    let env = TestEnv::new();
-    let hub = FakeHub::start(&env);
-    // 4 MB/s per connection: after 3 s every part has passed a checkpoint.
+/// Start `olm pull SMOL` at 4 MB/s per connection and kill -9 it after
+/// `after`, leaving a partial download (and its resume state) behind.
+fn kill_pull_after(env: &TestEnv, hub: &FakeHub, after: Duration) {
     hub.set_faults(json!({"rate": 4_000_000}));
     let mut child = hub
-        .olm(&env)
+        .olm(env)
         .args(["pull", SMOL])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(after);
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn kill_9_mid_pull_then_pull_again_resumes() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    // After 3 s every part has passed a checkpoint.
+    kill_pull_after(&env, &hub, Duration::from_secs(3));
     assert_eq!(manifests(&env), 0, "a half-pulled model is never listed");
     let before = hub.range_starts().len();
     hub.set_faults(json!({}));
@@ -335,25 +341,13 @@ fn an_unusable_resume_state_starts_the_download_over() {
         }),
         ("fifo", |state| {
             std::fs::remove_file(state).unwrap();
-            let name = std::ffi::CString::new(state.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: mkfifo gets a valid NUL-terminated path.
-            assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
+            crate::bounds::make_fifo(state);
         }),
     ];
     for (what, spoil) in damage {
         let env = TestEnv::new();
         let hub = FakeHub::start(&env);
-        hub.set_faults(json!({"rate": 4_000_000}));
-        let mut child = hub
-            .olm(&env)
-            .args(["pull", SMOL])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_secs(2));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        kill_pull_after(&env, &hub, Duration::from_secs(2));
         let states = resume_states(env.path());
         assert_eq!(states.len(), 1, "{what}: one download's state: {states:?}");
         spoil(&states[0]);
