@@ -304,6 +304,9 @@ pub enum GgufError {
     #[error("metadata key 'tokenizer.ggml.precompiled_charsmap' is malformed: {reason}")]
     BadCharsmap { reason: &'static str },
 
+    #[error("the '{tokenizer}' tokenizer cannot be built safely from this vocabulary: {reason}")]
+    UnusableVocabulary { tokenizer: String, reason: Box<str> },
+
     #[error("tensor '{name}' has {rows} rows but the vocabulary has {vocab_size} tokens")]
     EmbeddingRowsMismatch {
         name: String,

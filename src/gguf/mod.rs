@@ -34,6 +34,7 @@ pub mod samples;
 mod split;
 mod tensor_shapes;
 mod tensor_types;
+mod tokenizer_work;
 mod types;
 mod validate;
 mod value;

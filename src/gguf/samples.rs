@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 
-use super::value::{Value, ValueType};
+use super::value::{Array, Value, ValueType};
 use super::writer::{
     raw_string_array, tiny, tiny_model, tiny_model_for, tiny_token_types, tiny_tokens, token_type,
     GgufBuilder, RawGguf, TensorSpec, TinyArchitecture,
@@ -1079,6 +1079,77 @@ fn vocabularies_llama_cpp_cannot_use() -> Vec<Sample> {
             "g1-add-bos-as-u32",
             tiny_model().set_metadata("tokenizer.ggml.add_bos_token", Value::U32(1)),
             "'tokenizer.ggml.add_bos_token' must be bool, found u32 1",
+        ),
+        // llama.cpp reads tokens as C strings: "a\0x" is "a".
+        case(
+            "g1-token-cut-at-nul-duplicates",
+            with_token(word + 1, &format!("{}\0x", tiny::WORDS[0])),
+            &format!("token {} '\u{2581}' duplicates token {word}", word + 1),
+        ),
+        // llama-vocab.cpp load: `word.find(' ', 1)` of "a" asserts.
+        case(
+            "g1-bpe-merge-cut-at-nul",
+            gpt2().set_metadata("tokenizer.ggml.merges", vec!["a h", "a\0 h"]),
+            "merge 1 'a\\0 h' is not two token strings separated by one space",
+        ),
+        // llama_decode_text writes the whole token again per character
+        // outside GPT-2's byte alphabet: gigabytes at load time.
+        case(
+            "g1-bpe-piece-cache-quadratic",
+            gpt2()
+                .set_metadata("tokenizer.ggml.merges", vec!["a h"])
+                .set_metadata("tokenizer.ggml.tokens", {
+                    let mut tokens = tiny_tokens();
+                    tokens[word + 1] = " ".repeat(20_000);
+                    tokens
+                }),
+            "decoded token texts would take more than 64 MiB",
+        ),
+        // llm_tokenizer_rwkv_session::tokenize restarts at 0 forever.
+        case(
+            "g1-rwkv-without-single-bytes",
+            tiny_model().set_metadata("tokenizer.ggml.model", "rwkv"),
+            "no token is the single byte 0x00",
+        ),
+        // naive_trie::insert recurses once per byte.
+        case(
+            "g1-unigram-token-too-long",
+            tiny_model()
+                .set_metadata("tokenizer.ggml.model", "t5")
+                .set_metadata("tokenizer.ggml.tokens", {
+                    let mut tokens = tiny_tokens();
+                    tokens[word + 1] = "h".repeat(5_000);
+                    tokens
+                }),
+            "is 5000 bytes long, and its trie recurses once per byte",
+        ),
+        // llm_tokenizer_plamo2::build: every prefix of every suffix.
+        case(
+            "g1-plamo2-work-cubic",
+            tiny_model()
+                .set_metadata("tokenizer.ggml.model", "plamo2")
+                .set_metadata("tokenizer.ggml.tokens", {
+                    let mut tokens = tiny_tokens();
+                    tokens[word + 1] = "h".repeat(4_000);
+                    tokens
+                }),
+            "characters of prefixes",
+        ),
+        // normalize_prefix throws out of llama_tokenize at an offset
+        // outside the charsmap.
+        case(
+            "g1-unigram-charsmap-walks-outside",
+            tiny_model()
+                .set_metadata("tokenizer.ggml.model", "t5")
+                .set_metadata("tokenizer.ggml.precompiled_charsmap", {
+                    // Size 8: two units, the root's base 256 leads past them.
+                    let mut bytes = 8u32.to_le_bytes().to_vec();
+                    bytes.extend_from_slice(&(256u32 << 10).to_le_bytes());
+                    bytes.extend_from_slice(&0u32.to_le_bytes());
+                    bytes.extend_from_slice(b"x\0");
+                    Value::Array(Array::U8(bytes))
+                }),
+            "a byte of some input leads outside its array",
         ),
         case(
             "g1-empty-vocabulary",

@@ -12,6 +12,7 @@
 
 use super::error::{printable, GgufError};
 use super::keys::{self, wrong_type};
+use super::tokenizer_work::{self, as_c_string};
 use super::value::{Array, Value};
 use super::writer::token_type;
 use super::{GgufFile, MAX_TOKEN_LENGTH, MAX_VOCAB_SIZE};
@@ -105,12 +106,6 @@ impl Tokenizer {
         })
     }
 
-    /// Whether token strings must be valid UTF-8. RWKV's are escaped byte
-    /// strings that llama.cpp unescapes itself.
-    fn needs_utf8(self) -> bool {
-        self != Tokenizer::Rwkv
-    }
-
     /// `special_bos_id`, `special_eos_id` and `special_sep_id` before the
     /// file's own keys, as `llama_vocab::impl::load` sets them.
     fn default_ids(self) -> (Option<u64>, Option<u64>, Option<u64>) {
@@ -178,9 +173,9 @@ pub fn check(file: &GgufFile) -> Result<(), GgufError> {
         Some(model) => Some(Tokenizer::from_model(model)?),
         None => None,
     };
-    if tokenizer.is_none_or(Tokenizer::needs_utf8) {
-        check_utf8(file, TOKENS_KEY)?;
-    }
+    // RWKV's tokens too: llama.cpp's converter writes them escaped
+    // (`repr` of the bytes), and olm judges them by their exact bytes.
+    check_utf8(file, TOKENS_KEY)?;
     check_unique(tokens)?;
     check_scores(file)?;
     let Some(tokenizer) = tokenizer else {
@@ -371,8 +366,9 @@ fn check_utf8(file: &GgufFile, key: &str) -> Result<(), GgufError> {
     }
 }
 
-/// Unique token strings, compared as llama.cpp stores them: an empty token
-/// becomes "[EMPTY_<index>]" before it goes into `token_to_id`. The
+/// Unique token strings, compared as llama.cpp stores them: read as C
+/// strings (cut at the first NUL), and an empty one becomes
+/// "[EMPTY_<index>]" before it goes into `token_to_id`. The
 /// duplicate reported is the first a forward scan meets, with the earliest
 /// token of the same text. A small open-addressing table of indices keeps
 /// a quarter of a million tokens well within the time budget, even in a
@@ -381,12 +377,13 @@ fn check_unique(tokens: &[String]) -> Result<(), GgufError> {
     let empty_names: Vec<String> = tokens
         .iter()
         .enumerate()
-        .filter(|(_, token)| token.is_empty())
+        .filter(|(_, token)| as_c_string(token).is_empty())
         .map(|(index, _)| format!("[EMPTY_{index}]"))
         .collect();
     let mut empty_names = empty_names.iter();
     let texts: Vec<&[u8]> = tokens
         .iter()
+        .map(|token| as_c_string(token))
         .map(|token| match token.is_empty() {
             true => empty_names.next().map_or(&b""[..], |name| name.as_bytes()),
             false => token.as_bytes(),
@@ -452,10 +449,15 @@ fn check_tokenizer_specifics(
         Tokenizer::WordPiece => check_no_byte_tokens(file, tokens, model),
         Tokenizer::BytePairs => {
             check_pre_tokenizer(file)?;
-            check_merges(file, model)
+            check_merges(file, model)?;
+            tokenizer_work::check_piece_cache(tokens, model)
         }
-        Tokenizer::Unigram => check_charsmap(file),
-        Tokenizer::Rwkv | Tokenizer::Plamo2 => Ok(()),
+        Tokenizer::Unigram => {
+            check_charsmap(file)?;
+            tokenizer_work::check_unigram_tokens(tokens, model)
+        }
+        Tokenizer::Rwkv => tokenizer_work::check_rwkv_tokens(tokens, model),
+        Tokenizer::Plamo2 => tokenizer_work::check_plamo2_work(tokens, model),
     }
 }
 
@@ -559,9 +561,10 @@ fn check_merges(file: &GgufFile, model: &str) -> Result<(), GgufError> {
     }
 }
 
-/// "left right": a space after the first byte, with something after it.
+/// "left right": a space after the first byte, with something after it,
+/// before any NUL (llama.cpp reads the merge as a C string).
 fn is_well_formed_merge(merge: &str) -> bool {
-    let bytes = merge.as_bytes();
+    let bytes = as_c_string(merge).as_bytes();
     bytes
         .iter()
         .skip(1)
@@ -571,7 +574,7 @@ fn is_well_formed_merge(merge: &str) -> bool {
 
 /// Unigram's precompiled normalizer: what `llama_vocab::impl::load` checks
 /// before it parses it (a `u8`/`i8` array with a 4-byte size header whose
-/// blob fits after it).
+/// blob fits after it), then every walk the normalizer can take through it.
 fn check_charsmap(file: &GgufFile) -> Result<(), GgufError> {
     let bytes: Vec<u8> = match file.get(CHARSMAP_KEY) {
         None => return Ok(()),
@@ -590,7 +593,7 @@ fn check_charsmap(file: &GgufFile) -> Result<(), GgufError> {
             reason: "its size header points past its end",
         });
     }
-    Ok(())
+    tokenizer_work::check_charsmap_walks(&bytes)
 }
 
 /// A tokenizer that adds BOS, EOS or (WordPiece) SEP to every prompt
