@@ -156,6 +156,7 @@ pub fn check(file: &GgufFile, coverage: Option<Coverage>) -> Result<(), GgufErro
         _ => None,
     };
     check_pooling_type(file, &key("pooling_type"))?;
+    check_rope_sections(file, architecture)?;
     check_rope_scaling_type(file, &key("rope.scaling.type"))?;
     check_sliding_window_pattern(file, architecture, family, layers)?;
     if let Some(family) = family {
@@ -240,6 +241,61 @@ fn check_layer_count(key: &str, layers: u64) -> Result<(), GgufError> {
             key,
             layers,
             format!("from 1 to {MAX_BLOCK_COUNT}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Architectures whose rope is always multi-dimensional (M-RoPE or
+/// interleaved M-RoPE: `llama_model_rope_type` in llama-model.cpp).
+const MULTI_ROPE_ARCHITECTURES: [&str; 9] = [
+    "qwen2vl", "paddleocr", "qwen3vl", "qwen3vlmoe", "qwen35", "qwen35moe", "clef", "qwen4exp",
+    "qwen3tts",
+];
+
+/// Largest rope section: a count of rotated pairs, at most half a head.
+const MAX_ROPE_SECTION: u32 = 1 << 16;
+
+/// `rope.dimension_sections` (`get_key_or_arr` into 4 `int`s): at most four
+/// entries, small enough that ggml's `int` sums of them cannot overflow
+/// (their sum is a modulus in `ggml_mrope_cache_init`). A multi-dimensional
+/// rope asserts that one of the first three is positive (ggml-cpu/ops.cpp
+/// `GGML_ASSERT(sections[0] > 0 || sections[1] > 0 || sections[2] > 0)`) at
+/// the first decode: the architectures that always use one need it, and
+/// any file whose sections turn it on (any nonzero entry) too. Found by an
+/// audit relabelling SmolLM2 as paddleocr.
+fn check_rope_sections(file: &GgufFile, architecture: &str) -> Result<(), GgufError> {
+    let key = arch_key(architecture, "rope.dimension_sections");
+    let sections: Vec<u32> = match file.get(&key) {
+        None if MULTI_ROPE_ARCHITECTURES.contains(&architecture) => {
+            return Err(GgufError::MissingKey {
+                key: printable(&key),
+                needed_by: format!("the multi-dimensional rope of '{}'", printable(architecture)),
+            })
+        }
+        None => return Ok(()),
+        Some(Value::U32(value)) => vec![*value; 4],
+        Some(Value::Array(Array::U32(values))) => values.clone(),
+        Some(Value::Array(Array::I32(values))) => values.iter().map(|&value| value as u32).collect(),
+        Some(other) => return Err(keys::wrong_type(&key, "u32, or an array of at most 4 u32", other)),
+    };
+    if sections.len() > 4 {
+        return Err(GgufError::ArrayTooLong {
+            key: printable(&key),
+            length: sections.len() as u64,
+            limit: 4,
+        });
+    }
+    if let Some(&large) = sections.iter().find(|&&value| value > MAX_ROPE_SECTION) {
+        return Err(out_of_range(&key, large, format!("sections of at most {MAX_ROPE_SECTION}")));
+    }
+    let turned_on = sections.iter().any(|&value| value > 0)
+        || MULTI_ROPE_ARCHITECTURES.contains(&architecture);
+    if turned_on && sections.iter().take(3).all(|&value| value == 0) {
+        return Err(out_of_range(
+            &key,
+            file.get(&key).map_or_else(String::new, Value::describe),
+            "one of the first three sections above 0 (ggml's multi-dimensional rope asserts it)",
         ));
     }
     Ok(())

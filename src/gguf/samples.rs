@@ -778,12 +778,57 @@ fn model_shape() -> Vec<Sample> {
 
 /// T-G1: hyper-parameters llama.cpp asserts on, or reads with a type of its
 /// own (`hparams.rs`).
+/// The tiny llama model under another architecture's name: its
+/// `llama.*` keys renamed. Generic architectures that build the llama
+/// graph load it.
+fn tiny_model_as(architecture: &str) -> GgufBuilder {
+    let llama = tiny_model();
+    let keys: Vec<String> = llama
+        .metadata_keys()
+        .into_iter()
+        .filter(|key| key.starts_with("llama."))
+        .map(str::to_owned)
+        .collect();
+    let mut builder = llama.clone().set_metadata("general.architecture", architecture);
+    for key in keys {
+        let value = llama.get_metadata(&key).cloned().unwrap_or(Value::U32(0));
+        let renamed = format!("{architecture}.{}", &key["llama.".len()..]);
+        builder = builder.remove_metadata(&key).set_metadata(&renamed, value);
+    }
+    builder
+}
+
 fn hyper_parameters() -> Vec<Sample> {
     let case = |name, builder: GgufBuilder, expected: &str| {
         Sample::new("T-G1", name, builder.to_bytes(), expected)
     };
     let set = |key: &str, value: Value| tiny_model().set_metadata(key, value);
     vec![
+        // ggml_set_rows: GGML_ASSERT(a->ne[0] == b->ne[0]) at the first
+        // decode, the KV cache row of layer 1 narrower than its keys.
+        case(
+            "g1-generic-kv-heads-per-layer",
+            tiny_model_as("smollm3").set_metadata(
+                "smollm3.attention.head_count_kv",
+                vec![tiny::KV_HEADS as u32, 1],
+            ),
+            "tensor 'blk.1.attn_k.weight' has shape",
+        )
+        .model_level(),
+        // ggml-cpu/ops.cpp rope: GGML_ASSERT(sections[0] > 0 || ...)
+        case(
+            "g1-mrope-without-sections",
+            tiny_model_as("paddleocr"),
+            "'paddleocr.rope.dimension_sections' is missing",
+        ),
+        case(
+            "g1-mrope-sections-only-last",
+            tiny_model_as("glm4").set_metadata(
+                "glm4.rope.dimension_sections",
+                vec![0u32, 0, 0, 8],
+            ),
+            "one of the first three sections above 0",
+        ),
         // llama-model.cpp load_hparams: GGML_ASSERT(hparams.n_layer_all > 0 ...)
         case(
             "g1-block-count-zero",

@@ -157,6 +157,84 @@ pub fn check(header: &GgufFile, family: &Family, tensors: &[TensorInfo]) -> Resu
     Ok(())
 }
 
+/// Any architecture whose head counts vary from layer to layer: each
+/// layer's query, key and value projections are as wide as that layer's
+/// heads. llama.cpp sizes a layer's KV cache row by its own counts
+/// (`n_embd_k_gqa(il)`) and reshapes its queries by them, but many
+/// architectures create every layer's tensors with layer 0's counts and
+/// `create_tensor` cannot tell: the first decode then aborts
+/// (`ggml_set_rows`: `GGML_ASSERT(a->ne[0] == b->ne[0])`, or a reshape's
+/// element count). Layers without key heads (the recurrent layers of hybrid
+/// models) have no KV cache row and are left alone. Found by an audit
+/// relabelling SmolLM2 as mistral3, smollm3, exaone, minicpm...
+pub fn check_per_layer_widths(header: &GgufFile, tensors: &[TensorInfo]) -> Result<(), GgufError> {
+    let Some(architecture) = header.architecture() else {
+        return Ok(());
+    };
+    let key = |suffix: &str| arch_key(architecture, suffix);
+    let (Some(layers), Some(embedding)) = (
+        keys::u32_value(header, &key("block_count"))?,
+        keys::u32_value(header, &key("embedding_length"))?,
+    ) else {
+        return Ok(());
+    };
+    let layers = u64::from(layers);
+    let Some(heads) = keys::u32_per_layer(header, &key("attention.head_count"), layers)? else {
+        return Ok(());
+    };
+    let kv_heads = keys::u32_per_layer(header, &key("attention.head_count_kv"), layers)?
+        .unwrap_or_else(|| heads.clone());
+    let varies = |values: &[u32]| values.iter().any(|&value| value != values[0]);
+    if heads.is_empty() || !(varies(&heads) || varies(&kv_heads)) {
+        return Ok(());
+    }
+    let per_head = u64::from(embedding).checked_div(u64::from(heads[0])).unwrap_or(0);
+    let size = |suffix: &str| -> Result<Option<u64>, GgufError> {
+        Ok(keys::u32_value(header, &key(suffix))?.map(u64::from))
+    };
+    // A sliding-window layer may use its own head sizes: either is accepted.
+    let head_k = [size("attention.key_length")?.unwrap_or(per_head), size("attention.key_length_swa")?.unwrap_or(0)];
+    let head_v = [size("attention.value_length")?.unwrap_or(per_head), size("attention.value_length_swa")?.unwrap_or(0)];
+    for tensor in tensors {
+        let Some((layer, role)) = layer_and_role(&tensor.name) else {
+            continue;
+        };
+        let (Some(&query), Some(&kv)) = (heads.get(layer), kv_heads.get(layer)) else {
+            continue;
+        };
+        let (query, kv) = (u64::from(query), u64::from(kv));
+        if kv == 0 {
+            continue;
+        }
+        let widths: Vec<u64> = match role {
+            "attn_q.weight" if varies(&heads) => head_k.iter().map(|dk| dk * query).collect(),
+            "attn_k.weight" => head_k.iter().map(|dk| dk * kv).collect(),
+            "attn_v.weight" => head_v.iter().map(|dv| dv * kv).collect(),
+            "attn_qkv.weight" => head_k
+                .iter()
+                .zip(&head_v)
+                .map(|(dk, dv)| dk * query + (dk + dv) * kv)
+                .collect(),
+            _ => continue,
+        };
+        let width = tensor.dimensions.get(1).copied().unwrap_or(1);
+        if !widths.contains(&width) {
+            return Err(GgufError::TensorShapeMismatch {
+                name: printable(&tensor.name),
+                found: tensor.dimensions.clone().into(),
+                expected: vec![tensor.dimensions.first().copied().unwrap_or(0), widths[0]].into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `blk.N.role` → `(N, role)`.
+fn layer_and_role(name: &str) -> Option<(usize, &str)> {
+    let (layer, role) = name.strip_prefix("blk.")?.split_once('.')?;
+    Some((layer.parse().ok()?, role))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

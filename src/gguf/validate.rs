@@ -139,6 +139,7 @@ pub fn check_tensor_set(header: &GgufFile, tensors: &[TensorInfo]) -> Result<(),
     let Some(architecture) = header.architecture() else {
         return Ok(());
     };
+    tensor_shapes::check_per_layer_widths(header, tensors)?;
     let Ok(arch::Coverage::Covered(family)) = arch::coverage(architecture) else {
         return Ok(());
     };
