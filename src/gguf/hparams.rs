@@ -249,7 +249,14 @@ fn check_layer_count(key: &str, layers: u64) -> Result<(), GgufError> {
 /// Architectures whose rope is always multi-dimensional (M-RoPE or
 /// interleaved M-RoPE: `llama_model_rope_type` in llama-model.cpp).
 const MULTI_ROPE_ARCHITECTURES: [&str; 9] = [
-    "qwen2vl", "paddleocr", "qwen3vl", "qwen3vlmoe", "qwen35", "qwen35moe", "clef", "qwen4exp",
+    "qwen2vl",
+    "paddleocr",
+    "qwen3vl",
+    "qwen3vlmoe",
+    "qwen35",
+    "qwen35moe",
+    "clef",
+    "qwen4exp",
     "qwen3tts",
 ];
 
@@ -270,14 +277,25 @@ fn check_rope_sections(file: &GgufFile, architecture: &str) -> Result<(), GgufEr
         None if MULTI_ROPE_ARCHITECTURES.contains(&architecture) => {
             return Err(GgufError::MissingKey {
                 key: printable(&key),
-                needed_by: format!("the multi-dimensional rope of '{}'", printable(architecture)),
+                needed_by: format!(
+                    "the multi-dimensional rope of '{}'",
+                    printable(architecture)
+                ),
             })
         }
         None => return Ok(()),
         Some(Value::U32(value)) => vec![*value; 4],
         Some(Value::Array(Array::U32(values))) => values.clone(),
-        Some(Value::Array(Array::I32(values))) => values.iter().map(|&value| value as u32).collect(),
-        Some(other) => return Err(keys::wrong_type(&key, "u32, or an array of at most 4 u32", other)),
+        Some(Value::Array(Array::I32(values))) => {
+            values.iter().map(|&value| value as u32).collect()
+        }
+        Some(other) => {
+            return Err(keys::wrong_type(
+                &key,
+                "u32, or an array of at most 4 u32",
+                other,
+            ))
+        }
     };
     if sections.len() > 4 {
         return Err(GgufError::ArrayTooLong {
@@ -287,10 +305,14 @@ fn check_rope_sections(file: &GgufFile, architecture: &str) -> Result<(), GgufEr
         });
     }
     if let Some(&large) = sections.iter().find(|&&value| value > MAX_ROPE_SECTION) {
-        return Err(out_of_range(&key, large, format!("sections of at most {MAX_ROPE_SECTION}")));
+        return Err(out_of_range(
+            &key,
+            large,
+            format!("sections of at most {MAX_ROPE_SECTION}"),
+        ));
     }
-    let turned_on = sections.iter().any(|&value| value > 0)
-        || MULTI_ROPE_ARCHITECTURES.contains(&architecture);
+    let turned_on =
+        sections.iter().any(|&value| value > 0) || MULTI_ROPE_ARCHITECTURES.contains(&architecture);
     if turned_on && sections.iter().take(3).all(|&value| value == 0) {
         return Err(out_of_range(
             &key,

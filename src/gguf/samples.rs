@@ -789,7 +789,9 @@ fn tiny_model_as(architecture: &str) -> GgufBuilder {
         .filter(|key| key.starts_with("llama."))
         .map(str::to_owned)
         .collect();
-    let mut builder = llama.clone().set_metadata("general.architecture", architecture);
+    let mut builder = llama
+        .clone()
+        .set_metadata("general.architecture", architecture);
     for key in keys {
         let value = llama.get_metadata(&key).cloned().unwrap_or(Value::U32(0));
         let renamed = format!("{architecture}.{}", &key["llama.".len()..]);

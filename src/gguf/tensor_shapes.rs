@@ -188,13 +188,21 @@ pub fn check_per_layer_widths(header: &GgufFile, tensors: &[TensorInfo]) -> Resu
     if heads.is_empty() || !(varies(&heads) || varies(&kv_heads)) {
         return Ok(());
     }
-    let per_head = u64::from(embedding).checked_div(u64::from(heads[0])).unwrap_or(0);
+    let per_head = u64::from(embedding)
+        .checked_div(u64::from(heads[0]))
+        .unwrap_or(0);
     let size = |suffix: &str| -> Result<Option<u64>, GgufError> {
         Ok(keys::u32_value(header, &key(suffix))?.map(u64::from))
     };
     // A sliding-window layer may use its own head sizes: either is accepted.
-    let head_k = [size("attention.key_length")?.unwrap_or(per_head), size("attention.key_length_swa")?.unwrap_or(0)];
-    let head_v = [size("attention.value_length")?.unwrap_or(per_head), size("attention.value_length_swa")?.unwrap_or(0)];
+    let head_k = [
+        size("attention.key_length")?.unwrap_or(per_head),
+        size("attention.key_length_swa")?.unwrap_or(0),
+    ];
+    let head_v = [
+        size("attention.value_length")?.unwrap_or(per_head),
+        size("attention.value_length_swa")?.unwrap_or(0),
+    ];
     for tensor in tensors {
         let Some((layer, role)) = layer_and_role(&tensor.name) else {
             continue;

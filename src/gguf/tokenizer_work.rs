@@ -213,13 +213,23 @@ pub fn check_plamo2_work(tokens: &[String], tokenizer: &str) -> Result<(), GgufE
     }
     for (what, amount, limit) in [
         ("suffixes", suffixes, MAX_PLAMO2_SUFFIXES),
-        ("characters of suffixes", suffix_characters, MAX_PLAMO2_SUFFIX_CHARACTERS),
-        ("characters of prefixes", prefix_characters, MAX_PLAMO2_PREFIX_CHARACTERS),
+        (
+            "characters of suffixes",
+            suffix_characters,
+            MAX_PLAMO2_SUFFIX_CHARACTERS,
+        ),
+        (
+            "characters of prefixes",
+            prefix_characters,
+            MAX_PLAMO2_PREFIX_CHARACTERS,
+        ),
     ] {
         if amount > limit {
             return Err(unusable(
                 tokenizer,
-                format!("building it takes {amount} {what} (limit {limit}): its tokens are too long"),
+                format!(
+                    "building it takes {amount} {what} (limit {limit}): its tokens are too long"
+                ),
             ));
         }
     }
