@@ -3,17 +3,35 @@
 //! Owns: the embedding context (its own, never the generation context), the
 //! pooling choice and input length checks. Must not touch: HTTP shapes.
 //!
+//! Bounded: llama.cpp pools one micro-batch, so an input is evaluated whole,
+//! and it computes (and copies out) logits for every token of it: 8 bytes
+//! per token and vocabulary entry. One 4,000-token input to gemma (262,144
+//! entries) took 8 GiB. An input is therefore at most the caller's context
+//! (a server's, not the model's trained one), the model's trained context,
+//! and what [`OUTPUT_BUDGET`] allows for the model's vocabulary.
+//!
 //! Pooling is the model's own when its GGUF declares one (embedding models
 //! such as BERT or nomic-embed); generative models, which declare none, are
 //! mean-pooled, as llama.cpp's `--pooling mean` and Ollama do. Rerankers
 //! (`rank` pooling) score pairs of texts and cannot embed one.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use llama_cpp_2::context::params::LlamaPoolingType;
 use llama_cpp_2::llama_batch::LlamaBatch;
 
 use super::{ContextShape, EngineError, Model};
+
+/// Bytes of logits (computed and copied out) one embedding may take.
+pub const OUTPUT_BUDGET: u64 = 2 << 30;
+
+/// How to embed: threads, and the longest input in tokens (the caller's
+/// context; the model's trained context bounds it too).
+#[derive(Debug, Clone, Copy)]
+pub struct EmbedOptions {
+    pub threads: u32,
+    pub max_tokens: u32,
+}
 
 /// Vectors for a list of inputs and the tokens they took.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -40,40 +58,47 @@ pub fn embedding_refusal(model: &Model) -> Option<String> {
         .then(|| "this model is a reranker (rank pooling) and cannot produce embeddings".to_owned())
 }
 
-/// Embed each input. Inputs longer than the model's context are an error,
-/// or cut to fit with `truncate`.
+/// Embed each input. Inputs longer than `options.max_tokens` (or the
+/// model's trained context) are an error, or cut to fit with `truncate`.
+/// `cancel` stops the work between inputs and while tokenizing.
 pub fn embed(
     model: &Model,
     inputs: &[String],
     truncate: bool,
-    threads: u32,
+    options: EmbedOptions,
+    cancel: &AtomicBool,
 ) -> Result<Embedded, EngineError> {
     if let Some(reason) = embedding_refusal(model) {
         return Err(EngineError::CannotEmbed(reason));
     }
-    let limit = model.n_ctx_train().max(1) as usize;
+    let vocabulary = u64::from(model.n_vocab().max(1));
+    let affordable = u32::try_from(OUTPUT_BUDGET / (vocabulary * 8)).unwrap_or(u32::MAX);
+    let limit = model
+        .n_ctx_train()
+        .min(options.max_tokens)
+        .min(affordable)
+        .max(1) as usize;
     let limit_tokens = u32::try_from(limit).unwrap_or(u32::MAX);
     // Text past this many bytes is past `limit` tokens too: with `truncate`
     // it is cut before tokenizing, not after.
     let most_bytes = model.prompt_limits().max_bytes(limit_tokens);
-    let never_cancelled = AtomicBool::new(false);
     let mut tokenized = Vec::with_capacity(inputs.len());
     for input in inputs {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(EngineError::Cancelled);
+        }
         let text = if truncate {
             cut_at_char_boundary(input, most_bytes)
         } else {
             input
         };
         let prompt = super::Prompt::Raw(text.to_owned());
-        let mut tokens = model
-            .tokenize(&prompt, limit_tokens, &never_cancelled)?
-            .tokens;
+        let mut tokens = model.tokenize(&prompt, limit_tokens, cancel)?.tokens;
         if tokens.len() > limit {
             if !truncate {
-                return Err(EngineError::PromptTooLong {
-                    prompt_tokens: tokens.len(),
-                    n_ctx: limit as u32,
-                    n_ctx_train: limit as u32,
+                return Err(EngineError::EmbeddingInputTooLong {
+                    tokens: tokens.len(),
+                    limit,
                 });
             }
             tokens.truncate(limit);
@@ -87,17 +112,21 @@ pub fn embed(
     } else {
         LlamaPoolingType::Mean
     };
+    // Pooling takes one micro-batch: each input is evaluated whole.
     let shape = ContextShape {
         n_ctx,
         n_batch: n_ctx,
         n_ubatch: n_ctx,
         sequences: 1,
-        threads,
+        threads: options.threads,
     };
     let mut context = model.create_embedding_context(shape, pooling)?;
     let mut batch = LlamaBatch::new(n_ctx as usize, 1);
     let mut embedded = Embedded::default();
     for tokens in &tokenized {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(EngineError::Cancelled);
+        }
         context.clear_kv_cache();
         batch.clear();
         for (position, token) in tokens.iter().enumerate() {

@@ -36,7 +36,7 @@ use llama_cpp_2::token::LlamaToken;
 
 pub use bench::{BenchContext, BenchParams, CopyRun};
 pub use draft::{DraftConfig, DraftMode, DEFAULT_DRAFT_MAX, MAX_DRAFT_MAX};
-pub use embed::{embed, embedding_refusal, normalize, Embedded};
+pub use embed::{embed, embedding_refusal, normalize, EmbedOptions, Embedded};
 pub use generate::{GenerateRequest, Session, SessionOptions, Stats, StopReason};
 pub use sampling::{Constraint, SamplingConfig};
 pub use scheduler::{
@@ -71,6 +71,12 @@ pub enum EngineError {
         n_ctx: u32,
         n_ctx_train: u32,
     },
+    #[error(
+        "the input is {tokens} tokens; this model embeds at most {limit} (bounded by the \
+         context, the model's trained context and the memory of one output per token and \
+         vocabulary entry); send shorter inputs or truncate them"
+    )]
+    EmbeddingInputTooLong { tokens: usize, limit: usize },
     #[error("the prompt is empty")]
     EmptyPrompt,
     #[error("the input is {bytes} bytes; the limit is {limit} bytes")]
@@ -118,6 +124,7 @@ impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             EngineError::PromptTooLong { .. }
+            | EngineError::EmbeddingInputTooLong { .. }
             | EngineError::EmptyPrompt
             | EngineError::InputTooLarge { .. }
             | EngineError::InputTooLong { .. }
@@ -495,6 +502,11 @@ impl Model {
     /// The context length the model was trained with.
     pub fn n_ctx_train(&self) -> u32 {
         self.n_ctx_train
+    }
+
+    /// Entries in the model's vocabulary.
+    pub fn n_vocab(&self) -> u32 {
+        u32::try_from(self.inner.n_vocab()).unwrap_or(0)
     }
 
     /// Width of the vectors the model embeds text as.

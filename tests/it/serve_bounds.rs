@@ -202,3 +202,27 @@ fn an_enormous_keep_alive_is_forever() {
     assert_eq!(ps.status, 200, "{}", ps.body);
     assert!(ps.body.contains(MODEL), "{}", ps.body);
 }
+
+/// An embedding input is bounded by the server's context, not the model's
+/// trained one (SmolLM2's is 8,192 tokens; llama.cpp computes logits for
+/// every token of an embedding, 8 bytes per token and vocabulary entry):
+/// past it, 400 naming the limit, or (Ollama's `truncate`, its default) the
+/// first tokens only; and the worker still embeds afterwards.
+#[test]
+fn an_embedding_input_is_bounded_by_the_servers_context() {
+    let server = Server::start(&["-c", "256"]);
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(100);
+    let refused = server.post("/v1/embeddings", &json!({"model": MODEL, "input": long}));
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("256"), "{}", refused.body);
+    let truncated = server.post("/api/embed", &json!({"model": MODEL, "input": long}));
+    assert_eq!(truncated.status, 200, "{}", truncated.body);
+    let truncated = truncated.json();
+    assert_eq!(
+        truncated["prompt_eval_count"].as_u64(),
+        Some(256),
+        "cut to the context: {truncated}"
+    );
+    let short = server.post("/api/embed", &json!({"model": MODEL, "input": "a fox"}));
+    assert_eq!(short.status, 200, "{}", short.body);
+}

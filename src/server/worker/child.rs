@@ -213,7 +213,18 @@ fn handle(
             id,
             inputs,
             truncate,
-        } => embed(id, inputs, truncate, model, config, outbox),
+        } => embed(
+            EmbedJob {
+                id,
+                inputs,
+                truncate,
+            },
+            model,
+            config,
+            outbox,
+            cancellations,
+            &preparers.admission.embeddings,
+        ),
         ToWorker::Metrics { id } => {
             let mut counters = scheduler.metrics();
             counters.rejected += preparers.admission.rejected.load(Ordering::Relaxed);
@@ -229,22 +240,91 @@ fn handle(
     }
 }
 
-/// Embed off the reading thread, so cancels and new requests keep flowing.
-fn embed(
+/// One embedding request.
+struct EmbedJob {
     id: u64,
     inputs: Vec<String>,
     truncate: bool,
+}
+
+/// Embeddings waiting for their turn in a worker, at most; more are turned
+/// away as busy.
+const EMBEDDINGS_WAITING: usize = 16;
+
+/// Embeddings take turns: each has its own llama.cpp context, whose logits
+/// alone can take 2 GiB (`engine::embed`), so two at once would
+/// double the worker's peak memory.
+#[derive(Default)]
+struct EmbeddingLine {
+    turn: Mutex<()>,
+    queued: AtomicUsize,
+}
+
+/// A place in the [`EmbeddingLine`], given back when dropped.
+struct InLine(Arc<EmbeddingLine>);
+
+impl Drop for InLine {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl EmbeddingLine {
+    fn join(self: &Arc<Self>) -> Option<InLine> {
+        self.queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |queued| {
+                (queued < EMBEDDINGS_WAITING + 1).then_some(queued + 1)
+            })
+            .ok()
+            .map(|_| InLine(Arc::clone(self)))
+    }
+}
+
+/// Embed off the reading thread, so cancels and new requests keep flowing;
+/// one embedding at a time, cancelled when its client leaves.
+fn embed(
+    job: EmbedJob,
     model: &Arc<Model>,
     config: &WorkerConfig,
     outbox: &Outbox,
+    cancellations: &Cancellations,
+    line: &Arc<EmbeddingLine>,
 ) {
+    let EmbedJob {
+        id,
+        inputs,
+        truncate,
+    } = job;
+    let Some(in_line) = line.join() else {
+        return outbox.fail(
+            id,
+            WireError::new(
+                ErrorKind::Busy,
+                format!(
+                    "{EMBEDDINGS_WAITING} embedding requests are already waiting for this model"
+                ),
+            ),
+        );
+    };
+    let cancelled = Arc::new(AtomicBool::new(false));
+    lock(cancellations).insert(id, Arc::clone(&cancelled));
+    let cancellations = Arc::clone(cancellations);
     let model = Arc::clone(model);
     let thread_outbox = outbox.clone();
-    let threads = config.scheduler.threads;
+    let options = engine::EmbedOptions {
+        threads: config.scheduler.threads,
+        max_tokens: config.scheduler.context_per_sequence,
+    };
     let spawned = std::thread::Builder::new()
         .name("olm-embed".into())
         .spawn(move || {
-            let reply = match engine::embed(&model, &inputs, truncate, threads) {
+            let result = {
+                let _turn = lock(&in_line.0.turn);
+                engine::embed(&model, &inputs, truncate, options, &cancelled)
+            };
+            drop(in_line);
+            lock(&cancellations).remove(&id);
+            let reply = match result {
                 Ok(embedded) => FromWorker::Embedded {
                     id,
                     embeddings: Embeddings {
@@ -275,6 +355,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// in the worker at once (being prepared, queued or decoding), as the
 /// scheduler's own queue allows; one more is refused at once with 503.
 struct Admission {
+    /// Embeddings, which take turns apart from generations.
+    embeddings: Arc<EmbeddingLine>,
     in_flight: Arc<AtomicUsize>,
     capacity: usize,
     queue_capacity: usize,
@@ -294,6 +376,7 @@ impl Drop for Admitted {
 impl Admission {
     fn new(options: &engine::SchedulerOptions) -> Self {
         Self {
+            embeddings: Arc::default(),
             in_flight: Arc::new(AtomicUsize::new(0)),
             capacity: options.queue_capacity + options.parallel as usize,
             queue_capacity: options.queue_capacity,

@@ -252,6 +252,12 @@ impl WorkerProcess {
     pub async fn embed(&self, inputs: Vec<String>, truncate: bool) -> Result<Embeddings, ApiError> {
         let (sender, answer) = oneshot::channel();
         let id = self.register(Pending::Embed(sender))?;
+        // A client that leaves stops the work it asked for.
+        let _cancel = CancelOnDrop {
+            id,
+            outgoing: self.outgoing.clone(),
+            pending: Arc::clone(&self.pending),
+        };
         self.send(ToWorker::Embed {
             id,
             inputs,
