@@ -38,6 +38,28 @@ const MAX_SCHEMA_VISITS: usize = 1_000_000;
 /// properties and more (400 of them take 80 ms, 3000 take 40 s, on a server
 /// thread): the sum of those squares over all objects stays under this.
 const MAX_OPTIONAL_PROPERTIES_SQUARED: usize = 250_000;
+/// Items the grammar writes out for the whole schema: every `minLength`,
+/// `maxLength`, `minItems` and `maxItems` up to 2000 (llama.cpp's grammar
+/// parser nests one rule per repetition; above 2000 it leaves the upper
+/// bound open) and every pattern's written-out size, summed. Each item
+/// took about 0.5 KB and 3 us: 4,000 strings of `maxLength` 1999 took 2.3 GB
+/// and 20 s, and held a preparing thread meanwhile.
+const MAX_WRITTEN_OUT: u64 = 200_000;
+/// The grammar parser's bound past which a repetition's maximum is dropped.
+const GRAMMAR_REPETITION_THRESHOLD: u64 = 2000;
+/// Choices in one `enum`, `anyOf` or `oneOf`, and in the whole schema. Each
+/// live choice is a grammar stack checked against the whole vocabulary at
+/// every step: an enum of 20,000 strings made every request on the model
+/// wait 30 s.
+const MAX_CHOICES: usize = 1000;
+const MAX_CHOICES_IN_SCHEMA: usize = 2000;
+/// Bytes of all `enum` and `const` values together: values that share long
+/// beginnings keep their stacks alive for all of it (6,000 values sharing 30
+/// characters took 56 s).
+const MAX_CHOICE_BYTES: usize = 16 << 10;
+/// Largest magnitude of a numeric bound: exactly representable, and far
+/// from the `int64_t` llama.cpp casts an integer bound to.
+const MAX_BOUND: f64 = 9_007_199_254_740_992.0;
 
 /// A schema within the bounds above, with every `$ref` pointing into itself
 /// and none leading back to where it started (400 otherwise).
@@ -54,6 +76,9 @@ pub fn check_schema(text: &str) -> Result<(), EngineError> {
         root: &root,
         visits: 0,
         optional_squared: 0,
+        written_out: 0,
+        choices: 0,
+        choice_bytes: 0,
         following: Vec::new(),
         followed: HashSet::new(),
     }
@@ -70,6 +95,12 @@ struct SchemaCheck<'a> {
     visits: usize,
     /// Sum of the squares of each object's optional property count.
     optional_squared: usize,
+    /// Items the grammar writes out (see [`MAX_WRITTEN_OUT`]).
+    written_out: u64,
+    /// Choices of every `enum`, `anyOf` and `oneOf`, and bytes of every
+    /// `enum` and `const` value.
+    choices: usize,
+    choice_bytes: usize,
     /// `$ref` targets being walked now, by address: meeting one again is a cycle.
     following: Vec<*const Value>,
     /// `$ref` targets walked to the end.
@@ -93,6 +124,7 @@ impl<'a> SchemaCheck<'a> {
                 .try_for_each(|item| self.visit(item, depth + 1)),
             Value::Object(fields) => {
                 self.count_optional_properties(fields)?;
+                check_bounds(fields)?;
                 for (key, field) in fields {
                     if key.len() > MAX_SCHEMA_KEY_BYTES {
                         return Err(schema_error(format!(
@@ -102,7 +134,10 @@ impl<'a> SchemaCheck<'a> {
                     }
                     match (key.as_str(), field) {
                         ("$ref", Value::String(reference)) => self.follow(reference, depth)?,
-                        ("pattern", Value::String(pattern)) => check_pattern(pattern)?,
+                        ("pattern", Value::String(pattern)) => {
+                            let size = check_pattern(pattern)?;
+                            self.write_out(size)?;
+                        }
                         ("minLength" | "minItems", Value::Number(count))
                             if count.as_u64().is_none_or(|count| count > MAX_REPETITION) =>
                         {
@@ -110,6 +145,27 @@ impl<'a> SchemaCheck<'a> {
                                 "{key} must be an integer from 0 to {MAX_REPETITION}, not {count}"
                             )));
                         }
+                        ("maxLength" | "maxItems", Value::Number(count))
+                            if count.as_u64().is_none_or(|count| count > i32::MAX as u64) =>
+                        {
+                            return Err(schema_error(format!(
+                                "{key} must be an integer from 0 to {}, not {count}",
+                                i32::MAX
+                            )));
+                        }
+                        (
+                            "minLength" | "minItems" | "maxLength" | "maxItems",
+                            Value::Number(count),
+                        ) => {
+                            let count = count.as_u64().unwrap_or(0);
+                            if count <= GRAMMAR_REPETITION_THRESHOLD {
+                                self.write_out(count)?;
+                            }
+                        }
+                        ("enum" | "anyOf" | "oneOf", Value::Array(choices)) => {
+                            self.count_choices(key, choices)?;
+                        }
+                        ("const", value) => self.count_choice_bytes(value)?,
                         _ => {}
                     }
                     self.visit(field, depth + 1)?;
@@ -118,6 +174,49 @@ impl<'a> SchemaCheck<'a> {
             }
             _ => Ok(()),
         }
+    }
+
+    fn write_out(&mut self, items: u64) -> Result<(), EngineError> {
+        self.written_out = self.written_out.saturating_add(items);
+        if self.written_out > MAX_WRITTEN_OUT {
+            return Err(schema_error(format!(
+                "its lengths, item counts and patterns write out more than {MAX_WRITTEN_OUT} \
+                 grammar items together; lower some maxLength or maxItems"
+            )));
+        }
+        Ok(())
+    }
+
+    fn count_choices(&mut self, key: &str, choices: &[Value]) -> Result<(), EngineError> {
+        if choices.len() > MAX_CHOICES {
+            return Err(schema_error(format!(
+                "an {key} has {} choices; the limit is {MAX_CHOICES}",
+                choices.len()
+            )));
+        }
+        self.choices += choices.len();
+        if self.choices > MAX_CHOICES_IN_SCHEMA {
+            return Err(schema_error(format!(
+                "its enum, anyOf and oneOf lists have more than {MAX_CHOICES_IN_SCHEMA} \
+                 choices together"
+            )));
+        }
+        if key == "enum" {
+            for choice in choices {
+                self.count_choice_bytes(choice)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn count_choice_bytes(&mut self, value: &Value) -> Result<(), EngineError> {
+        self.choice_bytes += value.to_string().len();
+        if self.choice_bytes > MAX_CHOICE_BYTES {
+            return Err(schema_error(format!(
+                "its enum and const values take more than {MAX_CHOICE_BYTES} bytes together"
+            )));
+        }
+        Ok(())
     }
 
     fn count_optional_properties(
@@ -181,9 +280,57 @@ impl<'a> SchemaCheck<'a> {
     }
 }
 
+/// Numeric bounds llama.cpp can hold (it casts an integer's to `int64_t`),
+/// and length, item and value ranges that something satisfies: a grammar
+/// for an empty range would have let anything through or nothing.
+fn check_bounds(fields: &serde_json::Map<String, Value>) -> Result<(), EngineError> {
+    let number = |key: &str| -> Result<Option<f64>, EngineError> {
+        match fields.get(key) {
+            None => Ok(None),
+            Some(Value::Number(value)) => match value.as_f64() {
+                Some(value) if value.abs() <= MAX_BOUND => Ok(Some(value)),
+                _ => Err(schema_error(format!(
+                    "{key} must be a number from -{MAX_BOUND} to {MAX_BOUND}, not {value}"
+                ))),
+            },
+            Some(other) => Err(schema_error(format!("{key} must be a number, not {other}"))),
+        }
+    };
+    let is_integer = fields.get("type").and_then(Value::as_str) == Some("integer");
+    let lower = match (number("minimum")?, number("exclusiveMinimum")?) {
+        (Some(minimum), _) if is_integer => Some(minimum.ceil()),
+        (None, Some(exclusive)) if is_integer => Some(exclusive.floor() + 1.0),
+        (minimum, exclusive) => minimum.or(exclusive),
+    };
+    let upper = match (number("maximum")?, number("exclusiveMaximum")?) {
+        (Some(maximum), _) if is_integer => Some(maximum.floor()),
+        (None, Some(exclusive)) if is_integer => Some(exclusive.ceil() - 1.0),
+        (maximum, exclusive) => maximum.or(exclusive),
+    };
+    if let (Some(lower), Some(upper)) = (lower, upper) {
+        if lower > upper {
+            return Err(schema_error(format!(
+                "no value lies between its minimum ({lower}) and maximum ({upper})"
+            )));
+        }
+    }
+    for (least, most) in [("minLength", "maxLength"), ("minItems", "maxItems")] {
+        let count = |key| fields.get(key).and_then(Value::as_u64);
+        if let (Some(least_count), Some(most_count)) = (count(least), count(most)) {
+            if least_count > most_count {
+                return Err(schema_error(format!(
+                    "its {least} ({least_count}) is above its {most} ({most_count})"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A regex `pattern` llama.cpp can turn into a grammar without harm: not too
 /// long, no control characters, and within the bounds of [`PatternScan`].
-fn check_pattern(pattern: &str) -> Result<(), EngineError> {
+/// Returns its written-out size.
+fn check_pattern(pattern: &str) -> Result<u64, EngineError> {
     if pattern.len() > MAX_PATTERN_BYTES {
         return Err(schema_error(format!(
             "a pattern is {} bytes; the limit is {MAX_PATTERN_BYTES}",
@@ -236,7 +383,8 @@ struct Frame {
 }
 
 impl PatternScan {
-    fn scan(mut self, pattern: &str) -> Result<(), EngineError> {
+    /// The pattern's written-out size, or why it is refused.
+    fn scan(mut self, pattern: &str) -> Result<u64, EngineError> {
         let mut chars = pattern.chars().peekable();
         while let Some(char) = chars.next() {
             match char {
@@ -274,7 +422,7 @@ impl PatternScan {
                 chars.next();
             }
         }
-        Ok(())
+        Ok(self.top.size)
     }
 
     fn current(&mut self) -> &mut Frame {
@@ -452,6 +600,28 @@ mod tests {
                 format!(r#"{{"anyOf":[{}]}}"#, vec![object_schema(100, &[]); 26].join(",")),
                 "optional properties",
             ),
+            (many_bounded_strings(4000, 1999), "write out more than"),
+            (
+                serde_json::json!({"enum": (0..1001).collect::<Vec<_>>()}).to_string(),
+                "choices; the limit",
+            ),
+            (
+                serde_json::json!({"enum": (0..600).map(|i| format!("{}{i}", "x".repeat(30))).collect::<Vec<_>>()})
+                    .to_string(),
+                "bytes together",
+            ),
+            (r#"{"type":"integer","minimum":1e300}"#.into(), "must be a number from"),
+            (
+                r#"{"type":"integer","minimum":-5,"maximum":-9223372036854775808}"#.into(),
+                "must be a number from",
+            ),
+            (r#"{"type":"integer","minimum":100,"maximum":5}"#.into(), "no value lies"),
+            (
+                r#"{"type":"integer","exclusiveMinimum":0,"exclusiveMaximum":1}"#.into(),
+                "no value lies",
+            ),
+            (r#"{"type":"array","maxItems":4294967299}"#.into(), "maxItems must be"),
+            (r#"{"type":"string","minLength":5,"maxLength":3}"#.into(), "above its maxLength"),
         ];
         for (schema, why) in cases {
             let message = schema_refused(&schema);
@@ -477,6 +647,21 @@ mod tests {
             .to_string()
     }
 
+    /// An object of `count` required strings of at most `max_length` characters.
+    fn many_bounded_strings(count: usize, max_length: u32) -> String {
+        let properties: serde_json::Map<String, Value> = (0..count)
+            .map(|i| {
+                (
+                    format!("p{i}"),
+                    serde_json::json!({"type": "string", "maxLength": max_length}),
+                )
+            })
+            .collect();
+        let names: Vec<String> = properties.keys().cloned().collect();
+        serde_json::json!({"type": "object", "properties": properties, "required": names})
+            .to_string()
+    }
+
     fn json_string_schema(keyword: &str, value: &str) -> String {
         serde_json::json!({"type": "string", keyword: value}).to_string()
     }
@@ -493,6 +678,12 @@ mod tests {
             json_string_schema("pattern", r"^(\+[0-9]{1,3} )?([0-9]{3}-){2}[0-9]{4}$"),
             json_string_schema("pattern", "^[a-z]+(-[a-z]+)*(\\.[a-z]{2,})+$"),
             r#"{"type":"string","minLength":3,"maxLength":100000}"#.into(),
+            many_bounded_strings(40, 1000),
+            serde_json::json!({"enum": (0..600).map(|i| format!("Zone/{i}")).collect::<Vec<_>>()}).to_string(),
+            r#"{"type":"integer","minimum":0,"maximum":100}"#.into(),
+            r#"{"type":"integer","exclusiveMinimum":0,"exclusiveMaximum":2}"#.into(),
+            r#"{"type":"number","minimum":0.5,"maximum":0.7}"#.into(),
+            r#"{"type":"array","minItems":2,"maxItems":2}"#.into(),
             object_schema(400, &[]),
             {
                 let names: Vec<String> = (0..2000).map(|i| format!("p{i}")).collect();
