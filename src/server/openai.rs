@@ -346,11 +346,20 @@ pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<OpenAiR
         input: Input::Chat(Box::new(conversation)),
         generate,
         choices,
+        include_usage: include_usage(request.stream, request.stream_options)?,
         stream: request.stream,
-        include_usage: request
-            .stream_options
-            .is_some_and(|options| options.include_usage),
     })
+}
+
+/// `stream_options.include_usage`; the options are refused without
+/// `stream`, as OpenAI refuses them.
+fn include_usage(stream: bool, options: Option<StreamOptions>) -> Result<bool, ApiError> {
+    match options {
+        Some(_) if !stream => Err(ApiError::bad_request(
+            "stream_options is only allowed when stream is true",
+        )),
+        options => Ok(options.is_some_and(|options| options.include_usage)),
+    }
 }
 
 /// `reasoning_effort` on a template with a thinking switch: `none` and
@@ -416,10 +425,8 @@ pub(super) fn decode_completion(
         },
         generate,
         choices,
+        include_usage: include_usage(request.stream, request.stream_options)?,
         stream: request.stream,
-        include_usage: request
-            .stream_options
-            .is_some_and(|options| options.include_usage),
     })
 }
 
@@ -582,6 +589,13 @@ fn chat_message(message: ChatMessage) -> Result<Message, ApiError> {
         message.role
     };
     let content = match message.content {
+        // Only an assistant's turn may go without (it called tools instead).
+        None if role != "assistant" => {
+            return Err(ApiError::bad_request(format!(
+                "a {} message needs its content",
+                crate::store::names::escaped(&role)
+            )))
+        }
         None => String::new(),
         Some(Content::Text(text)) => text,
         Some(Content::Parts(parts)) => text_parts(parts)?,

@@ -224,6 +224,10 @@ impl SamplingRequest {
                 "stop takes at most {MAX_STOPS} strings of at most {MAX_STOP_BYTES} bytes"
             )));
         }
+        // An empty stop string would stop nowhere: refused, not ignored.
+        if stop.iter().any(String::is_empty) {
+            return Err(ApiError::bad_request("stop strings must not be empty"));
+        }
         // The grammar itself is built by llama.cpp's converter in the model's
         // worker process (a crash there cannot take the server down), which
         // answers 400 before the response starts; the checks here refuse what

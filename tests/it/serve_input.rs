@@ -252,6 +252,7 @@ fn malformed_and_out_of_range_requests_are_refused_quickly() {
             json!({"top_p": 2}),
             json!({"repeat_penalty": -1}),
             json!({"stop": too_many_stops}),
+            json!({"stop": [""]}),
         ] {
             let name = options.as_object().unwrap().keys().next().unwrap().clone();
             let body = with(valid, json!({ "options": options })).to_string();
@@ -279,6 +280,30 @@ fn malformed_and_out_of_range_requests_are_refused_quickly() {
             .as_bytes(),
         &[400],
     );
+
+    // Fields OpenAI refuses in these shapes, refused rather than ignored:
+    // an empty stop string, stream_options without stream, a user turn
+    // without content.
+    for (path, valid) in &routes[..2] {
+        for (fields, named) in [
+            (json!({"stop": ["", "x"]}), "stop"),
+            (
+                json!({"stream_options": {"include_usage": true}}),
+                "stream_options",
+            ),
+        ] {
+            let body = with(valid, fields).to_string();
+            let message = refused(&server, path, body.as_bytes(), &[400]);
+            assert!(message.contains(named), "{message}");
+        }
+    }
+    let body = with(
+        &chat,
+        json!({"messages": [{"role": "user", "content": null}]}),
+    )
+    .to_string();
+    let message = refused(&server, "/v1/chat/completions", body.as_bytes(), &[400]);
+    assert!(message.contains("content"), "{message}");
 
     assert_healthy_and_idle(&mut server);
 }
