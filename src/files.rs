@@ -97,6 +97,14 @@ fn open_without_blocking(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// A FIFO at `path`, for tests of reads and writes that must not block on one.
+#[cfg(test)]
+pub(crate) fn make_fifo_for_tests(path: &std::path::Path) {
+    let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in path");
+    // SAFETY: mkfifo gets a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,9 +125,7 @@ mod tests {
     fn a_fifo_is_refused_without_waiting() {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("fifo");
-        let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: mkfifo gets a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        make_fifo_for_tests(&path);
         let started = std::time::Instant::now();
         assert!(matches!(
             read_bounded(&path, 1 << 20),

@@ -109,7 +109,13 @@ impl PromptCache {
     /// loaded for the system prompt it starts with: evaluating that costs
     /// less than reading the whole state). A hit counts as a use (it is
     /// kept longest).
-    pub fn find(&self, key: &str, prompt: &[i32], min_match: usize) -> Option<Hit> {
+    pub fn find(
+        &self,
+        key: &str,
+        prompt: &[i32],
+        min_match: usize,
+        bound: StateBound,
+    ) -> Option<Hit> {
         let prefix = key_prefix(key);
         let mut best: Option<(usize, usize, PathBuf)> = None;
         for path in self.entries() {
@@ -136,7 +142,16 @@ impl PromptCache {
             }
         }
         let (matched, _, path) = best?;
-        let (_, tokens, state) = read_entry(&path, key, self.max_bytes).ok()?;
+        let (_, tokens, state) = match read_entry(&path, key, self.max_bytes, bound) {
+            Ok(entry) => entry,
+            Err(error) => {
+                // A damaged or forged entry costs one reading, not one per run.
+                if error.kind() == io::ErrorKind::InvalidData {
+                    let _ = fs::remove_file(&path);
+                }
+                return None;
+            }
+        };
         let _ = touch(&path);
         Some(Hit {
             tokens,
@@ -237,6 +252,31 @@ impl PromptCache {
     }
 }
 
+/// The most state a model can have for a number of tokens: what a file's
+/// header claims is checked against it before anything is read (a sparse
+/// entry claiming 3 GiB for 20 tokens was read whole, at every run).
+#[derive(Debug, Clone, Copy)]
+pub struct StateBound {
+    /// Most bytes of state per token.
+    pub bytes_per_token: u64,
+    /// Most tokens.
+    pub max_tokens: u64,
+}
+
+/// State a sequence has besides its tokens' keys and values (llama.cpp's
+/// headers and cell bookkeeping).
+const STATE_OVERHEAD: u64 = 1 << 20;
+
+impl StateBound {
+    fn allows(self, tokens: u64, state_bytes: u64) -> bool {
+        tokens <= self.max_tokens
+            && state_bytes
+                <= tokens
+                    .saturating_mul(self.bytes_per_token)
+                    .saturating_add(STATE_OVERHEAD)
+    }
+}
+
 /// Write one state to `path` in the cache's format (chat's `/save` keeps
 /// a conversation's state beside its transcript this way), atomically.
 pub fn write_file(
@@ -251,8 +291,13 @@ pub fn write_file(
 
 /// Read a state [`write_file`] wrote for `key`, checked whole (sizes,
 /// sha256, at most `max_bytes`); an error for anything else.
-pub fn read_file(path: &Path, key: &str, max_bytes: u64) -> io::Result<(Vec<i32>, Vec<u8>)> {
-    let (_, tokens, state) = read_entry(path, key, max_bytes)?;
+pub fn read_file(
+    path: &Path,
+    key: &str,
+    max_bytes: u64,
+    bound: StateBound,
+) -> io::Result<(Vec<i32>, Vec<u8>)> {
+    let (_, tokens, state) = read_entry(path, key, max_bytes, bound)?;
     Ok((tokens, state))
 }
 
@@ -344,7 +389,12 @@ fn read_header(file: &mut File, length: u64) -> io::Result<Header> {
 }
 
 /// A whole entry, checked: its key, sizes and sha256.
-fn read_entry(path: &Path, key: &str, max_bytes: u64) -> io::Result<(Header, Vec<i32>, Vec<u8>)> {
+fn read_entry(
+    path: &Path,
+    key: &str,
+    max_bytes: u64,
+    bound: StateBound,
+) -> io::Result<(Header, Vec<i32>, Vec<u8>)> {
     let mut file = open_entry(path)?;
     let length = file.metadata()?.len();
     if length > max_bytes {
@@ -353,6 +403,9 @@ fn read_entry(path: &Path, key: &str, max_bytes: u64) -> io::Result<(Header, Vec
     let header = read_header(&mut file, length)?;
     if header.key != key {
         return Err(invalid("another model or build"));
+    }
+    if !bound.allows(header.tokens, header.state_bytes) {
+        return Err(invalid("more state than its tokens can have"));
     }
     let mut token_bytes = vec![0u8; (header.tokens * 4) as usize];
     file.read_exact(&mut token_bytes)?;
@@ -409,6 +462,11 @@ fn overwrite(path: &Path, bytes: &[u8]) {
 mod tests {
     use super::*;
 
+    const BOUND: StateBound = StateBound {
+        bytes_per_token: 1 << 10,
+        max_tokens: 1 << 20,
+    };
+
     fn cache(max: u64) -> (tempfile::TempDir, PromptCache) {
         let dir = tempfile::tempdir().unwrap();
         let cache = PromptCache::new(dir.path().join("prompts"), max);
@@ -426,14 +484,16 @@ mod tests {
             .store("model-b", "b", &[1, 2, 3, 4, 5, 6], b"other model")
             .unwrap();
         let hit = cache
-            .find("model-a", &[1, 2, 3, 4, 5, 9], 2)
+            .find("model-a", &[1, 2, 3, 4, 5, 9], 2, BOUND)
             .expect("a hit");
         assert_eq!((hit.matched, hit.state.as_slice()), (5, &b"five"[..]));
         // As far as both: the shorter entry is the one read.
-        let hit = cache.find("model-a", &[1, 2, 3, 7], 2).expect("a hit");
+        let hit = cache
+            .find("model-a", &[1, 2, 3, 7], 2, BOUND)
+            .expect("a hit");
         assert_eq!((hit.matched, hit.state.as_slice()), (3, &b"three"[..]));
-        assert!(cache.find("model-a", &[9, 9], 1).is_none());
-        assert!(cache.find("model-c", &[1, 2, 3], 1).is_none());
+        assert!(cache.find("model-a", &[9, 9], 1, BOUND).is_none());
+        assert!(cache.find("model-c", &[1, 2, 3], 1, BOUND).is_none());
     }
 
     #[test]
@@ -442,9 +502,9 @@ mod tests {
         let document: Vec<i32> = (1..=10).collect();
         cache.store("model-a", "doc", &document, b"ten").unwrap();
         // The system prompt (the first 4 tokens) of another document.
-        assert!(cache.find("model-a", &[1, 2, 3, 4, 99], 2).is_none());
+        assert!(cache.find("model-a", &[1, 2, 3, 4, 99], 2, BOUND).is_none());
         let hit = cache
-            .find("model-a", &[1, 2, 3, 4, 5, 99], 2)
+            .find("model-a", &[1, 2, 3, 4, 5, 99], 2, BOUND)
             .expect("half of it is used");
         assert_eq!(hit.matched, 5);
     }
@@ -459,16 +519,25 @@ mod tests {
         let good = fs::read(&path).unwrap();
 
         overwrite(&path, &good[..good.len() - 1]);
-        assert!(cache.find("model-a", &[1, 2, 3], 1).is_none(), "truncated");
+        assert!(
+            cache.find("model-a", &[1, 2, 3], 1, BOUND).is_none(),
+            "truncated"
+        );
         let mut altered = good.clone();
         *altered.last_mut().unwrap() ^= 1;
         overwrite(&path, &altered);
-        assert!(cache.find("model-a", &[1, 2, 3], 1).is_none(), "altered");
+        assert!(
+            cache.find("model-a", &[1, 2, 3], 1, BOUND).is_none(),
+            "altered"
+        );
         overwrite(&path, b"GGUF not a cache entry");
-        assert!(cache.find("model-a", &[1, 2, 3], 1).is_none(), "foreign");
+        assert!(
+            cache.find("model-a", &[1, 2, 3], 1, BOUND).is_none(),
+            "foreign"
+        );
         overwrite(&path, &good);
         assert!(
-            cache.find("model-a", &[1, 2, 3], 1).is_some(),
+            cache.find("model-a", &[1, 2, 3], 1, BOUND).is_some(),
             "intact again"
         );
     }
@@ -487,7 +556,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
             // Use the first entry again: it must outlive the second.
             if index == 1 {
-                assert!(cache.find("m", &[1, 1], 1).is_some());
+                assert!(cache.find("m", &[1, 1], 1, BOUND).is_some());
             }
         }
         let labels: Vec<String> = cache.list().into_iter().map(|entry| entry.label).collect();
@@ -497,6 +566,27 @@ mod tests {
         assert!(!labels.contains(&"entry 1".to_owned()), "{labels:?}");
         assert_eq!(cache.clear().unwrap(), total);
         assert!(cache.list().is_empty());
+    }
+
+    #[test]
+    fn an_entry_claiming_more_state_than_its_tokens_allow_is_refused_and_removed() {
+        let (_dir, cache) = cache(1 << 30);
+        let tight = StateBound {
+            bytes_per_token: 1,
+            max_tokens: 8,
+        };
+        let state = vec![0u8; (STATE_OVERHEAD + 100) as usize];
+        cache.store("m", "large", &[1, 2, 3], &state).unwrap();
+        assert!(cache.find("m", &[1, 2, 3], 1, tight).is_none());
+        assert!(cache.list().is_empty(), "removed");
+        cache
+            .store("m", "long", &(0..9).collect::<Vec<_>>(), b"x")
+            .unwrap();
+        assert!(cache
+            .find("m", &(0..9).collect::<Vec<_>>(), 1, tight)
+            .is_none());
+        cache.store("m", "fits", &[1, 2], b"xy").unwrap();
+        assert!(cache.find("m", &[1, 2], 1, tight).is_some());
     }
 
     #[test]

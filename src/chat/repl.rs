@@ -642,8 +642,12 @@ fn save_state(path: &Path, choice: &ModelChoice, session: &Session<'_>) -> anyho
 /// can use; returns its token count. Anything else (no file, another model,
 /// a damaged file, too large for the context) restores nothing.
 fn restore_state(path: &Path, choice: &ModelChoice, session: &mut Session<'_>) -> Option<usize> {
+    let bound = crate::promptcache::StateBound {
+        bytes_per_token: session.state_bytes_per_token_bound(),
+        max_tokens: u64::from(session.n_ctx()),
+    };
     let (tokens, state) =
-        crate::promptcache::read_file(path, &choice.state_key(), MAX_STATE_BYTES).ok()?;
+        crate::promptcache::read_file(path, &choice.state_key(), MAX_STATE_BYTES, bound).ok()?;
     if tokens.len() >= session.n_ctx() as usize {
         return None;
     }

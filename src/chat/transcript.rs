@@ -118,6 +118,7 @@ pub fn to_markdown(model: &str, conversation: &Conversation) -> String {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    crate::store::refuse_non_regular_target(path)?;
     let directory = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -183,6 +184,25 @@ mod tests {
             load(&directory.path().join("missing.json")),
             Err(TranscriptError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn a_fifo_or_folder_in_the_way_is_refused_not_replaced() {
+        let directory = tempfile::tempdir().unwrap();
+        let fifo = directory.path().join("pipe.json");
+        crate::files::make_fifo_for_tests(&fifo);
+        let folder = directory.path().join("folder.json");
+        std::fs::create_dir(&folder).unwrap();
+        for path in [&fifo, &folder] {
+            let error = save(path, "m", &conversation()).unwrap_err().to_string();
+            assert!(error.contains("not a regular file"), "{error}");
+        }
+        let fifo_type = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+        assert!(
+            std::os::unix::fs::FileTypeExt::is_fifo(&fifo_type),
+            "still a FIFO"
+        );
+        assert!(folder.is_dir());
     }
 
     #[test]

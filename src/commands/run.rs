@@ -24,7 +24,7 @@ use crate::engine::{
     PromptTokens, Session, SessionOptions, Stats, StopReason, KV_STATE_FORMAT,
 };
 use crate::gguf::CheckedModel;
-use crate::promptcache::PromptCache;
+use crate::promptcache::{PromptCache, StateBound};
 use crate::ui::Printer;
 
 /// Largest `--tools` file read.
@@ -530,7 +530,11 @@ fn use_prompt_cache(
     }
     let key = format!("{identity}\n{KV_STATE_FORMAT}");
     let ids = tokens.ids();
-    if let Some(hit) = cache.find(&key, &ids[..reusable], MIN_CACHED_TOKENS) {
+    let bound = StateBound {
+        bytes_per_token: session.state_bytes_per_token_bound(),
+        max_tokens: u64::from(session.n_ctx()),
+    };
+    if let Some(hit) = cache.find(&key, &ids[..reusable], MIN_CACHED_TOKENS, bound) {
         let snapshot = KvSnapshot {
             tokens: hit.tokens,
             state: hit.state,

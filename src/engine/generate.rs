@@ -160,6 +160,17 @@ impl<'model> Session<'model> {
         self.n_ctx
     }
 
+    /// A generous bound on the bytes of saved state per token for this
+    /// model: keys and values as wide as four times the embedding, in f32,
+    /// in every layer (gemma's heads are wider than its embedding's share;
+    /// recurrent models' fixed state fits a few tokens' worth). What a saved
+    /// state's header claims is checked against it before it is read.
+    pub fn state_bytes_per_token_bound(&self) -> u64 {
+        let layers = u64::from(self.model.inner.n_layer().max(1));
+        let embedding = u64::try_from(self.model.inner.n_embd().max(1)).unwrap_or(1);
+        layers.saturating_mul(embedding).saturating_mul(2 * 4 * 4)
+    }
+
     /// Tokens now held in the KV cache.
     pub fn cached_tokens(&self) -> usize {
         self.cached.len()

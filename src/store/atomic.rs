@@ -9,6 +9,7 @@ use std::path::Path;
 
 /// Write `bytes` to `path` so that a crash leaves either the old or the new file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    refuse_non_regular_target(path)?;
     let directory = match path.parent() {
         // A bare file name lives in the current directory.
         Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
@@ -87,5 +88,20 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
+    }
+}
+
+/// A rename replaces whatever is at `path`: a device, a FIFO or a folder
+/// there is refused, not replaced (chat's `/save /dev/null` as root turned
+/// the device into a file). A link is replaced, never written through.
+pub fn refuse_non_regular_target(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(metadata) if !metadata.is_file() && !metadata.file_type().is_symlink() => {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "it exists and is not a regular file; not replacing it",
+            ))
+        }
+        _ => Ok(()),
     }
 }

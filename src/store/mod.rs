@@ -28,7 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-pub use atomic::{rename_durable, sync_directory, write_atomic};
+pub use atomic::{refuse_non_regular_target, rename_durable, sync_directory, write_atomic};
 pub use confine::{escape_of, Escape, Root};
 pub use hfcache::{scan as scan_hf_cache, CachedFile, RepoCache};
 pub use manifest::{Manifest, ManifestFile, Source};

@@ -608,7 +608,12 @@ fn a_saved_state_with_forged_positions_is_not_restored() {
     let header: serde_json::Value =
         serde_json::from_slice(&bytes[12..12 + header_len]).expect("the header");
     let key = header["key"].as_str().expect("a key");
-    let (tokens, mut state) = olm::promptcache::read_file(&path, key, 1 << 30).expect("intact");
+    let any_size = olm::promptcache::StateBound {
+        bytes_per_token: 1 << 30,
+        max_tokens: 1 << 20,
+    };
+    let (tokens, mut state) =
+        olm::promptcache::read_file(&path, key, 1 << 30, any_size).expect("intact");
     // llama.cpp's layout of one sequence's state here: 8 bytes, the stream
     // count, the cell count, then (position, 1, sequence 0) per cell.
     let word = |state: &[u8], at: usize| i32::from_le_bytes(state[at..at + 4].try_into().unwrap());
