@@ -60,6 +60,21 @@ pub fn rename_durable(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
+/// A rename replaces whatever is at `path`: a device, a FIFO or a folder
+/// there is refused, not replaced (chat's `/save /dev/null` as root turned
+/// the device into a file). A link is replaced, never written through.
+pub fn refuse_non_regular_target(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(metadata) if !metadata.is_file() && !metadata.file_type().is_symlink() => {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "it exists and is not a regular file; not replacing it",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,20 +103,5 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
-    }
-}
-
-/// A rename replaces whatever is at `path`: a device, a FIFO or a folder
-/// there is refused, not replaced (chat's `/save /dev/null` as root turned
-/// the device into a file). A link is replaced, never written through.
-pub fn refuse_non_regular_target(path: &Path) -> std::io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(metadata) if !metadata.is_file() && !metadata.file_type().is_symlink() => {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "it exists and is not a regular file; not replacing it",
-            ))
-        }
-        _ => Ok(()),
     }
 }
