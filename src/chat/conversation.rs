@@ -80,11 +80,7 @@ impl Conversation {
 
     /// The messages to render: system prompt first.
     pub fn prompt_messages(&self) -> Vec<Message> {
-        let system = self
-            .system
-            .iter()
-            .map(|text| Message::new(SYSTEM, text.clone()));
-        system.chain(self.messages.iter().cloned()).collect()
+        self.prompt_messages_from(0)
     }
 
     /// Rebuild from saved messages: a leading system message becomes the
@@ -103,48 +99,65 @@ impl Conversation {
 
     /// Drop the oldest turns (a user message and the answers after it) until
     /// `count_tokens` of the prompt is at most `budget`. The system prompt and
-    /// the newest user message always stay.
+    /// the newest user message always stay. The fewest turns that make it fit
+    /// are found by bisection (fewer turns never count more tokens): a loaded
+    /// transcript of 100,000 messages took one counting per dropped turn,
+    /// each of the whole conversation, and ran for hours.
     pub fn trim_to_fit<E>(
         &mut self,
         budget: usize,
         mut count_tokens: impl FnMut(&[Message]) -> Result<usize, E>,
     ) -> Result<Trim, E> {
-        let mut dropped_turns = 0;
-        loop {
-            let prompt_tokens = count_tokens(&self.prompt_messages())?;
-            if prompt_tokens <= budget {
-                return Ok(Trim {
-                    dropped_turns,
-                    prompt_tokens,
-                    fits: true,
-                });
+        // Dropping `k` turns keeps the messages from `starts[k]` on.
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(
+                self.messages
+                    .iter()
+                    .enumerate()
+                    .skip(1)
+                    .filter(|(_, message)| message.role == USER)
+                    .map(|(index, _)| index),
+            )
+            .collect();
+        let droppable = starts.len() - 1;
+        let mut count =
+            |this: &Self, turns: usize| count_tokens(&this.prompt_messages_from(starts[turns]));
+        let mut fitting = None;
+        let (mut low, mut high) = (0, droppable);
+        while low <= high {
+            let middle = low + (high - low) / 2;
+            let tokens = count(self, middle)?;
+            if tokens <= budget {
+                fitting = Some((middle, tokens));
+                match middle.checked_sub(1) {
+                    Some(fewer) => high = fewer,
+                    None => break,
+                }
+            } else {
+                low = middle + 1;
             }
-            if !self.drop_oldest_turn() {
-                return Ok(Trim {
-                    dropped_turns,
-                    prompt_tokens,
-                    fits: false,
-                });
-            }
-            dropped_turns += 1;
         }
+        let (dropped_turns, prompt_tokens, fits) = match fitting {
+            Some((turns, tokens)) => (turns, tokens, true),
+            None => (droppable, count(self, droppable)?, false),
+        };
+        self.messages.drain(..starts[dropped_turns]);
+        Ok(Trim {
+            dropped_turns,
+            prompt_tokens,
+            fits,
+        })
     }
 
-    /// Remove the first message and everything up to the next user message,
-    /// unless that would leave no message at all.
-    fn drop_oldest_turn(&mut self) -> bool {
-        let next_user = self
-            .messages
+    /// The system prompt and the messages from `start` on.
+    fn prompt_messages_from(&self, start: usize) -> Vec<Message> {
+        let system = self
+            .system
             .iter()
-            .skip(1)
-            .position(|message| message.role == USER);
-        match next_user {
-            Some(offset) => {
-                self.messages.drain(..=offset);
-                true
-            }
-            None => false,
-        }
+            .map(|text| Message::new(SYSTEM, text.clone()));
+        system
+            .chain(self.messages[start..].iter().cloned())
+            .collect()
     }
 }
 
@@ -224,6 +237,29 @@ mod tests {
         assert_eq!(conversation.turns(), [Message::new(USER, "question four")]);
         assert_eq!(conversation.pop_user().as_deref(), Some("question four"));
         assert!(conversation.turns().is_empty());
+    }
+
+    #[test]
+    fn a_hundred_thousand_messages_are_trimmed_in_a_few_countings() {
+        let mut conversation = Conversation::new(None);
+        for turn in 0..50_000 {
+            conversation.push_user(format!("question {turn}"));
+            conversation.push_assistant("answer".into());
+        }
+        conversation.push_user("last question".into());
+        let mut countings = 0;
+        let trim = conversation
+            .trim_to_fit(100, |messages| {
+                countings += 1;
+                count_words(messages)
+            })
+            .unwrap();
+        assert!(trim.fits && trim.prompt_tokens <= 100, "{trim:?}");
+        assert!(countings <= 20, "{countings} countings");
+        assert_eq!(
+            conversation.turns().last().unwrap().content,
+            "last question"
+        );
     }
 
     #[test]
