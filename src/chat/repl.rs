@@ -365,11 +365,18 @@ impl Chat<'_> {
         }
         let prompt = Prompt::Chat(self.conversation.prompt_messages());
         let rendered = model.render(&prompt, n_ctx, self.cancel)?;
+        // A message that spells control tokens is text: the whole prompt is
+        // tokenized again so that it stays so.
+        let plain = self
+            .conversation
+            .turns()
+            .last()
+            .is_none_or(|message| !model.spells_control_token(&message.content));
         let tokens = match self.evaluated.take() {
-            Some(evaluated) if rendered.starts_with(&evaluated.text) => {
+            Some(evaluated) if plain && rendered.starts_with(&evaluated.text) => {
                 model.tokenize_after(&evaluated.tokens, &rendered[evaluated.text.len()..])?
             }
-            _ => model.tokenize(&prompt, n_ctx, self.cancel)?,
+            _ => model.tokenize_prompt_rendered(&prompt, &rendered, n_ctx, self.cancel)?,
         };
         let reasoning = model.chat_traits().reasoning(None);
         let (answer, stats) = self.generate(session, &tokens, reasoning)?;

@@ -130,7 +130,7 @@ pub fn run(args: RunArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         printer.status(&format!("prompt as the model sees it:\n{rendered}\n---"));
     }
     let chat = !matches!(prompt, Prompt::Raw(_));
-    let tokens = model.tokenize_rendered(&rendered, chat)?;
+    let tokens = model.tokenize_prompt_rendered(&prompt, &rendered, max_context, &cancel)?;
     let reasoning = match (&prompt, traits) {
         (Prompt::Raw(_), _) => ReasoningMode::Off,
         (_, Some(traits)) => traits.reasoning(None),

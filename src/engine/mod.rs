@@ -15,6 +15,7 @@ mod draft;
 mod embed;
 mod generate;
 mod limits;
+mod plain_text;
 pub mod rpc;
 mod sampling;
 mod scheduler;
@@ -77,6 +78,25 @@ pub enum EngineError {
          vocabulary entry); send shorter inputs or truncate them"
     )]
     EmbeddingInputTooLong { tokens: usize, limit: usize },
+    #[error(
+        "{count} messages spell the model's control tokens (such as its turn markers); \
+         olm keeps such text as plain text for at most {limit} messages of a prompt"
+    )]
+    SpecialTextInMessages { count: usize, limit: usize },
+    #[error(
+        "message {message} spells the model's control tokens, which olm keeps as plain \
+         text, but this chat template rewrites it so that olm cannot find it in the prompt"
+    )]
+    SpecialTextRewritten { message: usize },
+    #[error(
+        "a context of {n_ctx} tokens needs about {needed_mib} MiB for its keys and values, \
+         and {available_mib} MiB of memory is available; lower --ctx-size"
+    )]
+    ContextTooLarge {
+        n_ctx: u32,
+        needed_mib: u64,
+        available_mib: u64,
+    },
     #[error("the prompt is empty")]
     EmptyPrompt,
     #[error("the input is {bytes} bytes; the limit is {limit} bytes")]
@@ -125,6 +145,9 @@ impl EngineError {
         match self {
             EngineError::PromptTooLong { .. }
             | EngineError::EmbeddingInputTooLong { .. }
+            | EngineError::SpecialTextInMessages { .. }
+            | EngineError::ContextTooLarge { .. }
+            | EngineError::SpecialTextRewritten { .. }
             | EngineError::EmptyPrompt
             | EngineError::InputTooLarge { .. }
             | EngineError::InputTooLong { .. }
@@ -459,11 +482,7 @@ impl Model {
     /// Bytes of weights llama.cpp puts on a GPU with `gpu_layers` (its
     /// default when `None`: every layer): 0 without a GPU device.
     pub fn size_on_gpu(&self, gpu_layers: Option<u32>) -> u64 {
-        use llama_cpp_2::LlamaBackendDeviceType as Kind;
-        let has_gpu = llama_cpp_2::list_llama_ggml_backend_devices()
-            .iter()
-            .any(|device| matches!(device.device_type, Kind::Gpu | Kind::IntegratedGpu));
-        if !has_gpu {
+        if !has_gpu_device() {
             return 0;
         }
         // The output layer counts as one more.
@@ -584,7 +603,86 @@ impl Model {
         cancel: &AtomicBool,
     ) -> Result<PromptTokens, EngineError> {
         let text = self.render(prompt, n_ctx, cancel)?;
-        self.tokenize_rendered(&text, !matches!(prompt, Prompt::Raw(_)))
+        self.tokenize_prompt_rendered(prompt, &text, n_ctx, cancel)
+    }
+
+    /// Tokenize `prompt` as [`Model::render`] rendered it (`text`): the
+    /// template's markers become control tokens, and the text of user,
+    /// system and tool messages stays text even where it spells one
+    /// (see `plain_text`).
+    pub fn tokenize_prompt_rendered(
+        &self,
+        prompt: &Prompt,
+        text: &str,
+        n_ctx: u32,
+        cancel: &AtomicBool,
+    ) -> Result<PromptTokens, EngineError> {
+        let messages = match prompt {
+            Prompt::Raw(_) => return self.tokenize_rendered(text, false),
+            Prompt::Chat(messages) | Prompt::ChatWith(messages, _) => messages,
+        };
+        let spans = plain_text::content_spans(
+            messages,
+            text,
+            |content| self.spells_control_token(content),
+            |changed| {
+                let prompt = match prompt {
+                    Prompt::ChatWith(_, options) => Prompt::ChatWith(changed, options.clone()),
+                    _ => Prompt::Chat(changed),
+                };
+                self.render(&prompt, n_ctx, cancel)
+            },
+        )?;
+        if spans.is_empty() {
+            return self.tokenize_rendered(text, true);
+        }
+        self.tokenize_with_plain_spans(text, &spans)
+    }
+
+    /// Whether `text`, tokenized with special tokens parsed, holds a
+    /// control token it spells.
+    pub fn spells_control_token(&self, text: &str) -> bool {
+        let vocab = self.inner.vocab();
+        let tokens = vocab.tokenize(text.as_bytes(), false, true);
+        plain_text::spells_control_token(&vocab, &tokens)
+    }
+
+    /// A rendered chat prompt whose `spans` (message text spelling control
+    /// tokens) are tokenized as plain text, the rest as
+    /// [`Model::tokenize_rendered`] does: special tokens parsed, BOS added
+    /// unless the template wrote it.
+    fn tokenize_with_plain_spans(
+        &self,
+        text: &str,
+        spans: &[std::ops::Range<usize>],
+    ) -> Result<PromptTokens, EngineError> {
+        if text.len() > MAX_PROMPT_BYTES {
+            return Err(EngineError::InputTooLarge {
+                bytes: text.len(),
+                limit: MAX_PROMPT_BYTES,
+            });
+        }
+        let vocab = self.inner.vocab();
+        let bos = self.template.bos_token();
+        let adds_special = bos.is_empty() || !text.starts_with(bos);
+        let mut tokens = Vec::new();
+        if adds_special && vocab.should_add_bos() {
+            tokens.push(vocab.bos());
+        }
+        let mut at = 0;
+        for span in spans {
+            tokens.extend(vocab.tokenize(&text.as_bytes()[at..span.start], false, true));
+            tokens.extend(vocab.tokenize(&text.as_bytes()[span.clone()], false, false));
+            at = span.end;
+        }
+        tokens.extend(vocab.tokenize(&text.as_bytes()[at..], false, true));
+        if adds_special && vocab.should_add_eos() {
+            tokens.push(vocab.eos());
+        }
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        Ok(PromptTokens { tokens })
     }
 
     /// Tokenize text [`Model::render`] produced (or a prefix of it): `chat`
@@ -706,6 +804,7 @@ impl Model {
         ) -> llama_cpp_2::context::params::LlamaContextParams,
     ) -> Result<llama_cpp_2::context::LlamaContext<'_>, EngineError> {
         let n_ctx = shape.n_ctx.max(1);
+        self.check_context_fits(n_ctx)?;
         let n_batch = shape.n_batch.max(1);
         let threads = i32::try_from(shape.threads.max(1)).unwrap_or(i32::MAX);
         let params = llama_cpp_2::context::params::LlamaContextParams::default()
@@ -724,6 +823,35 @@ impl Model {
                 n_ctx,
                 reason: error.to_string(),
             })
+    }
+
+    /// On a machine without GPUs, whether the keys and values of `n_ctx`
+    /// tokens (f16, `n_layer * 2 * n_head_kv * head size` per token) fit the
+    /// memory available: llama.cpp allocates them all at once, and a
+    /// context of 2^31 tokens took 8 GB before failing with "null
+    /// reference" (500,000 tokens of SmolLM2 took 11 GB).
+    fn check_context_fits(&self, n_ctx: u32) -> Result<(), EngineError> {
+        if has_gpu_device() || self.split.is_some() {
+            return Ok(());
+        }
+        let Some(available) = available_memory() else {
+            return Ok(());
+        };
+        let heads = u64::from(self.inner.n_head().max(1));
+        let head_size = u64::try_from(self.inner.n_embd().max(1)).unwrap_or(1) / heads;
+        let per_token = u64::from(self.inner.n_layer())
+            .saturating_mul(2 * 2)
+            .saturating_mul(u64::from(self.inner.n_head_kv()))
+            .saturating_mul(head_size.max(1));
+        let needed = u64::from(n_ctx).saturating_mul(per_token);
+        if needed > available {
+            return Err(EngineError::ContextTooLarge {
+                n_ctx,
+                needed_mib: needed >> 20,
+                available_mib: available >> 20,
+            });
+        }
+        Ok(())
     }
 
     /// A context for generation.
@@ -762,4 +890,23 @@ fn describe_model(model: &LlamaModel) -> String {
         .meta_val_str("general.architecture")
         .unwrap_or_else(|_| "unknown".to_owned());
     format!("{architecture} {}", crate::human::count(model.n_params()))
+}
+
+/// Whether llama.cpp sees a GPU (discrete or integrated).
+fn has_gpu_device() -> bool {
+    use llama_cpp_2::LlamaBackendDeviceType as Kind;
+    llama_cpp_2::list_llama_ggml_backend_devices()
+        .iter()
+        .any(|device| matches!(device.device_type, Kind::Gpu | Kind::IntegratedGpu))
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let text =
+        crate::files::read_text_bounded(std::path::Path::new("/proc/meminfo"), 64 << 10).ok()?;
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
 }
