@@ -117,12 +117,27 @@ pub fn flag(name: &str) -> bool {
     })
 }
 
-/// A numeric environment variable, or `default` when unset or unparsable.
+/// A numeric environment variable, or `default` when unset. A value that
+/// is not a whole number (`-1`, `NaN`, `1e309`, not UTF-8) is said in one
+/// warning line, then the default applies: it is never taken silently.
+#[expect(
+    clippy::print_stderr,
+    reason = "read where no Printer is at hand; one warning line, as the Printer writes it"
+)]
 pub fn number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(default)
+    let Some(raw) = std::env::var_os(name) else {
+        return default;
+    };
+    match raw.to_str().and_then(|value| value.trim().parse().ok()) {
+        Some(value) => value,
+        None => {
+            eprintln!(
+                "warning: {name}={} is not a whole number of 0 or more; using {default}",
+                crate::store::names::escaped(&raw.to_string_lossy())
+            );
+            default
+        }
+    }
 }
 
 /// `1`/`true`/`yes`/`on`: leave the network sandbox off, like `--allow-network`

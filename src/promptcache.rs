@@ -286,6 +286,7 @@ pub fn write_file(
     tokens: &[i32],
     state: &[u8],
 ) -> io::Result<()> {
+    crate::store::refuse_non_regular_target(path)?;
     crate::store::write_atomic(path, &encode(key, label, tokens, state)?)
 }
 

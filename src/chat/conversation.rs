@@ -91,7 +91,13 @@ impl Conversation {
             match message.role.as_str() {
                 SYSTEM if index == 0 => conversation.set_system(Some(message.content)),
                 USER | ASSISTANT => conversation.messages.push(message),
-                other => return Err(format!("message {} has role '{other}'", index + 1)),
+                other => {
+                    return Err(format!(
+                        "message {} has role '{}'",
+                        index + 1,
+                        crate::store::names::escaped(other)
+                    ))
+                }
             }
         }
         Ok(conversation)

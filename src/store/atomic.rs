@@ -9,7 +9,6 @@ use std::path::Path;
 
 /// Write `bytes` to `path` so that a crash leaves either the old or the new file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    refuse_non_regular_target(path)?;
     let directory = match path.parent() {
         // A bare file name lives in the current directory.
         Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
@@ -60,9 +59,11 @@ pub fn rename_durable(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
-/// A rename replaces whatever is at `path`: a device, a FIFO or a folder
-/// there is refused, not replaced (chat's `/save /dev/null` as root turned
-/// the device into a file). A link is replaced, never written through.
+/// For paths a user names (not the store's own files, where a planted
+/// FIFO is replaced): a rename replaces whatever is at `path`, so a device,
+/// a FIFO or a folder there is refused, not replaced (chat's `/save
+/// /dev/null` as root turned the device into a file). A link is replaced,
+/// never written through.
 pub fn refuse_non_regular_target(path: &Path) -> std::io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(metadata) if !metadata.is_file() && !metadata.file_type().is_symlink() => {
