@@ -354,6 +354,19 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
         )
         .into_response_for(flavor);
     }
+    if let Some(encoding) = header_text(headers, header::CONTENT_ENCODING.as_str())
+        .filter(|encoding| !encoding.trim().eq_ignore_ascii_case("identity"))
+    {
+        // A compressed body would be read as if it were not: refused, not ignored.
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Encoding '{}' is not supported; send the body uncompressed",
+                crate::store::names::escaped(encoding)
+            ),
+        )
+        .into_response_for(flavor);
+    }
     if request.method() == Method::OPTIONS {
         return with_cors(
             StatusCode::NO_CONTENT.into_response(),

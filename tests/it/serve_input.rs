@@ -619,6 +619,23 @@ fn malformed_host_headers_are_refused_with_400() {
         }
     }
 
+    // A compressed body is refused (415), not read as if it were plain.
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    for encoding in ["gzip", "br, gzip"] {
+        let reply = raw_request(
+            port,
+            &format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+                 Content-Type: application/json\r\nContent-Encoding: {encoding}\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        assert_eq!(reply.status, 415, "{encoding}: {}", reply.body);
+        let message = error_message("/v1/chat/completions", &reply);
+        assert!(message.contains("Content-Encoding"), "{message}");
+    }
+
     // Absolute request targets: the authority must be the Host's.
     let host = format!("Host: 127.0.0.1:{port}\r\n");
     for target in [
