@@ -13,12 +13,26 @@ use crate::ui::Printer;
 pub fn run(args: RmArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let store = Store::from_env();
     let mut targets: Vec<Manifest> = Vec::new();
+    let mut damaged: Vec<ModelRef> = Vec::new();
     for text in &args.models {
         let reference = ModelRef::parse_name(text)?;
-        let manifest = store
-            .find(&reference)?
-            .ok_or_else(|| StoreError::NotInStore(reference.to_string()))?;
-        targets.push(manifest);
+        match store.find(&reference) {
+            Ok(Some(manifest)) => targets.push(manifest),
+            Ok(None) => return Err(StoreError::NotInStore(reference.to_string()).into()),
+            // The hint for a damaged manifest is `olm rm`: it must work.
+            Err(StoreError::CorruptManifest { .. }) => damaged.push(reference),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    for reference in &damaged {
+        let path = store.remove_damaged_manifest(reference)?;
+        printer.status(&format!(
+            "removed {reference} (its manifest {} was damaged; `olm verify` reports files no name uses)",
+            path.display()
+        ));
+    }
+    if targets.is_empty() {
+        return Ok(ExitCode::SUCCESS);
     }
     if !args.yes && printer.is_interactive() && std::io::stdin().is_terminal() {
         let names: Vec<&str> = targets

@@ -85,6 +85,27 @@ impl Store {
         self.remove_unused(manifest)
     }
 
+    /// Remove the manifest of `reference` that cannot be read (damaged,
+    /// forged, too large): the name goes; its files, which the manifest no
+    /// longer says, stay for `olm verify` to report. Only the manifest
+    /// inside the store is touched. Returns its path.
+    pub fn remove_damaged_manifest(&self, reference: &ModelRef) -> Result<PathBuf, StoreError> {
+        let Some(path) = manifest::manifest_path(&self.manifests(), reference) else {
+            return Err(StoreError::NotInStore(reference.to_string()));
+        };
+        let (directory, _) = split(&path)?;
+        let resolved_directory = self
+            .home
+            .resolve(directory)
+            .map_err(StoreError::io("cannot remove", &path))?;
+        self.home
+            .remove_entry(&path)
+            .map_err(StoreError::io("cannot remove", &path))?;
+        let _ = sync_directory(&resolved_directory);
+        self.remove_empty_folders(directory);
+        Ok(path)
+    }
+
     /// Remove the blobs of `manifest` (a name already removed or replaced)
     /// that no stored name refers to now, with their snapshot links unless
     /// a stored name uses the same link. Returns the blobs removed.

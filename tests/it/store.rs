@@ -136,6 +136,36 @@ fn import_list_show_run_rm_verify() {
     assert_exit(&run(env.olm().args(["rm", "-y", "smol-copy"])), 3);
 }
 
+/// A damaged manifest (here a forged digest) is named by every command
+/// with the hint `olm rm`, and `olm rm` removes it: only the manifest,
+/// nothing its text names.
+#[test]
+fn rm_removes_a_damaged_manifest() {
+    let env = TestEnv::new();
+    let model = smollm2();
+    assert_exit(
+        &run(env
+            .olm()
+            .args(["pull", model.to_str().unwrap(), "--name", "smol"])),
+        0,
+    );
+    let manifest = olm_home(&env).join("manifests/smol/_.json");
+    let text = fs::read_to_string(&manifest).expect("the manifest");
+    let digest = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+    fs::write(&manifest, text.replace(digest, "../../outside")).expect("forge it");
+    let show = run(env.olm().args(["show", "smol"]));
+    assert!(stderr(&show).contains("olm rm"), "{}", stderr(&show));
+    let removed = run(env.olm().args(["rm", "-y", "smol"]));
+    assert_exit(&removed, 0);
+    assert!(stderr(&removed).contains("damaged"), "{}", stderr(&removed));
+    assert!(!manifest.exists());
+    assert!(olm_home(&env)
+        .join(format!("blobs/sha256-{digest}"))
+        .exists());
+    assert_exit(&run(env.olm().args(["show", "smol"])), 3);
+    assert!(model.exists());
+}
+
 #[test]
 fn a_symlinked_blob_is_flagged_and_rm_removes_only_the_link() {
     let env = TestEnv::new();
