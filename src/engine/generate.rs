@@ -176,6 +176,10 @@ impl<'model> Session<'model> {
         self.cached.len()
     }
 
+    pub(super) fn model(&self) -> &'model Model {
+        self.model
+    }
+
     pub(super) fn context(&self) -> &LlamaContext<'model> {
         &self.context
     }

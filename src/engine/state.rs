@@ -57,6 +57,14 @@ impl Session<'_> {
     /// for this model), then keep only its first `keep` tokens.
     pub fn restore(&mut self, snapshot: &KvSnapshot, keep: usize) -> Result<(), EngineError> {
         self.clear();
+        // Tokens are the model's own: a forged id would reach llama.cpp's
+        // token tables at the next prefix match or draft.
+        let vocabulary = i32::try_from(self.model().n_vocab()).unwrap_or(i32::MAX);
+        if snapshot.tokens.iter().any(|&id| id < 0 || id >= vocabulary) {
+            return Err(EngineError::Decode(
+                "the saved state holds token ids outside the vocabulary".into(),
+            ));
+        }
         let loaded = {
             let context = self.context_mut();
             // SAFETY: the bytes are a state this build wrote for this model

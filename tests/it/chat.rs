@@ -595,7 +595,8 @@ fn a_saved_conversation_loads_with_its_state() {
 
 /// A saved state is llama.cpp's own bytes, checked by olm's hash, which a
 /// hostile file can forge. A state whose positions do not end where its
-/// tokens do (here every cell claims position 7) is not restored: the
+/// tokens do (here every cell claims position 7), or whose tokens hold an
+/// id past the vocabulary, is not restored: the
 /// conversation loads, the model reads it again, and the chat goes on.
 #[test]
 fn a_saved_state_with_forged_positions_is_not_restored() {
@@ -634,8 +635,23 @@ fn a_saved_state_with_forged_positions_is_not_restored() {
     }
     let label = header["label"].as_str().unwrap_or_default();
     olm::promptcache::write_file(&path, key, label, &tokens, &state).expect("write");
+    assert_state_not_restored(&env);
 
-    let second = chat(&env, &["-n", "8"]);
+    // Its cells put right, but a token id past the vocabulary: not restored.
+    for cell in 0..tokens.len() {
+        let at = 16 + 12 * cell;
+        state[at..at + 4].copy_from_slice(&(cell as i32).to_le_bytes());
+    }
+    let mut forged_tokens = tokens.clone();
+    forged_tokens[1] = 1_000_000;
+    olm::promptcache::write_file(&path, key, label, &forged_tokens, &state).expect("write");
+    assert_state_not_restored(&env);
+}
+
+/// `/load talk.json` reads the conversation again rather than restore the
+/// state beside it, and the chat goes on.
+fn assert_state_not_restored(env: &TestEnv) {
+    let second = chat(env, &["-n", "8"]);
     let screen = second.say("/load talk.json");
     assert!(
         screen.contains("loaded 2 messages from talk.json; the model reads them"),
