@@ -315,12 +315,33 @@ struct Parsed {
     first_source: Option<HubKind>,
 }
 
+/// A TOML error in one line: where, and what (toml's own message quotes
+/// the whole source line, which for a hostile file is 200 KB of it).
+fn one_line(text: &str, error: &toml::de::Error) -> String {
+    let message: String = error
+        .message()
+        .lines()
+        .next()
+        .unwrap_or("invalid TOML")
+        .chars()
+        .take(200)
+        .collect();
+    match error.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&byte| byte == b'\n').count() + 1;
+            format!("line {line}: {}", crate::store::names::escaped(&message))
+        }
+        None => crate::store::names::escaped(&message),
+    }
+}
+
 fn parse(text: &str, source_name: &str) -> Result<Parsed, CatalogError> {
     let error = |message: String| CatalogError {
         source_name: source_name.to_owned(),
         message,
     };
-    let file: CatalogFile = toml::from_str(text).map_err(|e| error(e.to_string()))?;
+    let file: CatalogFile = toml::from_str(text).map_err(|e| error(one_line(text, &e)))?;
     let source = file
         .source
         .as_deref()
@@ -432,6 +453,16 @@ mod tests {
         aliases.sort_unstable();
         aliases.dedup();
         assert_eq!(aliases.len(), catalog.entries().len(), "aliases are unique");
+    }
+
+    #[test]
+    fn a_toml_error_is_one_short_line_naming_its_line() {
+        let deep = format!("x = {}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        let text = format!("# a comment\n{deep}\n");
+        let error = parse(&text, "config.toml").err().expect("refused");
+        assert!(!error.message.contains('\n'), "{}", error.message);
+        assert!(error.message.len() < 300, "{} bytes", error.message.len());
+        assert!(error.message.starts_with("line 2"), "{}", error.message);
     }
 
     #[test]

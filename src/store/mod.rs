@@ -611,9 +611,8 @@ impl Store {
     pub fn import(&self, source: &Path, name: &ModelRef) -> Result<Manifest, StoreError> {
         let metadata =
             fs::metadata(source).map_err(|_| StoreError::NoSuchFile(source.to_owned()))?;
-        if !metadata.is_file() {
-            return Err(StoreError::NoSuchFile(source.to_owned()));
-        }
+        // A FIFO, a device or a folder is refused by the check below, as
+        // `show` and `run` refuse it ("not a regular file", exit 5).
         let info = crate::gguf::inspect(source).map_err(|error| StoreError::InvalidModel {
             path: source.to_owned(),
             source: error,

@@ -240,6 +240,30 @@ fn schema_and_template_files_are_bounded_regular_files() {
     }
 }
 
+/// T-G4: `olm pull PATH --name` refuses a FIFO or a folder named like a
+/// model as `show` and `run` do (exit 5, "not a regular file"), at once;
+/// it said "no such file" (exit 3).
+#[test]
+fn pull_refuses_a_fifo_or_folder_as_show_does() {
+    let env = TestEnv::new();
+    let fifo = env.path().join("fifo.gguf");
+    make_fifo(&fifo);
+    let folder = env.path().join("folder.gguf");
+    std::fs::create_dir(&folder).unwrap();
+    for path in [&fifo, &folder] {
+        measure(env.olm().arg("pull").arg(path).args(["--name", "t"])).assert_refused(
+            5,
+            "not a regular file",
+            Duration::from_secs(3),
+        );
+        measure(env.olm().arg("show").arg(path)).assert_refused(
+            5,
+            "not a regular file",
+            Duration::from_secs(3),
+        );
+    }
+}
+
 /// T-G4: olm's own `config.toml` is read the same way: a FIFO or a device
 /// in its place is refused at once, not read forever.
 #[test]
