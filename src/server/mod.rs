@@ -386,8 +386,32 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
         )
         .into_response_for(flavor);
     }
+    let method = request.method().clone();
     let response = next.run(request).await;
+    let response = if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+        method_not_allowed(&method, response, flavor)
+    } else {
+        response
+    };
     with_cors(response, origin.as_deref(), false)
+}
+
+/// axum answers a route's wrong method with an empty 405: it gets the error
+/// shape of every other refusal, keeping its `Allow` header.
+fn method_not_allowed(method: &Method, response: Response, flavor: Flavor) -> Response {
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut refused = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {} is not allowed on this route",
+            crate::store::names::escaped(method.as_str())
+        ),
+    )
+    .into_response_for(flavor);
+    if let Some(allow) = allow {
+        refused.headers_mut().insert(header::ALLOW, allow);
+    }
+    refused
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {

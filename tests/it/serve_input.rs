@@ -636,6 +636,17 @@ fn malformed_host_headers_are_refused_with_400() {
         assert!(message.contains("Content-Encoding"), "{message}");
     }
 
+    // A route's wrong method: 405 in the error shape, with its Allow header.
+    let reply = raw_request(
+        port,
+        &format!("PATCH /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(reply.status, 405, "{}", reply.body);
+    assert!(error_message("/v1/chat/completions", &reply).contains("PATCH"));
+    assert!(reply
+        .header("allow")
+        .is_some_and(|allow| allow.contains("POST")));
+
     // Absolute request targets: the authority must be the Host's.
     let host = format!("Host: 127.0.0.1:{port}\r\n");
     for target in [
