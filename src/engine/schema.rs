@@ -162,6 +162,12 @@ impl<'a> SchemaCheck<'a> {
                                 self.write_out(count)?;
                             }
                         }
+                        ("minLength" | "maxLength" | "minItems" | "maxItems", other) => {
+                            return Err(schema_error(format!(
+                                "{key} must be a whole number, not {}",
+                                escaped(&other.to_string())
+                            )));
+                        }
                         ("enum" | "anyOf" | "oneOf", Value::Array(choices)) => {
                             self.count_choices(key, choices)?;
                         }
@@ -622,6 +628,7 @@ mod tests {
             ),
             (r#"{"type":"array","maxItems":4294967299}"#.into(), "maxItems must be"),
             (r#"{"type":"string","minLength":5,"maxLength":3}"#.into(), "above its maxLength"),
+            (r#"{"type":"string","minLength":"5"}"#.into(), "minLength must be a whole number"),
         ];
         for (schema, why) in cases {
             let message = schema_refused(&schema);
