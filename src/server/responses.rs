@@ -361,7 +361,15 @@ fn push_item(messages: &mut Vec<Message>, item: Map<String, Value>) -> Result<()
                     )))
                 }
             };
-            let content = text_of(item.get("content").unwrap_or(&Value::Null))?;
+            let content = match item.get("content") {
+                // Only an assistant's turn may go without (it called tools instead).
+                None | Some(Value::Null) if role != "assistant" => {
+                    return Err(ApiError::bad_request(format!(
+                        "a {role} message needs its content"
+                    )))
+                }
+                content => text_of(content.unwrap_or(&Value::Null))?,
+            };
             match messages.last_mut() {
                 // A reasoning item may have opened this assistant turn.
                 Some(last)
@@ -839,6 +847,11 @@ mod tests {
             ),
             (json!({"prompt": {"id": "p"}}), "'prompt'"),
             (json!({"text": {"verbosity": "low"}}), "verbosity"),
+            (
+                json!({"input": [{"role": "user", "content": null}]}),
+                "needs its content",
+            ),
+            (json!({"input": [{"role": "system"}]}), "needs its content"),
         ] {
             let error = request(fields.clone()).expect_err(&fields.to_string());
             assert!(error.message.contains(says), "{fields}: {}", error.message);
