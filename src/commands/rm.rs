@@ -25,7 +25,7 @@ pub fn run(args: RmArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         }
     }
     for reference in &damaged {
-        let path = store.remove_damaged_manifest(reference)?;
+        let path = store.remove_manifest(reference)?;
         printer.status(&format!(
             "removed {reference} (its manifest {} was damaged; `olm verify` reports files no name uses)",
             path.display()

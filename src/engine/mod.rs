@@ -290,6 +290,14 @@ impl PromptTokens {
 
     /// Tokens from ids the caller made (benchmarks); ids must be below the
     /// vocabulary size.
+    /// Tokens of a prompt, which must have some.
+    fn non_empty(tokens: Vec<LlamaToken>) -> Result<Self, EngineError> {
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        Ok(Self { tokens })
+    }
+
     pub(crate) fn from_ids(ids: &[i32]) -> Self {
         Self {
             tokens: ids.iter().map(|&id| LlamaToken(id)).collect(),
@@ -333,6 +341,9 @@ pub struct Model {
     n_ctx_train: u32,
     /// Where the layers went, when they were placed over several devices.
     split: Option<rpc::Split>,
+    /// First bytes of the control tokens' texts (see `plain_text`), found
+    /// once, when a chat prompt is first tokenized.
+    control_first_bytes: std::sync::OnceLock<[bool; 256]>,
 }
 
 /// The trained context a file claims (a `u32` key, so up to 2^32-1), as olm
@@ -455,6 +466,7 @@ impl Model {
             description,
             limits,
             split: placement.map(|placement| placement.split),
+            control_first_bytes: std::sync::OnceLock::new(),
         })
     }
 
@@ -643,6 +655,12 @@ impl Model {
     /// control token it spells.
     pub fn spells_control_token(&self, text: &str) -> bool {
         let vocab = self.inner.vocab();
+        let first = self
+            .control_first_bytes
+            .get_or_init(|| plain_text::control_first_bytes(&vocab));
+        if !text.bytes().any(|byte| first[usize::from(byte)]) {
+            return false;
+        }
         let tokens = vocab.tokenize(text.as_bytes(), false, true);
         plain_text::spells_control_token(&vocab, &tokens)
     }
@@ -656,15 +674,9 @@ impl Model {
         text: &str,
         spans: &[std::ops::Range<usize>],
     ) -> Result<PromptTokens, EngineError> {
-        if text.len() > MAX_PROMPT_BYTES {
-            return Err(EngineError::InputTooLarge {
-                bytes: text.len(),
-                limit: MAX_PROMPT_BYTES,
-            });
-        }
+        check_prompt_size(text)?;
         let vocab = self.inner.vocab();
-        let bos = self.template.bos_token();
-        let adds_special = bos.is_empty() || !text.starts_with(bos);
+        let adds_special = !self.template_wrote_bos(text);
         let mut tokens = Vec::new();
         if adds_special && vocab.should_add_bos() {
             tokens.push(vocab.bos());
@@ -679,36 +691,29 @@ impl Model {
         if adds_special && vocab.should_add_eos() {
             tokens.push(vocab.eos());
         }
-        if tokens.is_empty() {
-            return Err(EngineError::EmptyPrompt);
-        }
-        Ok(PromptTokens { tokens })
+        PromptTokens::non_empty(tokens)
+    }
+
+    /// Whether a rendered chat prompt starts with the BOS text the template
+    /// wrote itself (then no second BOS is added).
+    fn template_wrote_bos(&self, text: &str) -> bool {
+        let bos = self.template.bos_token();
+        !bos.is_empty() && text.starts_with(bos)
     }
 
     /// Tokenize text [`Model::render`] produced (or a prefix of it): `chat`
     /// text parses special tokens and gets the BOS token unless the template
     /// wrote it; raw text gets BOS and no special tokens.
     pub fn tokenize_rendered(&self, text: &str, chat: bool) -> Result<PromptTokens, EngineError> {
-        if text.len() > MAX_PROMPT_BYTES {
-            return Err(EngineError::InputTooLarge {
-                bytes: text.len(),
-                limit: MAX_PROMPT_BYTES,
-            });
-        }
+        check_prompt_size(text)?;
         let vocab = self.inner.vocab();
-        let bos = self.template.bos_token();
         let tokens = match chat {
             // The template wrote BOS itself: parse it as the special token and add no second one.
-            true if !bos.is_empty() && text.starts_with(bos) => {
-                vocab.tokenize(text.as_bytes(), false, true)
-            }
+            true if self.template_wrote_bos(text) => vocab.tokenize(text.as_bytes(), false, true),
             true => vocab.tokenize(text.as_bytes(), true, true),
             false => vocab.tokenize(text.as_bytes(), true, false),
         };
-        if tokens.is_empty() {
-            return Err(EngineError::EmptyPrompt);
-        }
-        Ok(PromptTokens { tokens })
+        PromptTokens::non_empty(tokens)
     }
 
     /// All the input-driven work of a request before it can join a decode
@@ -763,18 +768,10 @@ impl Model {
         base: &PromptTokens,
         text: &str,
     ) -> Result<PromptTokens, EngineError> {
-        if text.len() > MAX_PROMPT_BYTES {
-            return Err(EngineError::InputTooLarge {
-                bytes: text.len(),
-                limit: MAX_PROMPT_BYTES,
-            });
-        }
+        check_prompt_size(text)?;
         let mut tokens = base.tokens.clone();
         tokens.extend(self.inner.vocab().tokenize(text.as_bytes(), false, true));
-        if tokens.is_empty() {
-            return Err(EngineError::EmptyPrompt);
-        }
-        Ok(PromptTokens { tokens })
+        PromptTokens::non_empty(tokens)
     }
 
     /// A llama.cpp context of `shape`; sizes are clamped to what llama.cpp accepts.
@@ -890,6 +887,17 @@ fn describe_model(model: &LlamaModel) -> String {
         .meta_val_str("general.architecture")
         .unwrap_or_else(|_| "unknown".to_owned());
     format!("{architecture} {}", crate::human::count(model.n_params()))
+}
+
+/// Text llama.cpp is asked to tokenize is at most [`MAX_PROMPT_BYTES`].
+fn check_prompt_size(text: &str) -> Result<(), EngineError> {
+    if text.len() > MAX_PROMPT_BYTES {
+        return Err(EngineError::InputTooLarge {
+            bytes: text.len(),
+            limit: MAX_PROMPT_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// Whether llama.cpp sees a GPU (discrete or integrated).

@@ -29,16 +29,34 @@ fn is_guarded_role(role: &str) -> bool {
     role != "assistant"
 }
 
+/// The first bytes of the vocabulary's control (and unknown) tokens' texts:
+/// text holding none of them cannot spell one, and is not tokenized a
+/// second time to find out.
+pub(super) fn control_first_bytes(vocab: &llama_cpp_2::vocab::LlamaVocab<'_>) -> [bool; 256] {
+    let mut first = [false; 256];
+    for id in 0..vocab.n_tokens().max(0) {
+        let token = LlamaToken(id);
+        if is_control(vocab, token) {
+            if let Some(&byte) = vocab.text(token).and_then(|text| text.to_bytes().first()) {
+                first[usize::from(byte)] = true;
+            }
+        }
+    }
+    first
+}
+
+fn is_control(vocab: &llama_cpp_2::vocab::LlamaVocab<'_>, token: LlamaToken) -> bool {
+    let attributes = vocab.attr(token);
+    attributes.contains(LlamaTokenAttr::Control) || attributes.contains(LlamaTokenAttr::Unknown)
+}
+
 /// Whether `tokens` (content tokenized with special tokens parsed) hold a
 /// control token: text that parsing turned into one.
 pub(super) fn spells_control_token(
     vocab: &llama_cpp_2::vocab::LlamaVocab<'_>,
     tokens: &[LlamaToken],
 ) -> bool {
-    tokens.iter().any(|&token| {
-        let attributes = vocab.attr(token);
-        attributes.contains(LlamaTokenAttr::Control) || attributes.contains(LlamaTokenAttr::Unknown)
-    })
+    tokens.iter().any(|&token| is_control(vocab, token))
 }
 
 /// Where the content of each message that spells a control token lies in

@@ -100,8 +100,8 @@ pub fn check_piece_cache(tokens: &[String], tokenizer: &str) -> Result<(), GgufE
 }
 
 /// Every token a trie holds is at most [`MAX_TRIE_TOKEN_LENGTH`] bytes.
-fn check_trie_depth<'a>(
-    tokens: impl Iterator<Item = (usize, usize)> + 'a,
+fn check_trie_depth(
+    tokens: impl Iterator<Item = (usize, usize)>,
     tokenizer: &str,
 ) -> Result<(), GgufError> {
     for (index, length) in tokens {

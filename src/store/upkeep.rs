@@ -68,28 +68,15 @@ impl Store {
     /// it points to); the links out of the store that kept olm from
     /// touching something are in [`Removal::left`].
     pub fn remove(&self, manifest: &Manifest) -> Result<Removal, StoreError> {
-        let reference = ModelRef::parse_name(&manifest.name)?;
-        let Some(path) = manifest::manifest_path(&self.manifests(), &reference) else {
-            return Err(StoreError::NotInStore(manifest.name.clone()));
-        };
-        let (directory, _) = split(&path)?;
-        let resolved_directory = self
-            .home
-            .resolve(directory)
-            .map_err(StoreError::io("cannot remove", &path))?;
-        self.home
-            .remove_entry(&path)
-            .map_err(StoreError::io("cannot remove", &path))?;
-        let _ = sync_directory(&resolved_directory);
-        self.remove_empty_folders(directory);
+        self.remove_manifest(&ModelRef::parse_name(&manifest.name)?)?;
         self.remove_unused(manifest)
     }
 
-    /// Remove the manifest of `reference` that cannot be read (damaged,
-    /// forged, too large): the name goes; its files, which the manifest no
-    /// longer says, stay for `olm verify` to report. Only the manifest
-    /// inside the store is touched. Returns its path.
-    pub fn remove_damaged_manifest(&self, reference: &ModelRef) -> Result<PathBuf, StoreError> {
+    /// Remove the manifest of `reference` only: for one that cannot be read
+    /// (damaged, forged, too large), the name goes and its files, which the
+    /// manifest no longer says, stay for `olm verify` to report. Only the
+    /// manifest inside the store is touched. Returns its path.
+    pub fn remove_manifest(&self, reference: &ModelRef) -> Result<PathBuf, StoreError> {
         let Some(path) = manifest::manifest_path(&self.manifests(), reference) else {
             return Err(StoreError::NotInStore(reference.to_string()));
         };

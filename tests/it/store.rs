@@ -85,18 +85,8 @@ fn every_bad_name_is_refused_with_exit_2() {
 fn import_list_show_run_rm_verify() {
     let env = TestEnv::new();
     let model = smollm2();
-    assert_exit(
-        &run(env
-            .olm()
-            .args(["pull", model.to_str().unwrap(), "--name", "smol"])),
-        0,
-    );
-    assert_exit(
-        &run(env
-            .olm()
-            .args(["pull", model.to_str().unwrap(), "--name", "smol-copy"])),
-        0,
-    );
+    pull_as(&env, &model, "smol");
+    pull_as(&env, &model, "smol-copy");
     let list = run(env.olm().args(["list", "--json"]));
     let rows: serde_json::Value = serde_json::from_str(&stdout(&list)).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 2);
@@ -143,12 +133,7 @@ fn import_list_show_run_rm_verify() {
 fn rm_removes_a_damaged_manifest() {
     let env = TestEnv::new();
     let model = smollm2();
-    assert_exit(
-        &run(env
-            .olm()
-            .args(["pull", model.to_str().unwrap(), "--name", "smol"])),
-        0,
-    );
+    pull_as(&env, &model, "smol");
     let manifest = olm_home(&env).join("manifests/smol/_.json");
     let text = fs::read_to_string(&manifest).expect("the manifest");
     let digest = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
@@ -170,12 +155,7 @@ fn rm_removes_a_damaged_manifest() {
 fn a_symlinked_blob_is_flagged_and_rm_removes_only_the_link() {
     let env = TestEnv::new();
     let model = smollm2();
-    assert_exit(
-        &run(env
-            .olm()
-            .args(["pull", model.to_str().unwrap(), "--name", "smol"])),
-        0,
-    );
+    pull_as(&env, &model, "smol");
     let blob = env.path().join(
         "olm-home/blobs/sha256-b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     );
@@ -204,6 +184,14 @@ const ESCAPES: &str = "is a symlink that leads outside the store";
 
 /// The test environment's folder with every symlink resolved (paths in
 /// olm's messages are resolved ones).
+/// `olm pull MODEL --name NAME`, which must succeed.
+fn pull_as(env: &TestEnv, model: &Path, name: &str) {
+    assert_exit(
+        &run(env.olm().arg("pull").arg(model).args(["--name", name])),
+        0,
+    );
+}
+
 fn base(env: &TestEnv) -> PathBuf {
     fs::canonicalize(env.path()).expect("resolve the test folder")
 }
@@ -271,13 +259,7 @@ fn register_hf_laid_out(env: &TestEnv) {
 
 /// The test model imported with `olm pull FILE --name smol`.
 fn import_smol(env: &TestEnv) {
-    let model = smollm2();
-    assert_exit(
-        &run(env
-            .olm()
-            .args(["pull", model.to_str().unwrap(), "--name", "smol"])),
-        0,
-    );
+    pull_as(env, &smollm2(), "smol");
 }
 
 /// A folder outside OLM_HOME and the HF cache, and its fingerprint: every
