@@ -13,6 +13,7 @@
 use std::fmt::Display;
 
 use super::arch::{Coverage, Family};
+use super::arch_asserts;
 use super::error::{printable, GgufError};
 use super::keys::{self, arch_key};
 use super::value::{Array, Value};
@@ -162,6 +163,7 @@ pub fn check(file: &GgufFile, coverage: Option<Coverage>) -> Result<(), GgufErro
     if let Some(family) = family {
         check_softcapping(file, architecture, family)?;
     }
+    arch_asserts::check(file, architecture, layers)?;
     let Some(layers) = layers else {
         return Ok(());
     };
@@ -202,7 +204,11 @@ pub fn check_required(
     Ok(())
 }
 
-fn out_of_range(key: &str, value: impl Display, expected: impl Into<String>) -> GgufError {
+pub(super) fn out_of_range(
+    key: &str,
+    value: impl Display,
+    expected: impl Into<String>,
+) -> GgufError {
     GgufError::HyperParameterOutOfRange {
         key: printable(key),
         value: value.to_string().into(),

@@ -24,6 +24,7 @@
 //! fuzz crate can include this directory's source as is.
 
 mod arch;
+mod arch_asserts;
 mod checked;
 mod error;
 mod hparams;

@@ -781,7 +781,7 @@ fn model_shape() -> Vec<Sample> {
 /// The tiny llama model under another architecture's name: its
 /// `llama.*` keys renamed. Generic architectures that build the llama
 /// graph load it.
-fn tiny_model_as(architecture: &str) -> GgufBuilder {
+pub fn tiny_model_as(architecture: &str) -> GgufBuilder {
     let llama = tiny_model();
     let keys: Vec<String> = llama
         .metadata_keys()
@@ -817,6 +817,13 @@ fn hyper_parameters() -> Vec<Sample> {
             "tensor 'blk.1.attn_k.weight' has shape",
         )
         .model_level(),
+        // models/nanbeige.cpp load_arch_hparams: GGML_ASSERT(n_loops_u >= 1),
+        // one of the asserts of single architectures' loaders (arch_asserts.rs).
+        case(
+            "g1-arch-assert-nanbeige-loops",
+            tiny_model_as("nanbeige").set_metadata("nanbeige.num_loops", 0u32),
+            "'nanbeige.num_loops' is 0, but it must be at least 1",
+        ),
         // ggml-cpu/ops.cpp rope: GGML_ASSERT(sections[0] > 0 || ...)
         case(
             "g1-mrope-without-sections",
