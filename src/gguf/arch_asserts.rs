@@ -1,5 +1,6 @@
 //! The `GGML_ASSERT`s of single architectures' `load_arch_hparams`
-//! (llama.cpp src/models/<name>.cpp): a hyper-parameter of the wrong value
+//! (llama.cpp src/models/<name>.cpp), and those `load_hparams` makes for one
+//! architecture only: a hyper-parameter of the wrong value
 //! aborts the process while the model loads, where a missing key or one of
 //! the wrong type only makes the loader throw, which llama.cpp reports.
 //! olm's abort net turns such an abort into one error line, but only in a
@@ -31,6 +32,7 @@ pub fn check(file: &GgufFile, architecture: &str, layers: Option<u64>) -> Result
         "glm5-next" => glm5_next(keys),
         "minimax-m3" => minimax_m3(keys),
         "hy_v4" => hy_v4(keys),
+        "wavtokenizer-dec" => wavtokenizer_dec(keys, layers),
         _ => Ok(()),
     }
 }
@@ -115,7 +117,9 @@ fn bailingmoe3(keys: Keys) -> Result<(), GgufError> {
     }
     let lower_bound = keys.name("kda.gate_lower_bound");
     match keys::f32_value(keys.file, &lower_bound)? {
-        Some(bound) if bound.is_nan() || bound >= 0.0 => Err(out_of_range(&lower_bound, bound, "below 0")),
+        Some(bound) if bound.is_nan() || bound >= 0.0 => {
+            Err(out_of_range(&lower_bound, bound, "below 0"))
+        }
         _ => Ok(()),
     }
 }
@@ -200,6 +204,28 @@ fn minimax_m3(keys: Keys) -> Result<(), GgufError> {
 fn hy_v4(keys: Keys) -> Result<(), GgufError> {
     keys.at_least("attention.key_length_mla", 1)?;
     keys.at_least("attention.value_length_mla", 1)?;
+    Ok(())
+}
+
+/// `llama_model_base::load_hparams`, for this architecture only:
+/// `GGML_ASSERT(hparams.posnet.n_layer <= hparams.n_layer_all)`, and the
+/// same for the ConvNeXt blocks.
+fn wavtokenizer_dec(keys: Keys, layers: Option<u64>) -> Result<(), GgufError> {
+    let Some(layers) = layers else {
+        return Ok(());
+    };
+    for suffix in ["posnet.block_count", "convnext.block_count"] {
+        match keys.u32(suffix)? {
+            Some(found) if u64::from(found) > layers => {
+                return Err(out_of_range(
+                    &keys.name(suffix),
+                    found,
+                    format!("at most the block count ({layers})"),
+                ));
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -310,6 +336,9 @@ mod tests {
         let block = tiny_model_as("minimax-m3")
             .set_metadata("minimax-m3.attention.indexer.block_size", 0u32);
         assert!(refusal(block, "minimax-m3").contains("block_size"));
+        let posnet = tiny_model_as("wavtokenizer-dec")
+            .set_metadata("wavtokenizer-dec.posnet.block_count", 3u32);
+        assert!(refusal(posnet, "wavtokenizer-dec").contains("at most the block count (2)"));
         let mla = tiny_model_as("hy_v4").set_metadata("hy_v4.attention.key_length_mla", 0u32);
         assert!(refusal(mla, "hy_v4").contains("key_length_mla"));
     }
