@@ -140,6 +140,11 @@ pub fn embed(
         let vector = context
             .embeddings_seq_ith(0)
             .map_err(|_| EngineError::Decode("llama.cpp returned no embedding".into()))?;
+        if !super::sampling::all_finite(vector) {
+            return Err(EngineError::NonFiniteOutput {
+                what: "an embedding",
+            });
+        }
         let mut vector = vector.to_vec();
         normalize(&mut vector);
         embedded.vectors.push(vector);

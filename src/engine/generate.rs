@@ -287,7 +287,7 @@ impl<'model> Session<'model> {
         let mut drafter = Drafter::new(self.model.draft_config(request.draft));
         drafter.extend(prompt.iter().map(|token| token.0));
         let mut draft = Vec::new();
-        let mut pending = sampler.sample(&self.context, self.batch.n_tokens() - 1);
+        let mut pending = sampler.sample(&self.context, self.batch.n_tokens() - 1)?;
         stats.time_to_first_token = started.elapsed();
 
         // `pending` is sampled but neither emitted nor evaluated.
@@ -326,7 +326,7 @@ impl<'model> Session<'model> {
             // sampler picks too is the answer's next token, already evaluated.
             let mut accepted = 0;
             let next = loop {
-                let next = sampler.sample(&self.context, accepted as i32);
+                let next = sampler.sample(&self.context, accepted as i32)?;
                 if draft.get(accepted) != Some(&next.0) {
                     break next;
                 }

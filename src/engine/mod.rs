@@ -111,6 +111,11 @@ pub enum EngineError {
     Template(#[from] TemplateError),
     #[error("llama.cpp failed while evaluating: {0}")]
     Decode(String),
+    #[error(
+        "the model computed values that are not numbers (NaN or infinite) for {what}: its \
+         weights are damaged, or it overflows at this precision"
+    )]
+    NonFiniteOutput { what: &'static str },
     #[error("{0}")]
     CannotEmbed(String),
     #[error(transparent)]
@@ -158,7 +163,9 @@ impl EngineError {
             }
             EngineError::Template(TemplateError::Process(_)) => ErrorKind::Internal,
             EngineError::Template(_) => ErrorKind::InvalidRequest,
-            EngineError::Load { .. } => ErrorKind::UnusableModel,
+            EngineError::Load { .. } | EngineError::NonFiniteOutput { .. } => {
+                ErrorKind::UnusableModel
+            }
             EngineError::Backend(_) | EngineError::Context { .. } | EngineError::Decode(_) => {
                 ErrorKind::Internal
             }

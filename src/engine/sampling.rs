@@ -89,12 +89,24 @@ impl std::fmt::Debug for Sampler {
 
 impl Sampler {
     /// Pick the next token from the logits at `index` of the last decode
-    /// and record it (penalty window, grammar state).
-    pub fn sample(&mut self, context: &LlamaContext<'_>, index: i32) -> LlamaToken {
-        let Some(grammar) = &mut self.grammar else {
-            return self.chain.sample(context, index);
-        };
+    /// and record it (penalty window, grammar state). Logits that are not
+    /// all numbers are an error: no sampler handles them (greedy picks
+    /// token 0, often end-of-generation; the grammar refuses what the
+    /// chain picks among NaNs and would be dropped).
+    pub fn sample(
+        &mut self,
+        context: &LlamaContext<'_>,
+        index: i32,
+    ) -> Result<LlamaToken, EngineError> {
         let logits = context.get_logits_ith(index);
+        if !all_finite(logits) {
+            return Err(EngineError::NonFiniteOutput {
+                what: "its next token",
+            });
+        }
+        let Some(grammar) = &mut self.grammar else {
+            return Ok(self.chain.sample(context, index));
+        };
         fill(&mut self.candidates, logits);
         self.chain.apply(&mut self.candidates);
         let picked = self.candidates.selected_token();
@@ -125,8 +137,19 @@ impl Sampler {
             self.grammar = None;
         }
         self.chain.accept(token);
-        token
+        Ok(token)
     }
+}
+
+/// Whether no value is NaN or infinite (an exponent of all ones), checked
+/// in chunks that vectorise: about 20 µs for gemma's 262,144 logits.
+pub(super) fn all_finite(logits: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    logits.chunks(1024).all(|chunk| {
+        chunk.iter().fold(0u32, |found, logit| {
+            found | u32::from(logit.to_bits() & EXPONENT == EXPONENT)
+        }) == 0
+    })
 }
 
 /// Every vocabulary entry with its logit, unsorted and unpicked.
@@ -331,6 +354,22 @@ pub(super) fn build_sampler(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_numbers_are_finite() {
+        let mut logits = vec![-3.5f32; 5000];
+        logits[7] = f32::MAX;
+        logits[8] = f32::MIN_POSITIVE / 2.0;
+        assert!(all_finite(&logits));
+        assert!(all_finite(&[]));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN] {
+            for at in [0, 1023, 1024, 4999] {
+                let mut damaged = logits.clone();
+                damaged[at] = bad;
+                assert!(!all_finite(&damaged), "{bad} at {at}");
+            }
+        }
+    }
 
     #[test]
     fn invalid_schema_json_is_rejected_before_llama_cpp() {

@@ -738,14 +738,19 @@ impl StepLoop<'_> {
                 &mut self.piece,
                 &self.shared,
             );
-            if let Some(reason) = verdict {
-                finished.push((index, reason));
+            match verdict {
+                Ok(None) => {}
+                Ok(Some(reason)) => finished.push((index, Ok(reason))),
+                Err(error) => finished.push((index, Err(error))),
             }
         }
         // Highest index first, so swap_remove never moves one still to remove.
-        for (index, reason) in finished.into_iter().rev() {
+        for (index, verdict) in finished.into_iter().rev() {
             let sequence = self.sequences.swap_remove(index);
-            self.finish(sequence, reason);
+            match verdict {
+                Ok(reason) => self.finish(sequence, reason),
+                Err(error) => self.fail(sequence, error),
+            }
         }
         self.shared
             .active
@@ -770,6 +775,18 @@ impl StepLoop<'_> {
         }
         debug_assert_eq!(slot, sequence.slot);
         self.retire(sequence);
+    }
+
+    /// One sequence cannot go on (its logits are not numbers): its client
+    /// gets the error and its slot's cache is dropped; the others go on.
+    fn fail(&mut self, mut sequence: Sequence, error: EngineError) {
+        let slot = sequence.slot;
+        sequence
+            .job
+            .sink
+            .send(Event::Failed(SchedulerError::Engine(error)));
+        self.forget_slot(slot);
+        self.slots.release(slot);
     }
 
     /// A decode failed: every active request gets the error, the cache is reset.
@@ -859,13 +876,13 @@ fn verify_draft(
     context_per_sequence: usize,
     piece: &mut Vec<u8>,
     shared: &Shared,
-) -> Option<StopReason> {
+) -> Result<Option<StopReason>, EngineError> {
     let drafted = sequence.draft.len();
     let mut accepted = 0;
     let token = loop {
         let token = sequence
             .sampler
-            .sample(context, logits_index + accepted as i32);
+            .sample(context, logits_index + accepted as i32)?;
         if sequence.draft.get(accepted) != Some(&token.0) {
             break token;
         }
@@ -876,7 +893,7 @@ fn verify_draft(
         {
             drop_rejected(context, sequence, drafted - accepted);
             record_draft(sequence, shared, drafted, accepted);
-            return Some(reason);
+            return Ok(Some(reason));
         }
     };
     drop_rejected(context, sequence, drafted - accepted);
@@ -885,7 +902,7 @@ fn verify_draft(
     if reason.is_none() {
         sequence.pending = Some(token);
     }
-    reason
+    Ok(reason)
 }
 
 fn record_draft(sequence: &mut Sequence, shared: &Shared, drafted: usize, accepted: usize) {

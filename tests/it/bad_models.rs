@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use olm::gguf::samples::{self, Sample};
 use olm::gguf::writer::{tiny_model, GgufBuilder};
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use crate::common::server::{Server, MODEL};
 use crate::common::{assert_exit, gemma3, run, smollm2, stderr, stdout, TestEnv};
 
 /// The exit code for an invalid or hostile model file.
@@ -502,4 +503,87 @@ fn a_real_model_split_in_three_runs_like_the_whole() {
     let whole = answer(&model);
     assert!(!whole.trim().is_empty());
     assert_eq!(answer(&parts[0]), whole);
+}
+
+/// A copy of SmolLM2 whose final norm weights are NaN: it passes every
+/// check (tensor data is not judged), and every value it computes for the
+/// next token is NaN.
+fn model_with_nan_weights(dir: &Path) -> PathBuf {
+    let source = smollm2();
+    let header = olm::gguf::inspect(&source).expect("the real model is valid");
+    let norm = header
+        .tensor("output_norm.weight")
+        .expect("SmolLM2 has a final norm");
+    let path = dir.join("damaged.gguf");
+    std::fs::copy(&source, &path).expect("copy the model");
+    let nan = f32::NAN.to_le_bytes().repeat(norm.byte_size() as usize / 4);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open the copy");
+    std::os::unix::fs::FileExt::write_all_at(&file, &nan, header.data_offset + norm.offset)
+        .expect("write NaN weights");
+    path
+}
+
+/// Damaged weights give an error, not an answer: greedy decoding over NaN
+/// logits picked token 0 (SmolLM2's end of text: an empty answer, exit
+/// 0), sampling picked anything, a `--schema` grammar was dropped (it
+/// refuses what the sampler picks among NaNs), and the server sent NaN
+/// embeddings as nulls its worker protocol could not read, so the request
+/// waited for ever. Now `run` exits 5 naming the cause, and the server
+/// answers each such request with an error and keeps serving.
+#[test]
+fn damaged_weights_are_an_error_not_an_answer() {
+    let env = TestEnv::new();
+    let damaged = model_with_nan_weights(env.path());
+    let schema = env.path().join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type":"object","properties":{"a":{"type":"integer"}}}"#,
+    )
+    .expect("write schema");
+    let schema = schema.to_string_lossy().into_owned();
+    for extra in [
+        &["--temperature", "0"][..],
+        &["--temperature", "0.8", "--seed", "1"],
+        &["--schema", &schema],
+        &["--draft", "off"],
+    ] {
+        let output = run(env
+            .olm()
+            .arg("run")
+            .arg(&damaged)
+            .args(["hi", "-n", "4", "--no-cache"])
+            .args(extra));
+        assert_refused_output(
+            &output,
+            &format!("run {extra:?}"),
+            "not numbers (NaN or infinite)",
+        );
+    }
+
+    let server = Server::start(&[damaged.to_str().expect("a UTF-8 path")]);
+    let chat = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+    let started = Instant::now();
+    let reply = server.post("/v1/chat/completions", &chat("damaged"));
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(reply.body.contains("not numbers"), "{}", reply.body);
+    let reply = server.post(
+        "/v1/embeddings",
+        &json!({"model": "damaged", "input": "hi"}),
+    );
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(reply.body.contains("an embedding"), "{}", reply.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let reply = server.post("/v1/chat/completions", &chat(MODEL));
+    assert_eq!(
+        reply.status, 200,
+        "the other model keeps serving: {}",
+        reply.body
+    );
 }

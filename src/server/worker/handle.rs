@@ -372,7 +372,15 @@ async fn read_replies(
     loop {
         tokio::select! {
             line = lines.next_line() => match line {
-                Ok(Some(line)) => dispatch(&line, &pending),
+                Ok(Some(line)) => {
+                    if !dispatch(&line, &pending) {
+                        // Which request it answered is unknown, and that
+                        // request would wait for ever: the worker is
+                        // stopped, and every request it held gets an error.
+                        tracing::error!("a model worker sent a line that is not its protocol; stopping it");
+                        let _ = child.start_kill();
+                    }
+                }
                 _ => break,
             },
             Ok(()) = &mut kill => {
@@ -406,10 +414,11 @@ async fn read_replies(
     let _ = exited.send(true);
 }
 
-fn dispatch(line: &str, pending: &PendingTable) {
+/// Route one line from the worker; `false` when it is not a message of
+/// the protocol.
+fn dispatch(line: &str, pending: &PendingTable) -> bool {
     let Ok(message) = serde_json::from_str::<FromWorker>(line) else {
-        tracing::warn!("ignoring a malformed line from a model worker");
-        return;
+        return false;
     };
     let mut table = lock(pending);
     match message {
@@ -449,6 +458,7 @@ fn dispatch(line: &str, pending: &PendingTable) {
         }
         FromWorker::Ready(_) | FromWorker::Fatal { .. } => {}
     }
+    true
 }
 
 /// "was killed by signal 9 (SIGKILL)", "exited with status 1", ...
