@@ -354,7 +354,11 @@ fn push_message(messages: &mut Vec<Message>, message: InputMessage) -> Result<()
     if !reasoning.is_empty() {
         current.reasoning_content = Some(reasoning);
     }
-    if !current.content.is_empty() || !current.tool_calls.is_empty() {
+    // A turn of thinking alone is kept too: its reasoning is what it says.
+    if !current.content.is_empty()
+        || !current.tool_calls.is_empty()
+        || current.reasoning_content.is_some()
+    {
         messages.push(current);
     }
     Ok(())
@@ -672,6 +676,21 @@ mod tests {
             body[key] = value.clone();
         }
         decode(Ok(Bytes::from(body.to_string())))
+    }
+
+    /// An assistant turn of thinking alone keeps its reasoning (it was
+    /// dropped with the turn).
+    #[test]
+    fn a_turn_of_thinking_alone_is_kept() {
+        let decoded = request(json!({"messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "Greet.", "signature": ""}]},
+            {"role": "user", "content": "again"},
+        ]}))
+        .expect("valid");
+        let messages = &decoded.conversation.messages;
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert_eq!(messages[1].reasoning_content.as_deref(), Some("Greet."));
     }
 
     #[test]
