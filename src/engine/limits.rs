@@ -70,17 +70,31 @@ pub fn check_prompt_fits(prompt: &Prompt, n_ctx: u32, max_bytes: usize) -> Resul
                 .map(|message| message.text_len() + message.role.len())
                 .fold(0usize, usize::saturating_add)
         };
-        let (messages, bytes) = match prompt {
-            Prompt::Chat(messages) => (messages.len(), text_of(messages)),
+        // A message and each tool call in it take at least one token.
+        let items_of = |messages: &[super::Message]| {
+            messages
+                .iter()
+                .map(|message| 1 + message.tool_calls.len())
+                .fold(0usize, usize::saturating_add)
+        };
+        let (messages, items, bytes) = match prompt {
+            Prompt::Chat(messages) => (messages.len(), items_of(messages), text_of(messages)),
             Prompt::ChatWith(messages, options) => (
                 messages.len(),
+                items_of(messages),
                 text_of(messages).saturating_add(options.text_len()),
             ),
-            Prompt::Raw(text) => (1, text.len()),
+            Prompt::Raw(text) => (1, 1, text.len()),
         };
         if messages > n_ctx as usize {
             return Err(EngineError::InputTooLong {
                 input: format!("{messages} messages"),
+                n_ctx,
+            });
+        }
+        if items > n_ctx as usize {
+            return Err(EngineError::InputTooLong {
+                input: format!("{messages} messages with {} tool calls", items - messages),
                 n_ctx,
             });
         }
@@ -110,6 +124,25 @@ mod tests {
         let messages = vec![Message::new("user", "hi"); 5000];
         let error = limits(16).check(&Prompt::Chat(messages), 4096).unwrap_err();
         assert!(error.to_string().contains("5000 messages"), "{error}");
+    }
+
+    /// Each call renders at least its name: 100,000 calls in one message
+    /// are refused before a template renders them.
+    #[test]
+    fn more_tool_calls_than_tokens_never_fit() {
+        let mut message = Message::new("assistant", "");
+        message.tool_calls = vec![
+            crate::engine::tools::ToolCall {
+                id: String::new(),
+                name: "f".into(),
+                arguments: serde_json::json!({}),
+            };
+            100_000
+        ];
+        let error = limits(16)
+            .check(&Prompt::Chat(vec![message]), 4096)
+            .unwrap_err();
+        assert!(error.to_string().contains("100000 tool calls"), "{error}");
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub const MESSAGES_FIELDS: Fields = Fields {
 struct MessagesBody {
     model: String,
     messages: Vec<InputMessage>,
-    system: Option<System>,
+    system: Option<InputContent>,
     max_tokens: i64,
     stop_sequences: Option<Vec<String>>,
     #[serde(default)]
@@ -68,29 +68,40 @@ struct MessagesBody {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum System {
-    Text(String),
-    Blocks(Vec<Block>),
-}
-
-#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InputMessage {
     role: String,
     content: InputContent,
 }
 
+/// Content as Anthropic writes it: a text, or a list of blocks (also for
+/// `system` and a tool result's `content`). Decoded by hand rather than as
+/// an untagged enum, so a refused key in a block is named in the error.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(try_from = "Value")]
 enum InputContent {
     Text(String),
     Blocks(Vec<Block>),
 }
 
-/// A content block, as much as olm reads of it.
+impl TryFrom<Value> for InputContent {
+    type Error = String;
+
+    fn try_from(value: Value) -> Result<Self, String> {
+        match value {
+            Value::String(text) => Ok(InputContent::Text(text)),
+            blocks @ Value::Array(_) => serde_json::from_value(blocks)
+                .map(InputContent::Blocks)
+                .map_err(|error| error.to_string()),
+            _ => Err("content must be a text or a list of content blocks".into()),
+        }
+    }
+}
+
+/// A content block: every key of the block types olm reads is honoured
+/// or ignored on purpose, any other is refused by name.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum Block {
     Text {
         text: String,
@@ -110,7 +121,7 @@ enum Block {
     ToolResult {
         tool_use_id: String,
         #[serde(default)]
-        content: Option<ResultContent>,
+        content: Option<InputContent>,
         #[serde(default)]
         is_error: bool,
         #[serde(default, rename = "cache_control")]
@@ -123,28 +134,22 @@ enum Block {
         #[serde(default, rename = "signature")]
         _signature: Option<String>,
     },
-    Image {},
-    Document {},
+    /// Refused whatever they hold (olm serves text models).
+    Image(#[expect(dead_code, reason = "refused unread")] Map<String, Value>),
+    Document(#[expect(dead_code, reason = "refused unread")] Map<String, Value>),
     #[serde(other)]
     Other,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum ResultContent {
-    Text(String),
-    Blocks(Vec<Block>),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum Thinking {
     Enabled {
         #[serde(rename = "budget_tokens")]
         _budget_tokens: Option<u64>,
     },
-    Disabled,
-    Adaptive,
+    Disabled {},
+    Adaptive {},
 }
 
 /// `POST /v1/messages`.
@@ -204,8 +209,8 @@ pub(super) fn decode(body: Result<Bytes, BytesRejection>) -> Result<MessagesRequ
     let mut messages = Vec::with_capacity(request.messages.len() + 1);
     match request.system {
         None => {}
-        Some(System::Text(text)) => messages.push(Message::new("system", text)),
-        Some(System::Blocks(blocks)) => {
+        Some(InputContent::Text(text)) => messages.push(Message::new("system", text)),
+        Some(InputContent::Blocks(blocks)) => {
             let mut text = String::new();
             for block in blocks {
                 match block {
@@ -227,8 +232,8 @@ pub(super) fn decode(body: Result<Bytes, BytesRejection>) -> Result<MessagesRequ
         .collect::<Result<Vec<_>, _>>()?;
     let (choice, parallel) = tool_choice(request.tool_choice, &tools)?;
     let thinking = request.thinking.map(|thinking| match thinking {
-        Thinking::Enabled { .. } | Thinking::Adaptive => true,
-        Thinking::Disabled => false,
+        Thinking::Enabled { .. } | Thinking::Adaptive {} => true,
+        Thinking::Disabled {} => false,
     });
     let stops = request.stop_sequences.unwrap_or_default();
     let generate = SamplingRequest {
@@ -271,6 +276,14 @@ fn push_message(messages: &mut Vec<Message>, message: InputMessage) -> Result<()
             messages.push(Message::new(message.role, text));
             return Ok(());
         }
+        // A turn without blocks would vanish from the conversation:
+        // refused, as Anthropic refuses it.
+        InputContent::Blocks(blocks) if blocks.is_empty() => {
+            return Err(ApiError::bad_request(format!(
+                "a {} message's content list must not be empty",
+                message.role
+            )))
+        }
         InputContent::Blocks(blocks) => blocks,
     };
     let mut current = Message::new(message.role.clone(), "");
@@ -296,8 +309,8 @@ fn push_message(messages: &mut Vec<Message>, message: InputMessage) -> Result<()
             } if message.role == "user" => {
                 let mut text = match content {
                     None => String::new(),
-                    Some(ResultContent::Text(text)) => text,
-                    Some(ResultContent::Blocks(blocks)) => {
+                    Some(InputContent::Text(text)) => text,
+                    Some(InputContent::Blocks(blocks)) => {
                         let mut text = String::new();
                         for block in blocks {
                             match block {
@@ -325,7 +338,7 @@ fn push_message(messages: &mut Vec<Message>, message: InputMessage) -> Result<()
                     .map(|call| call.name.clone());
                 messages.push(result);
             }
-            Block::Image {} | Block::Document {} => {
+            Block::Image(_) | Block::Document(_) => {
                 return Err(ApiError::bad_request(
                     "image and document blocks are not supported: this model has no vision support (olm serves text models)",
                 ))
@@ -341,7 +354,11 @@ fn push_message(messages: &mut Vec<Message>, message: InputMessage) -> Result<()
     if !reasoning.is_empty() {
         current.reasoning_content = Some(reasoning);
     }
-    if !current.content.is_empty() || !current.tool_calls.is_empty() {
+    // A turn of thinking alone is kept too: its reasoning is what it says.
+    if !current.content.is_empty()
+        || !current.tool_calls.is_empty()
+        || current.reasoning_content.is_some()
+    {
         messages.push(current);
     }
     Ok(())
@@ -379,12 +396,20 @@ fn tool(mut tool: Map<String, Value>) -> Result<ToolSpec, ApiError> {
 
 /// `tool_choice`: `{"type": "auto" | "any" | "tool" | "none", "name",
 /// "disable_parallel_tool_use"}`.
-fn tool_choice(choice: Option<Value>, tools: &[ToolSpec]) -> Result<(Choice, bool), ApiError> {
-    let parallel = !choice
-        .as_ref()
-        .and_then(|choice| choice.get("disable_parallel_tool_use"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+fn tool_choice(mut choice: Option<Value>, tools: &[ToolSpec]) -> Result<(Choice, bool), ApiError> {
+    let disable = choice
+        .as_mut()
+        .and_then(Value::as_object_mut)
+        .and_then(|choice| choice.remove("disable_parallel_tool_use"));
+    let parallel = match disable {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(disable)) => !disable,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "tool_choice.disable_parallel_tool_use must be true or false",
+            ))
+        }
+    };
     let choice = tools::decode_choice(choice, tools)?;
     Ok((choice, parallel))
 }
@@ -651,6 +676,21 @@ mod tests {
             body[key] = value.clone();
         }
         decode(Ok(Bytes::from(body.to_string())))
+    }
+
+    /// An assistant turn of thinking alone keeps its reasoning (it was
+    /// dropped with the turn).
+    #[test]
+    fn a_turn_of_thinking_alone_is_kept() {
+        let decoded = request(json!({"messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "Greet.", "signature": ""}]},
+            {"role": "user", "content": "again"},
+        ]}))
+        .expect("valid");
+        let messages = &decoded.conversation.messages;
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert_eq!(messages[1].reasoning_content.as_deref(), Some("Greet."));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use super::error::{ApiError, Flavor};
 use super::generation::{self, Plan, StreamFormat};
 use super::models::{Available, KeepAlive};
-use super::request::{finish_reason, json_body, strict_body, Fields, SamplingRequest, Stop};
+use super::request::{finish_reason, strict_body, Fields, SamplingRequest, Stop};
 use super::tools::{self, Answer, Conversation, Reading, Whole};
 use super::AppState;
 use crate::engine::tools::{Piece, ToolCall};
@@ -140,18 +140,29 @@ struct ChatMessage {
     tool_call_id: Option<String>,
 }
 
+/// A call an assistant made, as the client sends it back.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OllamaCall {
     #[serde(default)]
     id: Option<String>,
+    /// OpenAI's shape, which some clients send here too: only `function`.
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
     function: OllamaFunction,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OllamaFunction {
     name: String,
     #[serde(default)]
     arguments: Value,
+    /// The call's place among the answer's calls (olm writes it, as
+    /// Ollama does, and clients send it back). Ignored on purpose: the
+    /// calls' order in the list is their order.
+    #[serde(default, rename = "index")]
+    _index: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -290,10 +301,19 @@ impl Options {
     }
 }
 
+/// `/api/show`: the name, and `verbose` only when false (olm's
+/// `model_info` holds the main keys, never the tokenizer's whole lists).
+pub const SHOW_FIELDS: Fields = Fields {
+    honoured: &["model", "name", "verbose"],
+    ignored: &[],
+};
+
 #[derive(Debug, Deserialize)]
 struct ShowRequest {
     #[serde(alias = "name")]
     model: String,
+    #[serde(default)]
+    verbose: bool,
 }
 
 /// `POST /api/chat`.
@@ -351,7 +371,9 @@ pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<OllamaR
     let keep_alive = KeepAlive::from_request(request.keep_alive.as_ref())?;
     let tools = tools::decode_tools(request.tools)?;
     let thinking = think(request.think)?;
-    let options = Options::decode(request.options)?;
+    // Checked before a load-only request too: a value it could not use is
+    // refused there as it would be with messages.
+    let (generate, context_limit) = generation_request(request.options, request.format)?;
     if request.messages.is_empty() {
         // Ollama loads (or with keep_alive 0 unloads) the model for an empty conversation.
         return Ok(OllamaRequest::Load {
@@ -372,14 +394,13 @@ pub(super) fn decode_chat(body: Result<Bytes, BytesRejection>) -> Result<OllamaR
         thinking,
         variables: Map::new(),
     };
-    decoded_generation(
+    Ok(generation(
         request.model,
         Input::Chat(conversation),
-        options,
-        request.format,
+        (generate, context_limit),
         request.stream,
         keep_alive,
-    )
+    ))
 }
 
 /// The body of `POST /api/generate`, decoded and range-checked.
@@ -418,7 +439,7 @@ pub(super) fn decode_generate(
     }
     let keep_alive = KeepAlive::from_request(request.keep_alive.as_ref())?;
     let thinking = think(request.think)?;
-    let options = Options::decode(request.options)?;
+    let (generate, context_limit) = generation_request(request.options, request.format)?;
     if request.prompt.is_empty() {
         return Ok(OllamaRequest::Load {
             model: request.model,
@@ -444,14 +465,13 @@ pub(super) fn decode_generate(
             ..Conversation::default()
         })
     };
-    decoded_generation(
+    Ok(generation(
         request.model,
         input,
-        options,
-        request.format,
+        (generate, context_limit),
         request.stream,
         keep_alive,
-    )
+    ))
 }
 
 fn check_logprobs(logprobs: Option<bool>, top: Option<u32>) -> Result<(), ApiError> {
@@ -487,27 +507,34 @@ fn think(value: Option<Value>) -> Result<Option<bool>, ApiError> {
     }
 }
 
-/// What chat and generate share once the input is built: options and
-/// `format` checked into an engine request, NDJSON streaming by default.
-fn decoded_generation(
-    model: String,
-    input: Input,
-    options: Options,
+/// What chat and generate share: `options` and `format` checked into an
+/// engine request and the request's context limit.
+fn generation_request(
+    options: Option<Value>,
     format: Option<Value>,
-    stream: Option<bool>,
-    keep_alive: Option<KeepAlive>,
-) -> Result<OllamaRequest, ApiError> {
+) -> Result<(crate::engine::GenerateRequest, Option<u32>), ApiError> {
+    let options = Options::decode(options)?;
     let constraint = format_constraint(format)?;
     let (sampling, context_limit) = options.into_sampling()?;
-    let generate = sampling.into_request(constraint)?;
-    Ok(OllamaRequest::Generate(Box::new(Generate {
+    Ok((sampling.into_request(constraint)?, context_limit))
+}
+
+/// A generation once its input is built, NDJSON streaming by default.
+fn generation(
+    model: String,
+    input: Input,
+    (generate, context_limit): (crate::engine::GenerateRequest, Option<u32>),
+    stream: Option<bool>,
+    keep_alive: Option<KeepAlive>,
+) -> OllamaRequest {
+    OllamaRequest::Generate(Box::new(Generate {
         model,
         input,
         generate,
         context_limit,
         stream: stream.unwrap_or(true),
         keep_alive,
-    })))
+    }))
 }
 
 async fn chat_inner(
@@ -601,6 +628,14 @@ fn chat_message(message: ChatMessage) -> Result<Message, ApiError> {
     check_images(message.images.as_deref())?;
     let mut converted = Message::new(message.role, message.content.unwrap_or_default());
     if let Some(calls) = message.tool_calls {
+        if calls
+            .iter()
+            .any(|call| call.kind.as_deref().is_some_and(|kind| kind != "function"))
+        {
+            return Err(ApiError::bad_request(
+                "only function tool calls are supported",
+            ));
+        }
         converted.tool_calls = calls
             .into_iter()
             .enumerate()
@@ -845,7 +880,12 @@ async fn show_inner(
     state: &AppState,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request: ShowRequest = json_body(body)?;
+    let request: ShowRequest = strict_body(body, &SHOW_FIELDS)?;
+    if request.verbose {
+        return Err(ApiError::bad_request(
+            "verbose is not supported: model_info holds the main keys only",
+        ));
+    }
     let path = state.registry.resolve(&request.model)?;
     let file = crate::gguf::inspect(&path).map_err(|_| {
         ApiError::new(

@@ -214,19 +214,34 @@ impl OpenAiSampling {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum ResponseFormat {
-    Text,
-    JsonObject,
-    JsonSchema { json_schema: JsonSchemaSpec },
+    Text {},
+    /// llama.cpp's server takes a `schema` here too, and so does olm.
+    JsonObject {
+        schema: Option<Value>,
+    },
+    JsonSchema {
+        json_schema: JsonSchemaSpec,
+    },
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct JsonSchemaSpec {
     schema: Option<Value>,
     /// olm's output always follows the schema (a grammar): `strict` either way is honoured.
     #[serde(default, rename = "strict")]
     _strict: Option<bool>,
+    /// A label (required by OpenAI), ignored on purpose: it names the
+    /// format in OpenAI's logs and changes no output.
+    #[serde(default, rename = "name")]
+    _name: Option<String>,
+    /// Ignored on purpose: the grammar holds the output to the schema
+    /// whatever the description says, and LangChain sends it with every
+    /// structured-output request.
+    #[serde(default, rename = "description")]
+    _description: Option<String>,
 }
 
 /// `GET /v1/models`.
@@ -523,16 +538,24 @@ struct ChatMessage {
     function_call: Option<Value>,
 }
 
+/// A call an assistant made, as the client sends it back.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireCall {
     #[serde(default)]
     id: String,
     #[serde(rename = "type", default)]
     kind: Option<String>,
     function: WireFunction,
+    /// The call's place in a streamed delta: clients that rebuild the
+    /// message from deltas send it back. Ignored on purpose: the calls'
+    /// order in the list is their order.
+    #[serde(default, rename = "index")]
+    _index: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireFunction {
     name: String,
     #[serde(default)]
@@ -543,15 +566,16 @@ struct WireFunction {
 #[serde(untagged)]
 enum Content {
     Text(String),
-    Parts(Vec<ContentPart>),
+    Parts(Vec<Map<String, Value>>),
 }
 
-#[derive(Debug, Deserialize)]
-struct ContentPart {
-    #[serde(rename = "type")]
-    kind: String,
-    text: Option<String>,
-}
+/// A text part: its text, and `cache_control`, ignored on purpose as on
+/// `/v1/messages` (clients that speak both APIs send it; olm keeps each
+/// slot's prompt cache by itself).
+const TEXT_PART_FIELDS: Fields = Fields {
+    honoured: &["type", "text"],
+    ignored: &["cache_control"],
+};
 
 fn chat_messages(messages: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
     if messages.is_empty() {
@@ -634,17 +658,30 @@ fn chat_message(message: ChatMessage) -> Result<Message, ApiError> {
     Ok(converted)
 }
 
-fn text_parts(parts: Vec<ContentPart>) -> Result<String, ApiError> {
+/// The text of a message's parts. A list without parts would be a turn
+/// without content: refused, as OpenAI refuses it.
+fn text_parts(parts: Vec<Map<String, Value>>) -> Result<String, ApiError> {
+    if parts.is_empty() {
+        return Err(ApiError::bad_request(
+            "a message's content list must not be empty",
+        ));
+    }
     let mut text = String::new();
     for part in parts {
-        match (part.kind.as_str(), part.text) {
-            ("text", Some(piece)) => text.push_str(&piece),
-            ("image_url" | "input_image" | "image", _) => {
+        match part.get("type").and_then(Value::as_str).unwrap_or_default() {
+            "text" => {
+                TEXT_PART_FIELDS.check(&part, "a text part")?;
+                match part.get("text") {
+                    Some(Value::String(piece)) => text.push_str(piece),
+                    _ => return Err(ApiError::bad_request("a text part needs its text")),
+                }
+            }
+            "image_url" | "input_image" | "image" => {
                 return Err(ApiError::bad_request(
                     "image inputs are not supported: this model has no vision support (olm serves text models)",
                 ))
             }
-            (kind, _) => {
+            kind => {
                 return Err(ApiError::bad_request(format!(
                     "unsupported content part '{}'",
                     crate::store::names::escaped(kind)
@@ -657,8 +694,11 @@ fn text_parts(parts: Vec<ContentPart>) -> Result<String, ApiError> {
 
 fn constraint(format: Option<ResponseFormat>) -> Result<Option<Constraint>, ApiError> {
     match format {
-        None | Some(ResponseFormat::Text) => Ok(None),
-        Some(ResponseFormat::JsonObject) => Ok(Some(Constraint::JsonObject)),
+        None | Some(ResponseFormat::Text {}) => Ok(None),
+        Some(ResponseFormat::JsonObject { schema: None }) => Ok(Some(Constraint::JsonObject)),
+        Some(ResponseFormat::JsonObject {
+            schema: Some(schema),
+        }) => Ok(Some(Constraint::JsonSchema(schema.to_string()))),
         Some(ResponseFormat::JsonSchema { json_schema }) => match json_schema.schema {
             Some(schema) => Ok(Some(Constraint::JsonSchema(schema.to_string()))),
             None => Err(ApiError::bad_request(

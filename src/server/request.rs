@@ -24,15 +24,6 @@ const MAX_STOP_BYTES: usize = 1024;
 /// serde_json's own limit on nesting while it decodes.
 const MAX_JSON_DEPTH: usize = 128;
 
-/// Decode a JSON body; a body over the limit is 413, bad JSON is 400.
-pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes =
-        body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
-    check_nesting(&bytes)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|error| ApiError::bad_request(format!("invalid request body: {error}")))
-}
-
 /// The fields a request object may have: each either honoured, or ignored
 /// on purpose (and documented as such in README's table). Any other field
 /// is a 400 that names it: a field accepted and ignored without a word
@@ -62,8 +53,10 @@ impl Fields {
     }
 }
 
-/// Decode a JSON object body whose every field is in `fields`. The keys
-/// are read first in a pass that skips the values (cheap even for 100,000
+/// Decode a JSON object body whose every field is in `fields`: how every
+/// route with a body reads it (a body over the limit is 413, bad JSON or
+/// any other top-level shape than an object is 400). The keys are read
+/// first in a pass that skips the values (cheap even for 100,000
 /// messages), then the body is decoded as `T`.
 pub fn strict_body<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
@@ -286,7 +279,12 @@ mod tests {
         let quoted = format!(r#"{{"a": "{}\"{}"}}"#, "[".repeat(500), "{".repeat(500));
         assert!(check_nesting(quoted.as_bytes()).is_ok(), "{quoted}");
         let mut unknown = format!(r#"{{"model": "m", "unknown": {}}}"#, deep(100_000));
-        let error = json_body::<serde_json::Value>(Ok(Bytes::from(unknown.clone()))).unwrap_err();
+        let fields = Fields {
+            honoured: &["model"],
+            ignored: &["unknown"],
+        };
+        let error = strict_body::<serde_json::Value>(Ok(Bytes::from(unknown.clone())), &fields)
+            .unwrap_err();
         assert!(
             error.message.contains("recursion limit"),
             "{}",

@@ -101,10 +101,10 @@ struct TextOptions {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum Format {
-    Text,
-    JsonObject,
+    Text {},
+    JsonObject {},
     JsonSchema {
         schema: Value,
         #[serde(default, rename = "name")]
@@ -226,8 +226,8 @@ pub(super) fn decode(body: Result<Bytes, BytesRejection>) -> Result<ResponsesReq
             verbosity: Some(_), ..
         }) => return Err(ApiError::bad_request("text.verbosity is not supported")),
         Some(TextOptions { format, .. }) => match format {
-            None | Some(Format::Text) => (None, json!({"type": "text"})),
-            Some(Format::JsonObject) => {
+            None | Some(Format::Text {}) => (None, json!({"type": "text"})),
+            Some(Format::JsonObject {}) => {
                 (Some(Constraint::JsonObject), json!({"type": "json_object"}))
             }
             Some(Format::JsonSchema { schema, .. }) => (
@@ -311,6 +311,47 @@ fn tool(mut tool: Map<String, Value>) -> Result<ToolSpec, ApiError> {
         .ok_or_else(|| ApiError::bad_request("a tool is empty"))
 }
 
+/// The keys of each input item's type. `id` and `status` are ignored on
+/// purpose: they come back with the items of an earlier response, and
+/// olm keeps no responses for an id to name.
+const MESSAGE_ITEM_FIELDS: Fields = Fields {
+    honoured: &["type", "role", "content"],
+    ignored: &["id", "status"],
+};
+const CALL_ITEM_FIELDS: Fields = Fields {
+    honoured: &["type", "call_id", "name", "arguments"],
+    ignored: &["id", "status"],
+};
+const OUTPUT_ITEM_FIELDS: Fields = Fields {
+    honoured: &["type", "call_id", "output"],
+    ignored: &["id", "status"],
+};
+/// A reasoning item: its `content` (olm's `reasoning_text`), or else its
+/// `summary`; `encrypted_content` only when empty (olm cannot read it).
+const REASONING_ITEM_FIELDS: Fields = Fields {
+    honoured: &["type", "content", "summary", "encrypted_content"],
+    ignored: &["id", "status"],
+};
+
+/// A text part: `input_text`, `output_text` or `text`. An output text's
+/// `annotations` and `logprobs` come back with an earlier answer and are
+/// ignored on purpose (they describe it, they ask for nothing).
+const TEXT_PART_FIELDS: Fields = Fields {
+    honoured: &["type", "text"],
+    ignored: &["annotations", "logprobs"],
+};
+
+/// The text of a text part, its keys checked.
+fn part_text(part: &Value) -> Result<&str, ApiError> {
+    let Value::Object(part) = part else {
+        return Err(ApiError::bad_request("a content part must be an object"));
+    };
+    TEXT_PART_FIELDS.check(part, "a text part")?;
+    part.get("text")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("a text part needs its text"))
+}
+
 fn text_of(content: &Value) -> Result<String, ApiError> {
     match content {
         Value::String(text) => Ok(text.clone()),
@@ -319,7 +360,7 @@ fn text_of(content: &Value) -> Result<String, ApiError> {
             for part in parts {
                 match part.get("type").and_then(Value::as_str) {
                     Some("input_text" | "output_text" | "text") => {
-                        text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default());
+                        text.push_str(part_text(part)?);
                     }
                     Some("input_image" | "input_file") => {
                         return Err(ApiError::bad_request(
@@ -346,6 +387,19 @@ fn push_item(messages: &mut Vec<Message>, item: Map<String, Value>) -> Result<()
         .and_then(Value::as_str)
         .unwrap_or("message");
     let text = |key: &str| item.get(key).and_then(Value::as_str).map(str::to_owned);
+    let fields = match kind {
+        "message" => &MESSAGE_ITEM_FIELDS,
+        "function_call" => &CALL_ITEM_FIELDS,
+        "function_call_output" => &OUTPUT_ITEM_FIELDS,
+        "reasoning" => &REASONING_ITEM_FIELDS,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "input items of type '{}' are not supported",
+                crate::store::names::escaped(other)
+            )))
+        }
+    };
+    fields.check(&item, &format!("a {kind} item"))?;
     match kind {
         "message" => {
             let role =
@@ -419,30 +473,72 @@ fn push_item(messages: &mut Vec<Message>, item: Map<String, Value>) -> Result<()
             result.tool_call_id = Some(id);
             messages.push(result);
         }
-        "reasoning" => {
+        _ => {
             // Its text, kept with the assistant turn it led to.
-            let mut reasoning = String::new();
-            for part in item
-                .get("content")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                reasoning.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default());
-            }
             let mut turn = Message::new("assistant", "");
-            turn.reasoning_content = Some(reasoning);
+            turn.reasoning_content = Some(reasoning_text(&item)?);
             messages.push(turn);
-        }
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "input items of type '{}' are not supported",
-                crate::store::names::escaped(other)
-            )))
         }
     }
     Ok(())
 }
+
+/// The text of a reasoning item: its `content` parts (what olm returns),
+/// or else its `summary` parts (what OpenAI returns). Encrypted reasoning
+/// is refused: olm cannot read it, and dropping it would drop the turn's
+/// reasoning without a word.
+fn reasoning_text(item: &Map<String, Value>) -> Result<String, ApiError> {
+    match item.get("encrypted_content") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(text)) if text.is_empty() => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "encrypted reasoning (encrypted_content) cannot be read by this server; send the reasoning's text or leave the item out",
+            ))
+        }
+    }
+    let parts = |key: &str| -> Result<Vec<Value>, ApiError> {
+        match item.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(parts)) => Ok(parts.clone()),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "a reasoning item's {key} must be a list of parts"
+            ))),
+        }
+    };
+    let content = parts("content")?;
+    let chosen = if content.is_empty() {
+        parts("summary")?
+    } else {
+        content
+    };
+    let mut reasoning = String::new();
+    for part in &chosen {
+        let part = part
+            .as_object()
+            .filter(|part| {
+                matches!(
+                    part.get("type").and_then(Value::as_str),
+                    Some("reasoning_text" | "summary_text")
+                )
+            })
+            .ok_or_else(|| {
+                ApiError::bad_request("reasoning parts are reasoning_text or summary_text")
+            })?;
+        REASONING_PART_FIELDS.check(part, "a reasoning part")?;
+        let text = part
+            .get("text")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::bad_request("a reasoning part needs its text"))?;
+        reasoning.push_str(text);
+    }
+    Ok(reasoning)
+}
+
+const REASONING_PART_FIELDS: Fields = Fields {
+    honoured: &["type", "text"],
+    ignored: &[],
+};
 
 async fn responses_inner(
     state: &AppState,

@@ -26,7 +26,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::error::{ApiError, Flavor};
 use super::pull_process::{self, PullProcess, PullTicket};
-use super::request::json_body;
+use super::request::{strict_body, Fields};
 use super::AppState;
 use crate::hub::pull::{hub_target, pull_from_hub, PullEvents, Target, TargetError};
 use crate::hub::{FileHead, HubError, PullReporter};
@@ -36,6 +36,22 @@ use crate::store::{names::escaped, ModelRef, Store, StoreError};
 /// Least time between two progress lines of one file.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
+/// `/api/pull`: a name and `stream`; `insecure` is ignored on purpose: it
+/// only allows an Ollama registry over plain HTTP, and olm pulls from the
+/// hub over HTTPS with certificates checked either way (the `ollama`
+/// Python client sends `insecure: false` on every pull). Registry
+/// credentials (`username`, `password`) are refused: olm would not send them.
+pub const PULL_FIELDS: Fields = Fields {
+    honoured: &["model", "name", "stream"],
+    ignored: &["insecure"],
+};
+
+/// `/api/delete`: the name only.
+pub const DELETE_FIELDS: Fields = Fields {
+    honoured: &["model", "name"],
+    ignored: &[],
+};
+
 /// `{"model": NAME}`, or the older `{"name": NAME}`.
 #[derive(Debug, Deserialize)]
 struct NameRequest {
@@ -43,7 +59,9 @@ struct NameRequest {
     name: Option<String>,
     /// `POST /api/pull` only; NDJSON progress unless `false`.
     stream: Option<bool>,
-    // `insecure` and Ollama's registry credentials are accepted and ignored.
+    /// `POST /api/pull` only, and only its type is checked (see [`PULL_FIELDS`]).
+    #[serde(default, rename = "insecure")]
+    _insecure: Option<bool>,
 }
 
 impl NameRequest {
@@ -84,7 +102,7 @@ pub async fn pull(body: Result<Bytes, BytesRejection>) -> Response {
 }
 
 async fn pull_inner(body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let request: NameRequest = json_body(body)?;
+    let request: NameRequest = strict_body(body, &PULL_FIELDS)?;
     let name = request.model_name()?.to_owned();
     let target = pull_target(&name)?;
     if let Some(process) = pull_process::get() {
@@ -473,7 +491,7 @@ async fn delete_inner(
     state: &AppState,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request: NameRequest = json_body(body)?;
+    let request: NameRequest = strict_body(body, &DELETE_FIELDS)?;
     let name = request.model_name()?.to_owned();
     let reference = store_name(&name)?;
     // A deleted model must not keep answering from memory.

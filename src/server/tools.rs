@@ -11,6 +11,7 @@
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use super::request::Fields;
 use crate::engine::tools::{
     new_call_id, OutputParser, Piece, ReasoningMode, ToolCall, ToolChoice, ToolConstraint,
     ToolFormat, ToolSpec,
@@ -38,6 +39,20 @@ pub fn decode_tools(tools: Option<Value>) -> Result<Vec<ToolSpec>, ApiError> {
     }
 }
 
+/// The keys of a `tool_choice` object in any of the APIs: OpenAI's
+/// `{"type": "function", "function": {"name"}}` and the flat
+/// `{"type": "function" | "tool", "name"}` of the Responses and Messages
+/// APIs (Anthropic's `disable_parallel_tool_use` is taken out by its route).
+const CHOICE_FIELDS: Fields = Fields {
+    honoured: &["type", "function", "name"],
+    ignored: &[],
+};
+
+const CHOICE_FUNCTION_FIELDS: Fields = Fields {
+    honoured: &["name"],
+    ignored: &[],
+};
+
 /// Decode `tool_choice`: `"auto"`, `"none"`, `"required"` (also Anthropic's
 /// `"any"`), or a named function in OpenAI's
 /// `{"type": "function", "function": {"name"}}` or flatter shapes.
@@ -61,6 +76,10 @@ pub fn decode_choice(choice: Option<Value>, tools: &[ToolSpec]) -> Result<Choice
             }
         },
         Some(Value::Object(object)) => {
+            CHOICE_FIELDS.check(&object, "tool_choice")?;
+            if let Some(Value::Object(function)) = object.get("function") {
+                CHOICE_FUNCTION_FIELDS.check(function, "tool_choice.function")?;
+            }
             let name = object
                 .get("function")
                 .and_then(|function| function.get("name"))

@@ -27,6 +27,7 @@ mod sandbox;
 mod serve;
 mod serve_api;
 mod serve_bounds;
+mod serve_fields;
 mod serve_input;
 mod serve_load;
 mod serve_slow;

@@ -96,8 +96,8 @@ fn a_hostile_template_fails_alone_while_another_answer_streams() {
     assert_eq!(again.status, 200, "{}", again.body);
 }
 
-/// T-G3: 100,000 messages cannot fit any context: refused before the
-/// template sees them, within seconds (a quarter of a second on an idle
+/// T-G3: 100,000 messages, or one message with 100,000 tool calls, cannot
+/// fit any context: refused before the template sees them, within seconds (a quarter of a second on an idle
 /// machine; the bound leaves room for a loaded 2-core CI runner), by either API.
 #[test]
 fn a_hundred_thousand_messages_are_refused_at_once() {
@@ -130,6 +130,21 @@ fn a_hundred_thousand_messages_are_refused_at_once() {
             started.elapsed()
         );
     }
+    // One message with 100,000 calls: each renders at least its name.
+    let calls = vec![json!({"function": {"name": "f", "arguments": {}}}); 100_000];
+    let started = Instant::now();
+    let reply = server.post(
+        "/api/chat",
+        &json!({"model": MODEL, "stream": false,
+                "messages": [{"role": "assistant", "content": "", "tool_calls": calls}]}),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.contains("100000 tool calls"), "{}", reply.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "refused after {:?}",
+        started.elapsed()
+    );
     let fine = server.post("/v1/chat/completions", &chat_body("hi", 2, false));
     assert_eq!(fine.status, 200, "{}", fine.body);
 }

@@ -21,9 +21,14 @@ const QUICK: Duration = Duration::from_millis(100);
 
 /// A POST of raw bytes (not necessarily UTF-8 or JSON) over a fresh connection.
 fn post_bytes(server: &Server, path: &str, body: &[u8]) -> Reply {
+    send_bytes(server, "POST", path, body)
+}
+
+/// A request of raw bytes with any method, over a fresh connection.
+pub(crate) fn send_bytes(server: &Server, method: &str, path: &str, body: &[u8]) -> Reply {
     let mut stream = connect(server.port);
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         server.host(),
         body.len()
@@ -36,7 +41,7 @@ fn post_bytes(server: &Server, path: &str, body: &[u8]) -> Reply {
 }
 
 /// `base` with `fields` set (a field of `null` is removed).
-fn with(base: &Value, fields: Value) -> Value {
+pub(crate) fn with(base: &Value, fields: Value) -> Value {
     let mut body = base.clone();
     for (key, value) in fields.as_object().expect("fields are an object") {
         if value.is_null() {
@@ -51,9 +56,21 @@ fn with(base: &Value, fields: Value) -> Value {
 /// Send `body` to `path` and check the refusal: one of `statuses`, within
 /// [`QUICK`], in the route's error shape. Returns the error message.
 #[track_caller]
-fn refused(server: &Server, path: &str, body: &[u8], statuses: &[u16]) -> String {
+pub(crate) fn refused(server: &Server, path: &str, body: &[u8], statuses: &[u16]) -> String {
+    refused_by(server, "POST", path, body, statuses)
+}
+
+/// [`refused`] with any method.
+#[track_caller]
+pub(crate) fn refused_by(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    statuses: &[u16],
+) -> String {
     let started = Instant::now();
-    let reply = post_bytes(server, path, body);
+    let reply = send_bytes(server, method, path, body);
     let elapsed = started.elapsed();
     let shown = String::from_utf8_lossy(&body[..body.len().min(160)]).into_owned();
     assert!(
@@ -74,7 +91,7 @@ fn refused(server: &Server, path: &str, body: &[u8], statuses: &[u16]) -> String
 }
 
 /// After the barrage: still answering, and no model was loaded for any of it.
-fn assert_healthy_and_idle(server: &mut Server) {
+pub(crate) fn assert_healthy_and_idle(server: &mut Server) {
     assert_eq!(server.get("/health").status, 200);
     assert!(
         server.child.try_wait().expect("wait").is_none(),
