@@ -1077,6 +1077,22 @@ fn t_g1_vocabularies() {
         GgufError::MissingSpecialToken { token: "BOS", .. }
     );
     assert_refused!(
+        "g1-gemma4-without-bos",
+        GgufError::MissingSpecialToken { token: "BOS", .. }
+    );
+    assert_refused!(
+        "g1-gemma4-adds-eos-without-one",
+        GgufError::MissingSpecialToken { token: "EOS", .. }
+    );
+    assert_refused!(
+        "g1-wordpiece-without-unknown",
+        GgufError::MissingSpecialToken { token: "UNK", .. }
+    );
+    assert_refused!(
+        "g1-wordpiece-token-too-long",
+        GgufError::UnusableVocabulary { .. }
+    );
+    assert_refused!(
         "g1-score-nan",
         GgufError::BadScore { index, .. } if index == word
     );
