@@ -1217,6 +1217,23 @@ fn vocabularies_llama_cpp_cannot_use() -> Vec<Sample> {
             tiny_model().set_metadata("tokenizer.ggml.bos_token_id", Value::I32(1)),
             "'tokenizer.ggml.bos_token_id' must be u32, found i32 1",
         ),
+        // `get_key` throws "key has wrong type": the load fails after
+        // `show` passed the file.
+        case(
+            "g1-token-type-count-as-string",
+            tiny_model().set_metadata("tokenizer.ggml.token_type_count", "2"),
+            "'tokenizer.ggml.token_type_count' must be u32, found str",
+        ),
+        case(
+            "g1-suppress-tokens-as-u32",
+            tiny_model().set_metadata("tokenizer.ggml.suppress_tokens", vec![1u32, 2]),
+            "'tokenizer.ggml.suppress_tokens' must be an array of i32 token ids",
+        ),
+        case(
+            "g1-name-as-u32",
+            tiny_model().set_metadata("general.name", 7u32),
+            "'general.name' must be str, found u32 7",
+        ),
         case(
             "g1-add-bos-as-u32",
             tiny_model().set_metadata("tokenizer.ggml.add_bos_token", Value::U32(1)),

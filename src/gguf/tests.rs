@@ -1110,6 +1110,13 @@ fn t_g1_vocabularies() {
             ..
         }
     );
+    for name in [
+        "g1-token-type-count-as-string",
+        "g1-suppress-tokens-as-u32",
+        "g1-name-as-u32",
+    ] {
+        assert_refused!(name, GgufError::WrongType { .. });
+    }
     assert_refused!("g1-empty-vocabulary", GgufError::EmptyVocabulary);
 }
 

@@ -31,6 +31,10 @@ const BOS_KEY: &str = "tokenizer.ggml.bos_token_id";
 const EOS_KEY: &str = "tokenizer.ggml.eos_token_id";
 const SEP_KEY: &str = "tokenizer.ggml.seperator_token_id";
 const UNKNOWN_KEY: &str = "tokenizer.ggml.unknown_token_id";
+const TOKEN_TYPE_COUNT_KEY: &str = "tokenizer.ggml.token_type_count";
+const SUPPRESS_TOKENS_KEY: &str = "tokenizer.ggml.suppress_tokens";
+/// Read for per-token attributes (Phi-3's strip flags).
+const NAME_KEY: &str = "general.name";
 
 /// Special token ids llama.cpp looks up in the vocabulary (`special_token_types`
 /// in `llama_vocab::impl::load`), each read with `get_key<uint32_t>`.
@@ -193,7 +197,7 @@ const PRE_TOKENIZERS_ADDING_BOS: [&str; 12] = [
 /// build and use it for the tokenizer the file names.
 pub fn check(file: &GgufFile) -> Result<(), GgufError> {
     check_sizes_and_ids(file)?;
-    check_flag_types(file)?;
+    check_key_types(file)?;
     let Some(tokens) = tokens(file)? else {
         return Ok(());
     };
@@ -378,12 +382,24 @@ fn check_special_tokens(file: &GgufFile, vocab_size: u64) -> Result<(), GgufErro
     Ok(())
 }
 
-fn check_flag_types(file: &GgufFile) -> Result<(), GgufError> {
+/// The other keys `llama_vocab::impl::load` reads, in the types it reads
+/// them as (`get_key` throws "key has wrong type" for any other, and the
+/// model fails to load after `show` passed it).
+fn check_key_types(file: &GgufFile) -> Result<(), GgufError> {
     for key in BOOL_KEYS {
         keys::bool_value(file, key)?;
     }
     keys::str_value(file, PRE_KEY)?;
-    Ok(())
+    keys::str_value(file, NAME_KEY)?;
+    keys::u32_value(file, TOKEN_TYPE_COUNT_KEY)?;
+    match file.get(SUPPRESS_TOKENS_KEY) {
+        None | Some(Value::Array(Array::I32(_))) => Ok(()),
+        Some(other) => Err(wrong_type(
+            SUPPRESS_TOKENS_KEY,
+            "an array of i32 token ids",
+            other,
+        )),
+    }
 }
 
 /// A string key (or string array) must have been valid UTF-8 in the file.
