@@ -282,7 +282,10 @@ pub enum GgufError {
         tokenizer: String,
     },
 
-    #[error("the '{tokenizer}' tokenizer adds a {token} token, but {reason}")]
+    #[error(
+        "the '{tokenizer}' tokenizer adds {} {token} token, but {reason}",
+        article(token)
+    )]
     MissingSpecialToken {
         tokenizer: String,
         token: &'static str,
@@ -377,6 +380,15 @@ pub enum GgufError {
 }
 
 /// " element N" when a string array's element is meant, else "".
+/// "an" before a token name read letter by letter from a vowel ("an EOS",
+/// "an UNK"), "a" otherwise ("a BOS").
+fn article(name: &str) -> &'static str {
+    match name.chars().next() {
+        Some('A' | 'E' | 'I' | 'O' | 'U') => "an",
+        _ => "a",
+    }
+}
+
 fn element_suffix(index: Option<u64>) -> String {
     index.map_or_else(String::new, |index| format!(" element {index}"))
 }

@@ -163,6 +163,21 @@ pub fn valid() -> Vec<Sample> {
         ]
         .map(|(name, architecture)| valid(name, tiny_model_for(architecture))),
     );
+    // Tokenizers with fewer defaults than llama.cpp's SentencePiece: each
+    // with the ids it needs in the file.
+    samples.extend([
+        valid("valid-tiny-wordpiece", wordpiece()),
+        valid("valid-tiny-small-wordpiece", small_wordpiece()),
+        valid(
+            "valid-tiny-gemma4-bpe",
+            tiny_model()
+                .set_metadata("tokenizer.ggml.model", "gemma4")
+                .set_metadata(
+                    "tokenizer.ggml.merges",
+                    vec!["\u{2581} h", "h i", "\u{2581}h i"],
+                ),
+        ),
+    ]);
     samples
 }
 
@@ -1005,6 +1020,49 @@ fn hyper_parameters() -> Vec<Sample> {
     ]
 }
 
+/// [`tiny_model`] with a WordPiece ("bert") tokenizer: its byte tokens
+/// made normal tokens, as WordPiece has none.
+fn wordpiece() -> GgufBuilder {
+    let types: Vec<i32> = tiny_token_types()
+        .into_iter()
+        .map(|kind| match kind {
+            token_type::BYTE => token_type::NORMAL,
+            other => other,
+        })
+        .collect();
+    tiny_model()
+        .set_metadata("tokenizer.ggml.model", "bert")
+        .set_metadata("tokenizer.ggml.token_type", types)
+        .set_metadata("tokenizer.ggml.seperator_token_id", 2u32)
+}
+
+/// [`wordpiece`] without the byte tokens: 9 tokens, fewer than
+/// WordPiece's default unknown id (100).
+fn small_wordpiece() -> GgufBuilder {
+    let byte_tokens = tiny::FIRST_BYTE_TOKEN..tiny::FIRST_BYTE_TOKEN + 256;
+    let keep = |index: &usize| !byte_tokens.contains(&(*index as u64));
+    let tokens: Vec<String> = tiny_tokens()
+        .into_iter()
+        .enumerate()
+        .filter(|(index, _)| keep(index))
+        .map(|(_, token)| token)
+        .collect();
+    let types: Vec<i32> = tiny_token_types()
+        .into_iter()
+        .enumerate()
+        .filter(|(index, _)| keep(index))
+        .map(|(_, kind)| kind)
+        .collect();
+    let vocab_size = tokens.len() as u64;
+    wordpiece()
+        .set_metadata("tokenizer.ggml.tokens", tokens)
+        .set_metadata("tokenizer.ggml.token_type", types)
+        .set_metadata("tokenizer.ggml.scores", vec![0f32; vocab_size as usize])
+        .edit_tensor("token_embd.weight", |spec| {
+            spec.dimensions = vec![tiny::EMBEDDING, vocab_size];
+        })
+}
+
 /// T-G1: vocabularies llama.cpp cannot build or cannot tokenize with
 /// (`vocab.rs`).
 fn vocabularies_llama_cpp_cannot_use() -> Vec<Sample> {
@@ -1115,6 +1173,43 @@ fn vocabularies_llama_cpp_cannot_use() -> Vec<Sample> {
                 .remove_metadata("tokenizer.ggml.bos_token_id"),
             "the 't5' tokenizer adds a BOS token, but 'tokenizer.ggml.bos_token_id' is missing",
         ),
+        // llm_tokenizer_bpe_session::append_bos: Gemma 4 has no default BOS
+        // (olm used GPT-2's 11) and llama.cpp always adds it.
+        case(
+            "g1-gemma4-without-bos",
+            gpt2()
+                .set_metadata("tokenizer.ggml.model", "gemma4")
+                .set_metadata("tokenizer.ggml.merges", vec!["a h"])
+                .remove_metadata("tokenizer.ggml.bos_token_id"),
+            "the 'gemma4' tokenizer adds a BOS token, but 'tokenizer.ggml.bos_token_id' is missing",
+        ),
+        case(
+            "g1-gemma4-adds-eos-without-one",
+            gpt2()
+                .set_metadata("tokenizer.ggml.model", "gemma4")
+                .set_metadata("tokenizer.ggml.merges", vec!["a h"])
+                .set_metadata("tokenizer.ggml.add_eos_token", true)
+                .remove_metadata("tokenizer.ggml.eos_token_id"),
+            "the 'gemma4' tokenizer adds an EOS token, but 'tokenizer.ggml.eos_token_id' is missing",
+        ),
+        // llm_tokenizer_wpm_session::tokenize emits id -1 for a word it
+        // cannot spell; llama_vocab_get_attr(-1) throws (`at`).
+        case(
+            "g1-wordpiece-without-unknown",
+            small_wordpiece().remove_metadata("tokenizer.ggml.unknown_token_id"),
+            "the 'bert' tokenizer adds an UNK token, but 'tokenizer.ggml.unknown_token_id' \
+             is missing and its default id 100 is outside the vocabulary of 9 tokens",
+        ),
+        // llm_tokenizer_wpm_session::tokenize: time cubic in a word.
+        case(
+            "g1-wordpiece-token-too-long",
+            wordpiece().set_metadata("tokenizer.ggml.tokens", {
+                let mut tokens = tiny_tokens();
+                tokens[word + 1] = "h".repeat(300);
+                tokens
+            }),
+            "is 300 bytes long, and WordPiece tries every length up to its longest token",
+        ),
         case(
             "g1-score-nan",
             tiny_model().set_metadata("tokenizer.ggml.scores", {
@@ -1128,6 +1223,23 @@ fn vocabularies_llama_cpp_cannot_use() -> Vec<Sample> {
             "g1-special-id-as-i32",
             tiny_model().set_metadata("tokenizer.ggml.bos_token_id", Value::I32(1)),
             "'tokenizer.ggml.bos_token_id' must be u32, found i32 1",
+        ),
+        // `get_key` throws "key has wrong type": the load fails after
+        // `show` passed the file.
+        case(
+            "g1-token-type-count-as-string",
+            tiny_model().set_metadata("tokenizer.ggml.token_type_count", "2"),
+            "'tokenizer.ggml.token_type_count' must be u32, found str",
+        ),
+        case(
+            "g1-suppress-tokens-as-u32",
+            tiny_model().set_metadata("tokenizer.ggml.suppress_tokens", vec![1u32, 2]),
+            "'tokenizer.ggml.suppress_tokens' must be an array of i32 token ids",
+        ),
+        case(
+            "g1-name-as-u32",
+            tiny_model().set_metadata("general.name", 7u32),
+            "'general.name' must be str, found u32 7",
         ),
         case(
             "g1-add-bos-as-u32",

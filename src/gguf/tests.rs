@@ -1077,6 +1077,22 @@ fn t_g1_vocabularies() {
         GgufError::MissingSpecialToken { token: "BOS", .. }
     );
     assert_refused!(
+        "g1-gemma4-without-bos",
+        GgufError::MissingSpecialToken { token: "BOS", .. }
+    );
+    assert_refused!(
+        "g1-gemma4-adds-eos-without-one",
+        GgufError::MissingSpecialToken { token: "EOS", .. }
+    );
+    assert_refused!(
+        "g1-wordpiece-without-unknown",
+        GgufError::MissingSpecialToken { token: "UNK", .. }
+    );
+    assert_refused!(
+        "g1-wordpiece-token-too-long",
+        GgufError::UnusableVocabulary { .. }
+    );
+    assert_refused!(
         "g1-score-nan",
         GgufError::BadScore { index, .. } if index == word
     );
@@ -1094,6 +1110,13 @@ fn t_g1_vocabularies() {
             ..
         }
     );
+    for name in [
+        "g1-token-type-count-as-string",
+        "g1-suppress-tokens-as-u32",
+        "g1-name-as-u32",
+    ] {
+        assert_refused!(name, GgufError::WrongType { .. });
+    }
     assert_refused!("g1-empty-vocabulary", GgufError::EmptyVocabulary);
 }
 

@@ -15,7 +15,12 @@
 //!   no whole token, and it tokenizes "\n" while loading;
 //! - throw out of `llama_tokenize`, which aborts the process: Unigram's
 //!   normalizer (`normalize_prefix`) walks the precompiled charsmap by
-//!   offsets the file gives, throwing at one that points outside it.
+//!   offsets the file gives, throwing at one that points outside it;
+//! - take time that grows with the cube of a prompt's word: WordPiece
+//!   (`llm_tokenizer_wpm_session::tokenize`) tries every length up to its
+//!   longest token at each byte of a word, copying and hashing each
+//!   candidate, so one 64 KB token makes an 8,000-byte word take 6 s and a
+//!   32,000-byte one minutes, out of reach of cancellation.
 //!
 //! Owns those bounds, per tokenizer. Token strings are judged as llama.cpp
 //! reads them: C strings, which end at the first NUL
@@ -34,6 +39,12 @@ pub const MAX_PIECE_CACHE_BYTES: u64 = 64 << 20;
 /// level of recursion, in the loader's thread. Published vocabularies stay
 /// under 200 bytes.
 pub const MAX_TRIE_TOKEN_LENGTH: u64 = 1024;
+
+/// Longest WordPiece token: each byte of a prompt's word costs up to half
+/// its square in bytes copied and hashed (32 KiB at this bound). Published
+/// WordPiece vocabularies (BERT's `vocab.txt`, with the converter's
+/// 3-byte phantom space) stay under 64 bytes.
+pub const MAX_WORDPIECE_TOKEN_LENGTH: u64 = 256;
 
 /// PLaMo-2's build: distinct suffixes (a published vocabulary of 100,000
 /// tokens has about half a million), characters stored in them, and
@@ -127,6 +138,27 @@ pub fn check_unigram_tokens(tokens: &[String], tokenizer: &str) -> Result<(), Gg
             .map(|(index, token)| (index, as_c_string(token).len())),
         tokenizer,
     )
+}
+
+/// WordPiece matches the longest token at each byte of a word, trying
+/// every length up to `max_token_len`: each token is at most
+/// [`MAX_WORDPIECE_TOKEN_LENGTH`] bytes.
+pub fn check_wordpiece_tokens(tokens: &[String], tokenizer: &str) -> Result<(), GgufError> {
+    let too_long = tokens
+        .iter()
+        .enumerate()
+        .map(|(index, token)| (index, as_c_string(token).len()))
+        .find(|&(_, length)| length as u64 > MAX_WORDPIECE_TOKEN_LENGTH);
+    match too_long {
+        Some((index, length)) => Err(unusable(
+            tokenizer,
+            format!(
+                "token {index} is {length} bytes long, and WordPiece tries every length up to \
+                 its longest token at each byte of a word (limit {MAX_WORDPIECE_TOKEN_LENGTH})"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `llama_unescape_rwkv_token`: `\t`, `\n`, `\r`, `\xHH` and `\c` escapes,
@@ -372,6 +404,21 @@ mod tests {
         let mut too_long = tokens;
         too_long.push("x".repeat(2000));
         assert!(check_rwkv_tokens(&too_long, "rwkv").is_err());
+    }
+
+    #[test]
+    fn wordpiece_tokens_are_short() {
+        let ordinary = strings(&["[UNK]", "\u{2581}hello", "ing", "\u{2581}\u{4e00}"]);
+        assert!(check_wordpiece_tokens(&ordinary, "bert").is_ok());
+        let longest = "a".repeat(MAX_WORDPIECE_TOKEN_LENGTH as usize);
+        assert!(check_wordpiece_tokens(std::slice::from_ref(&longest), "bert").is_ok());
+        let error = check_wordpiece_tokens(&[format!("{longest}a")], "bert").unwrap_err();
+        assert!(
+            error.to_string().contains("token 0 is 257 bytes long"),
+            "{error}"
+        );
+        // Judged as llama.cpp reads it: up to the first NUL.
+        assert!(check_wordpiece_tokens(&[format!("a\0{longest}")], "bert").is_ok());
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! builds but cannot use aborts on the first prompt: SentencePiece falls
 //! back to byte tokens with `token_to_id.at("<0xHH>")`, which throws out of
 //! `llama_tokenize`; a tokenizer that adds BOS/EOS/SEP asserts the token
-//! exists; a WordPiece byte token hits `GGML_ABORT` in `token_to_byte`.
+//! exists (Gemma 4's byte pairs have no default ids to fall back on); one
+//! that emits the unknown token (WordPiece, Unigram) without having one
+//! hands out id -1, which the next lookup throws on; a WordPiece byte
+//! token hits `GGML_ABORT` in `token_to_byte`.
 //!
 //! [`check`] applies to what a file has; [`check_required`] adds what a
 //! model cannot run without (a tokenizer olm can use and its token list).
@@ -27,13 +30,18 @@ const CHARSMAP_KEY: &str = "tokenizer.ggml.precompiled_charsmap";
 const BOS_KEY: &str = "tokenizer.ggml.bos_token_id";
 const EOS_KEY: &str = "tokenizer.ggml.eos_token_id";
 const SEP_KEY: &str = "tokenizer.ggml.seperator_token_id";
+const UNKNOWN_KEY: &str = "tokenizer.ggml.unknown_token_id";
+const TOKEN_TYPE_COUNT_KEY: &str = "tokenizer.ggml.token_type_count";
+const SUPPRESS_TOKENS_KEY: &str = "tokenizer.ggml.suppress_tokens";
+/// Read for per-token attributes (Phi-3's strip flags).
+const NAME_KEY: &str = "general.name";
 
 /// Special token ids llama.cpp looks up in the vocabulary (`special_token_types`
 /// in `llama_vocab::impl::load`), each read with `get_key<uint32_t>`.
 const SPECIAL_TOKEN_KEYS: [&str; 18] = [
     BOS_KEY,
     EOS_KEY,
-    "tokenizer.ggml.unknown_token_id",
+    UNKNOWN_KEY,
     "tokenizer.ggml.eot_token_id",
     "tokenizer.ggml.padding_token_id",
     SEP_KEY,
@@ -106,17 +114,44 @@ impl Tokenizer {
         })
     }
 
-    /// `special_bos_id`, `special_eos_id` and `special_sep_id` before the
-    /// file's own keys, as `llama_vocab::impl::load` sets them.
-    fn default_ids(self) -> (Option<u64>, Option<u64>, Option<u64>) {
+    /// The special ids llama.cpp sets for `model` before it reads the
+    /// file's own keys (the tokenizer's branch of `llama_vocab::impl::load`).
+    /// Gemma 4's byte pairs have none: it expects every id in the file.
+    fn default_ids(self, model: &str) -> DefaultIds {
+        let ids = |bos, eos, unknown, separator| DefaultIds {
+            bos,
+            eos,
+            unknown,
+            separator,
+        };
         match self {
-            Tokenizer::SentencePiece | Tokenizer::Plamo2 => (Some(1), Some(2), None),
-            Tokenizer::BytePairs => (Some(11), Some(11), None),
-            Tokenizer::WordPiece => (Some(101), None, Some(102)),
-            Tokenizer::Unigram => (None, Some(1), None),
-            Tokenizer::Rwkv => (None, None, None),
+            Tokenizer::SentencePiece | Tokenizer::Plamo2 => ids(Some(1), Some(2), Some(0), None),
+            Tokenizer::BytePairs if model == "gemma4" => ids(None, None, None, None),
+            Tokenizer::BytePairs => ids(Some(11), Some(11), None, None),
+            Tokenizer::WordPiece => ids(Some(101), None, Some(100), Some(102)),
+            Tokenizer::Unigram => ids(None, Some(1), Some(2), None),
+            Tokenizer::Rwkv => ids(None, None, None, None),
         }
     }
+
+    /// Whether tokenizing can emit the unknown token: WordPiece for a word
+    /// it cannot spell from its tokens, Unigram for a character none of its
+    /// tokens holds. Without one, llama.cpp emits id -1, and the first call
+    /// that looks the token up (`llama_vocab_get_attr`: `id_to_token.at`)
+    /// throws out of the FFI and aborts the process.
+    fn emits_unknown(self) -> bool {
+        matches!(self, Tokenizer::WordPiece | Tokenizer::Unigram)
+    }
+}
+
+/// Special token ids before the file's own keys; `None` is
+/// `LLAMA_TOKEN_NULL`. llama.cpp drops a default outside the vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DefaultIds {
+    bos: Option<u64>,
+    eos: Option<u64>,
+    unknown: Option<u64>,
+    separator: Option<u64>,
 }
 
 /// BPE pre-tokenizers llama.cpp knows (`tokenizer_pre ==` in
@@ -162,7 +197,7 @@ const PRE_TOKENIZERS_ADDING_BOS: [&str; 12] = [
 /// build and use it for the tokenizer the file names.
 pub fn check(file: &GgufFile) -> Result<(), GgufError> {
     check_sizes_and_ids(file)?;
-    check_flag_types(file)?;
+    check_key_types(file)?;
     let Some(tokens) = tokens(file)? else {
         return Ok(());
     };
@@ -347,12 +382,24 @@ fn check_special_tokens(file: &GgufFile, vocab_size: u64) -> Result<(), GgufErro
     Ok(())
 }
 
-fn check_flag_types(file: &GgufFile) -> Result<(), GgufError> {
+/// The other keys `llama_vocab::impl::load` reads, in the types it reads
+/// them as (`get_key` throws "key has wrong type" for any other, and the
+/// model fails to load after `show` passed it).
+fn check_key_types(file: &GgufFile) -> Result<(), GgufError> {
     for key in BOOL_KEYS {
         keys::bool_value(file, key)?;
     }
     keys::str_value(file, PRE_KEY)?;
-    Ok(())
+    keys::str_value(file, NAME_KEY)?;
+    keys::u32_value(file, TOKEN_TYPE_COUNT_KEY)?;
+    match file.get(SUPPRESS_TOKENS_KEY) {
+        None | Some(Value::Array(Array::I32(_))) => Ok(()),
+        Some(other) => Err(wrong_type(
+            SUPPRESS_TOKENS_KEY,
+            "an array of i32 token ids",
+            other,
+        )),
+    }
 }
 
 /// A string key (or string array) must have been valid UTF-8 in the file.
@@ -446,7 +493,10 @@ fn check_tokenizer_specifics(
     let model = keys::str_value(file, MODEL_KEY)?.unwrap_or_default();
     match tokenizer {
         Tokenizer::SentencePiece => check_byte_fallback(tokens, model),
-        Tokenizer::WordPiece => check_no_byte_tokens(file, tokens, model),
+        Tokenizer::WordPiece => {
+            check_no_byte_tokens(file, tokens, model)?;
+            tokenizer_work::check_wordpiece_tokens(tokens, model)
+        }
         Tokenizer::BytePairs => {
             check_pre_tokenizer(file)?;
             check_merges(file, model)?;
@@ -598,9 +648,11 @@ fn check_charsmap(file: &GgufFile) -> Result<(), GgufError> {
 
 /// A tokenizer that adds BOS, EOS or (WordPiece) SEP to every prompt
 /// asserts the token exists (`GGML_ASSERT(special_bos_id != LLAMA_TOKEN_NULL)`
-/// in `llama_vocab::impl::tokenize` and `llm_tokenizer_bpe_session::append_bos`).
-/// The id comes from the file, or is the tokenizer's default when that is
-/// inside the vocabulary; llama.cpp drops a default that is not.
+/// in `llama_vocab::impl::tokenize` and `llm_tokenizer_bpe_session::append_bos`),
+/// and one that emits the unknown token needs it too
+/// ([`Tokenizer::emits_unknown`]). The id comes from the file, or is the
+/// tokenizer's default when that is inside the vocabulary; llama.cpp drops
+/// a default that is not.
 fn check_added_special_tokens(
     file: &GgufFile,
     vocab_size: u64,
@@ -608,7 +660,7 @@ fn check_added_special_tokens(
 ) -> Result<(), GgufError> {
     let model = keys::str_value(file, MODEL_KEY)?.unwrap_or_default();
     let pre = keys::str_value(file, PRE_KEY)?.unwrap_or_default();
-    let (default_bos, default_eos, default_sep) = tokenizer.default_ids();
+    let defaults = tokenizer.default_ids(model);
     let adds = |key: &str, default: bool| -> Result<bool, GgufError> {
         Ok(keys::bool_value(file, key)?.unwrap_or(default))
     };
@@ -632,19 +684,25 @@ fn check_added_special_tokens(
             adds_bos || tokenizer == Tokenizer::WordPiece,
             "BOS",
             BOS_KEY,
-            default_bos,
+            defaults.bos,
         ),
         (
             adds_eos && tokenizer != Tokenizer::WordPiece && tokenizer != Tokenizer::Rwkv,
             "EOS",
             EOS_KEY,
-            default_eos,
+            defaults.eos,
         ),
         (
             tokenizer == Tokenizer::WordPiece,
             "SEP",
             SEP_KEY,
-            default_sep,
+            defaults.separator,
+        ),
+        (
+            tokenizer.emits_unknown(),
+            "UNK",
+            UNKNOWN_KEY,
+            defaults.unknown,
         ),
     ];
     for (is_added, token, key, default) in needed {

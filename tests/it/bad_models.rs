@@ -411,6 +411,40 @@ fn real_and_tiny_models_pass_and_the_tiny_model_runs() {
     assert_exit(&output, 0);
 }
 
+/// Not over-strict: the tiny models with tokenizers that have fewer
+/// defaults than SentencePiece (WordPiece, with and without enough tokens
+/// for its default ids; Gemma 4's byte pairs) pass `show` and answer a
+/// chat prompt and a raw one holding a word they have no token for and the
+/// first byte of a control token (which makes olm look its tokens up).
+#[test]
+fn tiny_models_with_other_tokenizers_run() {
+    let env = TestEnv::new();
+    let names = [
+        "valid-tiny-wordpiece",
+        "valid-tiny-small-wordpiece",
+        "valid-tiny-gemma4-bpe",
+    ];
+    let tokenizers: Vec<Sample> = samples::valid()
+        .into_iter()
+        .filter(|sample| names.contains(&sample.name))
+        .collect();
+    assert_eq!(tokenizers.len(), names.len());
+    for sample in tokenizers {
+        let path = env.path().join(format!("{}.gguf", sample.name));
+        sample.write_to(&path).expect("write sample file");
+        assert_exit(&run(env.olm().arg("show").arg(&path)), 0);
+        for raw in [false, true] {
+            let mut olm = env.olm();
+            olm.arg("run").arg(&path).args(["-n", "2", "hi zq <"]);
+            if raw {
+                olm.arg("--raw");
+            }
+            let output = run(&mut olm);
+            assert_exit(&output, 0);
+        }
+    }
+}
+
 /// T-A8: a trained context the file claims far beyond anything real
 /// (2^31, and the largest `u32`) is olm's to clamp, not a crash: llama.cpp
 /// hands the value out as a negative `i32`, which llama-cpp-2 panicked on.
