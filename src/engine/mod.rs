@@ -23,6 +23,7 @@ mod schema;
 mod state;
 mod template;
 mod text;
+mod tokenize;
 pub mod tools;
 
 use std::num::NonZeroU32;
@@ -112,6 +113,11 @@ pub enum EngineError {
     #[error("llama.cpp failed while evaluating: {0}")]
     Decode(String),
     #[error(
+        "the text holds {chars} characters in a row without a change between whitespace \
+         and other characters; this model's tokenizer takes at most {limit}"
+    )]
+    RunTooLong { chars: usize, limit: usize },
+    #[error(
         "the model computed values that are not numbers (NaN or infinite) for {what}: its \
          weights are damaged, or it overflows at this precision"
     )]
@@ -157,6 +163,7 @@ impl EngineError {
             | EngineError::InputTooLarge { .. }
             | EngineError::InputTooLong { .. }
             | EngineError::InvalidSchema(_)
+            | EngineError::RunTooLong { .. }
             | EngineError::CannotEmbed(_) => ErrorKind::InvalidRequest,
             EngineError::Template(TemplateError::Cancelled) | EngineError::Cancelled => {
                 ErrorKind::Cancelled
@@ -668,7 +675,8 @@ impl Model {
         if !text.bytes().any(|byte| first[usize::from(byte)]) {
             return false;
         }
-        let tokens = vocab.tokenize(text.as_bytes(), false, true);
+        // A text that cannot be tokenized fails where the prompt is.
+        let tokens = tokenize::tokenize(&self.inner, text, false, true).unwrap_or_default();
         plain_text::spells_control_token(&vocab, &tokens)
     }
 
@@ -690,11 +698,11 @@ impl Model {
         }
         let mut at = 0;
         for span in spans {
-            tokens.extend(vocab.tokenize(&text.as_bytes()[at..span.start], false, true));
-            tokens.extend(vocab.tokenize(&text.as_bytes()[span.clone()], false, false));
+            tokens.extend(self.tokenize_text(&text[at..span.start], false, true)?);
+            tokens.extend(self.tokenize_text(&text[span.clone()], false, false)?);
             at = span.end;
         }
-        tokens.extend(vocab.tokenize(&text.as_bytes()[at..], false, true));
+        tokens.extend(self.tokenize_text(&text[at..], false, true)?);
         if adds_special && vocab.should_add_eos() {
             tokens.push(vocab.eos());
         }
@@ -713,12 +721,11 @@ impl Model {
     /// wrote it; raw text gets BOS and no special tokens.
     pub fn tokenize_rendered(&self, text: &str, chat: bool) -> Result<PromptTokens, EngineError> {
         check_prompt_size(text)?;
-        let vocab = self.inner.vocab();
         let tokens = match chat {
             // The template wrote BOS itself: parse it as the special token and add no second one.
-            true if self.template_wrote_bos(text) => vocab.tokenize(text.as_bytes(), false, true),
-            true => vocab.tokenize(text.as_bytes(), true, true),
-            false => vocab.tokenize(text.as_bytes(), true, false),
+            true if self.template_wrote_bos(text) => self.tokenize_text(text, false, true)?,
+            true => self.tokenize_text(text, true, true)?,
+            false => self.tokenize_text(text, true, false)?,
         };
         PromptTokens::non_empty(tokens)
     }
@@ -777,8 +784,18 @@ impl Model {
     ) -> Result<PromptTokens, EngineError> {
         check_prompt_size(text)?;
         let mut tokens = base.tokens.clone();
-        tokens.extend(self.inner.vocab().tokenize(text.as_bytes(), false, true));
+        tokens.extend(self.tokenize_text(text, false, true)?);
         PromptTokens::non_empty(tokens)
+    }
+
+    /// llama.cpp's tokens for `text` (see `tokenize`).
+    fn tokenize_text(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<LlamaToken>, EngineError> {
+        tokenize::tokenize(&self.inner, text, add_special, parse_special)
     }
 
     /// A llama.cpp context of `shape`; sizes are clamped to what llama.cpp accepts.

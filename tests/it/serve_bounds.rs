@@ -241,3 +241,76 @@ fn an_embedding_input_is_bounded_by_the_servers_context() {
     let short = server.post("/api/embed", &json!({"model": MODEL, "input": "a fox"}));
     assert_eq!(short.status, 200, "{}", short.body);
 }
+
+/// A copy of the test model whose byte-pair pre-tokenizer is `pre`.
+fn model_with_pre_tokenizer(directory: &Path, pre: &str) -> PathBuf {
+    let source = smollm2();
+    let header = olm::gguf::inspect(&source).expect("the test model parses");
+    let rewritten = olm::gguf::writer::GgufBuilder::from_file(&header)
+        .set_metadata("tokenizer.ggml.pre", pre)
+        .data_len(0)
+        .to_bytes();
+    let weights = std::fs::read(&source).expect("read the test model");
+    let data_offset = usize::try_from(header.data_offset).expect("offset fits");
+    let path = directory.join(format!("pre-{pre}.gguf"));
+    let mut file = std::fs::File::create(&path).expect("create model copy");
+    file.write_all(&rewritten).expect("write header");
+    file.write_all(&weights[data_offset..])
+        .expect("write weights");
+    path
+}
+
+/// Pre-tokenizers that llama.cpp runs with `std::regex` (GPT-2's
+/// `default`, also `gpt-4o`, `llama4`, `tekken`, `deepseek-v3`…) recurse
+/// once per character of a match: 10,000 `!` in a message overflow a
+/// preparing thread's stack and killed the model's worker with every
+/// request in it (`olm run` fell over at about 25,000). Now such a run is
+/// tokenized on a stack sized for it, and one past the limit is a 400.
+#[test]
+fn a_long_run_of_one_character_does_not_overflow_the_stack() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let model = model_with_pre_tokenizer(directory.path(), "default");
+    let server = Server::start(&[model.to_str().expect("utf-8 path"), "-c", "2048"]);
+    let ask = |content: String, max_tokens: u32| {
+        server.post(
+            "/v1/chat/completions",
+            &json!({
+                "model": "pre-default",
+                "messages": [{"role": "user", "content": content}],
+                "max_tokens": max_tokens,
+            }),
+        )
+    };
+    // Tokenized whole (then too long for the context), not a crash.
+    let long = ask("!".repeat(40_000), 1);
+    assert_eq!(long.status, 400, "{}", long.body);
+    assert!(
+        long.body.contains("context length exceeded"),
+        "{}",
+        long.body
+    );
+    let too_long = ask("!".repeat(300_000), 1);
+    assert_eq!(too_long.status, 400, "{}", too_long.body);
+    assert!(
+        too_long.body.contains("characters in a row"),
+        "{}",
+        too_long.body
+    );
+    let after = ask("Say hi".into(), 4);
+    assert_eq!(
+        after.status, 200,
+        "the worker still answers: {}",
+        after.body
+    );
+
+    let run = crate::common::run(
+        crate::common::TestEnv::new()
+            .olm()
+            .arg("run")
+            .arg(&model)
+            .args(["--raw", "-n", "1", "--no-cache", "-c", "1024"])
+            .arg("!".repeat(60_000)),
+    );
+    let stderr = crate::common::stderr(&run);
+    assert!(stderr.contains("context length exceeded"), "{stderr}");
+}
