@@ -15,6 +15,7 @@ mod draft;
 mod embed;
 mod generate;
 mod limits;
+mod partition;
 mod plain_text;
 pub mod rpc;
 mod sampling;
@@ -358,6 +359,9 @@ pub struct Model {
     /// First bytes of the control tokens' texts (see `plain_text`), found
     /// once, when a chat prompt is first tokenized.
     control_first_bytes: std::sync::OnceLock<[bool; 256]>,
+    /// The vocabulary's special tokens, for cutting long texts (see
+    /// `partition`); `None` where olm cannot cut as llama.cpp does.
+    specials: std::sync::OnceLock<Option<partition::Specials>>,
 }
 
 /// The trained context a file claims (a `u32` key, so up to 2^32-1), as olm
@@ -481,6 +485,7 @@ impl Model {
             limits,
             split: placement.map(|placement| placement.split),
             control_first_bytes: std::sync::OnceLock::new(),
+            specials: std::sync::OnceLock::new(),
         })
     }
 
@@ -676,7 +681,7 @@ impl Model {
             return false;
         }
         // A text that cannot be tokenized fails where the prompt is.
-        let tokens = tokenize::tokenize(&self.inner, text, false, true).unwrap_or_default();
+        let tokens = self.tokenize_text(text, false, true).unwrap_or_default();
         plain_text::spells_control_token(&vocab, &tokens)
     }
 
@@ -795,7 +800,17 @@ impl Model {
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<LlamaToken>, EngineError> {
-        tokenize::tokenize(&self.inner, text, add_special, parse_special)
+        let specials = self.specials.get_or_init(|| {
+            let model = self.metadata("tokenizer.ggml.model");
+            partition::Specials::new(&self.inner.vocab(), model.as_deref())
+        });
+        tokenize::tokenize(
+            &self.inner,
+            specials.as_ref(),
+            text,
+            add_special,
+            parse_special,
+        )
     }
 
     /// A llama.cpp context of `shape`; sizes are clamped to what llama.cpp accepts.

@@ -43,7 +43,7 @@ mod vocab;
 pub mod writer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;

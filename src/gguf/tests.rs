@@ -760,7 +760,7 @@ fn list_names(list: &str, skip: &str) -> bool {
 /// The real test model `name`. A missing model fails the test, unless
 /// `OLM_ALLOW_SKIP` names `model`: then the test says "skipped" and passes.
 #[expect(clippy::print_stderr, reason = "the skip note belongs in the test log")]
-fn real_model(name: &str) -> Option<PathBuf> {
+pub(crate) fn real_model(name: &str) -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/models")
         .join(name);
