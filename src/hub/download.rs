@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -148,13 +148,7 @@ fn download(
             .create_dir_all(directory)
             .map_err(HubError::io("cannot create", directory))?;
     }
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(partial)
-        .map_err(HubError::io("cannot open", partial))?;
+    let file = open_partial(paths)?;
     let state_path = state_path(partial);
     let segments = plan(hub, &file, &state_path, head.size)?;
     let already: u64 = segments.iter().map(|segment| segment.done).sum();
@@ -203,6 +197,52 @@ fn download(
         return Err(error);
     }
     finish_parts(&file, &state_path, partial)
+}
+
+/// The partial file, opened without following a link. Its name is olm's
+/// own scratch name: anything there but a regular file (a link planted to
+/// another blob, which the download would overwrite; a FIFO or device) is
+/// removed, and the download starts over in a fresh file.
+fn open_partial(paths: &DownloadPaths) -> Result<File, HubError> {
+    let partial = paths.partial.as_path();
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(partial)
+            .and_then(|file| match file.metadata()?.is_file() {
+                true => Ok(Some(file)),
+                false => Ok(None),
+            })
+    };
+    let opened = match open() {
+        Ok(Some(file)) => Some(file),
+        Ok(None) => None,
+        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => None,
+        Err(error) => return Err(HubError::io("cannot open", partial)(error)),
+    };
+    if let Some(file) = opened {
+        return Ok(file);
+    }
+    tracing::warn!(
+        "{} is not a regular file; removed, the download starts over",
+        partial.display()
+    );
+    paths
+        .root
+        .remove_entry(partial)
+        .map_err(HubError::io("cannot remove", partial))?;
+    let _ = fs::remove_file(state_path(partial));
+    match open() {
+        Ok(Some(file)) => Ok(file),
+        Ok(None) => Err(HubError::io("cannot open", partial)(io::Error::other(
+            "not a regular file",
+        ))),
+        Err(error) => Err(HubError::io("cannot open", partial)(error)),
+    }
 }
 
 fn finish_parts(file: &File, state_path: &Path, partial: &Path) -> Result<(), HubError> {

@@ -611,3 +611,37 @@ fn the_hugging_face_login_token_is_used_without_hf_token() {
         .env("HF_TOKEN", "wrong"));
     assert_exit(&output, 4);
 }
+
+/// The partial file's name is olm's own: a link planted there (to another
+/// file in the cache, say another model's blob) is never written through,
+/// and a FIFO there never blocks; either is replaced by a fresh download.
+#[test]
+fn a_link_or_fifo_planted_as_the_partial_is_replaced_not_written_through() {
+    type Plant = fn(&Path, &Path);
+    let plants: [(&str, Plant); 2] = [
+        ("link", |partial, victim| {
+            std::os::unix::fs::symlink(victim, partial).unwrap()
+        }),
+        ("fifo", |partial, _| crate::bounds::make_fifo(partial)),
+    ];
+    for (what, plant) in plants {
+        let env = TestEnv::new();
+        let hub = FakeHub::start(&env);
+        let blobs = cache(&env).join("blobs");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let victim = blobs.join("a".repeat(64));
+        std::fs::write(&victim, b"another model's bytes").unwrap();
+        plant(&blobs.join(format!("{SMOL_SHA}.incomplete")), &victim);
+
+        let started = Instant::now();
+        let output = run(hub.olm(&env).args(["pull", SMOL]));
+        assert_exit(&output, 0);
+        assert!(started.elapsed() < Duration::from_secs(30), "{what}");
+        assert_eq!(
+            std::fs::read(&victim).unwrap(),
+            b"another model's bytes",
+            "{what}: the link's target is untouched"
+        );
+        assert_eq!(sha256(&blob(&env)), SMOL_SHA, "{what}");
+    }
+}
