@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{Hub, HubError, PullReporter, MAX_ATTEMPTS, MAX_JSON_BYTES, MAX_REDIRECTS};
+use super::{
+    Hub, HubError, PullReporter, MAX_ATTEMPTS, MAX_FILE_BYTES, MAX_JSON_BYTES, MAX_REDIRECTS,
+};
 use crate::store::names::{check_repo_file_name, escaped, is_commit, is_sha256};
 use crate::store::{HubKind, RepoId};
 
@@ -136,6 +138,7 @@ impl Hub {
                 }
                 None => (entry.size, None),
             };
+            check_size(size)?;
             files.push(RemoteFile {
                 name: entry.path,
                 size,
@@ -195,6 +198,7 @@ impl Hub {
                 what: "size",
                 value: escaped(size_text),
             })?;
+        check_size(size)?;
         let download = match response.header("location") {
             Some(location) if (300..400).contains(&response.status()) => join_url(&url, location),
             _ => url,
@@ -384,6 +388,17 @@ pub(super) fn read_json<T: serde::de::DeserializeOwned>(
         message: format!("the answer is not the expected JSON: {error}"),
         unreachable: false,
     })
+}
+
+/// A file size from a hub, at most [`MAX_FILE_BYTES`].
+pub(super) fn check_size(size: u64) -> Result<u64, HubError> {
+    if size > MAX_FILE_BYTES {
+        return Err(HubError::BadMetadata {
+            what: "size (larger than 1 PiB)",
+            value: size.to_string(),
+        });
+    }
+    Ok(size)
 }
 
 /// `scheme://host[:port]` of a URL.

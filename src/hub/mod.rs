@@ -38,6 +38,9 @@ pub const DEFAULT_MODELSCOPE_ENDPOINT: &str = "https://modelscope.cn";
 pub const MAX_JSON_BYTES: u64 = 16 << 20;
 /// Attempts per request before giving up (Ollama uses 6).
 pub const MAX_ATTEMPTS: u32 = 6;
+/// Largest file size believed from a hub (1 PiB): a listed or announced
+/// size beyond it is invalid metadata, so sums of sizes cannot overflow.
+pub const MAX_FILE_BYTES: u64 = 1 << 50;
 /// Most redirects followed for one request.
 pub const MAX_REDIRECTS: u32 = 10;
 

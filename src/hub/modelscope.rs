@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::api::{encode_query, read_json};
+use super::api::{check_size, encode_query, read_json};
 use super::{FileHead, Hub, HubError, PullReporter, RemoteFile};
 use crate::store::names::{check_repo_file_name, escaped, is_sha256};
 use crate::store::{RepoId, MODELSCOPE_REVISION};
@@ -271,7 +271,8 @@ fn parse_entry(entry: &Value, url: &str) -> Result<Entry, HubError> {
     let size = match field(&["Size", "size"]) {
         Some(Value::Number(number)) => number
             .as_u64()
-            .ok_or_else(|| bad("size", &Value::Number(number.clone())))?,
+            .ok_or_else(|| bad("size", &Value::Number(number.clone())))
+            .and_then(check_size)?,
         Some(_) => return Err(malformed("a size that is not a number")),
         None => return Err(malformed("no size")),
     };
@@ -337,6 +338,8 @@ mod tests {
             json!({"Path": format!("{}.gguf", "a".repeat(300)), "Type": "blob", "Size": 1}),
             json!({"Name": "../x.gguf", "Type": "blob", "Size": 1}),
             json!({"Path": "x.gguf", "Type": "blob", "Size": -1, "Sha256": SHA}),
+            json!({"Path": "x.gguf", "Type": "blob", "Size": u64::MAX, "Sha256": SHA}),
+            json!({"Path": "x.gguf", "Type": "blob", "Size": (1u64 << 50) + 1, "Sha256": SHA}),
             json!({"Path": "x.gguf", "Type": "blob", "Size": 1, "Sha256": "../../x"}),
             json!({"Path": "x.gguf", "Type": "blob", "Size": 1, "Sha256": "A".repeat(64)}),
             json!({"Path": "x.gguf", "Type": "blob", "Size": 1, "Sha256": "a".repeat(63)}),

@@ -504,8 +504,7 @@ pub fn fetch_and_register(
                 .files
                 .iter()
                 .filter(|old| manifest.files.iter().all(|new| new.sha256 != old.sha256))
-                .map(|old| old.size)
-                .sum()
+                .fold(0u64, |total, old| total.saturating_add(old.size))
         };
         events.replaced(&previous, freed);
     }
@@ -615,7 +614,7 @@ fn check_space(
                 .map_or(0, |m| m.len());
             file.size.saturating_sub(partial)
         })
-        .sum();
+        .fold(0u64, u64::saturating_add);
     let cache = store.cache_of(origin.hub);
     if let Some(free) = space::free_disk(cache) {
         if needed > free {

@@ -15,6 +15,8 @@ while a pull runs:
               "rate": BYTES_PER_SECOND,          # throttle bodies
               "commit": "...", "etag": "...",    # hostile header values
               "extra_files": ["../../x"],        # hostile names in the listing
+              "extra_entries": [{...}],          # raw entries added to the listing
+              "linked_size": "...",              # x-linked-size sent by resolve
               "ignore_range": true}}
 Every request is appended to the log file as one JSON line.
 Usage: fakehub.py CONFIG LOG  (prints the port on stdout, then serves).
@@ -127,6 +129,7 @@ class Handler(BaseHTTPRequestHandler):
                             "lfs": {"oid": sha256_of(path), "size": size, "pointerSize": 134}})
         for name in faults.get("extra_files", []):
             entries.append({"type": "file", "path": name, "size": 1, "oid": "e" * 40})
+        entries.extend(faults.get("extra_entries", []))
         body = json.dumps(entries).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -154,7 +157,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Location", location)
         self.send_header("x-repo-commit", faults.get("commit", COMMIT))
         self.send_header("x-linked-etag", f'"{sha}"')
-        self.send_header("x-linked-size", str(os.path.getsize(path)))
+        self.send_header("x-linked-size", faults.get("linked_size", str(os.path.getsize(path))))
         self.send_header("Content-Length", "0")
         self.end_headers()
 

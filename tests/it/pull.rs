@@ -645,3 +645,42 @@ fn a_link_or_fifo_planted_as_the_partial_is_replaced_not_written_through() {
         assert_eq!(sha256(&blob(&env)), SMOL_SHA, "{what}");
     }
 }
+
+/// Sizes a hub sends are believed only up to 1 PiB: a listing or header
+/// with a larger one (a split set of two 2^64 - 1 byte parts, whose total
+/// overflowed: a panic in debug builds, a wrapped small total that passed
+/// the disk check in release) is invalid metadata, exit 5.
+#[test]
+fn sizes_beyond_any_disk_are_invalid_metadata() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    let huge = u64::MAX;
+    let part = |index: u32| {
+        json!({"type": "file", "path": format!("big-Q8_0-0000{index}-of-00002.gguf"),
+               "size": huge, "lfs": {"oid": "c".repeat(64), "size": huge}})
+    };
+    for (faults, model) in [
+        (
+            json!({"extra_entries": [part(1), part(2)]}),
+            "test/SmolLM2-GGUF:Q8_0",
+        ),
+        (json!({"extra_entries": [part(1), part(2)]}), SMOL),
+        (json!({"linked_size": huge.to_string()}), SMOL),
+        (json!({"linked_size": "1e3"}), SMOL),
+    ] {
+        hub.set_faults(faults.clone());
+        for args in [vec!["pull", model], vec!["pull", model, "--dry-run"]] {
+            let output = run(hub.olm(&env).args(&args));
+            if args.len() == 3 && faults.get("linked_size").is_some() {
+                continue; // a dry run asks no file's headers
+            }
+            assert_exit(&output, 5);
+            assert!(
+                stderr(&output).contains("invalid metadata from hub"),
+                "{faults} {args:?}: {}",
+                stderr(&output)
+            );
+        }
+    }
+    assert_eq!(manifests(&env), 0);
+}
