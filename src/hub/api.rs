@@ -401,6 +401,34 @@ pub(super) fn check_size(size: u64) -> Result<u64, HubError> {
     Ok(size)
 }
 
+/// Why `endpoint` cannot be a hub's address, if it cannot: it must be an
+/// http(s) URL with a host and without a query or fragment.
+pub(super) fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
+    let url = url::Url::parse(endpoint).map_err(|_| "not a URL")?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("the scheme must be http or https");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("no host");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("a query or fragment cannot be followed by a path");
+    }
+    Ok(())
+}
+
+/// `url` as messages show it: a user name and password in it (a mirror's
+/// credentials in `HF_ENDPOINT`) replaced by `***`.
+pub(crate) fn shown_url(url: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |index| index + 3);
+    let rest = &url[authority_start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..authority_start], &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
 /// `scheme://host[:port]` of a URL.
 fn origin(url: &str) -> &str {
     let after_scheme = url.find("://").map(|index| index + 3).unwrap_or(0);
@@ -465,6 +493,41 @@ mod tests {
         assert_eq!(join_url("http://h:1/a/b", "https://x/y"), "https://x/y");
         assert_eq!(encode_path("a b/c#d.gguf"), "a%20b/c%23d.gguf");
         assert_eq!(encode_query("Q8_0/a b&c.gguf"), "Q8_0%2Fa%20b%26c.gguf");
+    }
+
+    #[test]
+    fn credentials_in_urls_are_never_shown() {
+        assert_eq!(
+            shown_url("http://user:pass@127.0.0.1:9/api/x?a=b@c"),
+            "http://***@127.0.0.1:9/api/x?a=b@c"
+        );
+        assert_eq!(shown_url("https://a:b@c@h"), "https://***@h");
+        assert_eq!(shown_url("https://h/x@y"), "https://h/x@y");
+        assert_eq!(shown_url("u:p@h:1/x"), "***@h:1/x");
+    }
+
+    #[test]
+    fn endpoints_are_checked_before_use() {
+        for good in [
+            "https://huggingface.co",
+            "http://127.0.0.1:8080/mirror",
+            "http://user:pass@127.0.0.1:9",
+        ] {
+            assert_eq!(check_endpoint(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "not a url",
+            "127.0.0.1:9",
+            "ftp://127.0.0.1",
+            "file:///etc",
+            "http://[::1",
+            "http://h:99999",
+            "http://h/?x=1",
+            "http://h/#x",
+            "http://h\u{1b}[31m",
+        ] {
+            assert!(check_endpoint(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -84,8 +84,16 @@ pub enum HubError {
     },
     #[error("{repo} has no GGUF file")]
     NoGguf { repo: String },
-    #[error("{0} is gated or private: the hub answered 401 Unauthorized")]
+    #[error("{} is gated or private: the hub answered 401 Unauthorized", api::shown_url(.0))]
     Unauthorized(String),
+    /// `HF_ENDPOINT` (or `MODELSCOPE_ENDPOINT`) is not an http(s) URL olm
+    /// can send requests to.
+    #[error("{variable} is not a usable hub address ({reason}): {}", api::shown_url(.value))]
+    BadEndpoint {
+        variable: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     /// An HTTP error status (on ModelScope also 401 and 403, whose hints
     /// name ModelScope's token).
     #[error("{}", status_message(*.hub, *.status, .url))]
@@ -141,6 +149,7 @@ impl HubError {
     /// Exit code class: 3 not found, 4 network, 5 integrity, 6 disk, 130 interrupted, 1 other.
     pub fn exit_code(&self) -> u8 {
         match self {
+            HubError::BadEndpoint { .. } => 2,
             HubError::RepoNotFound(_)
             | HubError::QuantNotFound { .. }
             | HubError::NoGguf { .. } => 3,
@@ -208,6 +217,13 @@ impl HubError {
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
+            HubError::BadEndpoint { variable, .. } => Some(format!(
+                "set {variable} to the hub's address, such as {} (or unset it)",
+                match variable {
+                    &crate::env::HF_ENDPOINT => DEFAULT_ENDPOINT,
+                    _ => DEFAULT_MODELSCOPE_ENDPOINT,
+                }
+            )),
             HubError::Offline(_) => {
                 Some("connect to the network, or unset HF_HUB_OFFLINE / drop --offline".into())
             }
@@ -253,10 +269,15 @@ fn status_message(hub: HubKind, status: u16, url: &str) -> String {
         429 => " Too Many Requests",
         _ => "",
     };
-    format!("{} answered {status}{meaning} for {url}", hub.title())
+    format!(
+        "{} answered {status}{meaning} for {}",
+        hub.title(),
+        api::shown_url(url)
+    )
 }
 
 fn network_message(url: &str, message: &str, unreachable: bool) -> String {
+    let url = api::shown_url(url);
     if unreachable {
         format!("cannot reach {url}: {message}")
     } else {
@@ -377,8 +398,25 @@ impl Hub {
         }
     }
 
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
+    /// The endpoint as messages show it: any user name and password in it
+    /// replaced by `***`.
+    pub fn shown_endpoint(&self) -> String {
+        api::shown_url(&self.endpoint)
+    }
+
+    /// An endpoint that is not an http(s) URL with a host (and no query or
+    /// fragment, which the paths olm appends would break) is a setting to
+    /// fix, said once before any request (exit 2), not a network error.
+    pub fn check_endpoint(&self) -> Result<(), HubError> {
+        let variable = match self.kind {
+            HubKind::HuggingFace => crate::env::HF_ENDPOINT,
+            HubKind::ModelScope => crate::env::MODELSCOPE_ENDPOINT,
+        };
+        api::check_endpoint(&self.endpoint).map_err(|reason| HubError::BadEndpoint {
+            variable,
+            value: self.endpoint.clone(),
+            reason,
+        })
     }
 
     /// Which hub this is.

@@ -297,7 +297,8 @@ pub fn connect(
     loop {
         let origin = candidates[index];
         let hub = Hub::new(HubOptions::for_hub(origin.hub), Arc::clone(cancel));
-        events.connecting(origin.hub, &origin.repo, hub.endpoint());
+        hub.check_endpoint()?;
+        events.connecting(origin.hub, &origin.repo, &hub.shown_endpoint());
         match list_quants(&hub, &origin.repo, events.reporter()) {
             Ok((files, choices)) => {
                 return Ok(Connection {
@@ -316,7 +317,7 @@ pub fn connect(
                 events.notice(&format!(
                     "{} cannot be reached at {} ({message}); trying {} instead",
                     origin.hub.title(),
-                    hub.endpoint(),
+                    hub.shown_endpoint(),
                     next.title()
                 ));
                 index += 1;

@@ -684,3 +684,70 @@ fn sizes_beyond_any_disk_are_invalid_metadata() {
     }
     assert_eq!(manifests(&env), 0);
 }
+
+/// A mirror's user name and password in `HF_ENDPOINT` are used but never
+/// shown: not in the status lines, the retry warnings or the final error
+/// (they were printed in full with every URL).
+#[test]
+fn credentials_in_hf_endpoint_are_never_printed() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    let endpoint = format!("http://olm-user:s3cr3t-pw@127.0.0.1:{}", hub.port);
+    let pull = |model: &str| {
+        run(hub
+            .olm(&env)
+            .args(["pull", model])
+            .env("HF_ENDPOINT", &endpoint))
+    };
+
+    let output = pull(SMOL);
+    assert_exit(&output, 0);
+    assert!(
+        stderr(&output).contains("***@127.0.0.1"),
+        "{}",
+        stderr(&output)
+    );
+    hub.set_faults(json!({"status": {"tree": 500}}));
+    let failed = pull("test/other-GGUF");
+    assert_exit(&failed, 4);
+    hub.set_faults(json!({"status": {"tree": 401}}));
+    let refused = pull("test/other-GGUF");
+    assert_exit(&refused, 4);
+    for output in [&output, &failed, &refused] {
+        let text = format!("{}{}", stdout(output), stderr(output));
+        assert!(
+            !text.contains("s3cr3t-pw") && !text.contains("olm-user"),
+            "{text}"
+        );
+    }
+}
+
+/// An `HF_ENDPOINT` that is not an http(s) URL with a host is a setting to
+/// fix, exit 2 with one line naming it, before any request (it was a
+/// "network error" with exit 4 and a hint to run the same command again).
+#[test]
+fn an_unusable_hf_endpoint_is_exit_2_naming_it() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    for endpoint in [
+        "not a url".to_owned(),
+        format!("127.0.0.1:{}", hub.port),
+        format!("ftp://127.0.0.1:{}", hub.port),
+        "file:///etc".to_owned(),
+        format!("http://127.0.0.1:{}/?x=1", hub.port),
+        format!("http://127.0.0.1:{}\u{1b}[31m", hub.port),
+    ] {
+        let output = run(hub
+            .olm(&env)
+            .args(["pull", SMOL])
+            .env("HF_ENDPOINT", &endpoint));
+        assert_exit(&output, 2);
+        let text = stderr(&output);
+        assert!(
+            text.contains("HF_ENDPOINT is not a usable hub address"),
+            "{endpoint}: {text}"
+        );
+        assert!(!text.contains('\u{1b}'), "{endpoint}: {text}");
+    }
+    assert!(hub.requests().is_empty(), "{:?}", hub.requests());
+}
