@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::{
     Hub, HubError, PullReporter, MAX_ATTEMPTS, MAX_FILE_BYTES, MAX_JSON_BYTES, MAX_REDIRECTS,
+    MIN_BYTES_PER_WINDOW,
 };
 use crate::store::names::{check_repo_file_name, escaped, is_commit, is_sha256};
 use crate::store::{HubKind, RepoId};
@@ -102,6 +103,10 @@ struct LfsInfo {
 pub(crate) enum Failure {
     Fatal(HubError),
     Retry(HubError, Option<Duration>),
+    /// A body that came too slowly ([`Pace`]): tried again, and counted
+    /// against [`MAX_ATTEMPTS`] even when some bytes arrived, so a hub that
+    /// drips cannot keep a pull going for ever.
+    Slow(HubError),
 }
 
 impl Hub {
@@ -121,7 +126,7 @@ impl Hub {
                 HubError::Status { status: 404, .. } => HubError::RepoNotFound(repo.to_string()),
                 other => other,
             })?;
-        let entries: Vec<TreeEntry> = read_json(response, &url)?;
+        let entries: Vec<TreeEntry> = self.read_json(response, &url)?;
         let mut files = Vec::new();
         for entry in entries.into_iter().filter(|entry| entry.kind == "file") {
             check_repo_file_name(&entry.path).map_err(|_| HubError::BadMetadata {
@@ -211,8 +216,16 @@ impl Hub {
         })
     }
 
+    /// The longest a request without a body range (a listing, a file's
+    /// headers) may take from connecting to its last byte: twice the stall
+    /// timeout. Listings are small; a hub that drips one is stuck.
+    pub(crate) fn metadata_deadline(&self) -> Duration {
+        self.stall_timeout * 2
+    }
+
     /// One request, following up to [`MAX_REDIRECTS`] redirects when `follow`
-    /// is non-zero. The token goes only to the endpoint's own origin (on
+    /// is non-zero. A request for metadata (no `range`) must be over within
+    /// [`Hub::metadata_deadline`], headers and body. The token goes only to the endpoint's own origin (on
     /// ModelScope also as the `m_session_id` cookie, as the client sends
     /// it); a redirect from https to http is refused.
     pub(crate) fn send_once(
@@ -225,6 +238,9 @@ impl Hub {
         let mut current = url.to_owned();
         for _ in 0..=follow {
             let mut request = self.agent.request(method, &current);
+            if range.is_none() {
+                request = request.timeout(self.metadata_deadline());
+            }
             if let (Some(token), true) = (&self.token, origin(&current) == origin(&self.endpoint)) {
                 request = request.set("Authorization", &format!("Bearer {token}"));
                 if self.kind == HubKind::ModelScope {
@@ -304,20 +320,20 @@ impl Hub {
             if self.cancelled() {
                 return Err(HubError::Interrupted);
             }
-            match attempt() {
+            let (error, retry_after) = match attempt() {
                 Ok(value) => return Ok(value),
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Retry(error, _)) if error.is_unreachable() => return Err(error),
-                Err(Failure::Retry(error, retry_after)) => {
-                    failures += 1;
-                    if failures >= MAX_ATTEMPTS {
-                        return Err(error);
-                    }
-                    let delay = retry_after.unwrap_or_else(|| self.backoff(failures));
-                    reporter.retrying(&error.to_string(), delay);
-                    self.sleep(delay)?;
-                }
+                Err(Failure::Retry(error, retry_after)) => (error, retry_after),
+                Err(Failure::Slow(error)) => (error, None),
+            };
+            failures += 1;
+            if failures >= MAX_ATTEMPTS {
+                return Err(error);
             }
+            let delay = retry_after.unwrap_or_else(|| self.backoff(failures));
+            reporter.retrying(&error.to_string(), delay);
+            self.sleep(delay)?;
         }
     }
 
@@ -362,32 +378,77 @@ fn status_failure(hub: HubKind, url: &str, status: u16, response: &ureq::Respons
     }
 }
 
-pub(super) fn read_json<T: serde::de::DeserializeOwned>(
-    response: ureq::Response,
-    url: &str,
-) -> Result<T, HubError> {
-    let mut body = Vec::new();
-    response
-        .into_reader()
-        .take(MAX_JSON_BYTES + 1)
-        .read_to_end(&mut body)
-        .map_err(|error| HubError::Network {
+impl Hub {
+    /// A JSON answer of at most [`MAX_JSON_BYTES`], read in chunks so that
+    /// Ctrl-C is seen between them (the request's deadline bounds the time).
+    pub(super) fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        response: ureq::Response,
+        url: &str,
+    ) -> Result<T, HubError> {
+        let failed = |message: String| HubError::Network {
             url: url.to_owned(),
-            message: error.to_string(),
+            message,
             unreachable: false,
-        })?;
-    if body.len() as u64 > MAX_JSON_BYTES {
-        return Err(HubError::Network {
-            url: url.to_owned(),
-            message: "the answer is larger than 16 MiB".into(),
-            unreachable: false,
-        });
+        };
+        let mut reader = response.into_reader().take(MAX_JSON_BYTES + 1);
+        let mut body = Vec::new();
+        let mut chunk = [0u8; 64 << 10];
+        loop {
+            if self.cancelled() {
+                return Err(HubError::Interrupted);
+            }
+            match reader.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(read) => body.extend_from_slice(&chunk[..read]),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(failed(error.to_string())),
+            }
+        }
+        if body.len() as u64 > MAX_JSON_BYTES {
+            return Err(failed("the answer is larger than 16 MiB".into()));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|error| failed(format!("the answer is not the expected JSON: {error}")))
     }
-    serde_json::from_slice(&body).map_err(|error| HubError::Network {
-        url: url.to_owned(),
-        message: format!("the answer is not the expected JSON: {error}"),
-        unreachable: false,
-    })
+}
+
+/// Bytes that arrived in the current pace window of one body, and when
+/// that window began: a body slower than [`MIN_BYTES_PER_WINDOW`] in any
+/// whole window is as good as stalled.
+pub(crate) struct Pace {
+    window: Duration,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    pub(crate) fn new(window: Duration) -> Self {
+        Self {
+            window,
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Count `bytes` more; an error message when the window that just
+    /// ended brought fewer than [`MIN_BYTES_PER_WINDOW`].
+    pub(crate) fn add(&mut self, bytes: u64) -> Result<(), String> {
+        self.bytes += bytes;
+        if self.started.elapsed() < self.window {
+            return Ok(());
+        }
+        let (brought, window) = (self.bytes, self.started.elapsed());
+        self.started = Instant::now();
+        self.bytes = 0;
+        if brought < MIN_BYTES_PER_WINDOW {
+            return Err(format!(
+                "the hub sent only {brought} bytes in {} s (too slow to finish)",
+                window.as_secs()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A file size from a hub, at most [`MAX_FILE_BYTES`].

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::api::Failure;
+use super::api::{Failure, Pace};
 use super::{FileHead, Hub, HubError, PullReporter, MAX_ATTEMPTS, MAX_REDIRECTS};
 use crate::store::{self, DownloadPaths};
 
@@ -386,24 +386,25 @@ fn fetch_segment(shared: &Shared, index: usize) -> Result<(), HubError> {
             return Err(HubError::Interrupted);
         }
         let before = segment.done;
-        match fetch_once(shared, index, segment) {
+        // A slow body counts as a failure even when bytes arrived.
+        let (error, retry_after, slow) = match fetch_once(shared, index, segment) {
             Ok(()) => continue,
             Err(Failure::Fatal(error)) => return Err(error),
-            Err(Failure::Retry(error, retry_after)) => {
-                let progressed = shared.segment(index).done > before;
-                failures = if progressed { 1 } else { failures + 1 };
-                if matches!(error, HubError::Interrupted) || shared.stopped() {
-                    shared.record(index, shared.segment(index).done, true)?;
-                    return Err(HubError::Interrupted);
-                }
-                if failures >= MAX_ATTEMPTS {
-                    return Err(error);
-                }
-                let delay = retry_after.unwrap_or_else(|| shared.hub.backoff(failures));
-                shared.reporter.retrying(&error.to_string(), delay);
-                shared.hub.sleep(delay)?;
-            }
+            Err(Failure::Retry(error, retry_after)) => (error, retry_after, false),
+            Err(Failure::Slow(error)) => (error, None, true),
+        };
+        let progressed = !slow && shared.segment(index).done > before;
+        failures = if progressed { 1 } else { failures + 1 };
+        if matches!(error, HubError::Interrupted) || shared.stopped() {
+            shared.record(index, shared.segment(index).done, true)?;
+            return Err(HubError::Interrupted);
         }
+        if failures >= MAX_ATTEMPTS {
+            return Err(error);
+        }
+        let delay = retry_after.unwrap_or_else(|| shared.hub.backoff(failures));
+        shared.reporter.retrying(&error.to_string(), delay);
+        shared.hub.sleep(delay)?;
     }
 }
 
@@ -470,6 +471,7 @@ fn fetch_once(shared: &Shared, index: usize, segment: Segment) -> Result<(), Fai
     let mut reader = response.into_reader().take(expected);
     let mut buffer = vec![0u8; BUFFER_BYTES];
     let mut since_checkpoint = 0;
+    let mut pace = Pace::new(shared.hub.stall_timeout);
     while done < segment.end - segment.start {
         if shared.stopped() {
             shared.record(index, done, true).map_err(Failure::Fatal)?;
@@ -507,6 +509,14 @@ fn fetch_once(shared: &Shared, index: usize, segment: Segment) -> Result<(), Fai
         shared
             .record(index, done, durable)
             .map_err(Failure::Fatal)?;
+        if let Err(message) = pace.add(read as u64) {
+            shared.record(index, done, true).map_err(Failure::Fatal)?;
+            return Err(Failure::Slow(HubError::Network {
+                url: url.clone(),
+                message,
+                unreachable: false,
+            }));
+        }
     }
     Ok(())
 }

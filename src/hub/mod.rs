@@ -41,6 +41,11 @@ pub const MAX_ATTEMPTS: u32 = 6;
 /// Largest file size believed from a hub (1 PiB): a listed or announced
 /// size beyond it is invalid metadata, so sums of sizes cannot overflow.
 pub const MAX_FILE_BYTES: u64 = 1 << 50;
+/// Fewest bytes a body must bring in each stall window (`OLM_STALL_TIMEOUT`,
+/// 30 s by default: about 550 bytes a second). A hub that sends a byte now
+/// and then, never silent long enough to be a stall, is as stuck as a
+/// silent one.
+pub const MIN_BYTES_PER_WINDOW: u64 = 16 << 10;
 /// Most redirects followed for one request.
 pub const MAX_REDIRECTS: u32 = 10;
 
@@ -294,6 +299,8 @@ pub struct Hub {
     agent: ureq::Agent,
     retry_base: Duration,
     connections: u32,
+    /// The pace window: see [`MIN_BYTES_PER_WINDOW`].
+    stall_timeout: Duration,
     cancel: Arc<AtomicBool>,
 }
 
@@ -394,6 +401,7 @@ impl Hub {
             agent,
             retry_base: options.retry_base,
             connections: options.connections,
+            stall_timeout: options.stall_timeout,
             cancel,
         }
     }
@@ -451,7 +459,7 @@ impl Hub {
         }
     }
 
-    fn cancelled(&self) -> bool {
+    pub(crate) fn cancelled(&self) -> bool {
         self.cancel.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::api::{check_size, encode_query, read_json};
+use super::api::{check_size, encode_query};
 use super::{FileHead, Hub, HubError, PullReporter, RemoteFile};
 use crate::store::names::{check_repo_file_name, escaped, is_sha256};
 use crate::store::{RepoId, MODELSCOPE_REVISION};
@@ -152,7 +152,7 @@ impl Hub {
             url.push_str(&format!("&Root={}", encode_query(root)));
         }
         let response = self.send_with_retries("GET", &url, None, reporter)?;
-        let body: Value = read_json(response, &url)?;
+        let body: Value = self.read_json(response, &url)?;
         parse_listing(&body, &url)
     }
 

@@ -751,3 +751,65 @@ fn an_unusable_hf_endpoint_is_exit_2_naming_it() {
     }
     assert!(hub.requests().is_empty(), "{:?}", hub.requests());
 }
+
+/// A hub that sends a byte now and then, never silent long enough to be a
+/// stall, is as stuck as a silent one: a listing must be over within twice
+/// the stall timeout, a download must bring 16 KiB per stall window (each
+/// slow window a failed attempt, whatever trickled in), and Ctrl-C is seen
+/// between the drops. Before, a pull against such a hub never ended, and
+/// Ctrl-C did not stop it.
+#[test]
+fn a_hub_that_drips_bytes_is_given_up_on() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    let pull = || {
+        let mut command = hub.olm(&env);
+        command
+            .args(["pull", SMOL])
+            .env("OLM_STALL_TIMEOUT", "1")
+            .env("OLM_CONNECTIONS", "1");
+        command
+    };
+
+    hub.set_faults(json!({"drip": {"tree": 0.5}}));
+    let started = Instant::now();
+    let output = run(&mut pull());
+    assert_exit(&output, 4);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    hub.set_faults(json!({"drip": {"cdn": 0.5}, "drip_after": 1_000_000}));
+    let started = Instant::now();
+    let output = run(&mut pull());
+    assert_exit(&output, 4);
+    assert!(stderr(&output).contains("too slow"), "{}", stderr(&output));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(manifests(&env), 0);
+
+    // Ctrl-C while the listing drips: exit 130 at once.
+    hub.set_faults(json!({"drip": {"tree": 0.2}}));
+    let mut child = pull().stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let interrupted = Instant::now();
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        interrupted.elapsed()
+    );
+
+    // The pull resumes and completes once the hub sends at a normal pace.
+    hub.set_faults(json!({}));
+    assert_exit(&run(&mut pull()), 0);
+    assert_eq!(sha256(&blob(&env)), SMOL_SHA);
+}
