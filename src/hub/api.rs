@@ -204,8 +204,12 @@ impl Hub {
                 value: escaped(size_text),
             })?;
         check_size(size)?;
+        // The download URL the hub names is held to the same rules as a
+        // redirect followed (it was taken as is: https could become http).
         let download = match response.header("location") {
-            Some(location) if (300..400).contains(&response.status()) => join_url(&url, location),
+            Some(location) if (300..400).contains(&response.status()) => {
+                redirect_target(&url, location)?
+            }
             _ => url,
         };
         Ok(FileHead {
@@ -278,15 +282,7 @@ impl Hub {
                     hub: self.kind,
                 }));
             };
-            let next = join_url(&current, location);
-            if current.starts_with("https://") && !next.starts_with("https://") {
-                return Err(Failure::Fatal(HubError::Network {
-                    url: next,
-                    message: "refused a redirect from https to http".into(),
-                    unreachable: false,
-                }));
-            }
-            current = next;
+            current = redirect_target(&current, location).map_err(Failure::Fatal)?;
         }
         Err(Failure::Fatal(HubError::Network {
             url: url.to_owned(),
@@ -499,18 +495,24 @@ fn origin(url: &str) -> &str {
     }
 }
 
-/// Resolve a redirect's `Location` against the URL it came from.
-fn join_url(base: &str, location: &str) -> String {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        location.to_owned()
-    } else if location.starts_with('/') {
-        format!("{}{location}", origin(base))
-    } else {
-        let directory = base
-            .rsplit_once('/')
-            .map(|(directory, _)| directory)
-            .unwrap_or(base);
-        format!("{directory}/{location}")
+/// Where a redirect's `Location` leads from `current`: an http(s) URL, and
+/// never from https down to http.
+fn redirect_target(current: &str, location: &str) -> Result<String, HubError> {
+    let refused = |message: &str| HubError::Network {
+        url: current.to_owned(),
+        message: format!(
+            "refused a redirect to '{}': {message}",
+            shown_url(&escaped(location))
+        ),
+        unreachable: false,
+    };
+    let next = url::Url::parse(current)
+        .and_then(|base| base.join(location))
+        .map_err(|_| refused("not a URL"))?;
+    match (current.starts_with("https://"), next.scheme()) {
+        (true, "https") | (false, "http" | "https") => Ok(next.into()),
+        (true, "http") => Err(refused("from https to http")),
+        _ => Err(refused("not http or https")),
     }
 }
 
@@ -549,9 +551,31 @@ mod tests {
     fn urls() {
         assert_eq!(origin("https://hf.co/a/b"), "https://hf.co");
         assert_eq!(origin("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
-        assert_eq!(join_url("http://h:1/a/b", "/c"), "http://h:1/c");
-        assert_eq!(join_url("http://h:1/a/b", "c"), "http://h:1/a/c");
-        assert_eq!(join_url("http://h:1/a/b", "https://x/y"), "https://x/y");
+        let next = |current, location| redirect_target(current, location).ok();
+        assert_eq!(
+            next("http://h:1/a/b", "/c").as_deref(),
+            Some("http://h:1/c")
+        );
+        assert_eq!(
+            next("http://h:1/a/b", "c").as_deref(),
+            Some("http://h:1/a/c")
+        );
+        assert_eq!(
+            next("http://h:1/a/b", "https://x/y").as_deref(),
+            Some("https://x/y")
+        );
+        assert_eq!(
+            next("https://h/a", "//cdn/x").as_deref(),
+            Some("https://cdn/x")
+        );
+        for (current, location) in [
+            ("https://h/a", "http://h/b"),
+            ("http://h/a", "file:///etc/passwd"),
+            ("http://h/a", "ftp://h/x"),
+            ("http://h/a", "http://[::1"),
+        ] {
+            assert!(next(current, location).is_none(), "{location}");
+        }
         assert_eq!(encode_path("a b/c#d.gguf"), "a%20b/c%23d.gguf");
         assert_eq!(encode_query("Q8_0/a b&c.gguf"), "Q8_0%2Fa%20b%26c.gguf");
     }
