@@ -211,7 +211,12 @@ fn parse_listing(body: &Value, url: &str) -> Result<Vec<Entry>, HubError> {
         message,
         unreachable: false,
     };
-    if body.get("Success") == Some(&Value::Bool(false)) {
+    // An error answer: `Success: false`, or a `Code` other than 200 (the
+    // API's own error codes, such as 10010205001, come with HTTP 200).
+    let failed_code = body
+        .get("Code")
+        .is_some_and(|code| code.as_u64() != Some(200) && !code.is_null());
+    if body.get("Success") == Some(&Value::Bool(false)) || failed_code {
         let message = body
             .get("Message")
             .and_then(Value::as_str)
@@ -354,6 +359,8 @@ mod tests {
             json!("x"),
             json!({"Data": {"Files": "x"}}),
             json!({"Success": false, "Message": "no"}),
+            json!({"Code": 10010205001_u64, "Message": "\u{1b}[31mmodel not found", "Data": null}),
+            json!({"Code": "x", "Data": {"Files": []}}),
             json!({"Data": {"Files": [{"Path": "x.gguf", "Size": "10"}]}}),
             json!({"Data": {"Files": [{"Path": 5, "Size": 1}]}}),
             json!({"Data": {"Files": [{"Size": 1}]}}),

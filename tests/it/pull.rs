@@ -154,6 +154,8 @@ fn hostile_hub_values_write_nothing_outside_the_cache() {
         json!({"extra_files": ["/abs/x.gguf"]}),
         json!({"extra_files": ["a\\..\\b.gguf"]}),
         json!({"extra_files": [format!("{}.gguf", "a".repeat(300))]}),
+        json!({"extra_files": ["evil-\u{202E}fuggg.gguf"]}),
+        json!({"extra_files": ["a\u{1b}]0;title\u{7}.gguf"]}),
     ] {
         hub.set_faults(faults.clone());
         let output = run(hub.olm(&env).args(["pull", SMOL]));
