@@ -88,8 +88,9 @@ pub const OLM_SOURCE: &str = "OLM_SOURCE";
 /// trying the other hub). Default: 5.
 pub const OLM_CONNECT_TIMEOUT: &str = "OLM_CONNECT_TIMEOUT";
 
-/// Seconds without a received byte before a download counts as stalled and is
-/// retried from where it stopped. Default: 30.
+/// Seconds without a received byte (or with fewer than 16 KiB) before a
+/// download counts as stalled and is retried from where it stopped; a
+/// listing or a file's headers must arrive within twice this. Default: 30.
 pub const OLM_STALL_TIMEOUT: &str = "OLM_STALL_TIMEOUT";
 
 /// Milliseconds of the first retry's back-off (doubled on each retry). Default: 500.

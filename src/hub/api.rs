@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{Hub, HubError, PullReporter, MAX_ATTEMPTS, MAX_JSON_BYTES, MAX_REDIRECTS};
+use super::{
+    Hub, HubError, PullReporter, MAX_ATTEMPTS, MAX_FILE_BYTES, MAX_JSON_BYTES, MAX_REDIRECTS,
+    MIN_BYTES_PER_WINDOW,
+};
 use crate::store::names::{check_repo_file_name, escaped, is_commit, is_sha256};
 use crate::store::{HubKind, RepoId};
 
@@ -100,6 +103,10 @@ struct LfsInfo {
 pub(crate) enum Failure {
     Fatal(HubError),
     Retry(HubError, Option<Duration>),
+    /// A body that came too slowly ([`Pace`]): tried again, and counted
+    /// against [`MAX_ATTEMPTS`] even when some bytes arrived, so a hub that
+    /// drips cannot keep a pull going for ever.
+    Slow(HubError),
 }
 
 impl Hub {
@@ -119,7 +126,7 @@ impl Hub {
                 HubError::Status { status: 404, .. } => HubError::RepoNotFound(repo.to_string()),
                 other => other,
             })?;
-        let entries: Vec<TreeEntry> = read_json(response, &url)?;
+        let entries: Vec<TreeEntry> = self.read_json(response, &url)?;
         let mut files = Vec::new();
         for entry in entries.into_iter().filter(|entry| entry.kind == "file") {
             check_repo_file_name(&entry.path).map_err(|_| HubError::BadMetadata {
@@ -136,6 +143,7 @@ impl Hub {
                 }
                 None => (entry.size, None),
             };
+            check_size(size)?;
             files.push(RemoteFile {
                 name: entry.path,
                 size,
@@ -195,8 +203,13 @@ impl Hub {
                 what: "size",
                 value: escaped(size_text),
             })?;
+        check_size(size)?;
+        // The download URL the hub names is held to the same rules as a
+        // redirect followed (it was taken as is: https could become http).
         let download = match response.header("location") {
-            Some(location) if (300..400).contains(&response.status()) => join_url(&url, location),
+            Some(location) if (300..400).contains(&response.status()) => {
+                redirect_target(&url, location)?
+            }
             _ => url,
         };
         Ok(FileHead {
@@ -207,8 +220,16 @@ impl Hub {
         })
     }
 
+    /// The longest a request without a body range (a listing, a file's
+    /// headers) may take from connecting to its last byte: twice the stall
+    /// timeout. Listings are small; a hub that drips one is stuck.
+    pub(crate) fn metadata_deadline(&self) -> Duration {
+        self.stall_timeout * 2
+    }
+
     /// One request, following up to [`MAX_REDIRECTS`] redirects when `follow`
-    /// is non-zero. The token goes only to the endpoint's own origin (on
+    /// is non-zero. A request for metadata (no `range`) must be over within
+    /// [`Hub::metadata_deadline`], headers and body. The token goes only to the endpoint's own origin (on
     /// ModelScope also as the `m_session_id` cookie, as the client sends
     /// it); a redirect from https to http is refused.
     pub(crate) fn send_once(
@@ -221,6 +242,9 @@ impl Hub {
         let mut current = url.to_owned();
         for _ in 0..=follow {
             let mut request = self.agent.request(method, &current);
+            if range.is_none() {
+                request = request.timeout(self.metadata_deadline());
+            }
             if let (Some(token), true) = (&self.token, origin(&current) == origin(&self.endpoint)) {
                 request = request.set("Authorization", &format!("Bearer {token}"));
                 if self.kind == HubKind::ModelScope {
@@ -258,15 +282,7 @@ impl Hub {
                     hub: self.kind,
                 }));
             };
-            let next = join_url(&current, location);
-            if current.starts_with("https://") && !next.starts_with("https://") {
-                return Err(Failure::Fatal(HubError::Network {
-                    url: next,
-                    message: "refused a redirect from https to http".into(),
-                    unreachable: false,
-                }));
-            }
-            current = next;
+            current = redirect_target(&current, location).map_err(Failure::Fatal)?;
         }
         Err(Failure::Fatal(HubError::Network {
             url: url.to_owned(),
@@ -300,20 +316,20 @@ impl Hub {
             if self.cancelled() {
                 return Err(HubError::Interrupted);
             }
-            match attempt() {
+            let (error, retry_after) = match attempt() {
                 Ok(value) => return Ok(value),
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Retry(error, _)) if error.is_unreachable() => return Err(error),
-                Err(Failure::Retry(error, retry_after)) => {
-                    failures += 1;
-                    if failures >= MAX_ATTEMPTS {
-                        return Err(error);
-                    }
-                    let delay = retry_after.unwrap_or_else(|| self.backoff(failures));
-                    reporter.retrying(&error.to_string(), delay);
-                    self.sleep(delay)?;
-                }
+                Err(Failure::Retry(error, retry_after)) => (error, retry_after),
+                Err(Failure::Slow(error)) => (error, None),
+            };
+            failures += 1;
+            if failures >= MAX_ATTEMPTS {
+                return Err(error);
             }
+            let delay = retry_after.unwrap_or_else(|| self.backoff(failures));
+            reporter.retrying(&error.to_string(), delay);
+            self.sleep(delay)?;
         }
     }
 
@@ -358,32 +374,116 @@ fn status_failure(hub: HubKind, url: &str, status: u16, response: &ureq::Respons
     }
 }
 
-pub(super) fn read_json<T: serde::de::DeserializeOwned>(
-    response: ureq::Response,
-    url: &str,
-) -> Result<T, HubError> {
-    let mut body = Vec::new();
-    response
-        .into_reader()
-        .take(MAX_JSON_BYTES + 1)
-        .read_to_end(&mut body)
-        .map_err(|error| HubError::Network {
+impl Hub {
+    /// A JSON answer of at most [`MAX_JSON_BYTES`], read in chunks so that
+    /// Ctrl-C is seen between them (the request's deadline bounds the time).
+    pub(super) fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        response: ureq::Response,
+        url: &str,
+    ) -> Result<T, HubError> {
+        let failed = |message: String| HubError::Network {
             url: url.to_owned(),
-            message: error.to_string(),
+            message,
             unreachable: false,
-        })?;
-    if body.len() as u64 > MAX_JSON_BYTES {
-        return Err(HubError::Network {
-            url: url.to_owned(),
-            message: "the answer is larger than 16 MiB".into(),
-            unreachable: false,
+        };
+        let mut reader = response.into_reader().take(MAX_JSON_BYTES + 1);
+        let mut body = Vec::new();
+        let mut chunk = [0u8; 64 << 10];
+        loop {
+            if self.cancelled() {
+                return Err(HubError::Interrupted);
+            }
+            match reader.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(read) => body.extend_from_slice(&chunk[..read]),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(failed(error.to_string())),
+            }
+        }
+        if body.len() as u64 > MAX_JSON_BYTES {
+            return Err(failed("the answer is larger than 16 MiB".into()));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|error| failed(format!("the answer is not the expected JSON: {error}")))
+    }
+}
+
+/// Bytes that arrived in the current pace window of one body, and when
+/// that window began: a body slower than [`MIN_BYTES_PER_WINDOW`] in any
+/// whole window is as good as stalled.
+pub(crate) struct Pace {
+    window: Duration,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    pub(crate) fn new(window: Duration) -> Self {
+        Self {
+            window,
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Count `bytes` more; an error message when the window that just
+    /// ended brought fewer than [`MIN_BYTES_PER_WINDOW`].
+    pub(crate) fn add(&mut self, bytes: u64) -> Result<(), String> {
+        self.bytes += bytes;
+        if self.started.elapsed() < self.window {
+            return Ok(());
+        }
+        let (brought, window) = (self.bytes, self.started.elapsed());
+        self.started = Instant::now();
+        self.bytes = 0;
+        if brought < MIN_BYTES_PER_WINDOW {
+            return Err(format!(
+                "the hub sent only {brought} bytes in {} s (too slow to finish)",
+                window.as_secs()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A file size from a hub, at most [`MAX_FILE_BYTES`].
+pub(super) fn check_size(size: u64) -> Result<u64, HubError> {
+    if size > MAX_FILE_BYTES {
+        return Err(HubError::BadMetadata {
+            what: "size (larger than 1 PiB)",
+            value: size.to_string(),
         });
     }
-    serde_json::from_slice(&body).map_err(|error| HubError::Network {
-        url: url.to_owned(),
-        message: format!("the answer is not the expected JSON: {error}"),
-        unreachable: false,
-    })
+    Ok(size)
+}
+
+/// Why `endpoint` cannot be a hub's address, if it cannot: it must be an
+/// http(s) URL with a host and without a query or fragment.
+pub(super) fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
+    let url = url::Url::parse(endpoint).map_err(|_| "not a URL")?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("the scheme must be http or https");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("no host");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("a query or fragment cannot be followed by a path");
+    }
+    Ok(())
+}
+
+/// `url` as messages show it: a user name and password in it (a mirror's
+/// credentials in `HF_ENDPOINT`) replaced by `***`.
+pub(crate) fn shown_url(url: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |index| index + 3);
+    let rest = &url[authority_start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..authority_start], &rest[at..]),
+        None => url.to_owned(),
+    }
 }
 
 /// `scheme://host[:port]` of a URL.
@@ -395,18 +495,24 @@ fn origin(url: &str) -> &str {
     }
 }
 
-/// Resolve a redirect's `Location` against the URL it came from.
-fn join_url(base: &str, location: &str) -> String {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        location.to_owned()
-    } else if location.starts_with('/') {
-        format!("{}{location}", origin(base))
-    } else {
-        let directory = base
-            .rsplit_once('/')
-            .map(|(directory, _)| directory)
-            .unwrap_or(base);
-        format!("{directory}/{location}")
+/// Where a redirect's `Location` leads from `current`: an http(s) URL, and
+/// never from https down to http.
+fn redirect_target(current: &str, location: &str) -> Result<String, HubError> {
+    let refused = |message: &str| HubError::Network {
+        url: current.to_owned(),
+        message: format!(
+            "refused a redirect to '{}': {message}",
+            shown_url(&escaped(location))
+        ),
+        unreachable: false,
+    };
+    let next = url::Url::parse(current)
+        .and_then(|base| base.join(location))
+        .map_err(|_| refused("not a URL"))?;
+    match (current.starts_with("https://"), next.scheme()) {
+        (true, "https") | (false, "http" | "https") => Ok(next.into()),
+        (true, "http") => Err(refused("from https to http")),
+        _ => Err(refused("not http or https")),
     }
 }
 
@@ -445,11 +551,68 @@ mod tests {
     fn urls() {
         assert_eq!(origin("https://hf.co/a/b"), "https://hf.co");
         assert_eq!(origin("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
-        assert_eq!(join_url("http://h:1/a/b", "/c"), "http://h:1/c");
-        assert_eq!(join_url("http://h:1/a/b", "c"), "http://h:1/a/c");
-        assert_eq!(join_url("http://h:1/a/b", "https://x/y"), "https://x/y");
+        let next = |current, location| redirect_target(current, location).ok();
+        assert_eq!(
+            next("http://h:1/a/b", "/c").as_deref(),
+            Some("http://h:1/c")
+        );
+        assert_eq!(
+            next("http://h:1/a/b", "c").as_deref(),
+            Some("http://h:1/a/c")
+        );
+        assert_eq!(
+            next("http://h:1/a/b", "https://x/y").as_deref(),
+            Some("https://x/y")
+        );
+        assert_eq!(
+            next("https://h/a", "//cdn/x").as_deref(),
+            Some("https://cdn/x")
+        );
+        for (current, location) in [
+            ("https://h/a", "http://h/b"),
+            ("http://h/a", "file:///etc/passwd"),
+            ("http://h/a", "ftp://h/x"),
+            ("http://h/a", "http://[::1"),
+        ] {
+            assert!(next(current, location).is_none(), "{location}");
+        }
         assert_eq!(encode_path("a b/c#d.gguf"), "a%20b/c%23d.gguf");
         assert_eq!(encode_query("Q8_0/a b&c.gguf"), "Q8_0%2Fa%20b%26c.gguf");
+    }
+
+    #[test]
+    fn credentials_in_urls_are_never_shown() {
+        assert_eq!(
+            shown_url("http://user:pass@127.0.0.1:9/api/x?a=b@c"),
+            "http://***@127.0.0.1:9/api/x?a=b@c"
+        );
+        assert_eq!(shown_url("https://a:b@c@h"), "https://***@h");
+        assert_eq!(shown_url("https://h/x@y"), "https://h/x@y");
+        assert_eq!(shown_url("u:p@h:1/x"), "***@h:1/x");
+    }
+
+    #[test]
+    fn endpoints_are_checked_before_use() {
+        for good in [
+            "https://huggingface.co",
+            "http://127.0.0.1:8080/mirror",
+            "http://user:pass@127.0.0.1:9",
+        ] {
+            assert_eq!(check_endpoint(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "not a url",
+            "127.0.0.1:9",
+            "ftp://127.0.0.1",
+            "file:///etc",
+            "http://[::1",
+            "http://h:99999",
+            "http://h/?x=1",
+            "http://h/#x",
+            "http://h\u{1b}[31m",
+        ] {
+            assert!(check_endpoint(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,14 +6,14 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::api::Failure;
+use super::api::{Failure, Pace};
 use super::{FileHead, Hub, HubError, PullReporter, MAX_ATTEMPTS, MAX_REDIRECTS};
 use crate::store::{self, DownloadPaths};
 
@@ -148,13 +148,7 @@ fn download(
             .create_dir_all(directory)
             .map_err(HubError::io("cannot create", directory))?;
     }
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(partial)
-        .map_err(HubError::io("cannot open", partial))?;
+    let file = open_partial(paths)?;
     let state_path = state_path(partial);
     let segments = plan(hub, &file, &state_path, head.size)?;
     let already: u64 = segments.iter().map(|segment| segment.done).sum();
@@ -203,6 +197,52 @@ fn download(
         return Err(error);
     }
     finish_parts(&file, &state_path, partial)
+}
+
+/// The partial file, opened without following a link. Its name is olm's
+/// own scratch name: anything there but a regular file (a link planted to
+/// another blob, which the download would overwrite; a FIFO or device) is
+/// removed, and the download starts over in a fresh file.
+fn open_partial(paths: &DownloadPaths) -> Result<File, HubError> {
+    let partial = paths.partial.as_path();
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(partial)
+            .and_then(|file| match file.metadata()?.is_file() {
+                true => Ok(Some(file)),
+                false => Ok(None),
+            })
+    };
+    let opened = match open() {
+        Ok(Some(file)) => Some(file),
+        Ok(None) => None,
+        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => None,
+        Err(error) => return Err(HubError::io("cannot open", partial)(error)),
+    };
+    if let Some(file) = opened {
+        return Ok(file);
+    }
+    tracing::warn!(
+        "{} is not a regular file; removed, the download starts over",
+        partial.display()
+    );
+    paths
+        .root
+        .remove_entry(partial)
+        .map_err(HubError::io("cannot remove", partial))?;
+    let _ = fs::remove_file(state_path(partial));
+    match open() {
+        Ok(Some(file)) => Ok(file),
+        Ok(None) => Err(HubError::io("cannot open", partial)(io::Error::other(
+            "not a regular file",
+        ))),
+        Err(error) => Err(HubError::io("cannot open", partial)(error)),
+    }
 }
 
 fn finish_parts(file: &File, state_path: &Path, partial: &Path) -> Result<(), HubError> {
@@ -346,24 +386,25 @@ fn fetch_segment(shared: &Shared, index: usize) -> Result<(), HubError> {
             return Err(HubError::Interrupted);
         }
         let before = segment.done;
-        match fetch_once(shared, index, segment) {
+        // A slow body counts as a failure even when bytes arrived.
+        let (error, retry_after, slow) = match fetch_once(shared, index, segment) {
             Ok(()) => continue,
             Err(Failure::Fatal(error)) => return Err(error),
-            Err(Failure::Retry(error, retry_after)) => {
-                let progressed = shared.segment(index).done > before;
-                failures = if progressed { 1 } else { failures + 1 };
-                if matches!(error, HubError::Interrupted) || shared.stopped() {
-                    shared.record(index, shared.segment(index).done, true)?;
-                    return Err(HubError::Interrupted);
-                }
-                if failures >= MAX_ATTEMPTS {
-                    return Err(error);
-                }
-                let delay = retry_after.unwrap_or_else(|| shared.hub.backoff(failures));
-                shared.reporter.retrying(&error.to_string(), delay);
-                shared.hub.sleep(delay)?;
-            }
+            Err(Failure::Retry(error, retry_after)) => (error, retry_after, false),
+            Err(Failure::Slow(error)) => (error, None, true),
+        };
+        let progressed = !slow && shared.segment(index).done > before;
+        failures = if progressed { 1 } else { failures + 1 };
+        if matches!(error, HubError::Interrupted) || shared.stopped() {
+            shared.record(index, shared.segment(index).done, true)?;
+            return Err(HubError::Interrupted);
         }
+        if failures >= MAX_ATTEMPTS {
+            return Err(error);
+        }
+        let delay = retry_after.unwrap_or_else(|| shared.hub.backoff(failures));
+        shared.reporter.retrying(&error.to_string(), delay);
+        shared.hub.sleep(delay)?;
     }
 }
 
@@ -430,6 +471,7 @@ fn fetch_once(shared: &Shared, index: usize, segment: Segment) -> Result<(), Fai
     let mut reader = response.into_reader().take(expected);
     let mut buffer = vec![0u8; BUFFER_BYTES];
     let mut since_checkpoint = 0;
+    let mut pace = Pace::new(shared.hub.stall_timeout);
     while done < segment.end - segment.start {
         if shared.stopped() {
             shared.record(index, done, true).map_err(Failure::Fatal)?;
@@ -467,6 +509,14 @@ fn fetch_once(shared: &Shared, index: usize, segment: Segment) -> Result<(), Fai
         shared
             .record(index, done, durable)
             .map_err(Failure::Fatal)?;
+        if let Err(message) = pace.add(read as u64) {
+            shared.record(index, done, true).map_err(Failure::Fatal)?;
+            return Err(Failure::Slow(HubError::Network {
+                url: url.clone(),
+                message,
+                unreachable: false,
+            }));
+        }
     }
     Ok(())
 }

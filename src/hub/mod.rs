@@ -38,6 +38,14 @@ pub const DEFAULT_MODELSCOPE_ENDPOINT: &str = "https://modelscope.cn";
 pub const MAX_JSON_BYTES: u64 = 16 << 20;
 /// Attempts per request before giving up (Ollama uses 6).
 pub const MAX_ATTEMPTS: u32 = 6;
+/// Largest file size believed from a hub (1 PiB): a listed or announced
+/// size beyond it is invalid metadata, so sums of sizes cannot overflow.
+pub const MAX_FILE_BYTES: u64 = 1 << 50;
+/// Fewest bytes a body must bring in each stall window (`OLM_STALL_TIMEOUT`,
+/// 30 s by default: about 550 bytes a second). A hub that sends a byte now
+/// and then, never silent long enough to be a stall, is as stuck as a
+/// silent one.
+pub const MIN_BYTES_PER_WINDOW: u64 = 16 << 10;
 /// Most redirects followed for one request.
 pub const MAX_REDIRECTS: u32 = 10;
 
@@ -81,8 +89,16 @@ pub enum HubError {
     },
     #[error("{repo} has no GGUF file")]
     NoGguf { repo: String },
-    #[error("{0} is gated or private: the hub answered 401 Unauthorized")]
+    #[error("{} is gated or private: the hub answered 401 Unauthorized", api::shown_url(.0))]
     Unauthorized(String),
+    /// `HF_ENDPOINT` (or `MODELSCOPE_ENDPOINT`) is not an http(s) URL olm
+    /// can send requests to.
+    #[error("{variable} is not a usable hub address ({reason}): {}", api::shown_url(.value))]
+    BadEndpoint {
+        variable: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     /// An HTTP error status (on ModelScope also 401 and 403, whose hints
     /// name ModelScope's token).
     #[error("{}", status_message(*.hub, *.status, .url))]
@@ -138,6 +154,7 @@ impl HubError {
     /// Exit code class: 3 not found, 4 network, 5 integrity, 6 disk, 130 interrupted, 1 other.
     pub fn exit_code(&self) -> u8 {
         match self {
+            HubError::BadEndpoint { .. } => 2,
             HubError::RepoNotFound(_)
             | HubError::QuantNotFound { .. }
             | HubError::NoGguf { .. } => 3,
@@ -205,6 +222,13 @@ impl HubError {
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
+            HubError::BadEndpoint { variable, .. } => Some(format!(
+                "set {variable} to the hub's address, such as {} (or unset it)",
+                match variable {
+                    &crate::env::HF_ENDPOINT => DEFAULT_ENDPOINT,
+                    _ => DEFAULT_MODELSCOPE_ENDPOINT,
+                }
+            )),
             HubError::Offline(_) => {
                 Some("connect to the network, or unset HF_HUB_OFFLINE / drop --offline".into())
             }
@@ -250,10 +274,15 @@ fn status_message(hub: HubKind, status: u16, url: &str) -> String {
         429 => " Too Many Requests",
         _ => "",
     };
-    format!("{} answered {status}{meaning} for {url}", hub.title())
+    format!(
+        "{} answered {status}{meaning} for {}",
+        hub.title(),
+        api::shown_url(url)
+    )
 }
 
 fn network_message(url: &str, message: &str, unreachable: bool) -> String {
+    let url = api::shown_url(url);
     if unreachable {
         format!("cannot reach {url}: {message}")
     } else {
@@ -270,6 +299,8 @@ pub struct Hub {
     agent: ureq::Agent,
     retry_base: Duration,
     connections: u32,
+    /// The pace window: see [`MIN_BYTES_PER_WINDOW`].
+    stall_timeout: Duration,
     cancel: Arc<AtomicBool>,
 }
 
@@ -370,12 +401,30 @@ impl Hub {
             agent,
             retry_base: options.retry_base,
             connections: options.connections,
+            stall_timeout: options.stall_timeout,
             cancel,
         }
     }
 
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
+    /// The endpoint as messages show it: any user name and password in it
+    /// replaced by `***`.
+    pub fn shown_endpoint(&self) -> String {
+        api::shown_url(&self.endpoint)
+    }
+
+    /// An endpoint that is not an http(s) URL with a host (and no query or
+    /// fragment, which the paths olm appends would break) is a setting to
+    /// fix, said once before any request (exit 2), not a network error.
+    pub fn check_endpoint(&self) -> Result<(), HubError> {
+        let variable = match self.kind {
+            HubKind::HuggingFace => crate::env::HF_ENDPOINT,
+            HubKind::ModelScope => crate::env::MODELSCOPE_ENDPOINT,
+        };
+        api::check_endpoint(&self.endpoint).map_err(|reason| HubError::BadEndpoint {
+            variable,
+            value: self.endpoint.clone(),
+            reason,
+        })
     }
 
     /// Which hub this is.
@@ -410,7 +459,7 @@ impl Hub {
         }
     }
 
-    fn cancelled(&self) -> bool {
+    pub(crate) fn cancelled(&self) -> bool {
         self.cancel.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

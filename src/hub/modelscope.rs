@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::api::{encode_query, read_json};
+use super::api::{check_size, encode_query};
 use super::{FileHead, Hub, HubError, PullReporter, RemoteFile};
 use crate::store::names::{check_repo_file_name, escaped, is_sha256};
 use crate::store::{RepoId, MODELSCOPE_REVISION};
@@ -152,7 +152,7 @@ impl Hub {
             url.push_str(&format!("&Root={}", encode_query(root)));
         }
         let response = self.send_with_retries("GET", &url, None, reporter)?;
-        let body: Value = read_json(response, &url)?;
+        let body: Value = self.read_json(response, &url)?;
         parse_listing(&body, &url)
     }
 
@@ -211,7 +211,12 @@ fn parse_listing(body: &Value, url: &str) -> Result<Vec<Entry>, HubError> {
         message,
         unreachable: false,
     };
-    if body.get("Success") == Some(&Value::Bool(false)) {
+    // An error answer: `Success: false`, or a `Code` other than 200 (the
+    // API's own error codes, such as 10010205001, come with HTTP 200).
+    let failed_code = body
+        .get("Code")
+        .is_some_and(|code| code.as_u64() != Some(200) && !code.is_null());
+    if body.get("Success") == Some(&Value::Bool(false)) || failed_code {
         let message = body
             .get("Message")
             .and_then(Value::as_str)
@@ -271,7 +276,8 @@ fn parse_entry(entry: &Value, url: &str) -> Result<Entry, HubError> {
     let size = match field(&["Size", "size"]) {
         Some(Value::Number(number)) => number
             .as_u64()
-            .ok_or_else(|| bad("size", &Value::Number(number.clone())))?,
+            .ok_or_else(|| bad("size", &Value::Number(number.clone())))
+            .and_then(check_size)?,
         Some(_) => return Err(malformed("a size that is not a number")),
         None => return Err(malformed("no size")),
     };
@@ -337,6 +343,8 @@ mod tests {
             json!({"Path": format!("{}.gguf", "a".repeat(300)), "Type": "blob", "Size": 1}),
             json!({"Name": "../x.gguf", "Type": "blob", "Size": 1}),
             json!({"Path": "x.gguf", "Type": "blob", "Size": -1, "Sha256": SHA}),
+            json!({"Path": "x.gguf", "Type": "blob", "Size": u64::MAX, "Sha256": SHA}),
+            json!({"Path": "x.gguf", "Type": "blob", "Size": (1u64 << 50) + 1, "Sha256": SHA}),
             json!({"Path": "x.gguf", "Type": "blob", "Size": 1, "Sha256": "../../x"}),
             json!({"Path": "x.gguf", "Type": "blob", "Size": 1, "Sha256": "A".repeat(64)}),
             json!({"Path": "x.gguf", "Type": "blob", "Size": 1, "Sha256": "a".repeat(63)}),
@@ -351,6 +359,8 @@ mod tests {
             json!("x"),
             json!({"Data": {"Files": "x"}}),
             json!({"Success": false, "Message": "no"}),
+            json!({"Code": 10010205001_u64, "Message": "\u{1b}[31mmodel not found", "Data": null}),
+            json!({"Code": "x", "Data": {"Files": []}}),
             json!({"Data": {"Files": [{"Path": "x.gguf", "Size": "10"}]}}),
             json!({"Data": {"Files": [{"Path": 5, "Size": 1}]}}),
             json!({"Data": {"Files": [{"Size": 1}]}}),

@@ -297,7 +297,8 @@ pub fn connect(
     loop {
         let origin = candidates[index];
         let hub = Hub::new(HubOptions::for_hub(origin.hub), Arc::clone(cancel));
-        events.connecting(origin.hub, &origin.repo, hub.endpoint());
+        hub.check_endpoint()?;
+        events.connecting(origin.hub, &origin.repo, &hub.shown_endpoint());
         match list_quants(&hub, &origin.repo, events.reporter()) {
             Ok((files, choices)) => {
                 return Ok(Connection {
@@ -316,7 +317,7 @@ pub fn connect(
                 events.notice(&format!(
                     "{} cannot be reached at {} ({message}); trying {} instead",
                     origin.hub.title(),
-                    hub.endpoint(),
+                    hub.shown_endpoint(),
                     next.title()
                 ));
                 index += 1;
@@ -504,8 +505,7 @@ pub fn fetch_and_register(
                 .files
                 .iter()
                 .filter(|old| manifest.files.iter().all(|new| new.sha256 != old.sha256))
-                .map(|old| old.size)
-                .sum()
+                .fold(0u64, |total, old| total.saturating_add(old.size))
         };
         events.replaced(&previous, freed);
     }
@@ -615,7 +615,7 @@ fn check_space(
                 .map_or(0, |m| m.len());
             file.size.saturating_sub(partial)
         })
-        .sum();
+        .fold(0u64, u64::saturating_add);
     let cache = store.cache_of(origin.hub);
     if let Some(free) = space::free_disk(cache) {
         if needed > free {

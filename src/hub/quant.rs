@@ -38,7 +38,7 @@ pub fn quants(files: &[RemoteFile]) -> Vec<QuantChoice> {
         {
             Some(choice) => {
                 choice.files.push(file.clone());
-                choice.size += file.size;
+                choice.size = choice.size.saturating_add(file.size);
             }
             None => choices.push(QuantChoice {
                 quant,
@@ -133,5 +133,14 @@ mod tests {
         assert_eq!(chosen.files[0].name, "m-q4_k_m-00001-of-00002.gguf");
         assert_eq!(chosen.size, 15);
         assert!(select(&files, "Q6_K", None).is_none());
+    }
+
+    #[test]
+    fn sizes_add_up_without_overflow() {
+        let files = [
+            file("m-q4_k_m-00001-of-00002.gguf", u64::MAX),
+            file("m-q4_k_m-00002-of-00002.gguf", u64::MAX),
+        ];
+        assert_eq!(quants(&files)[0].size, u64::MAX);
     }
 }

@@ -447,6 +447,9 @@ fn hub_error(error: &HubError) -> ApiError {
         }
         HubError::Io { .. } => ApiError::internal("the server cannot write the download"),
         HubError::Interrupted => ApiError::internal("the pull was cancelled"),
+        HubError::BadEndpoint { variable, .. } => ApiError::internal(format!(
+            "the server's {variable} is not a usable hub address"
+        )),
         HubError::Store(store) => store_error(store),
     }
 }

@@ -82,7 +82,9 @@ impl Manifest {
 
     /// Total size of all files in bytes.
     pub fn size(&self) -> u64 {
-        self.files.iter().map(|file| file.size).sum()
+        self.files
+            .iter()
+            .fold(0u64, |total, file| total.saturating_add(file.size))
     }
 
     /// The hub a hub model came from; `None` for an imported file.

@@ -104,6 +104,9 @@ pub fn check_repo_file_name(name: &str) -> Result<(), &'static str> {
     {
         return Err("file name contains a control character, '\\' or ':'");
     }
+    if name.chars().any(is_invisible) {
+        return Err("file name contains an invisible or text-direction character");
+    }
     for component in name.split('/') {
         if component.is_empty() || component == "." || component == ".." {
             return Err("file name has an empty, '.' or '..' component");
@@ -113,6 +116,15 @@ pub fn check_repo_file_name(name: &str) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// Characters that print as nothing or reorder the text around them
+/// (zero-width, bidi controls, line and paragraph separators, BOM): a name
+/// shown on a terminal could pass for another.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 /// `text` with control characters and non-ASCII escaped, for messages.
@@ -167,10 +179,16 @@ mod tests {
             "a\0b",
             "a//b",
             "x:y",
+            "model-\u{202E}fug.gguf",
+            "a\u{200B}.gguf",
+            "a\u{2028}b.gguf",
+            "a\u{1b}[31m.gguf",
+            "a\u{9b}31m.gguf",
             &"a".repeat(300),
         ] {
             assert!(check_repo_file_name(bad).is_err(), "{bad:?} accepted");
         }
         assert!(check_repo_file_name("Q8_0/model-Q8_0-00001-of-00002.gguf").is_ok());
+        assert!(check_repo_file_name("模型/Qwen-Q4_K_M.gguf").is_ok());
     }
 }

@@ -15,6 +15,10 @@ while a pull runs:
               "rate": BYTES_PER_SECOND,          # throttle bodies
               "commit": "...", "etag": "...",    # hostile header values
               "extra_files": ["../../x"],        # hostile names in the listing
+              "extra_entries": [{...}],          # raw entries added to the listing
+              "linked_size": "...",              # x-linked-size sent by resolve
+              "drip": {"tree"|"cdn": SECONDS},   # after drip_after bytes (default 0),
+                                                 # one byte every SECONDS
               "ignore_range": true}}
 Every request is appended to the log file as one JSON line.
 Usage: fakehub.py CONFIG LOG  (prints the port on stdout, then serves).
@@ -127,13 +131,27 @@ class Handler(BaseHTTPRequestHandler):
                             "lfs": {"oid": sha256_of(path), "size": size, "pointerSize": 134}})
         for name in faults.get("extra_files", []):
             entries.append({"type": "file", "path": name, "size": 1, "oid": "e" * 40})
+        entries.extend(faults.get("extra_entries", []))
         body = json.dumps(entries).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        if self.command == "HEAD":
+            return
+        if "tree" in faults.get("drip", {}):
+            return self.drip(body, faults["drip"]["tree"])
+        self.wfile.write(body)
+
+    def drip(self, body, seconds):
+        """One byte every `seconds`: never silent long enough to be a stall."""
+        for index in range(len(body)):
+            try:
+                self.wfile.write(body[index:index + 1])
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                return
+            time.sleep(seconds)
 
     def resolve(self, cfg, faults, repo_parts, name):
         code = self.injected_status(faults, "resolve")
@@ -154,7 +172,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Location", location)
         self.send_header("x-repo-commit", faults.get("commit", COMMIT))
         self.send_header("x-linked-etag", f'"{sha}"')
-        self.send_header("x-linked-size", str(os.path.getsize(path)))
+        self.send_header("x-linked-size", faults.get("linked_size", str(os.path.getsize(path))))
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -191,6 +209,17 @@ class Handler(BaseHTTPRequestHandler):
         stall_at = None
         if "stall_after" in faults and count("stall") <= faults.get("stall_times", 1):
             stall_at = faults["stall_after"]
+        if "cdn" in faults.get("drip", {}):
+            after = faults.get("drip_after", 0)
+            with open(path, "rb") as handle:
+                handle.seek(start)
+                body = handle.read(limit)
+            try:
+                self.wfile.write(body[:after])
+            except (BrokenPipeError, ConnectionResetError):
+                return
+            self.close_connection = True
+            return self.drip(body[after:], faults["drip"]["cdn"])
         self.send_body(path, start, limit, faults, stall_at)
         if limit < length:
             self.close_connection = True

@@ -154,6 +154,8 @@ fn hostile_hub_values_write_nothing_outside_the_cache() {
         json!({"extra_files": ["/abs/x.gguf"]}),
         json!({"extra_files": ["a\\..\\b.gguf"]}),
         json!({"extra_files": [format!("{}.gguf", "a".repeat(300))]}),
+        json!({"extra_files": ["evil-\u{202E}fuggg.gguf"]}),
+        json!({"extra_files": ["a\u{1b}]0;title\u{7}.gguf"]}),
     ] {
         hub.set_faults(faults.clone());
         let output = run(hub.olm(&env).args(["pull", SMOL]));
@@ -610,4 +612,206 @@ fn the_hugging_face_login_token_is_used_without_hf_token() {
         .env("HF_TOKEN_PATH", &elsewhere)
         .env("HF_TOKEN", "wrong"));
     assert_exit(&output, 4);
+}
+
+/// The partial file's name is olm's own: a link planted there (to another
+/// file in the cache, say another model's blob) is never written through,
+/// and a FIFO there never blocks; either is replaced by a fresh download.
+#[test]
+fn a_link_or_fifo_planted_as_the_partial_is_replaced_not_written_through() {
+    type Plant = fn(&Path, &Path);
+    let plants: [(&str, Plant); 2] = [
+        ("link", |partial, victim| {
+            std::os::unix::fs::symlink(victim, partial).unwrap()
+        }),
+        ("fifo", |partial, _| crate::bounds::make_fifo(partial)),
+    ];
+    for (what, plant) in plants {
+        let env = TestEnv::new();
+        let hub = FakeHub::start(&env);
+        let blobs = cache(&env).join("blobs");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let victim = blobs.join("a".repeat(64));
+        std::fs::write(&victim, b"another model's bytes").unwrap();
+        plant(&blobs.join(format!("{SMOL_SHA}.incomplete")), &victim);
+
+        let started = Instant::now();
+        let output = run(hub.olm(&env).args(["pull", SMOL]));
+        assert_exit(&output, 0);
+        assert!(started.elapsed() < Duration::from_secs(30), "{what}");
+        assert_eq!(
+            std::fs::read(&victim).unwrap(),
+            b"another model's bytes",
+            "{what}: the link's target is untouched"
+        );
+        assert_eq!(sha256(&blob(&env)), SMOL_SHA, "{what}");
+    }
+}
+
+/// Sizes a hub sends are believed only up to 1 PiB: a listing or header
+/// with a larger one (a split set of two 2^64 - 1 byte parts, whose total
+/// overflowed: a panic in debug builds, a wrapped small total that passed
+/// the disk check in release) is invalid metadata, exit 5.
+#[test]
+fn sizes_beyond_any_disk_are_invalid_metadata() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    let huge = u64::MAX;
+    let part = |index: u32| {
+        json!({"type": "file", "path": format!("big-Q8_0-0000{index}-of-00002.gguf"),
+               "size": huge, "lfs": {"oid": "c".repeat(64), "size": huge}})
+    };
+    for (faults, model) in [
+        (
+            json!({"extra_entries": [part(1), part(2)]}),
+            "test/SmolLM2-GGUF:Q8_0",
+        ),
+        (json!({"extra_entries": [part(1), part(2)]}), SMOL),
+        (json!({"linked_size": huge.to_string()}), SMOL),
+        (json!({"linked_size": "1e3"}), SMOL),
+    ] {
+        hub.set_faults(faults.clone());
+        for args in [vec!["pull", model], vec!["pull", model, "--dry-run"]] {
+            let output = run(hub.olm(&env).args(&args));
+            if args.len() == 3 && faults.get("linked_size").is_some() {
+                continue; // a dry run asks no file's headers
+            }
+            assert_exit(&output, 5);
+            assert!(
+                stderr(&output).contains("invalid metadata from hub"),
+                "{faults} {args:?}: {}",
+                stderr(&output)
+            );
+        }
+    }
+    assert_eq!(manifests(&env), 0);
+}
+
+/// A mirror's user name and password in `HF_ENDPOINT` are used but never
+/// shown: not in the status lines, the retry warnings or the final error
+/// (they were printed in full with every URL).
+#[test]
+fn credentials_in_hf_endpoint_are_never_printed() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    let endpoint = format!("http://olm-user:s3cr3t-pw@127.0.0.1:{}", hub.port);
+    let pull = |model: &str| {
+        run(hub
+            .olm(&env)
+            .args(["pull", model])
+            .env("HF_ENDPOINT", &endpoint))
+    };
+
+    let output = pull(SMOL);
+    assert_exit(&output, 0);
+    assert!(
+        stderr(&output).contains("***@127.0.0.1"),
+        "{}",
+        stderr(&output)
+    );
+    hub.set_faults(json!({"status": {"tree": 500}}));
+    let failed = pull("test/other-GGUF");
+    assert_exit(&failed, 4);
+    hub.set_faults(json!({"status": {"tree": 401}}));
+    let refused = pull("test/other-GGUF");
+    assert_exit(&refused, 4);
+    for output in [&output, &failed, &refused] {
+        let text = format!("{}{}", stdout(output), stderr(output));
+        assert!(
+            !text.contains("s3cr3t-pw") && !text.contains("olm-user"),
+            "{text}"
+        );
+    }
+}
+
+/// An `HF_ENDPOINT` that is not an http(s) URL with a host is a setting to
+/// fix, exit 2 with one line naming it, before any request (it was a
+/// "network error" with exit 4 and a hint to run the same command again).
+#[test]
+fn an_unusable_hf_endpoint_is_exit_2_naming_it() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    for endpoint in [
+        "not a url".to_owned(),
+        format!("127.0.0.1:{}", hub.port),
+        format!("ftp://127.0.0.1:{}", hub.port),
+        "file:///etc".to_owned(),
+        format!("http://127.0.0.1:{}/?x=1", hub.port),
+        format!("http://127.0.0.1:{}\u{1b}[31m", hub.port),
+    ] {
+        let output = run(hub
+            .olm(&env)
+            .args(["pull", SMOL])
+            .env("HF_ENDPOINT", &endpoint));
+        assert_exit(&output, 2);
+        let text = stderr(&output);
+        assert!(
+            text.contains("HF_ENDPOINT is not a usable hub address"),
+            "{endpoint}: {text}"
+        );
+        assert!(!text.contains('\u{1b}'), "{endpoint}: {text}");
+    }
+    assert!(hub.requests().is_empty(), "{:?}", hub.requests());
+}
+
+/// A hub that sends a byte now and then, never silent long enough to be a
+/// stall, is as stuck as a silent one: a listing must be over within twice
+/// the stall timeout, a download must bring 16 KiB per stall window (each
+/// slow window a failed attempt, whatever trickled in), and Ctrl-C is seen
+/// between the drops. Before, a pull against such a hub never ended, and
+/// Ctrl-C did not stop it.
+#[test]
+fn a_hub_that_drips_bytes_is_given_up_on() {
+    let env = TestEnv::new();
+    let hub = FakeHub::start(&env);
+    let pull = || {
+        let mut command = hub.olm(&env);
+        command
+            .args(["pull", SMOL])
+            .env("OLM_STALL_TIMEOUT", "1")
+            .env("OLM_CONNECTIONS", "1");
+        command
+    };
+
+    hub.set_faults(json!({"drip": {"tree": 0.5}}));
+    let started = Instant::now();
+    let output = run(&mut pull());
+    assert_exit(&output, 4);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    hub.set_faults(json!({"drip": {"cdn": 0.5}, "drip_after": 1_000_000}));
+    let started = Instant::now();
+    let output = run(&mut pull());
+    assert_exit(&output, 4);
+    assert!(stderr(&output).contains("too slow"), "{}", stderr(&output));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(manifests(&env), 0);
+
+    // Ctrl-C while the listing drips: exit 130 at once.
+    hub.set_faults(json!({"drip": {"tree": 0.2}}));
+    let mut child = pull().stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let interrupted = Instant::now();
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        interrupted.elapsed()
+    );
+
+    // The pull resumes and completes once the hub sends at a normal pace.
+    hub.set_faults(json!({}));
+    assert_exit(&run(&mut pull()), 0);
+    assert_eq!(sha256(&blob(&env)), SMOL_SHA);
 }
