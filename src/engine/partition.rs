@@ -25,7 +25,7 @@ use std::ops::Range;
 use aho_corasick::AhoCorasick;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token_type::LlamaTokenAttr;
-use llama_cpp_2::vocab::{LlamaVocab, VocabType};
+use llama_cpp_2::vocab::LlamaVocab;
 
 /// The vocabulary's special tokens, in the order llama.cpp tries them.
 pub struct Specials {
@@ -75,12 +75,9 @@ impl Specials {
     /// same length that can overlap (llama.cpp's sort leaves their order
     /// open).
     pub fn new(vocab: &LlamaVocab<'_>, tokenizer_model: Option<&str>) -> Option<Self> {
-        let standard = match vocab.vocab_type() {
-            VocabType::SPM => tokenizer_model == Some("llama"),
-            VocabType::BPE => tokenizer_model == Some("gpt2"),
-            _ => false,
-        };
-        if !standard {
+        // llama.cpp's names for its SentencePiece and byte-pair tokenizers
+        // (llama-cpp-2's `vocab_type` panics on the types it does not know).
+        if !matches!(tokenizer_model, Some("llama" | "gpt2")) {
             return None;
         }
         let mut tokens = Vec::new();

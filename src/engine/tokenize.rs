@@ -18,15 +18,15 @@
 
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use llama_cpp_2::vocab::VocabType;
 
 use std::ops::Range;
 
 use super::partition::{Fragment, Specials};
 use super::EngineError;
 
-/// Longest run of whitespace or of other characters a byte-pair
-/// vocabulary's text may hold: its regex needs about 350 bytes of stack
+/// Longest run of whitespace or of other characters a text may hold (for
+/// every vocabulary: llama-cpp-2 cannot say which type some are): a
+/// byte-pair vocabulary's regex needs about 350 bytes of stack
 /// per character (measured: 8 MiB overflow between 20,000 and 30,000), so
 /// this takes a stack of about 256 MiB, touched only as deep as it goes.
 pub const MAX_RUN_CHARS: usize = 262_144;
@@ -120,9 +120,6 @@ fn tokenize_whole(
             .vocab()
             .tokenize(text.as_bytes(), add_special, parse_special)
     };
-    if model.vocab().vocab_type() != VocabType::BPE {
-        return Ok(call());
-    }
     let run = longest_run(text);
     if run <= RUN_CHARS_ON_ANY_STACK {
         return Ok(call());
