@@ -3,33 +3,12 @@
 //! its own, fast, while another client's answer keeps streaming; `/health`
 //! says when a model stops making progress.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::common::server::{chat_body, Server, MODEL};
-use crate::common::smollm2;
-
-/// A copy of the test model whose embedded chat template is `template`:
-/// the header rewritten by olm's GGUF writer, the weights copied as they are.
-fn model_with_template(directory: &Path, name: &str, template: &str) -> PathBuf {
-    let source = smollm2();
-    let header = olm::gguf::inspect(&source).expect("the test model parses");
-    let rewritten = olm::gguf::writer::GgufBuilder::from_file(&header)
-        .set_metadata("tokenizer.chat_template", template)
-        .data_len(0)
-        .to_bytes();
-    let weights = std::fs::read(&source).expect("read the test model");
-    let data_offset = usize::try_from(header.data_offset).expect("offset fits");
-    let path = directory.join(format!("{name}.gguf"));
-    let mut file = std::fs::File::create(&path).expect("create model copy");
-    file.write_all(&rewritten).expect("write header");
-    file.write_all(&weights[data_offset..])
-        .expect("write weights");
-    path
-}
+use crate::common::{model_with_metadata, model_with_template};
 
 const DOUBLING_TEMPLATE: &str = "{% set ns = namespace(s='xxxxxxxxxxxxxxxx') %}\
     {% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}";
@@ -242,24 +221,6 @@ fn an_embedding_input_is_bounded_by_the_servers_context() {
     assert_eq!(short.status, 200, "{}", short.body);
 }
 
-/// A copy of the test model whose byte-pair pre-tokenizer is `pre`.
-fn model_with_pre_tokenizer(directory: &Path, pre: &str) -> PathBuf {
-    let source = smollm2();
-    let header = olm::gguf::inspect(&source).expect("the test model parses");
-    let rewritten = olm::gguf::writer::GgufBuilder::from_file(&header)
-        .set_metadata("tokenizer.ggml.pre", pre)
-        .data_len(0)
-        .to_bytes();
-    let weights = std::fs::read(&source).expect("read the test model");
-    let data_offset = usize::try_from(header.data_offset).expect("offset fits");
-    let path = directory.join(format!("pre-{pre}.gguf"));
-    let mut file = std::fs::File::create(&path).expect("create model copy");
-    file.write_all(&rewritten).expect("write header");
-    file.write_all(&weights[data_offset..])
-        .expect("write weights");
-    path
-}
-
 /// Pre-tokenizers that llama.cpp runs with `std::regex` (GPT-2's
 /// `default`, also `gpt-4o`, `llama4`, `tekken`, `deepseek-v3`…) recurse
 /// once per character of a match: 10,000 `!` in a message overflow a
@@ -269,7 +230,12 @@ fn model_with_pre_tokenizer(directory: &Path, pre: &str) -> PathBuf {
 #[test]
 fn a_long_run_of_one_character_does_not_overflow_the_stack() {
     let directory = tempfile::tempdir().expect("temp dir");
-    let model = model_with_pre_tokenizer(directory.path(), "default");
+    let model = model_with_metadata(
+        directory.path(),
+        "pre-default",
+        "tokenizer.ggml.pre",
+        "default",
+    );
     let server = Server::start(&[model.to_str().expect("utf-8 path"), "-c", "2048"]);
     let ask = |content: String, max_tokens: u32| {
         server.post(

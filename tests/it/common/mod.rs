@@ -133,14 +133,20 @@ pub fn assert_exit(output: &Output, code: i32) {
 }
 
 /// A copy of the SmolLM2 test model whose embedded chat template is
-/// `template`: the header rewritten by olm's own GGUF writer, the weights
-/// copied as they are. Named `{name}.gguf` in `directory`.
+/// `template`. Named `{name}.gguf` in `directory`.
 pub fn model_with_template(directory: &Path, name: &str, template: &str) -> PathBuf {
+    model_with_metadata(directory, name, "tokenizer.chat_template", template)
+}
+
+/// A copy of the SmolLM2 test model with the string `key` set to `value`:
+/// the header rewritten by olm's own GGUF writer, the weights copied as
+/// they are. Named `{name}.gguf` in `directory`.
+pub fn model_with_metadata(directory: &Path, name: &str, key: &str, value: &str) -> PathBuf {
     use std::io::Write;
     let source = smollm2();
     let header = olm::gguf::inspect(&source).expect("the test model parses");
     let rewritten = olm::gguf::writer::GgufBuilder::from_file(&header)
-        .set_metadata("tokenizer.chat_template", template)
+        .set_metadata(key, value)
         .data_len(0)
         .to_bytes();
     let weights = std::fs::read(&source).expect("read the test model");
