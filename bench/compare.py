@@ -27,6 +27,9 @@ Measured:
                   total wall time, `olm run` (prompt cache) vs `llama-completion`
   serve-draft     `olm serve --parallel 4` vs `llama-server --parallel 4`, 4
                   clients sending "rewrite" prompts: aggregate t/s
+  long-prompt     a server log of 3,000 lines (270 KB) and 20,000 short lines:
+                  wall time to load the model and tokenize the prompt (both
+                  tools then refuse it as longer than an 8,192-token context)
 
 Each row also shows the method's noise on this machine: half the
 interquartile range of the pairwise ratios.
@@ -45,6 +48,7 @@ import os
 import platform
 import re
 import resource
+import random
 import statistics
 import subprocess
 import socket
@@ -391,6 +395,67 @@ def document_rows(olm: Path, tools: Path, label: str, model: Path, threads: int,
              noise(olm_times, llama_times), "≤ 0.35")]
 
 
+# --- long prompts: tokenizing -------------------------------------------------------
+
+
+def long_prompt_texts() -> list[tuple[str, str]]:
+    """A server log with stack traces (newlines and runs of spaces, which
+    are special tokens in gemma's vocabulary) and 20,000 short lines."""
+    rng = random.Random(7)
+    lines = []
+    for i in range(2500):
+        level = rng.choice(["INFO", "WARN", "DEBUG", "ERROR"])
+        lines.append(
+            f"2026-11-30 12:{i // 60 % 60:02d}:{i % 60:02d} {level:5}  worker-{rng.randint(1, 8)}  "
+            f"request id={rng.randint(1000, 9999)} path=/api/v1/items/{rng.randint(1, 500)} "
+            f"status={rng.choice([200, 200, 200, 404, 500])}  took {rng.randint(1, 900)}ms\n")
+        if rng.random() < 0.1:
+            lines.append(f"    at com.example.Handler.process(Handler.java:{rng.randint(10, 400)})\n"
+                         "        at com.example.Server.run(Server.java:88)\n")
+    return [("a server log, 3,000 lines", "".join(lines)), ("20,000 short lines", "x\n" * 20000)]
+
+
+LONG_PROMPT_CTX = "8192"
+
+
+def olm_long_prompt(olm: Path, model: Path, threads: int, path: Path) -> float:
+    started = time.perf_counter()
+    with path.open() as stdin:
+        out = subprocess.run([str(olm), "run", str(model), "--raw", "-c", LONG_PROMPT_CTX, "-n", "1",
+                              "--no-cache", "-t", str(threads)],
+                             stdin=stdin, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if "context length exceeded" not in out.stderr:
+        raise RuntimeError(f"olm did not tokenize the whole prompt: {out.stderr[:300]}")
+    return elapsed
+
+
+def completion_long_prompt(tools: Path, model: Path, threads: int, path: Path) -> float:
+    started = time.perf_counter()
+    out = subprocess.run([str(tools / "llama-completion"), "-m", str(model), "-f", str(path), "-n", "1",
+                          "-c", LONG_PROMPT_CTX, "-t", str(threads), "--no-display-prompt", "-no-cnv"],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if "prompt is too long" not in out.stderr:
+        raise RuntimeError(f"llama-completion did not tokenize the whole prompt: {out.stderr[-300:]}")
+    return elapsed
+
+
+def long_prompt_rows(olm: Path, tools: Path, label: str, model: Path, threads: int, pairs: int) -> list:
+    import tempfile
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="olm-bench-prompt-") as folder:
+        for name, text in long_prompt_texts():
+            path = Path(folder) / "prompt.txt"
+            path.write_text(text)
+            log(f"{label} long prompt ({name}): {pairs} ABBA pairs")
+            ours, theirs = abba(pairs, lambda: olm_long_prompt(olm, model, threads, path),
+                                lambda: completion_long_prompt(tools, model, threads, path))
+            rows.append((label, f"load and tokenize {name}, s", statistics.median(ours),
+                         statistics.median(theirs), median_ratio(ours, theirs), noise(ours, theirs), "—"))
+    return rows
+
+
 # --- serving throughput ---------------------------------------------------------------
 
 SERVE_PROMPT = "List the numbers from 1 to 100, separated by commas: 1, 2, 3,"
@@ -590,7 +655,7 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=6, help="ABBA pairs per measurement")
     parser.add_argument("--out", type=Path, help="write the markdown report here")
     parser.add_argument("--skip", default="",
-                        help="comma-separated: speed,cold,serve,draft,document,serve-draft,aa")
+                        help="comma-separated: speed,cold,serve,draft,document,long-prompt,serve-draft,aa")
     options = parser.parse_args()
     skip = set(filter(None, options.skip.split(",")))
 
@@ -627,6 +692,8 @@ def main() -> int:
             rows += draft_rows(options.olm, tools, label, model, options.threads, options.pairs)
         if "document" not in skip:
             rows += document_rows(options.olm, tools, label, model, options.threads, max(2, options.pairs // 2))
+        if "long-prompt" not in skip:
+            rows += long_prompt_rows(options.olm, tools, label, model, options.threads, options.pairs)
         if "serve-draft" not in skip:
             rows += serve_draft_rows(options.olm, tools, label, model, options.threads,
                                      max(2, options.pairs // 2))
