@@ -680,9 +680,29 @@ impl Model {
         if !text.bytes().any(|byte| first[usize::from(byte)]) {
             return false;
         }
+        // The cut llama.cpp makes says it without tokenizing (see
+        // `partition`); where olm cannot cut as llama.cpp does, tokenize.
+        if let Some(specials) = self.specials() {
+            return specials
+                .partition(text.as_bytes(), true)
+                .iter()
+                .any(|fragment| {
+                    matches!(fragment, partition::Fragment::Token { control: true, .. })
+                });
+        }
         // A text that cannot be tokenized fails where the prompt is.
         let tokens = self.tokenize_text(text, false, true).unwrap_or_default();
         plain_text::spells_control_token(&vocab, &tokens)
+    }
+
+    /// The vocabulary's special tokens, found once (see `partition`).
+    fn specials(&self) -> Option<&partition::Specials> {
+        self.specials
+            .get_or_init(|| {
+                let model = self.metadata("tokenizer.ggml.model");
+                partition::Specials::new(&self.inner.vocab(), model.as_deref())
+            })
+            .as_ref()
     }
 
     /// A rendered chat prompt whose `spans` (message text spelling control
@@ -800,13 +820,9 @@ impl Model {
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<LlamaToken>, EngineError> {
-        let specials = self.specials.get_or_init(|| {
-            let model = self.metadata("tokenizer.ggml.model");
-            partition::Specials::new(&self.inner.vocab(), model.as_deref())
-        });
         tokenize::tokenize(
             &self.inner,
-            specials.as_ref(),
+            self.specials(),
             text,
             add_special,
             parse_special,

@@ -243,7 +243,8 @@ mod exactness {
             .collect()
     }
 
-    /// The pieces olm gives llama.cpp tokenize as the whole text does, on
+    /// The pieces olm gives llama.cpp tokenize as the whole text does, and
+    /// the cut tells which texts spell a control token as tokenizing does, on
     /// both test models (a byte-pair vocabulary with control tokens, and a
     /// SentencePiece one with 6,249 control and 165 user-defined tokens),
     /// with and without BOS/EOS and special tokens parsed.
@@ -261,6 +262,16 @@ mod exactness {
             let kind = model.metadata("tokenizer.ggml.model");
             let specials = Specials::new(&model.inner.vocab(), kind.as_deref())
                 .unwrap_or_else(|| panic!("{name}: its special tokens can be cut in Rust"));
+            let vocab = model.inner.vocab();
+            let short = PIECES.iter().map(|piece| format!("see {piece} here"));
+            for text in texts(48).into_iter().chain(short) {
+                let tokens = tokenize_whole(&model.inner, &text, false, true).expect("tokenize");
+                assert_eq!(
+                    model.spells_control_token(&text),
+                    crate::engine::plain_text::spells_control_token(&vocab, &tokens),
+                    "{name}: whether {text:?} spells a control token"
+                );
+            }
             for (index, text) in texts(48).iter().enumerate() {
                 for (add_special, parse_special) in
                     [(false, false), (false, true), (true, false), (true, true)]
