@@ -536,6 +536,14 @@ struct ChatMessage {
     reasoning_content: Option<String>,
     refusal: Option<Value>,
     function_call: Option<Value>,
+    /// An earlier answer's audio, by id: only `null` (an answer sent back
+    /// as the OpenAI SDK writes it) is taken.
+    audio: Option<Value>,
+    /// An earlier answer's URL citations, as OpenAI's own answers carry
+    /// them and clients send them back. Ignored on purpose: they describe
+    /// the answer's text, which is sent whole in `content`.
+    #[serde(default, rename = "annotations")]
+    _annotations: Option<Value>,
 }
 
 /// A call an assistant made, as the client sends it back.
@@ -602,9 +610,10 @@ fn chat_message(message: ChatMessage) -> Result<Message, ApiError> {
             .function_call
             .as_ref()
             .is_some_and(|call| !call.is_null())
+        || message.audio.as_ref().is_some_and(|audio| !audio.is_null())
     {
         return Err(ApiError::bad_request(
-            "refusal and function_call are not supported in messages",
+            "refusal, function_call and audio are not supported in messages",
         ));
     }
     let role = if message.role == "developer" {

@@ -314,8 +314,21 @@ fn what_clients_send_back_is_accepted_and_a_json_object_schema_is_honoured() {
             {"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "c1", "type": "function",
                 "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
             {"role": "tool", "tool_call_id": "c1", "content": "18 C"},
+            // An answer of OpenAI's own, sent back as its SDK writes it.
+            {"role": "assistant", "content": "It is 18 C.", "refusal": null, "annotations": [],
+             "audio": null, "function_call": null, "tool_calls": null},
+            {"role": "user", "content": "thanks"},
         ]}),
     );
+    let audio = server.post(
+        "/v1/chat/completions",
+        &json!({"model": MODEL, "max_tokens": 2, "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": null, "audio": {"id": "audio_1"}},
+        ]}),
+    );
+    assert_eq!(audio.status, 400, "{}", audio.body);
+    assert!(audio.body.contains("audio"), "{}", audio.body);
     ok(
         "/v1/responses",
         json!({"model": MODEL, "max_output_tokens": 2, "input": [
