@@ -194,6 +194,16 @@ impl OpenAiSampling {
                 ))
             }
         }
+        // The newer name replaces the older; two different limits would
+        // leave one of them ignored.
+        if let (Some(completion), Some(tokens)) = (self.max_completion_tokens, self.max_tokens) {
+            if completion != tokens {
+                return Err(ApiError::bad_request(format!(
+                    "max_tokens ({tokens}) and max_completion_tokens ({completion}) disagree; \
+                     send one of them"
+                )));
+            }
+        }
         Ok(SamplingRequest {
             temperature: self.temperature,
             top_p: self.top_p,

@@ -209,6 +209,8 @@ fn malformed_and_out_of_range_requests_are_refused_quickly() {
             json!({"max_tokens": 0}),
             json!({"max_tokens": 9_223_372_036_854_775_808_u64}),
             json!({"max_completion_tokens": -1}),
+            // Two limits that disagree: one of them would be ignored.
+            json!({"max_tokens": 4, "max_completion_tokens": 8}),
             json!({"temperature": -1}),
             json!({"top_p": 1.5}),
             json!({"top_k": -5}),
