@@ -53,17 +53,26 @@ impl Keys<'_> {
         keys::u32_value(self.file, &self.name(suffix))
     }
 
-    /// `{arch}.{suffix}`, when present, at least `min`.
-    fn at_least(self, suffix: &str, min: u32) -> Result<Option<u32>, GgufError> {
+    /// `{arch}.{suffix}`, when present, a value `accepts` takes (else
+    /// refused as not `expected`).
+    fn require(
+        self,
+        suffix: &str,
+        accepts: impl Fn(u32) -> bool,
+        expected: impl Into<String>,
+    ) -> Result<Option<u32>, GgufError> {
         let value = self.u32(suffix)?;
         match value {
-            Some(found) if found < min => Err(out_of_range(
-                &self.name(suffix),
-                found,
-                format!("at least {min}"),
-            )),
+            Some(found) if !accepts(found) => {
+                Err(out_of_range(&self.name(suffix), found, expected))
+            }
             _ => Ok(value),
         }
+    }
+
+    /// `{arch}.{suffix}`, when present, at least `min`.
+    fn at_least(self, suffix: &str, min: u32) -> Result<Option<u32>, GgufError> {
+        self.require(suffix, |found| found >= min, format!("at least {min}"))
     }
 }
 
@@ -157,16 +166,8 @@ fn gemma_embedding(keys: Keys) -> Result<(), GgufError> {
         return Ok(());
     };
     for suffix in ["dense_2_feat_in", "dense_3_feat_out"] {
-        match keys.u32(suffix)? {
-            Some(found) if found != 0 && found != width => {
-                return Err(out_of_range(
-                    &keys.name(suffix),
-                    found,
-                    format!("0 or the embedding length ({width})"),
-                ));
-            }
-            _ => {}
-        }
+        let expected = format!("0 or the embedding length ({width})");
+        keys.require(suffix, |found| found == 0 || found == width, expected)?;
     }
     Ok(())
 }
@@ -175,23 +176,15 @@ fn gemma_embedding(keys: Keys) -> Result<(), GgufError> {
 /// and `GGML_ASSERT(dsv4_hc_mult == 4)`.
 fn glm5_next(keys: Keys) -> Result<(), GgufError> {
     if let Some(kpool) = keys.at_least("attention.indexer.kpool", 2)? {
-        let top_k = keys.u32("attention.indexer.top_k")?;
-        if let Some(top_k) = top_k.filter(|top_k| top_k % kpool != 0) {
-            return Err(out_of_range(
-                &keys.name("attention.indexer.top_k"),
-                top_k,
-                format!("a multiple of the indexer's kpool ({kpool})"),
-            ));
-        }
+        let expected = format!("a multiple of the indexer's kpool ({kpool})");
+        keys.require(
+            "attention.indexer.top_k",
+            |top_k| top_k % kpool == 0,
+            expected,
+        )?;
     }
-    match keys.u32("hyper_connection.count")? {
-        Some(count) if count != 4 => Err(out_of_range(
-            &keys.name("hyper_connection.count"),
-            count,
-            "4",
-        )),
-        _ => Ok(()),
-    }
+    keys.require("hyper_connection.count", |count| count == 4, "4")?;
+    Ok(())
 }
 
 /// `GGML_ASSERT(hparams.indexer_block_size > 0)`.
@@ -215,16 +208,8 @@ fn wavtokenizer_dec(keys: Keys, layers: Option<u64>) -> Result<(), GgufError> {
         return Ok(());
     };
     for suffix in ["posnet.block_count", "convnext.block_count"] {
-        match keys.u32(suffix)? {
-            Some(found) if u64::from(found) > layers => {
-                return Err(out_of_range(
-                    &keys.name(suffix),
-                    found,
-                    format!("at most the block count ({layers})"),
-                ));
-            }
-            _ => {}
-        }
+        let expected = format!("at most the block count ({layers})");
+        keys.require(suffix, |found| u64::from(found) <= layers, expected)?;
     }
     Ok(())
 }
@@ -236,13 +221,13 @@ mod tests {
     use crate::gguf::writer::GgufBuilder;
 
     /// The whole metadata check, which runs this one.
-    fn judge(builder: GgufBuilder, _architecture: &str) -> Result<(), GgufError> {
+    fn judge(builder: GgufBuilder) -> Result<(), GgufError> {
         let bytes = builder.to_bytes();
         crate::gguf::parse(std::io::Cursor::new(&bytes), bytes.len() as u64).map(|_| ())
     }
 
-    fn refusal(builder: GgufBuilder, architecture: &str) -> String {
-        judge(builder, architecture)
+    fn refusal(builder: GgufBuilder) -> String {
+        judge(builder)
             .expect_err("the file should be refused")
             .to_string()
     }
@@ -250,10 +235,7 @@ mod tests {
     #[test]
     fn files_without_the_keys_pass() {
         for architecture in ["nanbeige", "hrm_text", "bailingmoe3", "glm5-next", "hy_v4"] {
-            assert!(
-                judge(tiny_model_as(architecture), architecture).is_ok(),
-                "{architecture}"
-            );
+            assert!(judge(tiny_model_as(architecture)).is_ok(), "{architecture}");
         }
     }
 
@@ -261,15 +243,11 @@ mod tests {
     fn nanbeige_loops() {
         let model = || tiny_model_as("nanbeige");
         let zero = model().set_metadata("nanbeige.num_loops", 0u32);
-        assert!(refusal(zero, "nanbeige").contains("'nanbeige.num_loops' is 0"));
+        assert!(refusal(zero).contains("'nanbeige.num_loops' is 0"));
         // Two layers looped 256 times fill LLAMA_MAX_LAYERS exactly.
-        assert!(judge(
-            model().set_metadata("nanbeige.num_loops", 256u32),
-            "nanbeige"
-        )
-        .is_ok());
+        assert!(judge(model().set_metadata("nanbeige.num_loops", 256u32)).is_ok());
         let over = model().set_metadata("nanbeige.num_loops", 257u32);
-        assert!(refusal(over, "nanbeige").contains("at most 512 layers"));
+        assert!(refusal(over).contains("at most 512 layers"));
     }
 
     #[test]
@@ -281,65 +259,65 @@ mod tests {
                 .set_metadata("hrm_text.hrm.l_cycles", l)
         };
         // The tiny model has two blocks: 1 x 1 x (1 + 1).
-        assert!(judge(model(1, 1, 1), "hrm_text").is_ok());
-        assert!(refusal(model(1, 2, 1), "hrm_text").contains("= 4"));
-        assert!(refusal(model(1, 0, 1), "hrm_text").contains("'hrm_text.hrm.h_cycles' is 0"));
+        assert!(judge(model(1, 1, 1)).is_ok());
+        assert!(refusal(model(1, 2, 1)).contains("= 4"));
+        assert!(refusal(model(1, 0, 1)).contains("'hrm_text.hrm.h_cycles' is 0"));
         // 2^31 x 2 x (1 + 1) wraps a u32 to 0; in u64 it is not 2.
-        assert!(judge(model(1 << 31, 2, 1), "hrm_text").is_err());
+        assert!(judge(model(1 << 31, 2, 1)).is_err());
     }
 
     #[test]
     fn bailingmoe3_gate() {
         let model = || tiny_model_as("bailingmoe3");
         let unsafe_gate = model().set_metadata("bailingmoe3.kda.safe_gate", false);
-        assert!(refusal(unsafe_gate, "bailingmoe3").contains("safe_gate"));
+        assert!(refusal(unsafe_gate).contains("safe_gate"));
         for bound in [0.0f32, 1.0, f32::NAN] {
             let file = model().set_metadata("bailingmoe3.kda.gate_lower_bound", bound);
-            assert!(refusal(file, "bailingmoe3").contains("below 0"), "{bound}");
+            assert!(refusal(file).contains("below 0"), "{bound}");
         }
         let fine = model().set_metadata("bailingmoe3.kda.gate_lower_bound", -5.0f32);
-        assert!(judge(fine, "bailingmoe3").is_ok());
+        assert!(judge(fine).is_ok());
     }
 
     #[test]
     fn glm5_next_indexer_and_hyper_connections() {
         let model = || tiny_model_as("glm5-next");
         let kpool_one = model().set_metadata("glm5-next.attention.indexer.kpool", 1u32);
-        assert!(refusal(kpool_one, "glm5-next").contains("at least 2"));
+        assert!(refusal(kpool_one).contains("at least 2"));
         let uneven = model()
             .set_metadata("glm5-next.attention.indexer.kpool", 4u32)
             .set_metadata("glm5-next.attention.indexer.top_k", 6u32);
-        assert!(refusal(uneven, "glm5-next").contains("a multiple of"));
+        assert!(refusal(uneven).contains("a multiple of"));
         let three = model().set_metadata("glm5-next.hyper_connection.count", 3u32);
-        assert!(refusal(three, "glm5-next").contains("'glm5-next.hyper_connection.count' is 3"));
+        assert!(refusal(three).contains("'glm5-next.hyper_connection.count' is 3"));
         let fine = model()
             .set_metadata("glm5-next.attention.indexer.kpool", 4u32)
             .set_metadata("glm5-next.attention.indexer.top_k", 8u32)
             .set_metadata("glm5-next.hyper_connection.count", 4u32);
-        assert!(judge(fine, "glm5-next").is_ok());
+        assert!(judge(fine).is_ok());
     }
 
     #[test]
     fn the_other_architectures() {
         let dense =
             tiny_model_as("gemma-embedding").set_metadata("gemma-embedding.dense_2_feat_in", 7u32);
-        assert!(refusal(dense, "gemma-embedding").contains("0 or the embedding length"));
+        assert!(refusal(dense).contains("0 or the embedding length"));
         let ratios = tiny_model_as("deepseek4")
             .set_metadata("deepseek4.attention.compress_ratios", vec![0u32; 513]);
-        assert!(refusal(ratios, "deepseek4").contains("at most 512 entries"));
+        assert!(refusal(ratios).contains("at most 512 entries"));
         let dflash = tiny_model_as("dflash")
             .set_metadata("dflash.hyper_connection.count", 4u32)
             .set_metadata("dflash.attention.output_group_count", 0u32);
-        assert!(refusal(dflash, "dflash").contains("output_group_count"));
+        assert!(refusal(dflash).contains("output_group_count"));
         // Without the DeepSeek-V4 backbone the group count is not read.
-        assert!(judge(tiny_model_as("dflash"), "dflash").is_ok());
+        assert!(judge(tiny_model_as("dflash")).is_ok());
         let block = tiny_model_as("minimax-m3")
             .set_metadata("minimax-m3.attention.indexer.block_size", 0u32);
-        assert!(refusal(block, "minimax-m3").contains("block_size"));
+        assert!(refusal(block).contains("block_size"));
         let posnet = tiny_model_as("wavtokenizer-dec")
             .set_metadata("wavtokenizer-dec.posnet.block_count", 3u32);
-        assert!(refusal(posnet, "wavtokenizer-dec").contains("at most the block count (2)"));
+        assert!(refusal(posnet).contains("at most the block count (2)"));
         let mla = tiny_model_as("hy_v4").set_metadata("hy_v4.attention.key_length_mla", 0u32);
-        assert!(refusal(mla, "hy_v4").contains("key_length_mla"));
+        assert!(refusal(mla).contains("key_length_mla"));
     }
 }
