@@ -810,7 +810,8 @@ impl Shown<'_> {
                 Piece::Content(text) => {
                     self.end_thinking();
                     self.content_ends_with_newline = text.ends_with('\n');
-                    self.stdout.write_all(text.as_bytes())?;
+                    let shown = self.printer.stdout_text(&text);
+                    self.stdout.write_all(shown.as_bytes())?;
                 }
                 // A chat offers no tools: no calls are read.
                 Piece::Call(_) => {}

@@ -269,7 +269,8 @@ impl Output<'_> {
                         continue;
                     }
                     self.ends_with_newline = text.ends_with('\n');
-                    self.stdout.write_all(text.as_bytes())?;
+                    let shown = self.printer.stdout_text(&text);
+                    self.stdout.write_all(shown.as_bytes())?;
                     self.stdout.flush()?;
                 }
                 Piece::Call(mut call) => {

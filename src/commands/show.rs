@@ -37,7 +37,7 @@ struct Details {
     sha256: String,
 }
 
-pub fn run(args: ShowArgs, _printer: &Printer) -> anyhow::Result<ExitCode> {
+pub fn run(args: ShowArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let store = Store::from_env();
     let reference = ModelRef::parse(&args.model)?;
     let resolved = store.resolve(&reference)?;
@@ -46,11 +46,13 @@ pub fn run(args: ShowArgs, _printer: &Printer) -> anyhow::Result<ExitCode> {
     let info = model.header();
     let mut stdout = std::io::stdout().lock();
     if args.template {
-        writeln!(stdout, "{}", info.chat_template().unwrap_or_default())?;
+        let template = info.chat_template().unwrap_or_default();
+        writeln!(stdout, "{}", printer.stdout_text(template))?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.license {
-        writeln!(stdout, "{}", info.license().unwrap_or("unknown"))?;
+        let license = info.license().unwrap_or("unknown");
+        writeln!(stdout, "{}", printer.stdout_text(license))?;
         return Ok(ExitCode::SUCCESS);
     }
     let (source, size, sha256) = match &resolved.manifest {

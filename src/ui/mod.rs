@@ -9,6 +9,7 @@
 mod progress;
 mod spinner;
 
+use std::borrow::Cow;
 use std::io::{self, IsTerminal, Write};
 
 pub use progress::PullProgress;
@@ -67,6 +68,17 @@ impl Printer {
 
     pub fn stdout_is_terminal(&self) -> bool {
         self.stdout_is_terminal
+    }
+
+    /// Text from a model or a model file, as it may go to stdout: exactly
+    /// as it is into a pipe or file, made harmless on a terminal (see
+    /// [`terminal_safe`]).
+    pub fn stdout_text<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        if self.stdout_is_terminal {
+            terminal_safe(text)
+        } else {
+            Cow::Borrowed(text)
+        }
     }
 
     /// A status line on stderr, dim on a colour terminal.
@@ -133,19 +145,43 @@ impl Default for Printer {
 /// Make control characters visible so that text from files or the network
 /// cannot move the cursor, change colours or forge extra lines.
 pub fn escape_controls(text: &str) -> String {
-    if !text
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return text.to_owned();
+    neutralize_controls(text, CarriageReturn::Show).into_owned()
+}
+
+/// Text a model wrote (or a model file carries) made safe to show on a
+/// terminal. A document can make a model copy escape sequences into its
+/// answer (prompt injection): set the window title, write the clipboard
+/// (OSC 52), forge a hyperlink, or make the terminal type an answer back.
+/// Control characters other than line feed and tab are made visible; a
+/// carriage return is dropped (on a terminal it only moves the cursor back
+/// to overwrite what was written, so dropping it hides nothing, and code
+/// with CRLF line ends reads as it should).
+/// Stateless per character, so a stream may be passed piece by piece.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    neutralize_controls(text, CarriageReturn::Drop)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum CarriageReturn {
+    Show,
+    Drop,
+}
+
+fn neutralize_controls(text: &str, carriage_return: CarriageReturn) -> Cow<'_, str> {
+    let harmless = |c: char| c == '\n' || c == '\t';
+    if !text.chars().any(|c| c.is_control() && !harmless(c)) {
+        return Cow::Borrowed(text);
     }
-    text.chars()
-        .map(|c| match c {
-            '\n' | '\t' => c.to_string(),
-            c if c.is_control() => c.escape_default().to_string(),
-            c => c.to_string(),
-        })
-        .collect()
+    let mut safe = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            c if harmless(c) => safe.push(c),
+            '\r' if carriage_return == CarriageReturn::Drop => {}
+            c if c.is_control() => safe.extend(c.escape_default()),
+            c => safe.push(c),
+        }
+    }
+    Cow::Owned(safe)
 }
 
 /// Send tracing output (olm's, and llama.cpp's logs when the engine routes
@@ -171,6 +207,20 @@ pub fn init_tracing(verbose: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_text_on_a_terminal_cannot_drive_it() {
+        // OSC 52 (clipboard), CSI in its 8-bit form (U+009B), DEL.
+        assert_eq!(
+            terminal_safe("a\x1b]52;c;cm0gLXJm\x07b"),
+            "a\\u{1b}]52;c;cm0gLXJm\\u{7}b"
+        );
+        assert_eq!(terminal_safe("x\u{9b}2Jy\u{7f}"), "x\\u{9b}2Jy\\u{7f}");
+        // A carriage return cannot hide what was written before it.
+        assert_eq!(terminal_safe("rm -rf /\rls"), "rm -rf /ls");
+        assert_eq!(terminal_safe("line\r\n\tcode\n"), "line\n\tcode\n");
+        assert!(matches!(terminal_safe("plain text\n"), Cow::Borrowed(_)));
+    }
 
     #[test]
     fn escape_sequences_are_made_visible() {

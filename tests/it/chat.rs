@@ -1,12 +1,14 @@
 //! `olm chat` driven through a real pseudo-terminal (tmux): turns, the KV
 //! cache reuse between turns, multi-line input, slash commands, transcripts,
-//! Ctrl-C and Ctrl-D, context trimming and the history file.
+//! Ctrl-C and Ctrl-D, context trimming and the history file; and what
+//! `run` and `show` write to a terminal.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{smollm2, TestEnv};
+use crate::common::{gemma3, model_with_template, smollm2, TestEnv};
 
 /// How long any one expected screen may take to appear (model load and a
 /// short answer on one thread take a few seconds; CI runs tests in parallel).
@@ -23,7 +25,11 @@ impl Terminal {
     /// Start `olm ARGS` in a 160x50 terminal. When olm ends, the pane prints
     /// `[olm exited CODE]` and stays open to be read.
     fn start(env: &TestEnv, args: &[&str]) -> Self {
-        let socket = env.path().join("tmux.sock");
+        // A socket of its own: a server killed by the previous terminal's
+        // drop may still be exiting, and a new one on its socket fails.
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let number = STARTED.fetch_add(1, Ordering::Relaxed);
+        let socket = env.path().join(format!("tmux-{number}.sock"));
         let mut words = vec![shell_quote(env!("CARGO_BIN_EXE_olm"))];
         words.extend(args.iter().map(|arg| shell_quote(arg)));
         let script = format!(
@@ -481,6 +487,55 @@ fn run_without_a_prompt_on_a_terminal_chats() {
     terminal.say("Hi");
     terminal.send_key("C-d");
     assert_eq!(terminal.wait_for_exit(), 0);
+}
+
+/// A document can make a model copy escape sequences into its answer
+/// (here gemma copies a window-title sequence from its prompt). On a
+/// terminal they are shown, not obeyed; a pipe gets the answer byte for
+/// byte. A model file's template printed by `show` is treated the same.
+#[test]
+fn escape_sequences_from_a_model_are_shown_not_obeyed() {
+    let title = "\x1b]2;PWNED\x07";
+    let shown = "\\u{1b}]2;PWNED\\u{7}";
+    let env = TestEnv::new();
+    let model = gemma3();
+    let prompt = format!("a{title}\n").repeat(12);
+    let args = [
+        "run",
+        path_text(&model),
+        "--raw",
+        "--temperature",
+        "0",
+        "-n",
+        "30",
+        &prompt,
+    ];
+    let piped = crate::common::run(env.olm().args(args));
+    crate::common::assert_exit(&piped, 0);
+    assert!(
+        String::from_utf8_lossy(&piped.stdout).contains(title),
+        "the model no longer copies the sequence, so this test proves nothing: {:?}",
+        String::from_utf8_lossy(&piped.stdout)
+    );
+
+    let assert_shown_not_obeyed = |terminal: &Terminal| {
+        assert_eq!(terminal.wait_for_exit(), 0);
+        let screen = terminal.screen();
+        assert!(screen.contains(shown), "sequence not shown:\n{screen}");
+        let pane_title = terminal.tmux(&["display-message", "-p", "-t", "olm", "#{pane_title}"]);
+        assert!(
+            !pane_title.contains("PWNED"),
+            "the terminal obeyed the sequence: title {pane_title:?}"
+        );
+    };
+    assert_shown_not_obeyed(&Terminal::start(&env, &args));
+
+    let template = format!("{title}{{% for m in messages %}}{{{{ m.content }}}}{{% endfor %}}");
+    let model = model_with_template(env.path(), "title", &template);
+    assert_shown_not_obeyed(&Terminal::start(
+        &env,
+        &["show", "--template", path_text(&model)],
+    ));
 }
 
 /// Lines piped into `olm chat` by a script are answered but kept out of
