@@ -59,6 +59,7 @@ if [ ${#features[@]} -gt 0 ] && ! command -v nvcc >/dev/null 2>&1; then
   echo "error: --cuda needs the CUDA toolkit (nvcc not found); install it or drop --cuda" >&2
   exit 1
 fi
+scripts/vendor-llama.sh
 scripts/refresh-llama-build.sh
 cargo build --release --locked "${features[@]}"
 install -D -m 755 "$CARGO_TARGET_DIR/release/olm" "$prefix/bin/olm"

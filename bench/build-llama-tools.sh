@@ -84,14 +84,18 @@ sys_version="${OLM_LLAMA_SYS_VERSION:-$(lock_version)}"
 if [ -n "$sys_version" ]; then
   say "llama-cpp-sys-2 version: $sys_version"
   if ! crate_dir="$(crate_dir_for "$sys_version")"; then
-    command -v cargo >/dev/null 2>&1 ||
-      die "llama-cpp-sys-2-$sys_version not in $cargo_home/registry/src and cargo not found"
-    say "crate source absent; running cargo fetch in $repo_root"
-    locked=()
-    [ -f "$repo_root/Cargo.lock" ] && locked=(--locked)
-    (cd "$repo_root" && cargo fetch "${locked[@]}")
-    crate_dir="$(crate_dir_for "$sys_version")" ||
-      die "llama-cpp-sys-2-$sys_version still missing after cargo fetch"
+    # olm builds a patched copy (scripts/vendor-llama.sh), so cargo never
+    # unpacks the crate itself; the tools are built from the crate as
+    # published, unpatched: the comparison is with llama.cpp as it is.
+    say "crate source absent; unpacking the registry's crate (scripts/vendor-llama.sh fetches it)"
+    "$repo_root/scripts/vendor-llama.sh"
+    crate_dir="$cache/llama-cpp-sys-2-$sys_version"
+    if [ ! -d "$crate_dir/llama.cpp" ]; then
+      crate_file="$(ls "$cargo_home"/registry/cache/*/"llama-cpp-sys-2-$sys_version.crate" 2>/dev/null | head -n 1)"
+      [ -n "$crate_file" ] || die "llama-cpp-sys-2-$sys_version.crate is not in $cargo_home/registry/cache"
+      mkdir -p "$crate_dir"
+      tar -xzf "$crate_file" -C "$crate_dir" --strip-components=1
+    fi
   fi
 else
   sys_version="$(newest_in_registry)"

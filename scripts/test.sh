@@ -11,6 +11,7 @@ unset SOURCE_DATE_EPOCH
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/olm-target}"
 
 scripts/setup-build-deps.sh
+scripts/vendor-llama.sh
 scripts/refresh-llama-build.sh
 scripts/fetch-test-models.sh
 # The openai and ollama clients for the serve tests (tests/python).

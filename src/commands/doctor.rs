@@ -126,10 +126,7 @@ pub fn run(args: DoctorArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let report = Report {
         olm: env!("CARGO_PKG_VERSION").into(),
         commit: option_env!("OLM_GIT_COMMIT").unwrap_or("unknown").into(),
-        llama_cpp: format!(
-            "vendored by llama-cpp-sys-2 {}",
-            crate::engine::LLAMA_CPP_SYS_VERSION
-        ),
+        llama_cpp: crate::engine::llama_cpp_description(),
         cpu: crate::engine::system_info(),
         devices: crate::engine::devices(),
         gpu_backends: if cfg!(feature = "cuda") {

@@ -173,9 +173,9 @@ fn exit_status(status: i32) -> ExitCode {
 pub fn long_version() -> String {
     let commit = option_env!("OLM_GIT_COMMIT").unwrap_or("unknown");
     format!(
-        "{}\ncommit: {commit}\nllama.cpp: vendored by llama-cpp-sys-2 {}\nsystem: {}\ndevices: {}\ngpu backends: {}\nrpc protocol: {}",
+        "{}\ncommit: {commit}\nllama.cpp: {}\nsystem: {}\ndevices: {}\ngpu backends: {}\nrpc protocol: {}",
         env!("CARGO_PKG_VERSION"),
-        crate::engine::LLAMA_CPP_SYS_VERSION,
+        crate::engine::llama_cpp_description(),
         crate::engine::system_info(),
         crate::engine::devices().join(", "),
         if cfg!(feature = "cuda") { "CUDA" } else { "none (build with --cuda for CUDA)" },

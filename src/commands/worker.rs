@@ -107,10 +107,10 @@ pub fn run(args: RpcWorkerArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     engine::configure_logging(args.verbose);
     if args.show_version {
         let text = format!(
-            "olm {}\nRPC protocol {}\nllama.cpp: vendored by llama-cpp-sys-2 {}\n",
+            "olm {}\nRPC protocol {}\nllama.cpp: {}\n",
             env!("CARGO_PKG_VERSION"),
             rpc::PROTOCOL,
-            engine::LLAMA_CPP_SYS_VERSION
+            engine::llama_cpp_description()
         );
         std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
         return Ok(ExitCode::SUCCESS);

@@ -204,6 +204,22 @@ pub fn configure_logging(verbose: bool) {
 /// The llama-cpp-sys-2 release whose vendored llama.cpp this build links.
 pub const LLAMA_CPP_SYS_VERSION: &str = "0.1.161";
 
+/// olm's patches to that llama.cpp, by file name (patches/llama-cpp-sys-2;
+/// scripts/vendor-llama.sh applies them). None changes the KV state format.
+pub const LLAMA_CPP_PATCHES: &[&str] = &[
+    "0001-metadata-dump-formats-only-what-it-shows",
+    "0002-vocab-names-compare-lengths-first",
+];
+
+/// How `--version` and `doctor` name the llama.cpp this build links.
+pub fn llama_cpp_description() -> String {
+    format!(
+        "vendored by llama-cpp-sys-2 {LLAMA_CPP_SYS_VERSION}, with {} patches of olm's ({})",
+        LLAMA_CPP_PATCHES.len(),
+        LLAMA_CPP_PATCHES.join(", ")
+    )
+}
+
 /// llama.cpp's system line: the CPU features and backends it was built with,
 /// e.g. `CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | ...`.
 pub fn system_info() -> String {
@@ -972,4 +988,23 @@ fn available_memory() -> Option<u64> {
         .find(|line| line.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib.saturating_mul(1024))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--version` names the patches the build applies: the list is the
+    /// folder scripts/vendor-llama.sh applies, in its order.
+    #[test]
+    fn the_patch_list_is_the_patches_folder() {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("patches/llama-cpp-sys-2");
+        let mut found: Vec<String> = std::fs::read_dir(&folder)
+            .expect("patches folder")
+            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter_map(|name| name.strip_suffix(".patch").map(str::to_owned))
+            .collect();
+        found.sort();
+        assert_eq!(found, LLAMA_CPP_PATCHES);
+    }
 }
