@@ -998,10 +998,17 @@ mod tests {
     /// folder scripts/vendor-llama.sh applies, in its order.
     #[test]
     fn the_patch_list_is_the_patches_folder() {
-        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("patches/llama-cpp-sys-2");
+        let folder =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("patches/llama-cpp-sys-2");
         let mut found: Vec<String> = std::fs::read_dir(&folder)
             .expect("patches folder")
-            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .filter_map(|name| name.strip_suffix(".patch").map(str::to_owned))
             .collect();
         found.sort();
