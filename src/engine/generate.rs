@@ -143,7 +143,9 @@ impl<'model> Session<'model> {
             sequences: 1,
             threads: options.threads,
         })?;
-        let n_ctx = context.n_ctx();
+        // llama.cpp rounds a context up (to 256 at least): the session keeps
+        // to the size asked for, so `-c 100` stops at 100 tokens.
+        let n_ctx = context.n_ctx().min(n_ctx);
         Ok(Self {
             model,
             context,

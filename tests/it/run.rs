@@ -385,6 +385,46 @@ fn input_longer_than_the_context_is_an_error_not_truncated() {
     assert!(stdout(&output).is_empty());
 }
 
+/// A context smaller than llama.cpp's smallest (it rounds up to 256) is
+/// the size asked for: a prompt over it is refused, and an answer stops
+/// when it is full.
+#[test]
+fn a_small_context_is_kept_to() {
+    let env = TestEnv::new();
+    let model = smollm2();
+    let model = model.to_str().unwrap();
+    let output = run(env
+        .olm()
+        .args(["run", model, &"word ".repeat(60), "-c", "40"]));
+    assert_exit(&output, 1);
+    assert!(
+        stderr(&output).contains("but the context holds 40"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = run(env.olm().args([
+        "run",
+        model,
+        "Count from one to a hundred.",
+        "-c",
+        "48",
+        "--json",
+        "--temperature",
+        "0",
+    ]));
+    assert_exit(&output, 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    let prompt = report["prompt_tokens"].as_u64().expect("prompt_tokens");
+    let generated = report["generated_tokens"]
+        .as_u64()
+        .expect("generated_tokens");
+    assert_eq!(report["stop_reason"], "context_full", "{report}");
+    // The context holds 48 tokens; the last answer token is sampled from
+    // the 48th position's logits and never needs a place of its own.
+    assert_eq!(prompt + generated, 48 + 1, "{report}");
+}
+
 #[test]
 fn missing_model_name_exits_3_with_a_hint() {
     let env = TestEnv::new();
