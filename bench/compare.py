@@ -661,6 +661,8 @@ def main() -> int:
 
     if options.olm == default_olm():
         log("building olm (cargo build --release)")
+        # llama.cpp with olm's patches (patches/llama-cpp-sys-2): Cargo's [patch] needs vendor/.
+        subprocess.run([str(REPO / "scripts" / "vendor-llama.sh")], check=True)
         subprocess.run(["cargo", "build", "--release", "--locked"], cwd=REPO, check=True,
                        env={**os.environ, "CARGO_TARGET_DIR": str(default_olm().parent.parent)})
     if not options.olm.exists():
