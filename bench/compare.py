@@ -656,8 +656,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="write the markdown report here")
     parser.add_argument("--skip", default="",
                         help="comma-separated: speed,cold,serve,draft,document,long-prompt,serve-draft,aa")
+    parser.add_argument("--model", action="append", choices=["smollm2", "gemma"],
+                        help="measure only this test model (repeatable; default both)")
     options = parser.parse_args()
     skip = set(filter(None, options.skip.split(",")))
+    models = {label: path for label, path in MODELS.items()
+              if not options.model or any(label.lower().startswith(name) for name in options.model)}
 
     if options.olm == default_olm():
         log("building olm (cargo build --release)")
@@ -672,7 +676,7 @@ def main() -> int:
         subprocess.run([str(REPO / "scripts" / "fetch-test-models.sh")], check=True)
     tools = tools_dir()
     rows = []
-    for label, model in MODELS.items():
+    for label, model in models.items():
         if not model.exists():
             log(f"{model} missing: run scripts/fetch-test-models.sh")
             return 1
@@ -701,7 +705,7 @@ def main() -> int:
                                      max(2, options.pairs // 2))
     aa_rows = []
     if "aa" not in skip:
-        model = next(iter(MODELS.values()))
+        model = next(iter(models.values()))
         for test in ("pp512", "tg128"):
             log(f"A/A llama-bench {test}: {options.pairs} pairs")
             a, b = abba(
@@ -709,10 +713,10 @@ def main() -> int:
                 lambda: llama_bench(tools, model, options.threads, test),
                 lambda: llama_bench(tools, model, options.threads, test),
             )
-            aa_rows.append((f"llama-bench vs itself, {next(iter(MODELS))} {test}", median_ratio(a, b)))
+            aa_rows.append((f"llama-bench vs itself, {next(iter(models))} {test}", median_ratio(a, b)))
 
     bandwidth = memory_bandwidth_gbs()
-    ceilings = [(label, bandwidth * 1e9 / model.stat().st_size) for label, model in MODELS.items()]
+    ceilings = [(label, bandwidth * 1e9 / model.stat().st_size) for label, model in models.items()]
     report = render(rows, aa_rows, options, bandwidth, ceilings)
     print(report)
     if options.out:

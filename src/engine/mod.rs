@@ -209,6 +209,7 @@ pub const LLAMA_CPP_SYS_VERSION: &str = "0.1.161";
 pub const LLAMA_CPP_PATCHES: &[&str] = &[
     "0001-metadata-dump-formats-only-what-it-shows",
     "0002-vocab-names-compare-lengths-first",
+    "0003-q4_1-batches-in-register-tiles",
 ];
 
 /// How `--version` and `doctor` name the llama.cpp this build links.

@@ -11,8 +11,10 @@
 //! (Q4_0, Q4_K and IQ4_NL on x86: gemma-3-270m's Q4_K_M), where activations
 //! meet Q8_0 weights in a batch, and where several threads split attention:
 //! a near tie can then go the other way, as in llama.cpp's own speculative
-//! decoding. SmolLM2 (Q4_1) on one thread, as tests run, is bit-identical, so
-//! equality is asserted there; gemma is checked to draft and answer.
+//! decoding. SmolLM2 (Q4_1) on one thread, as tests run, is bit-identical
+//! (olm's patch 0003 gives Q4_1 a batched kernel that computes each row as
+//! the one-token kernel does), so equality is asserted there; gemma is
+//! checked to draft and answer.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
