@@ -205,11 +205,14 @@ pub fn configure_logging(verbose: bool) {
 pub const LLAMA_CPP_SYS_VERSION: &str = "0.1.161";
 
 /// olm's patches to that llama.cpp, by file name (patches/llama-cpp-sys-2;
-/// scripts/vendor-llama.sh applies them). None changes the KV state format.
+/// scripts/vendor-llama.sh applies them). None changes the KV state format;
+/// 0004 changes attention's rounding, so the prompt cache's key
+/// ([`KV_STATE_FORMAT`]) names every patch.
 pub const LLAMA_CPP_PATCHES: &[&str] = &[
     "0001-metadata-dump-formats-only-what-it-shows",
     "0002-vocab-names-compare-lengths-first",
     "0003-q4_1-batches-in-register-tiles",
+    "0004-attention-by-key-blocks-in-spans",
 ];
 
 /// How `--version` and `doctor` name the llama.cpp this build links.
@@ -1014,5 +1017,18 @@ mod tests {
             .collect();
         found.sort();
         assert_eq!(found, LLAMA_CPP_PATCHES);
+    }
+
+    /// A cached KV state computed by a llama.cpp with other patches may hold
+    /// other values: the cache key names each patch.
+    #[test]
+    fn the_prompt_cache_key_names_every_patch() {
+        for patch in LLAMA_CPP_PATCHES {
+            let number = &patch[..4];
+            assert!(
+                KV_STATE_FORMAT.contains(&format!(" {number}")),
+                "{KV_STATE_FORMAT} lacks {number}"
+            );
+        }
     }
 }

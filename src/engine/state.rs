@@ -15,11 +15,13 @@ use super::generate::Session;
 use super::EngineError;
 
 /// What a cache entry's key must include besides the model: the format of
-/// the state bytes (this llama.cpp, olm's fixed context settings: an f16 KV
-/// cache, llama.cpp's automatic flash attention).
+/// the state bytes and what computed them (this llama.cpp and olm's patches
+/// to it, olm's fixed context settings: an f16 KV cache, llama.cpp's
+/// automatic flash attention).
 pub const KV_STATE_FORMAT: &str = concat!(
     "llama-cpp-sys-2 ",
     "0.1.161",
+    "; patches 0001 0002 0003 0004",
     "; kv f16; flash-attention auto; olm ",
     env!("CARGO_PKG_VERSION")
 );
