@@ -122,37 +122,9 @@ fn drafting_gives_the_same_greedy_answers() {
     );
 }
 
-/// A file with a bug in it; "fix the bug" answers copy most of it.
-const BUGGY_CODE: &str = "def moving_average(values, window):
-    \"\"\"Return the moving averages of `values` over `window` items.\"\"\"
-    if window <= 0:
-        raise ValueError(\"window must be positive\")
-    averages = []
-    total = 0
-    for index, value in enumerate(values):
-        total += value
-        if index >= window:
-            total -= values[index - window + 1]
-        if index >= window - 1:
-            averages.append(total / window)
-    return averages
-
-
-def summarize(values):
-    \"\"\"Smallest, largest and mean of `values`.\"\"\"
-    smallest = min(values)
-    largest = max(values)
-    mean = sum(values) / len(values)
-    return {\"smallest\": smallest, \"largest\": largest, \"mean\": mean}
-
-
-def report(values, window=3):
-    averages = moving_average(values, window)
-    summary = summarize(values)
-    lines = [f\"{name}: {value:.2f}\" for name, value in summary.items()]
-    lines.append(\"moving averages: \" + \", \".join(f\"{a:.2f}\" for a in averages))
-    return \"\\n\".join(lines)
-";
+/// A file with a bug in it; "fix the bug" answers copy most of it (the
+/// benchmark's own input).
+const BUGGY_CODE: &str = include_str!("../../bench/inputs/buggy_moving_average.py");
 
 /// With two threads and a prompt of over 256 tokens (llama.cpp then gives
 /// attention a view of 512 keys or more), llama.cpp's attention for one
