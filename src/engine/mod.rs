@@ -213,6 +213,7 @@ pub const LLAMA_CPP_PATCHES: &[&str] = &[
     "0002-vocab-names-compare-lengths-first",
     "0003-q4_1-batches-in-register-tiles",
     "0004-attention-by-key-blocks-in-spans",
+    "0005-small-batches-sum-as-one-token",
 ];
 
 /// How `--version` and `doctor` name the llama.cpp this build links.

@@ -11,11 +11,12 @@
 //! (Q4_0, Q4_K and IQ4_NL on x86: gemma-3-270m's Q4_K_M), where activations
 //! meet Q8_0 weights in a batch, and where several threads split attention:
 //! a near tie can then go the other way, as in llama.cpp's own speculative
-//! decoding. SmolLM2 (Q4_1) is bit-identical, on one thread and on two
-//! (olm's patch 0003 gives Q4_1 a batched kernel that computes each row as
-//! the one-token kernel does; 0004 makes attention's sums the same alone,
-//! in a batch and split between threads, on x86 with AVX2), so equality is
-//! asserted there; gemma is checked to draft and answer.
+//! decoding. With olm's patches to llama.cpp (0003 gives Q4_1 a batched
+//! kernel that computes each row as the one-token kernel does; 0004 makes
+//! attention's sums the same alone, in a batch and split between threads;
+//! 0005 does the same for repacked Q4_K and the tiled K-quant matmul; on x86
+//! with AVX2), both test models are bit-identical on one thread and on two,
+//! so equality is asserted on both.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -129,45 +130,49 @@ const BUGGY_CODE: &str = include_str!("../../bench/inputs/buggy_moving_average.p
 /// With two threads and a prompt of over 256 tokens (llama.cpp then gives
 /// attention a view of 512 keys or more), llama.cpp's attention for one
 /// token splits its keys between the threads while a verified draft takes
-/// each query whole. Answers are still identical with drafting on and off:
-/// olm's patch 0004 makes a query's attention the same alone or in a batch,
-/// with any number of threads. Before it, this answer changed at its
-/// second token.
+/// each query whole; gemma-3's repacked Q4_K weights and its Q6_K ones sum
+/// a batch in another order than one token. Answers are still identical
+/// with drafting on and off, on both test models: olm's patches 0003-0005
+/// make a token's values the same alone or in a batch of under 64, with any
+/// number of threads. Before them, SmolLM2's answer changed at its second
+/// token, gemma's after about 150.
 #[test]
 fn drafting_gives_the_same_greedy_answers_with_two_threads() {
     let env = TestEnv::new();
-    let answer = |draft: &str| {
-        json_report(&run_with_stdin(
-            &env,
-            &smollm2(),
-            &[
-                "--temperature",
-                "0",
-                "-n",
-                "120",
-                "-t",
-                "2",
-                "--json",
-                "--no-cache",
-                "--draft",
-                draft,
-                "The moving average in this code is wrong. Fix the bug and output the whole \
-                 corrected file.",
-            ],
-            BUGGY_CODE,
-        ))
-    };
-    let off = answer("off");
-    let on = answer("ngram");
-    assert!(
-        off["prompt_tokens"].as_u64().unwrap_or(0) > 256,
-        "the prompt must take over 256 tokens: {off}"
-    );
-    assert_eq!(off["text"], on["text"]);
-    assert!(
-        on["accepted_tokens"].as_u64().unwrap_or(0) > 40,
-        "drafting must verify batches for the comparison to mean anything: {on}"
-    );
+    for (model, tokens) in [(smollm2(), "120"), (gemma3(), "256")] {
+        let answer = |draft: &str| {
+            json_report(&run_with_stdin(
+                &env,
+                &model,
+                &[
+                    "--temperature",
+                    "0",
+                    "-n",
+                    tokens,
+                    "-t",
+                    "2",
+                    "--json",
+                    "--no-cache",
+                    "--draft",
+                    draft,
+                    "The moving average in this code is wrong. Fix the bug and output the whole \
+                     corrected file.",
+                ],
+                BUGGY_CODE,
+            ))
+        };
+        let off = answer("off");
+        let on = answer("ngram");
+        assert!(
+            off["prompt_tokens"].as_u64().unwrap_or(0) > 256,
+            "the prompt must take over 256 tokens: {off}"
+        );
+        assert_eq!(off["text"], on["text"], "{}", model.display());
+        assert!(
+            on["accepted_tokens"].as_u64().unwrap_or(0) > 40,
+            "drafting must verify batches for the comparison to mean anything: {on}"
+        );
+    }
 }
 
 /// With sampling, a seed makes a drafted answer reproducible.
