@@ -214,6 +214,7 @@ pub const LLAMA_CPP_PATCHES: &[&str] = &[
     "0003-q4_1-batches-in-register-tiles",
     "0004-attention-by-key-blocks-in-spans",
     "0005-small-batches-sum-as-one-token",
+    "0006-model-loads-without-string-lookups",
 ];
 
 /// How `--version` and `doctor` name the llama.cpp this build links.
