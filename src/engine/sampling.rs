@@ -76,6 +76,12 @@ pub struct Sampler {
     grammar: Option<LlamaSampler>,
     /// Reused for each token's candidates when there is a grammar.
     candidates: LlamaTokenDataArray,
+    /// The chain is llama.cpp's greedy pick alone (temperature 0, no
+    /// penalties): the pick is then read straight from the logits, as
+    /// greedy picks (the first of the largest), without copying the whole
+    /// vocabulary into candidates for each token and each verified draft
+    /// position (gemma: 262,144 entries, 3 MB).
+    greedy_only: bool,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -105,6 +111,9 @@ impl Sampler {
             });
         }
         let Some(grammar) = &mut self.grammar else {
+            if self.greedy_only {
+                return Ok(greedy_pick(logits));
+            }
             return Ok(self.chain.sample(context, index));
         };
         fill(&mut self.candidates, logits);
@@ -150,6 +159,20 @@ pub(super) fn all_finite(logits: &[f32]) -> bool {
             found | u32::from(logit.to_bits() & EXPONENT == EXPONENT)
         }) == 0
     })
+}
+
+/// What llama.cpp's greedy sampler picks: the first of the largest logits
+/// (`llama_sampler_greedy_apply` replaces its pick only on a strictly
+/// larger one). `logits` are all finite and not empty (a vocabulary has a
+/// token); token ids fit in `i32` (llama.cpp's own type for them).
+fn greedy_pick(logits: &[f32]) -> LlamaToken {
+    let mut best = 0;
+    for (index, &logit) in logits.iter().enumerate().skip(1) {
+        if logit > logits[best] {
+            best = index;
+        }
+    }
+    LlamaToken::new(i32::try_from(best).unwrap_or(i32::MAX))
 }
 
 /// Every vocabulary entry with its logit, unsorted and unpicked.
@@ -327,6 +350,7 @@ pub(super) fn build_sampler(
             config.presence_penalty,
         ));
     }
+    let greedy_only = config.temperature <= 0.0 && chain.is_empty();
     if config.temperature <= 0.0 {
         chain.push(LlamaSampler::greedy());
     } else {
@@ -348,12 +372,22 @@ pub(super) fn build_sampler(
         chain: LlamaSampler::chain_simple(chain),
         grammar,
         candidates: LlamaTokenDataArray::new(Vec::new(), false),
+        greedy_only,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn greedy_picks_the_first_of_the_largest_logits() {
+        assert_eq!(greedy_pick(&[0.5]), LlamaToken::new(0));
+        assert_eq!(greedy_pick(&[1.0, 3.0, 2.0]), LlamaToken::new(1));
+        assert_eq!(greedy_pick(&[-1.0, 2.0, 2.0, 1.0]), LlamaToken::new(1));
+        assert_eq!(greedy_pick(&[-0.0, 0.0]), LlamaToken::new(0));
+        assert_eq!(greedy_pick(&[-5.0, -4.0, -4.5]), LlamaToken::new(1));
+    }
 
     #[test]
     fn only_numbers_are_finite() {
