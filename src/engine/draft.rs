@@ -156,25 +156,12 @@ struct AdaptiveLength {
     recent: f32,
     /// Steps left before drafting is tried again.
     paused: u32,
-    /// How long the next pause lasts: doubled each time the try after a
-    /// pause fails again, back to [`PAUSE_STEPS`] after a draft accepted in
-    /// full.
-    pause_steps: u32,
 }
 
-/// Below this recent acceptance rate, drafting pauses. Each drafted token
-/// costs a share of a decode step even when it is rejected: 0.6-0.7 of one
-/// for small models on a CPU (docs/BENCHMARKS.md). Work with little to copy
-/// (counting, a list: 27% of drafted tokens right) ran 11% slower than
-/// without drafting at 0.2 and 8-11% at 0.35, 3-4% at 0.5; copy-heavy
-/// answers gave up about 3% of their gain at 0.5 (within the noise of
-/// one run).
-const PAUSE_BELOW: f32 = 0.5;
-/// Steps the first pause lasts before one more try.
+/// Below this recent acceptance rate, drafting pauses.
+const PAUSE_BELOW: f32 = 0.2;
+/// Steps a pause lasts before one more try.
 const PAUSE_STEPS: u32 = 16;
-/// The longest pause: drafting still tries again every so often, in case
-/// the answer starts copying.
-const MAX_PAUSE_STEPS: u32 = 128;
 /// Weight of the newest draft in the moving average.
 const SMOOTHING: f32 = 0.3;
 
@@ -186,7 +173,6 @@ impl AdaptiveLength {
             current: max.clamp(1, 4),
             recent: 0.5,
             paused: 0,
-            pause_steps: PAUSE_STEPS,
         }
     }
 
@@ -213,12 +199,8 @@ impl AdaptiveLength {
         } else {
             (accepted + 1).clamp(1, self.max)
         };
-        if accepted == proposed {
-            self.pause_steps = PAUSE_STEPS;
-        }
         if self.recent < PAUSE_BELOW {
-            self.paused = self.pause_steps;
-            self.pause_steps = (self.pause_steps * 2).min(MAX_PAUSE_STEPS);
+            self.paused = PAUSE_STEPS;
             // One more chance after the pause, from where it stands.
             self.recent = PAUSE_BELOW;
         }
@@ -290,31 +272,6 @@ mod tests {
         assert_eq!(length.next(), Some(16));
         length.record(16, 2);
         assert_eq!(length.next(), Some(3));
-    }
-
-    #[test]
-    fn pauses_grow_while_drafts_keep_failing_and_reset_after_a_full_acceptance() {
-        let mut length = AdaptiveLength::new(8);
-        let mut pauses = Vec::new();
-        let mut run = 0;
-        for _ in 0..2_000 {
-            match length.next() {
-                Some(n) => {
-                    if run > 0 {
-                        pauses.push(run);
-                        run = 0;
-                    }
-                    length.record(n, 0);
-                }
-                None => run += 1,
-            }
-        }
-        assert_eq!(&pauses[..5], &[16, 32, 64, 128, 128], "{pauses:?}");
-        length.paused = 0;
-        length.record(2, 2);
-        length.recent = 0.0;
-        length.record(2, 0);
-        assert_eq!(length.paused, PAUSE_STEPS, "a draft accepted in full resets the pause");
     }
 
     #[test]
