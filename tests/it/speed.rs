@@ -134,8 +134,8 @@ const BUGGY_CODE: &str = include_str!("../../bench/inputs/buggy_moving_average.p
 /// a batch in another order than one token. Answers are still identical
 /// with drafting on and off, on both test models: olm's patches 0003-0005
 /// make a token's values the same alone or in a batch of under 16 (a draft
-/// of the default length), with any number of threads. Before them, SmolLM2's answer changed at its second
-/// token, gemma's after about 150.
+/// of the default length), with any number of threads. Before them,
+/// SmolLM2's answer changed at its second token, gemma's after about 150.
 #[test]
 fn drafting_gives_the_same_greedy_answers_with_two_threads() {
     let env = TestEnv::new();
