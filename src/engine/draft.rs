@@ -60,6 +60,9 @@ pub struct Drafter {
     /// its latest occurrence (where a copy would continue).
     index: [HashMap<u64, usize>; NGRAM_MAX - NGRAM_MIN + 1],
     length: AdaptiveLength,
+    /// While drafting does not pay: the draft it would have proposed, judged
+    /// against the tokens that follow instead of by the model.
+    shadow: Shadow,
 }
 
 impl Drafter {
@@ -69,6 +72,7 @@ impl Drafter {
             history: Vec::new(),
             index: std::array::from_fn(|_| HashMap::new()),
             length: AdaptiveLength::new(config.max_tokens),
+            shadow: Shadow::default(),
         }
     }
 
@@ -85,6 +89,9 @@ impl Drafter {
         for token in tokens {
             self.history.push(token);
             self.index_last();
+            if let Some((proposed, accepted)) = self.shadow.judge(token) {
+                self.length.record(proposed, accepted);
+            }
         }
     }
 
@@ -103,15 +110,28 @@ impl Drafter {
 
     /// The tokens that followed the longest earlier occurrence of the text's
     /// last n-gram, at most the current draft length; empty when nothing
-    /// matches or drafting is paused.
-    pub fn draft(&mut self, out: &mut Vec<i32>) {
+    /// matches or when recent drafts were accepted at a rate below
+    /// `break_even` (see [`break_even_rate`]). While drafting does not pay,
+    /// the draft it would have proposed is kept and judged against the
+    /// tokens that follow, so that drafting resumes as soon as it would pay
+    /// again, without the model paying for the tries.
+    pub fn draft(&mut self, out: &mut Vec<i32>, break_even: f32) {
         out.clear();
         if !self.is_enabled() {
             return;
         }
-        let Some(wanted) = self.length.next() else {
-            return;
-        };
+        if self.length.pays(break_even) {
+            self.shadow.clear();
+            self.lookup(self.length.current, out);
+        } else if self.shadow.is_idle() {
+            let mut guess = std::mem::take(&mut self.shadow.guess);
+            self.lookup(self.length.current, &mut guess);
+            self.shadow.start(guess);
+        }
+    }
+
+    fn lookup(&self, wanted: usize, out: &mut Vec<i32>) {
+        out.clear();
         let len = self.history.len();
         for (slot, length) in (NGRAM_MIN..NGRAM_MAX + 1).enumerate().rev() {
             if len < length + 1 {
@@ -137,6 +157,27 @@ impl Drafter {
     }
 }
 
+/// The acceptance rate (accepted / drafted tokens) above which drafting
+/// saves time for one sequence decoded with `sequences - 1` others in the
+/// same step.
+///
+/// A drafted token costs an extra column in the step's batch; an accepted
+/// one saves a whole step's share of that sequence. Measured with
+/// `llama-bench` on the test models on 2-CPU AVX2 and AVX-512 machines, an
+/// extra column costs about [`DRAFT_COLUMN_COST`] of a one-column decode
+/// step, while a step of `k` columns costs about `1 + c (k - 1)` of one: a
+/// sequence that shares a step with others pays the same for a drafted
+/// column but saves only its share of the step, so the rate must be higher.
+pub fn break_even_rate(sequences: usize) -> f32 {
+    let k = sequences.max(1) as f32;
+    let step = 1.0 + DRAFT_COLUMN_COST * (k - 1.0);
+    (DRAFT_COLUMN_COST * k / step).min(1.0)
+}
+
+/// What one more column in a decode step costs, as a share of a one-column
+/// step (see [`break_even_rate`]).
+const DRAFT_COLUMN_COST: f32 = 0.6;
+
 fn ngram_key(tokens: &[i32]) -> u64 {
     // FNV-1a over the token ids: cheap, and collisions only cost a wrong guess.
     tokens.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &token| {
@@ -144,66 +185,96 @@ fn ngram_key(tokens: &[i32]) -> u64 {
     })
 }
 
-/// The draft length, adapted to how drafts fare: longer after a fully
-/// accepted draft, shorter after a rejected one, and paused for a while
-/// when drafts keep failing, so that work with nothing to copy pays almost
-/// nothing.
+/// A draft not shown to the model, judged token by token against the text
+/// that follows it.
+#[derive(Debug, Default)]
+struct Shadow {
+    guess: Vec<i32>,
+    matched: usize,
+}
+
+impl Shadow {
+    fn is_idle(&self) -> bool {
+        self.guess.is_empty()
+    }
+
+    fn start(&mut self, guess: Vec<i32>) {
+        self.guess = guess;
+        self.matched = 0;
+    }
+
+    fn clear(&mut self) {
+        self.guess.clear();
+        self.matched = 0;
+    }
+
+    /// The next token of the text: `Some((proposed, accepted))` once the
+    /// guess is settled (a token differed, or all of it matched).
+    fn judge(&mut self, token: i32) -> Option<(usize, usize)> {
+        let expected = *self.guess.get(self.matched)?;
+        if expected == token {
+            self.matched += 1;
+            if self.matched < self.guess.len() {
+                return None;
+            }
+        }
+        let outcome = (self.guess.len(), self.matched);
+        self.clear();
+        Some(outcome)
+    }
+}
+
+/// The draft length, adapted to how drafts fare (longer after a fully
+/// accepted draft, shorter after a rejected one), and the recent acceptance
+/// rate that decides whether drafting pays at all.
 #[derive(Debug)]
 struct AdaptiveLength {
     max: usize,
     current: usize,
-    /// Recent acceptance, as an exponential moving average in [0, 1].
-    recent: f32,
-    /// Steps left before drafting is tried again.
-    paused: u32,
+    /// Tokens accepted and proposed by recent drafts, as exponentially
+    /// weighted sums: their ratio is the recent acceptance rate.
+    accepted: f32,
+    proposed: f32,
 }
 
-/// Below this recent acceptance rate, drafting pauses.
-const PAUSE_BELOW: f32 = 0.2;
-/// Steps a pause lasts before one more try.
-const PAUSE_STEPS: u32 = 16;
-/// Weight of the newest draft in the moving average.
+/// Weight of the newest draft in the moving sums.
 const SMOOTHING: f32 = 0.3;
+/// The acceptance rate assumed before any draft is judged: drafting starts
+/// on, for answers that copy from their first token.
+const FIRST_RATE: f32 = 0.75;
 
 impl AdaptiveLength {
     fn new(max: u32) -> Self {
         let max = max as usize;
+        let current = max.clamp(1, 4);
         Self {
             max,
-            current: max.clamp(1, 4),
-            recent: 0.5,
-            paused: 0,
+            current,
+            accepted: FIRST_RATE * current as f32,
+            proposed: current as f32,
         }
     }
 
-    /// The length of the next draft, or `None` while paused.
-    fn next(&mut self) -> Option<usize> {
-        if self.max == 0 {
-            return None;
-        }
-        if self.paused > 0 {
-            self.paused -= 1;
-            return None;
-        }
-        Some(self.current)
+    fn rate(&self) -> f32 {
+        self.accepted / self.proposed
+    }
+
+    /// Whether recent drafts were accepted at `break_even` or better.
+    fn pays(&self, break_even: f32) -> bool {
+        self.max > 0 && self.rate() >= break_even
     }
 
     fn record(&mut self, proposed: usize, accepted: usize) {
         if proposed == 0 {
             return;
         }
-        let rate = accepted as f32 / proposed as f32;
-        self.recent = self.recent * (1.0 - SMOOTHING) + rate * SMOOTHING;
+        self.accepted = self.accepted * (1.0 - SMOOTHING) + accepted as f32 * SMOOTHING;
+        self.proposed = self.proposed * (1.0 - SMOOTHING) + proposed as f32 * SMOOTHING;
         self.current = if accepted == proposed {
             (self.current * 2).min(self.max)
         } else {
             (accepted + 1).clamp(1, self.max)
         };
-        if self.recent < PAUSE_BELOW {
-            self.paused = PAUSE_STEPS;
-            // One more chance after the pause, from where it stands.
-            self.recent = PAUSE_BELOW;
-        }
     }
 }
 
@@ -220,7 +291,7 @@ mod tests {
 
     fn draft(drafter: &mut Drafter) -> Vec<i32> {
         let mut out = Vec::new();
-        drafter.draft(&mut out);
+        drafter.draft(&mut out, 0.0);
         out
     }
 
@@ -264,29 +335,90 @@ mod tests {
     #[test]
     fn length_grows_after_full_acceptance_and_shrinks_after_rejection() {
         let mut length = AdaptiveLength::new(16);
-        assert_eq!(length.next(), Some(4));
+        assert_eq!(length.current, 4);
         length.record(4, 4);
-        assert_eq!(length.next(), Some(8));
+        assert_eq!(length.current, 8);
         length.record(8, 8);
         length.record(16, 16);
-        assert_eq!(length.next(), Some(16));
+        assert_eq!(length.current, 16);
         length.record(16, 2);
-        assert_eq!(length.next(), Some(3));
+        assert_eq!(length.current, 3);
+    }
+
+    /// Feed `text` one token at a time as the answer, drafting before each
+    /// token as the engine does, and verifying real drafts against `text`.
+    /// Returns the number of real drafts proposed at each step.
+    fn answer(drafter: &mut Drafter, text: &[i32], break_even: f32) -> Vec<usize> {
+        let mut proposed = Vec::new();
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < text.len() {
+            drafter.extend([text[at]]);
+            drafter.draft(&mut out, break_even);
+            proposed.push(out.len());
+            let accepted = out
+                .iter()
+                .zip(&text[at + 1..])
+                .take_while(|(guess, token)| guess == token)
+                .count();
+            drafter.extend(text[at + 1..=at + accepted].iter().copied());
+            if !out.is_empty() {
+                drafter.record(out.len(), accepted);
+            }
+            at += accepted + 1;
+        }
+        proposed
     }
 
     #[test]
-    fn drafts_that_keep_failing_pause_drafting() {
-        let mut length = AdaptiveLength::new(8);
-        for _ in 0..6 {
-            if length.next().is_some() {
-                length.record(4, 0);
-            }
-        }
-        let paused = (0..PAUSE_STEPS).filter(|_| length.next().is_none()).count();
-        assert!(paused > 0, "a run of failures pauses drafting");
+    fn drafts_that_keep_failing_stop_drafting() {
+        let mut drafter = drafter(8);
+        // The prompt: each bigram (i, i+1) is followed by 100+i; the answer
+        // repeats the bigrams and continues otherwise, so every guess fails.
+        let prompt: Vec<i32> = (0..40).flat_map(|i| [2 * i, 2 * i + 1, 100 + i]).collect();
+        drafter.extend(prompt.iter().copied());
+        let text: Vec<i32> = (0..40).flat_map(|i| [2 * i, 2 * i + 1, 500 + i]).collect();
+        let proposed = answer(&mut drafter, &text, break_even_rate(1));
+        let late: usize = proposed[proposed.len() / 2..].iter().sum();
+        assert!(proposed.iter().sum::<usize>() > 0, "drafting starts on");
+        assert_eq!(late, 0, "failing drafts stop: {proposed:?}");
+    }
+
+    #[test]
+    fn drafting_resumes_as_soon_as_its_guesses_would_be_right() {
+        let mut drafter = drafter(8);
+        let prompt: Vec<i32> = (0..40).flat_map(|i| [2 * i, 2 * i + 1, 100 + i]).collect();
+        drafter.extend(prompt.iter().copied());
+        // First an answer on which every guess fails, then a copy of the
+        // prompt: the guesses not shown to the model turn right, and drafting
+        // resumes within a few tokens, with no draft wasted on the way.
+        let wrong: Vec<i32> = (0..20).flat_map(|i| [2 * i, 2 * i + 1, 500 + i]).collect();
+        answer(&mut drafter, &wrong, break_even_rate(1));
+        let mut out = Vec::new();
+        drafter.draft(&mut out, break_even_rate(1));
+        assert!(out.is_empty(), "drafting has stopped");
+        // (The copy starts past the part the wrong answer repeated, whose
+        // bigrams now point into that answer.)
+        let copy = &prompt[60..];
+        let proposed = answer(&mut drafter, copy, break_even_rate(1));
+        let first = proposed.iter().position(|&n| n > 0);
         assert!(
-            (0..PAUSE_STEPS + 1).any(|_| length.next().is_some()),
-            "and drafting is tried again later"
+            first.is_some_and(|step| step <= 6),
+            "drafting resumed late: {proposed:?}"
         );
+        assert!(
+            proposed.len() < copy.len() / 2,
+            "and the copy took fewer steps than tokens: {proposed:?}"
+        );
+    }
+
+    #[test]
+    fn a_shared_step_needs_a_higher_rate_to_pay() {
+        let alone = break_even_rate(1);
+        assert!((alone - DRAFT_COLUMN_COST).abs() < 1e-6);
+        let rates: Vec<f32> = (1..=8).map(break_even_rate).collect();
+        assert!(rates.windows(2).all(|pair| pair[0] < pair[1]), "{rates:?}");
+        assert!(rates.iter().all(|&rate| rate < 1.0), "{rates:?}");
+        assert_eq!(break_even_rate(0), alone);
     }
 }

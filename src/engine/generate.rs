@@ -15,7 +15,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 
-use super::draft::{DraftConfig, Drafter};
+use super::draft::{break_even_rate, DraftConfig, Drafter};
 use super::sampling::{build_sampler, Constraint, SamplingConfig};
 use super::text::{StopScan, TextPipeline};
 use super::{ContextShape, EngineError, Model, PromptTokens};
@@ -371,7 +371,7 @@ impl<'model> Session<'model> {
     /// an end-of-generation token (those end the answer; they are never
     /// evaluated).
     fn next_draft(&self, drafter: &mut Drafter, draft: &mut Vec<i32>, budget_left: usize) {
-        drafter.draft(draft);
+        drafter.draft(draft, break_even_rate(1));
         let room = (self.n_ctx as usize)
             .saturating_sub(self.cached.len() + 1)
             .min(self.n_batch as usize - 1)

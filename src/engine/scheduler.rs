@@ -28,7 +28,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
 use super::admission::{prefill_shares, AdmissionQueue, QueueFull, SlotPool};
-use super::draft::Drafter;
+use super::draft::{break_even_rate, Drafter};
 use super::sampling::{PreparedSampler, Sampler};
 use super::text::{StopScan, TextPipeline};
 use super::{ContextShape, EngineError, GenerateRequest, Model, Prepared, Stats, StopReason};
@@ -670,6 +670,12 @@ impl StepLoop<'_> {
         let mut generating = 0;
         // Drafts share the batch with the prompt chunks: at most half of it.
         let mut draft_room = self.batch_size / 2;
+        let decoding = self
+            .sequences
+            .iter()
+            .filter(|sequence| sequence.pending.is_some())
+            .count();
+        let break_even = break_even_rate(decoding);
         for sequence in &mut self.sequences {
             sequence.logits_index = None;
             sequence.draft.clear();
@@ -677,7 +683,13 @@ impl StepLoop<'_> {
                 continue;
             };
             sequence.drafter.extend([token.0]);
-            next_draft(self.model, sequence, self.context_per_sequence, draft_room);
+            next_draft(
+                self.model,
+                sequence,
+                self.context_per_sequence,
+                draft_room,
+                break_even,
+            );
             draft_room -= sequence.draft.len();
             sequence.logits_index = Some(self.batch.n_tokens());
             let slot = [sequence.slot as i32];
@@ -846,9 +858,15 @@ fn to_position(position: usize) -> i32 {
 
 /// The draft after a sequence's pending token: no longer than the room
 /// left in its context, its token budget and the batch, and never an
-/// end-of-generation token.
-fn next_draft(model: &Model, sequence: &mut Sequence, context: usize, batch_room: usize) {
-    sequence.drafter.draft(&mut sequence.draft);
+/// end-of-generation token. Drafting pays at `break_even` acceptance.
+fn next_draft(
+    model: &Model,
+    sequence: &mut Sequence,
+    context: usize,
+    batch_room: usize,
+    break_even: f32,
+) {
+    sequence.drafter.draft(&mut sequence.draft, break_even);
     let room = context
         .saturating_sub(sequence.position + 1)
         .min(sequence.budget.saturating_sub(sequence.generated + 1))
