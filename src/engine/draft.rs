@@ -111,7 +111,7 @@ impl Drafter {
     /// The tokens that followed the longest earlier occurrence of the text's
     /// last n-gram, at most the current draft length; empty when nothing
     /// matches or when recent drafts were accepted at a rate below
-    /// `break_even` (see [`break_even_rate`]). While drafting does not pay,
+    /// `break_even` (see [`StepCosts`]). While drafting does not pay,
     /// the draft it would have proposed is kept and judged against the
     /// tokens that follow, so that drafting resumes as soon as it would pay
     /// again, without the model paying for the tries.
@@ -157,26 +157,102 @@ impl Drafter {
     }
 }
 
-/// The acceptance rate (accepted / drafted tokens) above which drafting
-/// saves time for one sequence decoded with `sequences - 1` others in the
-/// same step.
+/// What drafted tokens cost where olm runs, learned from the times of its
+/// own decode steps, and from it the acceptance rate at which drafting pays.
 ///
-/// A drafted token costs an extra column in the step's batch; an accepted
-/// one saves a whole step's share of that sequence. Measured with
-/// `llama-bench` on the test models on 2-CPU AVX2 and AVX-512 machines, an
-/// extra column costs about [`DRAFT_COLUMN_COST`] of a one-column decode
-/// step, while a step of `k` columns costs about `1 + c (k - 1)` of one: a
-/// sequence that shares a step with others pays the same for a drafted
-/// column but saves only its share of the step, so the rate must be higher.
-pub fn break_even_rate(sequences: usize) -> f32 {
-    let k = sequences.max(1) as f32;
-    let step = 1.0 + DRAFT_COLUMN_COST * (k - 1.0);
-    (DRAFT_COLUMN_COST * k / step).min(1.0)
+/// A drafted token is one more column in a step's batch; an accepted one
+/// saves its sequence's share of a whole step. For `k` sequences decoded
+/// together, a step without drafts takes `base` and each drafted column adds
+/// `extra`: drafting pays when the rate of accepted drafted tokens is above
+/// `k * extra / base`. On a 2-CPU machine and a 135M model a column costs
+/// 0.6-0.7 of a one-sequence step, so drafts must be right two times in
+/// three; on a GPU or with a large model it is nearer 0.1. Until both
+/// times are known for `k`, the break-even comes from the nearest `k` that
+/// has them, or from [`PRIOR_COLUMN_COST`].
+#[derive(Debug, Default)]
+pub struct StepCosts {
+    /// Indexed by the number of sequences in the step.
+    by_sequences: Vec<StepTimes>,
 }
 
-/// What one more column in a decode step costs, as a share of a one-column
-/// step (see [`break_even_rate`]).
-const DRAFT_COLUMN_COST: f32 = 0.6;
+/// Moving averages of one kind of step's decode times.
+#[derive(Debug, Default, Clone, Copy)]
+struct StepTimes {
+    /// Seconds of a step without drafts.
+    base: Option<f32>,
+    /// Seconds of a step with drafts, and how many drafted columns it had.
+    drafted: Option<(f32, f32)>,
+}
+
+/// The column cost assumed before any step is measured, as a share of a
+/// one-sequence step: what this machine's kind measures for the test models.
+const PRIOR_COLUMN_COST: f32 = 0.6;
+/// Weight of the newest step in the moving averages.
+const TIME_SMOOTHING: f32 = 0.2;
+/// The most sequences a step is learned for (more share the last entry).
+const MAX_SEQUENCES: usize = 64;
+
+impl StepCosts {
+    /// A decode step of `sequences` generating sequences with `drafted`
+    /// drafted columns in all (and no prompt tokens) took `seconds`.
+    pub fn record(&mut self, sequences: usize, drafted: usize, seconds: f32) {
+        if sequences == 0 || !seconds.is_finite() || seconds <= 0.0 {
+            return;
+        }
+        let index = sequences.min(MAX_SEQUENCES);
+        if self.by_sequences.len() <= index {
+            self.by_sequences.resize(index + 1, StepTimes::default());
+        }
+        let times = &mut self.by_sequences[index];
+        let blend = |old: f32, new: f32| old + (new - old) * TIME_SMOOTHING;
+        if drafted == 0 {
+            times.base = Some(times.base.map_or(seconds, |old| blend(old, seconds)));
+        } else {
+            let columns = drafted as f32;
+            times.drafted = Some(times.drafted.map_or((seconds, columns), |(time, count)| {
+                (blend(time, seconds), blend(count, columns))
+            }));
+        }
+    }
+
+    /// The acceptance rate above which drafting saves time for one of
+    /// `sequences` sequences decoded together.
+    pub fn break_even(&self, sequences: usize) -> f32 {
+        let k = sequences.clamp(1, MAX_SEQUENCES);
+        let cost = self
+            .nearest_measured(k)
+            .map_or(PRIOR_COLUMN_COST, |(measured_k, share)| {
+                one_sequence_cost(measured_k, share)
+            });
+        // A step of k sequences costs 1 + cost (k - 1) one-sequence steps.
+        let share = cost / (1.0 + cost * (k as f32 - 1.0));
+        (k as f32 * share).clamp(0.0, 1.0)
+    }
+
+    /// The measured `k` nearest to `wanted`, and a drafted column's cost there
+    /// as a share of that step.
+    fn nearest_measured(&self, wanted: usize) -> Option<(usize, f32)> {
+        let measured = |k: usize| {
+            let times = self.by_sequences.get(k)?;
+            let (base, (time, columns)) = (times.base?, times.drafted?);
+            Some((k, ((time - base) / columns / base).max(0.0)))
+        };
+        (0..MAX_SEQUENCES).find_map(|distance| {
+            let below = wanted.checked_sub(distance).and_then(measured);
+            below.or_else(|| measured(wanted + distance))
+        })
+    }
+}
+
+/// A drafted column's cost as a share of a one-sequence step, from its share
+/// of a `k`-sequence step (inverting `share = c / (1 + c (k - 1))`).
+fn one_sequence_cost(k: usize, share: f32) -> f32 {
+    let room = 1.0 - share * (k as f32 - 1.0);
+    if room <= 0.0 {
+        return 1.0;
+    }
+    (share / room).min(1.0)
+}
 
 fn ngram_key(tokens: &[i32]) -> u64 {
     // FNV-1a over the token ids: cheap, and collisions only cost a wrong guess.
@@ -378,7 +454,7 @@ mod tests {
         let prompt: Vec<i32> = (0..40).flat_map(|i| [2 * i, 2 * i + 1, 100 + i]).collect();
         drafter.extend(prompt.iter().copied());
         let text: Vec<i32> = (0..40).flat_map(|i| [2 * i, 2 * i + 1, 500 + i]).collect();
-        let proposed = answer(&mut drafter, &text, break_even_rate(1));
+        let proposed = answer(&mut drafter, &text, StepCosts::default().break_even(1));
         let late: usize = proposed[proposed.len() / 2..].iter().sum();
         assert!(proposed.iter().sum::<usize>() > 0, "drafting starts on");
         assert_eq!(late, 0, "failing drafts stop: {proposed:?}");
@@ -393,14 +469,14 @@ mod tests {
         // prompt: the guesses not shown to the model turn right, and drafting
         // resumes within a few tokens, with no draft wasted on the way.
         let wrong: Vec<i32> = (0..20).flat_map(|i| [2 * i, 2 * i + 1, 500 + i]).collect();
-        answer(&mut drafter, &wrong, break_even_rate(1));
+        answer(&mut drafter, &wrong, StepCosts::default().break_even(1));
         let mut out = Vec::new();
-        drafter.draft(&mut out, break_even_rate(1));
+        drafter.draft(&mut out, StepCosts::default().break_even(1));
         assert!(out.is_empty(), "drafting has stopped");
         // (The copy starts past the part the wrong answer repeated, whose
         // bigrams now point into that answer.)
         let copy = &prompt[60..];
-        let proposed = answer(&mut drafter, copy, break_even_rate(1));
+        let proposed = answer(&mut drafter, copy, StepCosts::default().break_even(1));
         let first = proposed.iter().position(|&n| n > 0);
         assert!(
             first.is_some_and(|step| step <= 6),
@@ -413,12 +489,67 @@ mod tests {
     }
 
     #[test]
+    fn the_break_even_rate_is_the_measured_cost_of_a_drafted_column() {
+        let mut costs = StepCosts::default();
+        assert!((costs.break_even(1) - PRIOR_COLUMN_COST).abs() < 1e-6);
+        // A small model on few CPUs: a drafted column costs 0.7 of a step.
+        for _ in 0..20 {
+            costs.record(1, 0, 0.010);
+            costs.record(1, 4, 0.038);
+        }
+        assert!(
+            (costs.break_even(1) - 0.7).abs() < 1e-3,
+            "{}",
+            costs.break_even(1)
+        );
+        // A large model reads its weights once for all columns: 0.05.
+        let mut large = StepCosts::default();
+        for _ in 0..20 {
+            large.record(1, 0, 0.200);
+            large.record(1, 8, 0.280);
+        }
+        assert!(
+            (large.break_even(1) - 0.05).abs() < 1e-3,
+            "{}",
+            large.break_even(1)
+        );
+    }
+
+    #[test]
     fn a_shared_step_needs_a_higher_rate_to_pay() {
-        let alone = break_even_rate(1);
-        assert!((alone - DRAFT_COLUMN_COST).abs() < 1e-6);
-        let rates: Vec<f32> = (1..=8).map(break_even_rate).collect();
+        let prior = StepCosts::default();
+        let rates: Vec<f32> = (1..=8).map(|k| prior.break_even(k)).collect();
         assert!(rates.windows(2).all(|pair| pair[0] < pair[1]), "{rates:?}");
         assert!(rates.iter().all(|&rate| rate < 1.0), "{rates:?}");
-        assert_eq!(break_even_rate(0), alone);
+        assert_eq!(prior.break_even(0), rates[0]);
+        // Four sequences, measured: 20 ms a step, 3 ms a drafted column; a
+        // sequence's share of the step is 5 ms, so 3 of 5 drafted tokens
+        // must be right.
+        let mut costs = StepCosts::default();
+        for _ in 0..20 {
+            costs.record(4, 0, 0.020);
+            costs.record(4, 2, 0.026);
+        }
+        assert!(
+            (costs.break_even(4) - 0.6).abs() < 1e-3,
+            "{}",
+            costs.break_even(4)
+        );
+        // Three sequences, never measured, are judged from four's cost.
+        let three = costs.break_even(3);
+        assert!(three > 0.4 && three < 0.6, "{three}");
+    }
+
+    #[test]
+    fn step_times_that_make_no_sense_are_ignored() {
+        let mut costs = StepCosts::default();
+        costs.record(1, 0, f32::NAN);
+        costs.record(1, 2, -1.0);
+        costs.record(0, 0, 0.01);
+        assert!((costs.break_even(1) - PRIOR_COLUMN_COST).abs() < 1e-6);
+        // Drafted steps faster than plain ones (noise) cost nothing, not less.
+        costs.record(1, 0, 0.010);
+        costs.record(1, 3, 0.009);
+        assert_eq!(costs.break_even(1), 0.0);
     }
 }

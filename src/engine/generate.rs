@@ -15,7 +15,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 
-use super::draft::{break_even_rate, DraftConfig, Drafter};
+use super::draft::{DraftConfig, Drafter, StepCosts};
 use super::sampling::{build_sampler, Constraint, SamplingConfig};
 use super::text::{StopScan, TextPipeline};
 use super::{ContextShape, EngineError, Model, PromptTokens};
@@ -124,6 +124,9 @@ pub struct Session<'model> {
     unevaluated: Option<LlamaToken>,
     n_ctx: u32,
     n_batch: u32,
+    /// Decode step times, which decide when drafting pays (kept across a
+    /// chat's turns).
+    step_costs: StepCosts,
 }
 
 impl<'model> Session<'model> {
@@ -154,6 +157,7 @@ impl<'model> Session<'model> {
             unevaluated: None,
             n_ctx,
             n_batch,
+            step_costs: StepCosts::default(),
         })
     }
 
@@ -322,6 +326,8 @@ impl<'model> Session<'model> {
 
             let step = Instant::now();
             self.decode_with_draft(pending, &draft)?;
+            self.step_costs
+                .record(1, draft.len(), step.elapsed().as_secs_f32());
             stats.decoded_tokens += 1;
             stats.drafted_tokens += draft.len();
             // Verify: sample where each draft token stands. Each one the
@@ -371,7 +377,7 @@ impl<'model> Session<'model> {
     /// an end-of-generation token (those end the answer; they are never
     /// evaluated).
     fn next_draft(&self, drafter: &mut Drafter, draft: &mut Vec<i32>, budget_left: usize) {
-        drafter.draft(draft, break_even_rate(1));
+        drafter.draft(draft, self.step_costs.break_even(1));
         let room = (self.n_ctx as usize)
             .saturating_sub(self.cached.len() + 1)
             .min(self.n_batch as usize - 1)

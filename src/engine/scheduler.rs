@@ -28,7 +28,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
 use super::admission::{prefill_shares, AdmissionQueue, QueueFull, SlotPool};
-use super::draft::{break_even_rate, Drafter};
+use super::draft::{Drafter, StepCosts};
 use super::sampling::{PreparedSampler, Sampler};
 use super::text::{StopScan, TextPipeline};
 use super::{ContextShape, EngineError, GenerateRequest, Model, Prepared, Stats, StopReason};
@@ -369,6 +369,7 @@ fn generation_thread(
         shared,
         piece: Vec::with_capacity(64),
         cached: vec![Vec::new(); options.parallel as usize],
+        step_costs: StepCosts::default(),
     };
     worker.run();
 }
@@ -447,6 +448,8 @@ struct StepLoop<'model> {
     /// that the next request with the same beginning (a chat's next turn, a
     /// repeated system prompt) evaluates only what is new.
     cached: Vec<Vec<LlamaToken>>,
+    /// Decode step times, which decide when drafting pays.
+    step_costs: StepCosts,
 }
 
 impl StepLoop<'_> {
@@ -628,6 +631,7 @@ impl StepLoop<'_> {
             .decode(&mut self.batch)
             .map_err(|error| EngineError::Decode(error.to_string()))?;
         let decode_time = decode_started.elapsed();
+        self.record_step_cost(decode_time);
         // Progress is a decode that finished: stamped before sampling sends
         // any event, so a request answered is never seen as stalled.
         self.shared.note_progress();
@@ -655,6 +659,30 @@ impl StepLoop<'_> {
         Ok(())
     }
 
+    /// Learn from a decode step's time what drafted tokens cost: only steps
+    /// of generating sequences alone (prompt chunks cost differently).
+    fn record_step_cost(&mut self, decode_time: Duration) {
+        if self
+            .sequences
+            .iter()
+            .any(|sequence| sequence.prefill_share > 0)
+        {
+            return;
+        }
+        let decoding = self
+            .sequences
+            .iter()
+            .filter(|sequence| sequence.logits_index.is_some())
+            .count();
+        let drafted = self
+            .sequences
+            .iter()
+            .map(|sequence| sequence.draft.len())
+            .sum();
+        self.step_costs
+            .record(decoding, drafted, decode_time.as_secs_f32());
+    }
+
     /// The step's batch, in slot order: with a separate KV stream per
     /// sequence, llama.cpp splits a batch into one micro-batch per run of
     /// consecutive sequence ids *in batch order*, and each micro-batch is a
@@ -675,7 +703,7 @@ impl StepLoop<'_> {
             .iter()
             .filter(|sequence| sequence.pending.is_some())
             .count();
-        let break_even = break_even_rate(decoding);
+        let break_even = self.step_costs.break_even(decoding);
         for sequence in &mut self.sequences {
             sequence.logits_index = None;
             sequence.draft.clear();
