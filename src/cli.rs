@@ -966,7 +966,7 @@ pub struct DraftArgs {
     pub draft: DraftChoice,
 
     /// Most tokens one guess may propose (the length adapts to how guesses
-    /// fare, and pauses when they keep failing).
+    /// fare; guessing stops while guesses are right too rarely to pay).
     #[arg(long, value_name = "N", default_value_t = crate::engine::DEFAULT_DRAFT_MAX, value_parser = clap::value_parser!(u32).range(1..=crate::engine::MAX_DRAFT_MAX as i64), help_heading = "Speed")]
     pub draft_max: u32,
 }
