@@ -227,6 +227,9 @@ DRAFT_PROMPTS = {
                                  "Output the whole text.", PARAGRAPH),
 }
 OPEN_PROMPT = "Write a short story about a lighthouse keeper who befriends a seagull."
+# Drafts often guess wrong here (the number after ", " last time), and a
+# wrong guess costs most of a step on a small model and CPU.
+COUNT_PROMPT = "List the numbers from 1 to 200, separated by commas."
 DRAFT_TOKENS = 256
 
 
@@ -316,6 +319,12 @@ def draft_rows(olm: Path, tools: Path, label: str, model: Path, threads: int, pa
                    lambda: olm_generation(olm, model, threads, OPEN_PROMPT, "", "off")[0])
     rows.append((label, "open question: tg t/s, drafting vs --draft off", statistics.median(on),
                  statistics.median(off), median_ratio(on, off), noise(on, off), "≥ 0.97"))
+    log(f"{label} counting: {pairs} ABBA pairs")
+    on, off = abba(pairs, lambda: olm_generation(olm, model, threads, COUNT_PROMPT, "", "ngram")[0],
+                   lambda: olm_generation(olm, model, threads, COUNT_PROMPT, "", "off")[0])
+    rows.append((label, "counting (guesses often wrong): tg t/s, drafting vs --draft off",
+                 statistics.median(on), statistics.median(off), median_ratio(on, off), noise(on, off),
+                 "≥ 0.97"))
     return rows
 
 

@@ -63,6 +63,8 @@ pub struct Drafter {
     /// While drafting does not pay: the draft it would have proposed, judged
     /// against the tokens that follow instead of by the model.
     shadow: Shadow,
+    /// The n-gram length (as an index) of the last draft's match.
+    drafted_from: usize,
 }
 
 impl Drafter {
@@ -73,6 +75,7 @@ impl Drafter {
             index: std::array::from_fn(|_| HashMap::new()),
             length: AdaptiveLength::new(config.max_tokens),
             shadow: Shadow::default(),
+            drafted_from: 0,
         }
     }
 
@@ -89,8 +92,8 @@ impl Drafter {
         for token in tokens {
             self.history.push(token);
             self.index_last();
-            if let Some((proposed, accepted)) = self.shadow.judge(token) {
-                self.length.record(proposed, accepted);
+            if let Some((source, proposed, accepted)) = self.shadow.judge(token) {
+                self.length.record(source, proposed, accepted);
             }
         }
     }
@@ -110,27 +113,34 @@ impl Drafter {
 
     /// The tokens that followed the longest earlier occurrence of the text's
     /// last n-gram, at most the current draft length; empty when nothing
-    /// matches or when recent drafts were accepted at a rate below
-    /// `break_even` (see [`StepCosts`]). While drafting does not pay,
-    /// the draft it would have proposed is kept and judged against the
-    /// tokens that follow, so that drafting resumes as soon as it would pay
-    /// again, without the model paying for the tries.
+    /// matches, or when recent drafts from matches of that n-gram length
+    /// were accepted at a rate below `break_even` (see [`StepCosts`]): a
+    /// long match often predicts a copy, a short one only sometimes. A
+    /// draft that does not pay is kept and judged against the tokens that
+    /// follow instead, so that drafting resumes as soon as it would pay,
+    /// without the model paying for the tries.
     pub fn draft(&mut self, out: &mut Vec<i32>, break_even: f32) {
         out.clear();
         if !self.is_enabled() {
             return;
         }
-        if self.length.pays(break_even) {
+        let Some(source) = self.lookup(self.length.current, out) else {
+            return;
+        };
+        if self.length.pays(source, break_even) {
             self.shadow.clear();
-            self.lookup(self.length.current, out);
-        } else if self.shadow.is_idle() {
-            let mut guess = std::mem::take(&mut self.shadow.guess);
-            self.lookup(self.length.current, &mut guess);
-            self.shadow.start(guess);
+            self.drafted_from = source;
+        } else {
+            if self.shadow.is_idle() {
+                self.shadow.start(source, out);
+            }
+            out.clear();
         }
     }
 
-    fn lookup(&self, wanted: usize, out: &mut Vec<i32>) {
+    /// Fill `out` with at most `wanted` tokens; the index of the n-gram
+    /// length that matched.
+    fn lookup(&self, wanted: usize, out: &mut Vec<i32>) -> Option<usize> {
         out.clear();
         let len = self.history.len();
         for (slot, length) in (NGRAM_MIN..NGRAM_MAX + 1).enumerate().rev() {
@@ -146,14 +156,15 @@ impl Drafter {
             let end = (start + wanted).min(len);
             out.extend_from_slice(&self.history[start..end]);
             if !out.is_empty() {
-                return;
+                return Some(slot);
             }
         }
+        None
     }
 
     /// How a draft of `proposed` tokens fared: `accepted` of them were right.
     pub fn record(&mut self, proposed: usize, accepted: usize) {
-        self.length.record(proposed, accepted);
+        self.length.record(self.drafted_from, proposed, accepted);
     }
 }
 
@@ -265,6 +276,8 @@ fn ngram_key(tokens: &[i32]) -> u64 {
 /// that follows it.
 #[derive(Debug, Default)]
 struct Shadow {
+    /// The n-gram length (as an index) of the guess's match.
+    source: usize,
     guess: Vec<i32>,
     matched: usize,
 }
@@ -274,8 +287,10 @@ impl Shadow {
         self.guess.is_empty()
     }
 
-    fn start(&mut self, guess: Vec<i32>) {
-        self.guess = guess;
+    fn start(&mut self, source: usize, guess: &[i32]) {
+        self.source = source;
+        self.guess.clear();
+        self.guess.extend_from_slice(guess);
         self.matched = 0;
     }
 
@@ -284,9 +299,9 @@ impl Shadow {
         self.matched = 0;
     }
 
-    /// The next token of the text: `Some((proposed, accepted))` once the
-    /// guess is settled (a token differed, or all of it matched).
-    fn judge(&mut self, token: i32) -> Option<(usize, usize)> {
+    /// The next token of the text: `Some((source, proposed, accepted))` once
+    /// the guess is settled (a token differed, or all of it matched).
+    fn judge(&mut self, token: i32) -> Option<(usize, usize, usize)> {
         let expected = *self.guess.get(self.matched)?;
         if expected == token {
             self.matched += 1;
@@ -294,21 +309,27 @@ impl Shadow {
                 return None;
             }
         }
-        let outcome = (self.guess.len(), self.matched);
+        let outcome = (self.source, self.guess.len(), self.matched);
         self.clear();
         Some(outcome)
     }
 }
 
 /// The draft length, adapted to how drafts fare (longer after a fully
-/// accepted draft, shorter after a rejected one), and the recent acceptance
-/// rate that decides whether drafting pays at all.
+/// accepted draft, shorter after a rejected one), and for each n-gram length
+/// of the match a draft comes from, the recent acceptance rate that decides
+/// whether such drafts pay.
 #[derive(Debug)]
 struct AdaptiveLength {
     max: usize,
     current: usize,
-    /// Tokens accepted and proposed by recent drafts, as exponentially
-    /// weighted sums: their ratio is the recent acceptance rate.
+    rates: [Rate; NGRAM_MAX - NGRAM_MIN + 1],
+}
+
+/// Tokens accepted and proposed by recent drafts, as exponentially weighted
+/// sums: their ratio is the recent acceptance rate.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
     accepted: f32,
     proposed: f32,
 }
@@ -323,29 +344,31 @@ impl AdaptiveLength {
     fn new(max: u32) -> Self {
         let max = max as usize;
         let current = max.clamp(1, 4);
+        let first = Rate {
+            accepted: FIRST_RATE * current as f32,
+            proposed: current as f32,
+        };
         Self {
             max,
             current,
-            accepted: FIRST_RATE * current as f32,
-            proposed: current as f32,
+            rates: [first; NGRAM_MAX - NGRAM_MIN + 1],
         }
     }
 
-    fn rate(&self) -> f32 {
-        self.accepted / self.proposed
+    /// Whether recent drafts from `source` matches were accepted at
+    /// `break_even` or better.
+    fn pays(&self, source: usize, break_even: f32) -> bool {
+        let rate = self.rates[source];
+        self.max > 0 && rate.accepted >= break_even * rate.proposed
     }
 
-    /// Whether recent drafts were accepted at `break_even` or better.
-    fn pays(&self, break_even: f32) -> bool {
-        self.max > 0 && self.rate() >= break_even
-    }
-
-    fn record(&mut self, proposed: usize, accepted: usize) {
+    fn record(&mut self, source: usize, proposed: usize, accepted: usize) {
         if proposed == 0 {
             return;
         }
-        self.accepted = self.accepted * (1.0 - SMOOTHING) + accepted as f32 * SMOOTHING;
-        self.proposed = self.proposed * (1.0 - SMOOTHING) + proposed as f32 * SMOOTHING;
+        let rate = &mut self.rates[source];
+        rate.accepted = rate.accepted * (1.0 - SMOOTHING) + accepted as f32 * SMOOTHING;
+        rate.proposed = rate.proposed * (1.0 - SMOOTHING) + proposed as f32 * SMOOTHING;
         self.current = if accepted == proposed {
             (self.current * 2).min(self.max)
         } else {
@@ -412,12 +435,12 @@ mod tests {
     fn length_grows_after_full_acceptance_and_shrinks_after_rejection() {
         let mut length = AdaptiveLength::new(16);
         assert_eq!(length.current, 4);
-        length.record(4, 4);
+        length.record(0, 4, 4);
         assert_eq!(length.current, 8);
-        length.record(8, 8);
-        length.record(16, 16);
+        length.record(0, 8, 8);
+        length.record(0, 16, 16);
         assert_eq!(length.current, 16);
-        length.record(16, 2);
+        length.record(0, 16, 2);
         assert_eq!(length.current, 3);
     }
 
