@@ -359,7 +359,7 @@ impl AdaptiveLength {
     /// `break_even` or better.
     fn pays(&self, source: usize, break_even: f32) -> bool {
         let rate = self.rates[source];
-        self.max > 0 && rate.accepted >= break_even * rate.proposed
+        rate.accepted >= break_even * rate.proposed
     }
 
     fn record(&mut self, source: usize, proposed: usize, accepted: usize) {
@@ -511,31 +511,32 @@ mod tests {
         );
     }
 
+    /// Costs learned from 20 steps of `sequences` sequences: `base` seconds
+    /// without drafts, `drafted` seconds with `columns` drafted columns.
+    fn learned(sequences: usize, base: f32, columns: usize, drafted: f32) -> StepCosts {
+        let mut costs = StepCosts::default();
+        for _ in 0..20 {
+            costs.record(sequences, 0, base);
+            costs.record(sequences, columns, drafted);
+        }
+        costs
+    }
+
+    fn assert_near(actual: f32, expected: f32) {
+        assert!(
+            (actual - expected).abs() < 1e-3,
+            "{actual} is not {expected}"
+        );
+    }
+
     #[test]
     fn the_break_even_rate_is_the_measured_cost_of_a_drafted_column() {
-        let mut costs = StepCosts::default();
-        assert!((costs.break_even(1) - PRIOR_COLUMN_COST).abs() < 1e-6);
+        let prior = StepCosts::default();
+        assert!((prior.break_even(1) - PRIOR_COLUMN_COST).abs() < 1e-6);
         // A small model on few CPUs: a drafted column costs 0.7 of a step.
-        for _ in 0..20 {
-            costs.record(1, 0, 0.010);
-            costs.record(1, 4, 0.038);
-        }
-        assert!(
-            (costs.break_even(1) - 0.7).abs() < 1e-3,
-            "{}",
-            costs.break_even(1)
-        );
+        assert_near(learned(1, 0.010, 4, 0.038).break_even(1), 0.7);
         // A large model reads its weights once for all columns: 0.05.
-        let mut large = StepCosts::default();
-        for _ in 0..20 {
-            large.record(1, 0, 0.200);
-            large.record(1, 8, 0.280);
-        }
-        assert!(
-            (large.break_even(1) - 0.05).abs() < 1e-3,
-            "{}",
-            large.break_even(1)
-        );
+        assert_near(learned(1, 0.200, 8, 0.280).break_even(1), 0.05);
     }
 
     #[test]
@@ -548,16 +549,8 @@ mod tests {
         // Four sequences, measured: 20 ms a step, 3 ms a drafted column; a
         // sequence's share of the step is 5 ms, so 3 of 5 drafted tokens
         // must be right.
-        let mut costs = StepCosts::default();
-        for _ in 0..20 {
-            costs.record(4, 0, 0.020);
-            costs.record(4, 2, 0.026);
-        }
-        assert!(
-            (costs.break_even(4) - 0.6).abs() < 1e-3,
-            "{}",
-            costs.break_even(4)
-        );
+        let costs = learned(4, 0.020, 2, 0.026);
+        assert_near(costs.break_even(4), 0.6);
         // Three sequences, never measured, are judged from four's cost.
         let three = costs.break_even(3);
         assert!(three > 0.4 && three < 0.6, "{three}");
