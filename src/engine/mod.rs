@@ -215,6 +215,7 @@ pub const LLAMA_CPP_PATCHES: &[&str] = &[
     "0004-attention-by-key-blocks-in-spans",
     "0005-small-batches-sum-as-one-token",
     "0006-model-loads-without-string-lookups",
+    "0007-few-columns-in-one-pass-over-the-weights",
 ];
 
 /// How `--version` and `doctor` name the llama.cpp this build links.
