@@ -167,6 +167,25 @@ fn children(parent: i32) -> Vec<i32> {
 }
 
 /// `olm run` of the test model at temperature 0, as JSON.
+/// `assert_exit(output, 0)` for a run that used `workers`: when it failed,
+/// what the workers said too (a worker whose RPC server ended says why).
+#[track_caller]
+fn assert_answered(output: &Output, workers: &[&Worker]) {
+    if output.status.code() == Some(0) {
+        return;
+    }
+    let said: Vec<String> = workers
+        .iter()
+        .map(|worker| format!("--- olm worker {} ---\n{}", worker.endpoint(), worker.stderr()))
+        .collect();
+    panic!(
+        "expected exit 0, got {:?}\n--- stderr ---\n{}\n{}",
+        output.status,
+        stderr(output),
+        said.join("\n")
+    );
+}
+
 fn answer(env: &TestEnv, extra: &[&str]) -> Output {
     let model = smollm2();
     let mut command = env.olm();
@@ -241,7 +260,7 @@ fn a_model_split_over_two_workers_answers_as_one_process_does() {
 
     let list = format!("{},{}", one.endpoint(), two.endpoint());
     let split = answer(&env, &["--rpc", &list]);
-    assert_exit(&split, 0);
+    assert_answered(&split, &[&one, &two]);
     let report = json(&split);
     assert_eq!(report["text"], expected["text"], "{}", stderr(&split));
     assert!(
@@ -297,7 +316,7 @@ fn a_model_split_over_two_workers_answers_as_one_process_does() {
         .args(["--tensor-split", "0,1,3"])
         .arg("Name three colors of the rainbow.");
     let weighted = run(&mut command);
-    assert_exit(&weighted, 0);
+    assert_answered(&weighted, &[&one, &two]);
     let report = json(&weighted);
     assert_eq!(report["text"], expected["text"]);
     let shares = crate::rpc::shares(&report);
@@ -330,7 +349,7 @@ fn the_split_shown_is_the_split_llama_cpp_made() {
             .arg("hi");
         run(&mut command)
     };
-    assert_exit(&output, 0);
+    assert_answered(&output, &[&one, &two]);
     let report = json(&output);
     // llama.cpp's own log: "load_tensors: layer  12 assigned to device RPC0, is_swa = 0".
     let mut logged = std::collections::BTreeMap::new();
@@ -440,7 +459,7 @@ fn a_worker_that_dies_mid_answer_ends_it_with_an_error_not_a_hang() {
         }
         assert!(worker.is_running());
         let next = answer(&env, &["--rpc", &worker.endpoint()]);
-        assert_exit(&next, 0);
+        assert_answered(&next, &[&worker]);
         assert!(
             worker.stderr().contains("starting it again"),
             "{}",
@@ -458,7 +477,7 @@ fn a_client_stopped_and_continued_keeps_its_worker() {
     let worker = Worker::start(&env);
     let command = || counting_run(&env, &worker.endpoint(), 600);
     let undisturbed = run(&mut command());
-    assert_exit(&undisturbed, 0);
+    assert_answered(&undisturbed, &[&worker]);
     let mut client = command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -747,7 +766,7 @@ fn a_worker_fed_garbage_stays_up_and_then_serves_a_real_client() {
     // The worker still serves a real client, with the same answer.
     let single = answer(&env, &[]);
     let split = answer(&env, &["--rpc", &worker.endpoint()]);
-    assert_exit(&split, 0);
+    assert_answered(&split, &[&worker]);
     let report = json(&split);
     assert_eq!(report["text"], json(&single)["text"]);
     // --mem 1G: the worker reports that much memory, and the split weighs it so.
@@ -952,7 +971,7 @@ fn with_rpc_the_sandbox_allows_the_workers_ports_only() {
         ])
         .args(["--temperature", "0", "--rpc", &worker.endpoint(), "Say hi"]);
     let output = run(&mut command);
-    assert_exit(&output, 0);
+    assert_answered(&output, &[&worker]);
     let trace = std::fs::read_to_string(&trace).expect("read the trace");
     for call in ["landlock_restrict_self(", "seccomp(SECCOMP_SET_MODE_FILTER"] {
         assert!(
