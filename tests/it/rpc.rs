@@ -166,7 +166,6 @@ fn children(parent: i32) -> Vec<i32> {
     found
 }
 
-/// `olm run` of the test model at temperature 0, as JSON.
 /// `assert_exit(output, 0)` for a run that used `workers`: when it failed,
 /// what the workers said too (a worker whose RPC server ended says why).
 #[track_caller]
@@ -176,7 +175,13 @@ fn assert_answered(output: &Output, workers: &[&Worker]) {
     }
     let said: Vec<String> = workers
         .iter()
-        .map(|worker| format!("--- olm worker {} ---\n{}", worker.endpoint(), worker.stderr()))
+        .map(|worker| {
+            format!(
+                "--- olm worker {} ---\n{}",
+                worker.endpoint(),
+                worker.stderr()
+            )
+        })
         .collect();
     panic!(
         "expected exit 0, got {:?}\n--- stderr ---\n{}\n{}",
@@ -186,6 +191,7 @@ fn assert_answered(output: &Output, workers: &[&Worker]) {
     );
 }
 
+/// `olm run` of the test model at temperature 0, as JSON.
 fn answer(env: &TestEnv, extra: &[&str]) -> Output {
     let model = smollm2();
     let mut command = env.olm();
