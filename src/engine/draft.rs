@@ -16,6 +16,13 @@ use std::collections::HashMap;
 const NGRAM_MAX: usize = 4;
 /// Shortest n-gram looked up: single tokens repeat too often to predict.
 const NGRAM_MIN: usize = 2;
+/// How many of an n-gram's latest occurrences are weighed against each
+/// other: code and prose repeat short n-grams (`) -> None:`, `, and the`)
+/// in places that continue differently.
+const CANDIDATES: usize = 16;
+/// How far back the text before an occurrence is compared with the text
+/// before the end.
+const CONTEXT_MAX: usize = 64;
 
 /// How the sequence's drafts are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -58,7 +65,11 @@ pub struct Drafter {
     history: Vec<i32>,
     /// For each n-gram length, the n-gram's key to the position just after
     /// its latest occurrence (where a copy would continue).
-    index: [HashMap<u64, usize>; NGRAM_MAX - NGRAM_MIN + 1],
+    latest: [HashMap<u64, usize>; NGRAM_MAX - NGRAM_MIN + 1],
+    /// For each n-gram length and each position `p` of the history, the
+    /// position after the occurrence before the one `p` follows, of the
+    /// same n-gram (a chain from `latest` back through the history).
+    earlier: [Vec<Option<usize>>; NGRAM_MAX - NGRAM_MIN + 1],
     length: AdaptiveLength,
     /// While drafting does not pay: the draft it would have proposed, judged
     /// against the tokens that follow instead of by the model.
@@ -72,7 +83,8 @@ impl Drafter {
         Self {
             config,
             history: Vec::new(),
-            index: std::array::from_fn(|_| HashMap::new()),
+            latest: std::array::from_fn(|_| HashMap::new()),
+            earlier: std::array::from_fn(|_| Vec::new()),
             length: AdaptiveLength::new(config.max_tokens),
             shadow: Shadow::default(),
             drafted_from: 0,
@@ -99,20 +111,23 @@ impl Drafter {
     }
 
     /// Record the n-grams that end at the token before the last one, each
-    /// pointing at the last token (what followed them).
+    /// pointing at the last token (what followed them), and chained to their
+    /// previous occurrence.
     fn index_last(&mut self) {
         let end = self.history.len() - 1;
         for (slot, length) in (NGRAM_MIN..=NGRAM_MAX).enumerate() {
-            if end < length {
-                break;
-            }
-            let key = ngram_key(&self.history[end - length..end]);
-            self.index[slot].insert(key, end);
+            let previous = (end >= length)
+                .then(|| ngram_key(&self.history[end - length..end]))
+                .and_then(|key| self.latest[slot].insert(key, end));
+            self.earlier[slot].push(previous);
         }
     }
 
-    /// The tokens that followed the longest earlier occurrence of the text's
-    /// last n-gram, at most the current draft length; empty when nothing
+    /// The tokens that followed an earlier occurrence of the text's last
+    /// n-gram (the longest that occurred before; of its latest occurrences,
+    /// the one preceded by the longest run of the same tokens as the text's
+    /// end: the copy in progress, not another place where the same few
+    /// tokens appear), at most the current draft length; empty when nothing
     /// matches, or when recent drafts from matches of that n-gram length
     /// were accepted at a rate below `break_even` (see [`StepCosts`]): a
     /// long match often predicts a copy, a short one only sometimes. A
@@ -148,7 +163,7 @@ impl Drafter {
                 continue;
             }
             let key = ngram_key(&self.history[len - length..]);
-            let Some(&start) = self.index[slot].get(&key) else {
+            let Some(start) = self.best_occurrence(slot, key, length) else {
                 continue;
             };
             // The index was built before the last token arrived: an entry is
@@ -160,6 +175,39 @@ impl Drafter {
             }
         }
         None
+    }
+
+    /// Of the latest [`CANDIDATES`] occurrences of the n-gram `key` (of
+    /// `length` tokens), the position after the one whose preceding tokens
+    /// match the end of the history the longest; the latest on a tie. An
+    /// occurrence that does not match even the n-gram (a hash collision)
+    /// is never chosen.
+    fn best_occurrence(&self, slot: usize, key: u64, length: usize) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None;
+        let mut next = self.latest[slot].get(&key).copied();
+        for _ in 0..CANDIDATES {
+            let Some(start) = next else {
+                break;
+            };
+            let context = self.common_context(start);
+            if context >= length && best.is_none_or(|(longest, _)| context > longest) {
+                best = Some((context, start));
+            }
+            next = self.earlier[slot][start];
+        }
+        best.map(|(_, start)| start)
+    }
+
+    /// How many tokens before position `start` equal the history's last
+    /// tokens, in order backwards, up to [`CONTEXT_MAX`].
+    fn common_context(&self, start: usize) -> usize {
+        let before = self.history[..start].iter().rev();
+        let end = self.history.iter().rev();
+        before
+            .zip(end)
+            .take(CONTEXT_MAX)
+            .take_while(|(earlier, last)| earlier == last)
+            .count()
     }
 
     /// How a draft of `proposed` tokens fared: `accepted` of them were right.
@@ -409,6 +457,27 @@ mod tests {
         // (7, 1, 2) occurs once, followed by 8; (1, 2) last occurred followed by 9.
         drafter.extend([7, 1, 2, 8, 8, 1, 2, 9, 7, 1, 2]);
         assert_eq!(draft(&mut drafter)[0], 8);
+    }
+
+    #[test]
+    fn the_copy_in_progress_wins_over_a_later_occurrence_of_its_ngram() {
+        // (1, 2, 3, 4) is followed by 5 after (10, 11, 12), by 9 later on;
+        // the answer so far copies the first passage.
+        let mut copying = drafter_with(&[
+            10, 11, 12, 1, 2, 3, 4, 5, 6, 7, 20, 21, 1, 2, 3, 4, 9, 9, 10, 11, 12, 1, 2, 3, 4,
+        ]);
+        assert_eq!(draft(&mut copying), vec![5, 6, 7, 20]);
+        // Without that context, the latest occurrence is proposed.
+        let mut fresh = drafter_with(&[
+            10, 11, 12, 1, 2, 3, 4, 5, 6, 7, 20, 21, 1, 2, 3, 4, 9, 9, 30, 1, 2, 3, 4,
+        ]);
+        assert_eq!(draft(&mut fresh)[0], 9);
+    }
+
+    fn drafter_with(tokens: &[i32]) -> Drafter {
+        let mut drafter = drafter(8);
+        drafter.extend(tokens.iter().copied());
+        drafter
     }
 
     #[test]
