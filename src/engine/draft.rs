@@ -436,6 +436,13 @@ mod tests {
         })
     }
 
+    /// A drafter (drafts of up to 8) that has seen `tokens`.
+    fn drafter_with(tokens: &[i32]) -> Drafter {
+        let mut drafter = drafter(8);
+        drafter.extend(tokens.iter().copied());
+        drafter
+    }
+
     fn draft(drafter: &mut Drafter) -> Vec<i32> {
         let mut out = Vec::new();
         drafter.draft(&mut out, 0.0);
@@ -444,18 +451,16 @@ mod tests {
 
     #[test]
     fn a_repeated_passage_is_proposed_from_where_it_continued() {
-        let mut drafter = drafter(8);
         // "the cat sat on the mat . <answer:> the cat"
-        drafter.extend([1, 2, 3, 4, 1, 5, 6, 9, 1, 2]);
+        let mut drafter = drafter_with(&[1, 2, 3, 4, 1, 5, 6, 9, 1, 2]);
         // Last bigram (1, 2) was followed by 3, 4, 1, 5... the first time.
         assert_eq!(draft(&mut drafter), vec![3, 4, 1, 5]);
     }
 
     #[test]
     fn the_longest_match_wins() {
-        let mut drafter = drafter(8);
         // (7, 1, 2) occurs once, followed by 8; (1, 2) last occurred followed by 9.
-        drafter.extend([7, 1, 2, 8, 8, 1, 2, 9, 7, 1, 2]);
+        let mut drafter = drafter_with(&[7, 1, 2, 8, 8, 1, 2, 9, 7, 1, 2]);
         assert_eq!(draft(&mut drafter)[0], 8);
     }
 
@@ -472,12 +477,6 @@ mod tests {
             10, 11, 12, 1, 2, 3, 4, 5, 6, 7, 20, 21, 1, 2, 3, 4, 9, 9, 30, 1, 2, 3, 4,
         ]);
         assert_eq!(draft(&mut fresh)[0], 9);
-    }
-
-    fn drafter_with(tokens: &[i32]) -> Drafter {
-        let mut drafter = drafter(8);
-        drafter.extend(tokens.iter().copied());
-        drafter
     }
 
     #[test]
