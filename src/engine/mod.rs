@@ -216,6 +216,7 @@ pub const LLAMA_CPP_PATCHES: &[&str] = &[
     "0005-small-batches-sum-as-one-token",
     "0006-model-loads-without-string-lookups",
     "0007-few-columns-in-one-pass-over-the-weights",
+    "0008-a-graph-kept-for-each-recent-batch-shape",
 ];
 
 /// How `--version` and `doctor` name the llama.cpp this build links.
