@@ -57,6 +57,31 @@ pub const DEFAULT_DRAFT_MAX: u32 = 12;
 /// The largest `--draft-max` accepted.
 pub const MAX_DRAFT_MAX: u32 = 64;
 
+/// Number of n-gram lengths a match can have (each keeps its own rate).
+const SOURCES: usize = NGRAM_MAX - NGRAM_MIN + 1;
+
+/// What earlier answers' drafts taught, for the next answer's drafter to
+/// start from: for each n-gram length of a match, the acceptance rate its
+/// drafts (real, or judged without the model while drafting did not pay)
+/// had when that answer ended. A server asked the same kind of question
+/// again and again (counting, an open question) does not pay a few wrong
+/// drafts per answer to learn again that drafting loses there; one whose
+/// answers copy starts drafting at once. An answer that copies after
+/// answers that did not has its guesses judged without the model and
+/// starts drafting a few guesses in.
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptancePrior {
+    rates: [f32; SOURCES],
+}
+
+impl Default for AcceptancePrior {
+    fn default() -> Self {
+        Self {
+            rates: [FIRST_RATE; SOURCES],
+        }
+    }
+}
+
 /// An n-gram index over one sequence's tokens, and the adaptive draft length.
 #[derive(Debug)]
 pub struct Drafter {
@@ -65,11 +90,11 @@ pub struct Drafter {
     history: Vec<i32>,
     /// For each n-gram length, the n-gram's key to the position just after
     /// its latest occurrence (where a copy would continue).
-    latest: [HashMap<u64, usize>; NGRAM_MAX - NGRAM_MIN + 1],
+    latest: [HashMap<u64, usize>; SOURCES],
     /// For each n-gram length and each position `p` of the history, the
     /// position after the occurrence before the one `p` follows, of the
     /// same n-gram (a chain from `latest` back through the history).
-    earlier: [Vec<Option<usize>>; NGRAM_MAX - NGRAM_MIN + 1],
+    earlier: [Vec<Option<usize>>; SOURCES],
     length: AdaptiveLength,
     /// While drafting does not pay: the draft it would have proposed, judged
     /// against the tokens that follow instead of by the model.
@@ -79,13 +104,14 @@ pub struct Drafter {
 }
 
 impl Drafter {
-    pub fn new(config: DraftConfig) -> Self {
+    /// A drafter for one answer, whose acceptance rates start at `prior`.
+    pub fn new(config: DraftConfig, prior: &AcceptancePrior) -> Self {
         Self {
             config,
             history: Vec::new(),
             latest: std::array::from_fn(|_| HashMap::new()),
             earlier: std::array::from_fn(|_| Vec::new()),
-            length: AdaptiveLength::new(config.max_tokens),
+            length: AdaptiveLength::new(config.max_tokens, prior),
             shadow: Shadow::default(),
             drafted_from: 0,
         }
@@ -213,6 +239,22 @@ impl Drafter {
     /// How a draft of `proposed` tokens fared: `accepted` of them were right.
     pub fn record(&mut self, proposed: usize, accepted: usize) {
         self.length.record(self.drafted_from, proposed, accepted);
+    }
+
+    /// At the end of the answer: what its drafts taught, for the next
+    /// answer's drafter. Only the rates of the n-gram lengths this answer's
+    /// drafts came from change (another answer, still going, may have
+    /// taught the others since this one started).
+    pub fn teach(&self, prior: &mut AcceptancePrior) {
+        for (learned, (rate, judged)) in prior
+            .rates
+            .iter_mut()
+            .zip(self.length.rates.iter().zip(self.length.judged))
+        {
+            if judged && rate.proposed > 0.0 {
+                *learned = (rate.accepted / rate.proposed).clamp(0.0, 1.0);
+            }
+        }
     }
 }
 
@@ -371,7 +413,9 @@ impl Shadow {
 struct AdaptiveLength {
     max: usize,
     current: usize,
-    rates: [Rate; NGRAM_MAX - NGRAM_MIN + 1],
+    rates: [Rate; SOURCES],
+    /// Whether any draft from each n-gram length was judged.
+    judged: [bool; SOURCES],
 }
 
 /// Tokens accepted and proposed by recent drafts, as exponentially weighted
@@ -384,22 +428,24 @@ struct Rate {
 
 /// Weight of the newest draft in the moving sums.
 const SMOOTHING: f32 = 0.3;
-/// The acceptance rate assumed before any draft is judged: drafting starts
-/// on, for answers that copy from their first token.
+/// The acceptance rate assumed before any draft was ever judged: drafting
+/// starts on, for answers that copy from their first token.
 const FIRST_RATE: f32 = 0.75;
 
 impl AdaptiveLength {
-    fn new(max: u32) -> Self {
+    /// Rates that start at `prior`'s, with the weight of one draft.
+    fn new(max: u32, prior: &AcceptancePrior) -> Self {
         let max = max as usize;
         let current = max.clamp(1, 4);
-        let first = Rate {
-            accepted: FIRST_RATE * current as f32,
+        let rates = prior.rates.map(|rate| Rate {
+            accepted: rate * current as f32,
             proposed: current as f32,
-        };
+        });
         Self {
             max,
             current,
-            rates: [first; NGRAM_MAX - NGRAM_MIN + 1],
+            rates,
+            judged: [false; SOURCES],
         }
     }
 
@@ -414,6 +460,7 @@ impl AdaptiveLength {
         if proposed == 0 {
             return;
         }
+        self.judged[source] = true;
         let rate = &mut self.rates[source];
         rate.accepted = rate.accepted * (1.0 - SMOOTHING) + accepted as f32 * SMOOTHING;
         rate.proposed = rate.proposed * (1.0 - SMOOTHING) + proposed as f32 * SMOOTHING;
@@ -430,10 +477,13 @@ mod tests {
     use super::*;
 
     fn drafter(max: u32) -> Drafter {
-        Drafter::new(DraftConfig {
-            mode: DraftMode::Ngram,
-            max_tokens: max,
-        })
+        Drafter::new(
+            DraftConfig {
+                mode: DraftMode::Ngram,
+                max_tokens: max,
+            },
+            &AcceptancePrior::default(),
+        )
     }
 
     /// A drafter (drafts of up to 8) that has seen `tokens`.
@@ -488,10 +538,13 @@ mod tests {
 
     #[test]
     fn off_and_zero_length_never_draft() {
-        let mut off = Drafter::new(DraftConfig {
-            mode: DraftMode::Off,
-            max_tokens: 8,
-        });
+        let mut off = Drafter::new(
+            DraftConfig {
+                mode: DraftMode::Off,
+                max_tokens: 8,
+            },
+            &AcceptancePrior::default(),
+        );
         off.extend([1, 2, 3, 1, 2]);
         assert!(draft(&mut off).is_empty());
         let mut zero = drafter(0);
@@ -501,7 +554,7 @@ mod tests {
 
     #[test]
     fn length_grows_after_full_acceptance_and_shrinks_after_rejection() {
-        let mut length = AdaptiveLength::new(16);
+        let mut length = AdaptiveLength::new(16, &AcceptancePrior::default());
         assert_eq!(length.current, 4);
         length.record(0, 4, 4);
         assert_eq!(length.current, 8);
@@ -539,13 +592,9 @@ mod tests {
 
     #[test]
     fn drafts_that_keep_failing_stop_drafting() {
-        let mut drafter = drafter(8);
-        // The prompt: each bigram (i, i+1) is followed by 100+i; the answer
-        // repeats the bigrams and continues otherwise, so every guess fails.
-        let prompt: Vec<i32> = (0..40).flat_map(|i| [2 * i, 2 * i + 1, 100 + i]).collect();
-        drafter.extend(prompt.iter().copied());
-        let text: Vec<i32> = (0..40).flat_map(|i| [2 * i, 2 * i + 1, 500 + i]).collect();
-        let proposed = answer(&mut drafter, &text, StepCosts::default().break_even(1));
+        let (prompt, wrong) = prompt_and_wrong_answer();
+        let mut drafter = drafter_from(&AcceptancePrior::default(), &prompt);
+        let proposed = answer(&mut drafter, &wrong, StepCosts::default().break_even(1));
         let late: usize = proposed[proposed.len() / 2..].iter().sum();
         assert!(proposed.iter().sum::<usize>() > 0, "drafting starts on");
         assert_eq!(late, 0, "failing drafts stop: {proposed:?}");
@@ -553,14 +602,16 @@ mod tests {
 
     #[test]
     fn drafting_resumes_as_soon_as_its_guesses_would_be_right() {
-        let mut drafter = drafter(8);
-        let prompt: Vec<i32> = (0..40).flat_map(|i| [2 * i, 2 * i + 1, 100 + i]).collect();
-        drafter.extend(prompt.iter().copied());
+        let (prompt, wrong) = prompt_and_wrong_answer();
+        let mut drafter = drafter_from(&AcceptancePrior::default(), &prompt);
         // First an answer on which every guess fails, then a copy of the
         // prompt: the guesses not shown to the model turn right, and drafting
         // resumes within a few tokens, with no draft wasted on the way.
-        let wrong: Vec<i32> = (0..20).flat_map(|i| [2 * i, 2 * i + 1, 500 + i]).collect();
-        answer(&mut drafter, &wrong, StepCosts::default().break_even(1));
+        answer(
+            &mut drafter,
+            &wrong[..60],
+            StepCosts::default().break_even(1),
+        );
         let mut out = Vec::new();
         drafter.draft(&mut out, StepCosts::default().break_even(1));
         assert!(out.is_empty(), "drafting has stopped");
@@ -577,6 +628,72 @@ mod tests {
             proposed.len() < copy.len() / 2,
             "and the copy took fewer steps than tokens: {proposed:?}"
         );
+    }
+
+    /// A prompt whose bigrams (2i, 2i+1) are each followed by 100+i, and an
+    /// answer that repeats the bigrams and goes on otherwise: every guess
+    /// fails.
+    fn prompt_and_wrong_answer() -> (Vec<i32>, Vec<i32>) {
+        let prompt = (0..40).flat_map(|i| [2 * i, 2 * i + 1, 100 + i]).collect();
+        let wrong = (0..40).flat_map(|i| [2 * i, 2 * i + 1, 500 + i]).collect();
+        (prompt, wrong)
+    }
+
+    fn drafter_from(prior: &AcceptancePrior, prompt: &[i32]) -> Drafter {
+        let config = DraftConfig {
+            mode: DraftMode::Ngram,
+            max_tokens: 8,
+        };
+        let mut drafter = Drafter::new(config, prior);
+        drafter.extend(prompt.iter().copied());
+        drafter
+    }
+
+    #[test]
+    fn an_answer_starts_from_what_the_last_answers_drafts_taught() {
+        let break_even = StepCosts::default().break_even(1);
+        let (prompt, wrong) = prompt_and_wrong_answer();
+        let mut prior = AcceptancePrior::default();
+        let mut first = drafter_from(&prior, &prompt);
+        let first_drafts: usize = answer(&mut first, &wrong, break_even).iter().sum();
+        first.teach(&mut prior);
+        // The same question again: no draft is shown to the model.
+        let mut second = drafter_from(&prior, &prompt);
+        let second_drafts = answer(&mut second, &wrong, break_even);
+        assert!(first_drafts > 0, "the first answer drafts");
+        assert_eq!(second_drafts.iter().sum::<usize>(), 0, "{second_drafts:?}");
+        // An answer that copies, after those: drafting starts a few tokens in.
+        second.teach(&mut prior);
+        let mut copying = drafter_from(&prior, &prompt);
+        let copy = &prompt[..60];
+        let proposed = answer(&mut copying, copy, break_even);
+        let first_draft = proposed.iter().position(|&n| n > 0);
+        assert!(
+            first_draft.is_some_and(|step| step <= 8),
+            "drafting started late: {proposed:?}"
+        );
+        assert!(proposed.len() < copy.len() / 2, "{proposed:?}");
+    }
+
+    #[test]
+    fn an_answer_teaches_only_the_rates_its_drafts_came_from() {
+        let (prompt, _) = prompt_and_wrong_answer();
+        let mut prior = AcceptancePrior::default();
+        prior.rates[0] = 0.1;
+        // Nothing drafted (an answer that ends at once): nothing learned.
+        drafter_from(&AcceptancePrior::default(), &prompt).teach(&mut prior);
+        assert_eq!(prior.rates[0], 0.1);
+        assert_eq!(prior.rates[1], FIRST_RATE);
+        // Off never drafts, so it never teaches.
+        let off = Drafter::new(
+            DraftConfig {
+                mode: DraftMode::Off,
+                max_tokens: 8,
+            },
+            &AcceptancePrior::default(),
+        );
+        off.teach(&mut prior);
+        assert_eq!(prior.rates[0], 0.1);
     }
 
     /// Costs learned from 20 steps of `sequences` sequences: `base` seconds

@@ -15,7 +15,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 
-use super::draft::{DraftConfig, Drafter, StepCosts};
+use super::draft::{AcceptancePrior, DraftConfig, Drafter, StepCosts};
 use super::sampling::{build_sampler, Constraint, SamplingConfig};
 use super::text::{StopScan, TextPipeline};
 use super::{ContextShape, EngineError, Model, PromptTokens};
@@ -127,6 +127,9 @@ pub struct Session<'model> {
     /// Decode step times, which decide when drafting pays (kept across a
     /// chat's turns).
     step_costs: StepCosts,
+    /// How the drafts of earlier turns fared: where the next turn's drafter
+    /// starts.
+    acceptance: AcceptancePrior,
 }
 
 impl<'model> Session<'model> {
@@ -158,6 +161,7 @@ impl<'model> Session<'model> {
             n_ctx,
             n_batch,
             step_costs: StepCosts::default(),
+            acceptance: AcceptancePrior::default(),
         })
     }
 
@@ -290,7 +294,7 @@ impl<'model> Session<'model> {
             release: String::with_capacity(64),
             budget: request.max_tokens.map_or(usize::MAX, |n| n as usize),
         };
-        let mut drafter = Drafter::new(self.model.draft_config(request.draft));
+        let mut drafter = Drafter::new(self.model.draft_config(request.draft), &self.acceptance);
         drafter.extend(prompt.iter().map(|token| token.0));
         let mut draft = Vec::new();
         let mut pending = sampler.sample(&self.context, self.batch.n_tokens() - 1)?;
@@ -357,6 +361,7 @@ impl<'model> Session<'model> {
             stats.generation_time += step.elapsed();
             pending = next;
         };
+        drafter.teach(&mut self.acceptance);
 
         if stats.stop_reason != StopReason::StopSequence {
             emitter.release.clear();

@@ -28,7 +28,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
 use super::admission::{prefill_shares, AdmissionQueue, QueueFull, SlotPool};
-use super::draft::{Drafter, StepCosts};
+use super::draft::{AcceptancePrior, Drafter, StepCosts};
 use super::sampling::{PreparedSampler, Sampler};
 use super::text::{StopScan, TextPipeline};
 use super::{ContextShape, EngineError, GenerateRequest, Model, Prepared, Stats, StopReason};
@@ -370,6 +370,7 @@ fn generation_thread(
         piece: Vec::with_capacity(64),
         cached: vec![Vec::new(); options.parallel as usize],
         step_costs: StepCosts::default(),
+        acceptance: AcceptancePrior::default(),
     };
     worker.run();
 }
@@ -450,6 +451,9 @@ struct StepLoop<'model> {
     cached: Vec<Vec<LlamaToken>>,
     /// Decode step times, which decide when drafting pays.
     step_costs: StepCosts,
+    /// How the drafts of finished answers fared: where a new answer's
+    /// drafter starts.
+    acceptance: AcceptancePrior,
 }
 
 impl StepLoop<'_> {
@@ -524,7 +528,8 @@ impl StepLoop<'_> {
         };
         let sampler = sampler.into_inner();
         let reused = self.reuse_prefix(slot, &job.tokens);
-        let mut drafter = Drafter::new(self.model.draft_config(job.request.draft));
+        let mut drafter =
+            Drafter::new(self.model.draft_config(job.request.draft), &self.acceptance);
         drafter.extend(job.tokens.iter().map(|token| token.0));
         let room = self.context_per_sequence.saturating_sub(job.tokens.len());
         let budget = job
@@ -609,6 +614,7 @@ impl StepLoop<'_> {
 
     /// Free a finished sequence's slot, remembering what its KV range holds.
     fn retire(&mut self, sequence: Sequence) {
+        sequence.drafter.teach(&mut self.acceptance);
         let slot = sequence.slot;
         let mut held = sequence.job.tokens;
         held.truncate(sequence.prefilled);
