@@ -61,9 +61,9 @@ pub const MAX_DRAFT_MAX: u32 = 64;
 const SOURCES: usize = NGRAM_MAX - NGRAM_MIN + 1;
 
 /// What earlier answers' drafts taught, for the next answer's drafter to
-/// start from: for each n-gram length of a match, the acceptance rate its
-/// drafts (real, or judged without the model while drafting did not pay)
-/// had when that answer ended. A server asked the same kind of question
+/// start from: for each n-gram length of a match, how often its drafted
+/// tokens (real, or judged without the model while drafting did not pay)
+/// were right when that answer ended (see [`Continuation`]). A server asked the same kind of question
 /// again and again (counting, an open question) does not pay a few wrong
 /// drafts per answer to learn again that drafting loses there; one whose
 /// answers copy starts drafting at once. An answer that copies after
@@ -77,7 +77,7 @@ pub struct AcceptancePrior {
 impl Default for AcceptancePrior {
     fn default() -> Self {
         Self {
-            rates: [FIRST_RATE; SOURCES],
+            rates: [FIRST_CONTINUATION; SOURCES],
         }
     }
 }
@@ -153,14 +153,15 @@ impl Drafter {
     /// n-gram (the longest that occurred before; of its latest occurrences,
     /// the one preceded by the longest run of the same tokens as the text's
     /// end: the copy in progress, not another place where the same few
-    /// tokens appear), at most the current draft length; empty when nothing
-    /// matches, or when recent drafts from matches of that n-gram length
-    /// were accepted at a rate below `break_even` (see [`StepCosts`]): a
-    /// long match often predicts a copy, a short one only sometimes. A
-    /// draft that does not pay is kept and judged against the tokens that
-    /// follow instead, so that drafting resumes as soon as it would pay,
-    /// without the model paying for the tries.
-    pub fn draft(&mut self, out: &mut Vec<i32>, break_even: f32) {
+    /// tokens appear), at most the current draft length, and only as many
+    /// tokens as are worth a drafted column's cost, `column_cost` (see
+    /// [`StepCosts`]), given how often recent drafts from matches of that
+    /// n-gram length were right: a long match often predicts a copy, a
+    /// short one only sometimes. Empty when nothing matches or not even the
+    /// first token is worth it; such a draft is kept and judged against the
+    /// tokens that follow instead, so that drafting resumes as soon as it
+    /// would pay, without the model paying for the tries.
+    pub fn draft(&mut self, out: &mut Vec<i32>, column_cost: f32) {
         out.clear();
         if !self.is_enabled() {
             return;
@@ -168,7 +169,9 @@ impl Drafter {
         let Some(source) = self.lookup(self.length.current, out) else {
             return;
         };
-        if self.length.pays(source, break_even) {
+        let worth = self.length.worth(source, column_cost);
+        if worth > 0 {
+            out.truncate(worth);
             self.shadow.clear();
             self.drafted_from = source;
         } else {
@@ -251,25 +254,26 @@ impl Drafter {
             .iter_mut()
             .zip(self.length.rates.iter().zip(self.length.judged))
         {
-            if judged && rate.proposed > 0.0 {
-                *learned = (rate.accepted / rate.proposed).clamp(0.0, 1.0);
+            if judged {
+                *learned = rate.chance();
             }
         }
     }
 }
 
 /// What drafted tokens cost where olm runs, learned from the times of its
-/// own decode steps, and from it the acceptance rate at which drafting pays.
+/// own decode steps.
 ///
 /// A drafted token is one more column in a step's batch; an accepted one
 /// saves its sequence's share of a whole step. For `k` sequences decoded
 /// together, a step without drafts takes `base` and each drafted column adds
-/// `extra`: drafting pays when the rate of accepted drafted tokens is above
-/// `k * extra / base`. On a 2-CPU machine and a 135M model a column costs
-/// 0.6-0.7 of a one-sequence step, so drafts must be right two times in
-/// three; on a GPU or with a large model it is nearer 0.1. Until both
-/// times are known for `k`, the break-even comes from the nearest `k` that
-/// has them, or from [`PRIOR_COLUMN_COST`].
+/// `extra`: a column costs its sequence `k * extra / base` of a token, and
+/// a drafted token pays when the chance that it is accepted is above that.
+/// On a 2-CPU machine and a 135M model a column costs 0.45-0.7 of a
+/// one-sequence step (the first column of a step the most); on a GPU or
+/// with a large model it is nearer 0.1. Until both times are known for `k`,
+/// the cost comes from the nearest `k` that has them, or from
+/// [`PRIOR_COLUMN_COST`].
 #[derive(Debug, Default)]
 pub struct StepCosts {
     /// Indexed by the number of sequences in the step.
@@ -316,9 +320,10 @@ impl StepCosts {
         }
     }
 
-    /// The acceptance rate above which drafting saves time for one of
-    /// `sequences` sequences decoded together.
-    pub fn break_even(&self, sequences: usize) -> f32 {
+    /// What a drafted column costs one of `sequences` sequences decoded
+    /// together, in its tokens: a drafted token saves time when its chance
+    /// of being accepted is above this.
+    pub fn column_cost(&self, sequences: usize) -> f32 {
         let k = sequences.clamp(1, MAX_SEQUENCES);
         let cost = self
             .nearest_measured(k)
@@ -407,39 +412,67 @@ impl Shadow {
 
 /// The draft length, adapted to how drafts fare (longer after a fully
 /// accepted draft, shorter after a rejected one), and for each n-gram length
-/// of the match a draft comes from, the recent acceptance rate that decides
-/// whether such drafts pay.
+/// of the match a draft comes from, how often such drafts' tokens are right:
+/// that decides how many of a draft's tokens are worth their columns.
 #[derive(Debug)]
 struct AdaptiveLength {
     max: usize,
     current: usize,
-    rates: [Rate; SOURCES],
+    rates: [Continuation; SOURCES],
     /// Whether any draft from each n-gram length was judged.
     judged: [bool; SOURCES],
 }
 
-/// Tokens accepted and proposed by recent drafts, as exponentially weighted
-/// sums: their ratio is the recent acceptance rate.
+/// How recent drafts fared, as exponentially weighted sums of the tokens
+/// accepted and of the drafts cut short by a wrong token. A draft is
+/// accepted up to its first wrong token, so each drafted token is a trial
+/// that succeeds with the chance that it is right given that those before
+/// it were: `accepted / (accepted + failed)`, and the `i`-th token of a
+/// draft is accepted with that chance to the power `i`. (The share of
+/// proposed tokens accepted instead would count the tokens after a wrong
+/// one, which were never judged, as wrong: a draft of 12 whose 10th token
+/// is wrong would look 75% right, not 90%.)
 #[derive(Debug, Clone, Copy)]
-struct Rate {
+struct Continuation {
     accepted: f32,
-    proposed: f32,
+    failed: f32,
+}
+
+impl Continuation {
+    fn chance(self) -> f32 {
+        let trials = self.accepted + self.failed;
+        if trials <= 0.0 {
+            return FIRST_CONTINUATION;
+        }
+        (self.accepted / trials).clamp(0.0, 1.0)
+    }
+
+    /// [`Self::chance`] less one standard error: the sums weigh about the
+    /// last `1 / SMOOTHING` drafts, and a few one-token drafts say little
+    /// (four right of five: 0.8 ± 0.2), a few long copies a lot.
+    fn cautious_chance(self) -> f32 {
+        let chance = self.chance();
+        let trials = ((self.accepted + self.failed) / SMOOTHING).max(1.0);
+        (chance - (chance * (1.0 - chance) / trials).sqrt()).max(0.0)
+    }
 }
 
 /// Weight of the newest draft in the moving sums.
 const SMOOTHING: f32 = 0.3;
-/// The acceptance rate assumed before any draft was ever judged: drafting
-/// starts on, for answers that copy from their first token.
-const FIRST_RATE: f32 = 0.75;
+/// The chance that a drafted token is right assumed before any draft was
+/// ever judged: drafting starts on, with drafts of 2 tokens where a column
+/// costs 0.6 of a step ([`PRIOR_COLUMN_COST`]), for answers that copy from
+/// their first token.
+const FIRST_CONTINUATION: f32 = 0.9;
 
 impl AdaptiveLength {
     /// Rates that start at `prior`'s, with the weight of one draft.
     fn new(max: u32, prior: &AcceptancePrior) -> Self {
         let max = max as usize;
         let current = max.clamp(1, 4);
-        let rates = prior.rates.map(|rate| Rate {
-            accepted: rate * current as f32,
-            proposed: current as f32,
+        let rates = prior.rates.map(|chance| Continuation {
+            accepted: chance * current as f32,
+            failed: (1.0 - chance) * current as f32,
         });
         Self {
             max,
@@ -449,11 +482,25 @@ impl AdaptiveLength {
         }
     }
 
-    /// Whether recent drafts from `source` matches were accepted at
-    /// `break_even` or better.
-    fn pays(&self, source: usize, break_even: f32) -> bool {
-        let rate = self.rates[source];
-        rate.accepted >= break_even * rate.proposed
+    /// How many tokens of a draft from `source` matches are worth their
+    /// columns, at most the current length: the `i`-th token saves a step
+    /// only if it and all before it are right (chance `q^i`), and costs
+    /// `column_cost` of a step either way, so a draft goes on while
+    /// `q^i >= column_cost`. Zero when not even the first token pays. `q`
+    /// is the cautious estimate: drafting that resumes on a lucky streak of
+    /// right guesses (the estimate is then at its highest) pays for drafts
+    /// that are right only as often as before.
+    fn worth(&self, source: usize, column_cost: f32) -> usize {
+        let chance = self.rates[source].cautious_chance();
+        let worth = if column_cost <= 0.0 || chance >= 1.0 {
+            self.current
+        } else if chance <= column_cost {
+            0
+        } else {
+            // Both logarithms are negative: chance and cost are in (0, 1).
+            (column_cost.ln() / chance.ln()).floor() as usize
+        };
+        worth.min(self.current)
     }
 
     fn record(&mut self, source: usize, proposed: usize, accepted: usize) {
@@ -462,8 +509,9 @@ impl AdaptiveLength {
         }
         self.judged[source] = true;
         let rate = &mut self.rates[source];
+        let failed = if accepted < proposed { 1.0 } else { 0.0 };
         rate.accepted = rate.accepted * (1.0 - SMOOTHING) + accepted as f32 * SMOOTHING;
-        rate.proposed = rate.proposed * (1.0 - SMOOTHING) + proposed as f32 * SMOOTHING;
+        rate.failed = rate.failed * (1.0 - SMOOTHING) + failed * SMOOTHING;
         self.current = if accepted == proposed {
             (self.current * 2).min(self.max)
         } else {
@@ -565,16 +613,81 @@ mod tests {
         assert_eq!(length.current, 3);
     }
 
+    /// A drafter's lengths with every source's chance of a right token at
+    /// `chance`, learned from many drafts, and drafts of up to `current`.
+    fn length_with(chance: f32, current: usize) -> AdaptiveLength {
+        let mut length = AdaptiveLength::new(64, &AcceptancePrior::default());
+        length.rates = [Continuation {
+            accepted: chance * 100.0,
+            failed: (1.0 - chance) * 100.0,
+        }; SOURCES];
+        length.current = current;
+        length
+    }
+
+    #[test]
+    fn a_draft_holds_only_the_tokens_worth_their_columns() {
+        // 0.9^4 = 0.66 >= 0.6 > 0.9^5: four tokens pay.
+        assert_eq!(length_with(0.9, 12).worth(0, 0.6), 4);
+        assert_eq!(length_with(0.8, 12).worth(0, 0.6), 2);
+        // A copy (0.97) where a column costs 0.45: all the current length.
+        assert_eq!(length_with(0.97, 12).worth(0, 0.45), 12);
+        // Not even the first token pays: no draft.
+        assert_eq!(length_with(0.6, 12).worth(0, 0.6), 0);
+        assert_eq!(length_with(0.3, 12).worth(0, 0.6), 0);
+        // Columns that cost nothing (or a chance of 1): the current length.
+        assert_eq!(length_with(0.3, 8).worth(0, 0.0), 8);
+        assert_eq!(length_with(1.0, 8).worth(0, 0.9), 8);
+    }
+
+    #[test]
+    fn a_few_right_guesses_are_not_trusted_as_much_as_many() {
+        // One-token drafts right four times in five, the weight of one
+        // draft: 0.8 less its standard error (0.22).
+        let few = Continuation {
+            accepted: 0.8,
+            failed: 0.2,
+        };
+        assert!((few.cautious_chance() - 0.58).abs() < 0.01);
+        // Copies of twelve tokens right 95% of the time: 0.95 less 0.035.
+        let many = Continuation {
+            accepted: 11.4,
+            failed: 0.6,
+        };
+        assert!((many.cautious_chance() - 0.915).abs() < 0.01);
+        // The very first drafts: two tokens where a column costs 0.6.
+        let first = AdaptiveLength::new(12, &AcceptancePrior::default());
+        assert_eq!(first.worth(0, PRIOR_COLUMN_COST), 2);
+    }
+
+    #[test]
+    fn a_long_draft_wrong_near_its_end_counts_as_mostly_right() {
+        let mut length = length_with(0.9, 12);
+        // Nine of twelve right: the tenth token was wrong, the last two
+        // were never judged. A token is right 9 times in 10, not 3 in 4.
+        for _ in 0..10 {
+            length.record(0, 12, 9);
+        }
+        let chance = length.rates[0].chance();
+        assert!((chance - 0.9).abs() < 0.01, "{chance}");
+        // One token drafted and wrong each time: soon seen as never right.
+        for _ in 0..20 {
+            length.record(1, 1, 0);
+        }
+        assert!(length.rates[1].chance() < 0.1);
+        assert_eq!(length.worth(1, 0.05), 0);
+    }
+
     /// Feed `text` one token at a time as the answer, drafting before each
     /// token as the engine does, and verifying real drafts against `text`.
     /// Returns the number of real drafts proposed at each step.
-    fn answer(drafter: &mut Drafter, text: &[i32], break_even: f32) -> Vec<usize> {
+    fn answer(drafter: &mut Drafter, text: &[i32], column_cost: f32) -> Vec<usize> {
         let mut proposed = Vec::new();
         let mut out = Vec::new();
         let mut at = 0;
         while at < text.len() {
             drafter.extend([text[at]]);
-            drafter.draft(&mut out, break_even);
+            drafter.draft(&mut out, column_cost);
             proposed.push(out.len());
             let accepted = out
                 .iter()
@@ -594,7 +707,7 @@ mod tests {
     fn drafts_that_keep_failing_stop_drafting() {
         let (prompt, wrong) = prompt_and_wrong_answer();
         let mut drafter = drafter_from(&AcceptancePrior::default(), &prompt);
-        let proposed = answer(&mut drafter, &wrong, StepCosts::default().break_even(1));
+        let proposed = answer(&mut drafter, &wrong, StepCosts::default().column_cost(1));
         let late: usize = proposed[proposed.len() / 2..].iter().sum();
         assert!(proposed.iter().sum::<usize>() > 0, "drafting starts on");
         assert_eq!(late, 0, "failing drafts stop: {proposed:?}");
@@ -610,15 +723,15 @@ mod tests {
         answer(
             &mut drafter,
             &wrong[..60],
-            StepCosts::default().break_even(1),
+            StepCosts::default().column_cost(1),
         );
         let mut out = Vec::new();
-        drafter.draft(&mut out, StepCosts::default().break_even(1));
+        drafter.draft(&mut out, StepCosts::default().column_cost(1));
         assert!(out.is_empty(), "drafting has stopped");
         // (The copy starts past the part the wrong answer repeated, whose
         // bigrams now point into that answer.)
         let copy = &prompt[60..];
-        let proposed = answer(&mut drafter, copy, StepCosts::default().break_even(1));
+        let proposed = answer(&mut drafter, copy, StepCosts::default().column_cost(1));
         let first = proposed.iter().position(|&n| n > 0);
         assert!(
             first.is_some_and(|step| step <= 6),
@@ -651,22 +764,22 @@ mod tests {
 
     #[test]
     fn an_answer_starts_from_what_the_last_answers_drafts_taught() {
-        let break_even = StepCosts::default().break_even(1);
+        let column_cost = StepCosts::default().column_cost(1);
         let (prompt, wrong) = prompt_and_wrong_answer();
         let mut prior = AcceptancePrior::default();
         let mut first = drafter_from(&prior, &prompt);
-        let first_drafts: usize = answer(&mut first, &wrong, break_even).iter().sum();
+        let first_drafts: usize = answer(&mut first, &wrong, column_cost).iter().sum();
         first.teach(&mut prior);
         // The same question again: no draft is shown to the model.
         let mut second = drafter_from(&prior, &prompt);
-        let second_drafts = answer(&mut second, &wrong, break_even);
+        let second_drafts = answer(&mut second, &wrong, column_cost);
         assert!(first_drafts > 0, "the first answer drafts");
         assert_eq!(second_drafts.iter().sum::<usize>(), 0, "{second_drafts:?}");
         // An answer that copies, after those: drafting starts a few tokens in.
         second.teach(&mut prior);
         let mut copying = drafter_from(&prior, &prompt);
         let copy = &prompt[..60];
-        let proposed = answer(&mut copying, copy, break_even);
+        let proposed = answer(&mut copying, copy, column_cost);
         let first_draft = proposed.iter().position(|&n| n > 0);
         assert!(
             first_draft.is_some_and(|step| step <= 8),
@@ -683,7 +796,7 @@ mod tests {
         // Nothing drafted (an answer that ends at once): nothing learned.
         drafter_from(&AcceptancePrior::default(), &prompt).teach(&mut prior);
         assert_eq!(prior.rates[0], 0.1);
-        assert_eq!(prior.rates[1], FIRST_RATE);
+        assert_eq!(prior.rates[1], FIRST_CONTINUATION);
         // Off never drafts, so it never teaches.
         let off = Drafter::new(
             DraftConfig {
@@ -715,29 +828,29 @@ mod tests {
     }
 
     #[test]
-    fn the_break_even_rate_is_the_measured_cost_of_a_drafted_column() {
+    fn the_column_cost_is_the_measured_cost_of_a_drafted_column() {
         let prior = StepCosts::default();
-        assert!((prior.break_even(1) - PRIOR_COLUMN_COST).abs() < 1e-6);
+        assert!((prior.column_cost(1) - PRIOR_COLUMN_COST).abs() < 1e-6);
         // A small model on few CPUs: a drafted column costs 0.7 of a step.
-        assert_near(learned(1, 0.010, 4, 0.038).break_even(1), 0.7);
+        assert_near(learned(1, 0.010, 4, 0.038).column_cost(1), 0.7);
         // A large model reads its weights once for all columns: 0.05.
-        assert_near(learned(1, 0.200, 8, 0.280).break_even(1), 0.05);
+        assert_near(learned(1, 0.200, 8, 0.280).column_cost(1), 0.05);
     }
 
     #[test]
     fn a_shared_step_needs_a_higher_rate_to_pay() {
         let prior = StepCosts::default();
-        let rates: Vec<f32> = (1..=8).map(|k| prior.break_even(k)).collect();
+        let rates: Vec<f32> = (1..=8).map(|k| prior.column_cost(k)).collect();
         assert!(rates.windows(2).all(|pair| pair[0] < pair[1]), "{rates:?}");
         assert!(rates.iter().all(|&rate| rate < 1.0), "{rates:?}");
-        assert_eq!(prior.break_even(0), rates[0]);
+        assert_eq!(prior.column_cost(0), rates[0]);
         // Four sequences, measured: 20 ms a step, 3 ms a drafted column; a
         // sequence's share of the step is 5 ms, so 3 of 5 drafted tokens
         // must be right.
         let costs = learned(4, 0.020, 2, 0.026);
-        assert_near(costs.break_even(4), 0.6);
+        assert_near(costs.column_cost(4), 0.6);
         // Three sequences, never measured, are judged from four's cost.
-        let three = costs.break_even(3);
+        let three = costs.column_cost(3);
         assert!(three > 0.4 && three < 0.6, "{three}");
     }
 
@@ -747,10 +860,10 @@ mod tests {
         costs.record(1, 0, f32::NAN);
         costs.record(1, 2, -1.0);
         costs.record(0, 0, 0.01);
-        assert!((costs.break_even(1) - PRIOR_COLUMN_COST).abs() < 1e-6);
+        assert!((costs.column_cost(1) - PRIOR_COLUMN_COST).abs() < 1e-6);
         // Drafted steps faster than plain ones (noise) cost nothing, not less.
         costs.record(1, 0, 0.010);
         costs.record(1, 3, 0.009);
-        assert_eq!(costs.break_even(1), 0.0);
+        assert_eq!(costs.column_cost(1), 0.0);
     }
 }

@@ -382,7 +382,7 @@ impl<'model> Session<'model> {
     /// an end-of-generation token (those end the answer; they are never
     /// evaluated).
     fn next_draft(&self, drafter: &mut Drafter, draft: &mut Vec<i32>, budget_left: usize) {
-        drafter.draft(draft, self.step_costs.break_even(1));
+        drafter.draft(draft, self.step_costs.column_cost(1));
         let room = (self.n_ctx as usize)
             .saturating_sub(self.cached.len() + 1)
             .min(self.n_batch as usize - 1)

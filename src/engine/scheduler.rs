@@ -709,7 +709,7 @@ impl StepLoop<'_> {
             .iter()
             .filter(|sequence| sequence.pending.is_some())
             .count();
-        let break_even = self.step_costs.break_even(decoding);
+        let column_cost = self.step_costs.column_cost(decoding);
         for sequence in &mut self.sequences {
             sequence.logits_index = None;
             sequence.draft.clear();
@@ -722,7 +722,7 @@ impl StepLoop<'_> {
                 sequence,
                 self.context_per_sequence,
                 draft_room,
-                break_even,
+                column_cost,
             );
             draft_room -= sequence.draft.len();
             sequence.logits_index = Some(self.batch.n_tokens());
@@ -892,15 +892,16 @@ fn to_position(position: usize) -> i32 {
 
 /// The draft after a sequence's pending token: no longer than the room
 /// left in its context, its token budget and the batch, and never an
-/// end-of-generation token. Drafting pays at `break_even` acceptance.
+/// end-of-generation token. A drafted column costs the sequence
+/// `column_cost` of a token.
 fn next_draft(
     model: &Model,
     sequence: &mut Sequence,
     context: usize,
     batch_room: usize,
-    break_even: f32,
+    column_cost: f32,
 ) {
-    sequence.drafter.draft(&mut sequence.draft, break_even);
+    sequence.drafter.draft(&mut sequence.draft, column_cost);
     let room = context
         .saturating_sub(sequence.position + 1)
         .min(sequence.budget.saturating_sub(sequence.generated + 1))
