@@ -61,23 +61,23 @@ pub const MAX_DRAFT_MAX: u32 = 64;
 const SOURCES: usize = NGRAM_MAX - NGRAM_MIN + 1;
 
 /// What earlier answers' drafts taught, for the next answer's drafter to
-/// start from: for each n-gram length of a match, how often its drafted
-/// tokens (real, or judged without the model while drafting did not pay)
-/// were right when that answer ended (see [`Continuation`]). A server asked the same kind of question
-/// again and again (counting, an open question) does not pay a few wrong
-/// drafts per answer to learn again that drafting loses there; one whose
-/// answers copy starts drafting at once. An answer that copies after
-/// answers that did not has its guesses judged without the model and
-/// starts drafting a few guesses in.
+/// start from: for each n-gram length of a match, the chance that its
+/// drafted tokens (real, or judged without the model while drafting did
+/// not pay) were right when that answer ended (see [`Continuation`]). A
+/// server asked the same kind of question again and again (counting, an
+/// open question) does not pay a few wrong drafts per answer to learn
+/// again that drafting loses there; one whose answers copy starts drafting
+/// at once. An answer that copies after answers that did not has its
+/// guesses judged without the model and starts drafting a few guesses in.
 #[derive(Debug, Clone, Copy)]
 pub struct AcceptancePrior {
-    rates: [f32; SOURCES],
+    chances: [f32; SOURCES],
 }
 
 impl Default for AcceptancePrior {
     fn default() -> Self {
         Self {
-            rates: [FIRST_CONTINUATION; SOURCES],
+            chances: [FIRST_CONTINUATION; SOURCES],
         }
     }
 }
@@ -104,7 +104,7 @@ pub struct Drafter {
 }
 
 impl Drafter {
-    /// A drafter for one answer, whose acceptance rates start at `prior`.
+    /// A drafter for one answer, whose chances start at `prior`'s.
     pub fn new(config: DraftConfig, prior: &AcceptancePrior) -> Self {
         Self {
             config,
@@ -250,7 +250,7 @@ impl Drafter {
     /// taught the others since this one started).
     pub fn teach(&self, prior: &mut AcceptancePrior) {
         for (learned, (rate, judged)) in prior
-            .rates
+            .chances
             .iter_mut()
             .zip(self.length.rates.iter().zip(self.length.judged))
         {
@@ -466,11 +466,11 @@ const SMOOTHING: f32 = 0.3;
 const FIRST_CONTINUATION: f32 = 0.9;
 
 impl AdaptiveLength {
-    /// Rates that start at `prior`'s, with the weight of one draft.
+    /// Chances that start at `prior`'s, with the weight of one draft.
     fn new(max: u32, prior: &AcceptancePrior) -> Self {
         let max = max as usize;
         let current = max.clamp(1, 4);
-        let rates = prior.rates.map(|chance| Continuation {
+        let rates = prior.chances.map(|chance| Continuation {
             accepted: chance * current as f32,
             failed: (1.0 - chance) * current as f32,
         });
@@ -792,11 +792,11 @@ mod tests {
     fn an_answer_teaches_only_the_rates_its_drafts_came_from() {
         let (prompt, _) = prompt_and_wrong_answer();
         let mut prior = AcceptancePrior::default();
-        prior.rates[0] = 0.1;
+        prior.chances[0] = 0.1;
         // Nothing drafted (an answer that ends at once): nothing learned.
         drafter_from(&AcceptancePrior::default(), &prompt).teach(&mut prior);
-        assert_eq!(prior.rates[0], 0.1);
-        assert_eq!(prior.rates[1], FIRST_CONTINUATION);
+        assert_eq!(prior.chances[0], 0.1);
+        assert_eq!(prior.chances[1], FIRST_CONTINUATION);
         // Off never drafts, so it never teaches.
         let off = Drafter::new(
             DraftConfig {
@@ -806,7 +806,7 @@ mod tests {
             &AcceptancePrior::default(),
         );
         off.teach(&mut prior);
-        assert_eq!(prior.rates[0], 0.1);
+        assert_eq!(prior.chances[0], 0.1);
     }
 
     /// Costs learned from 20 steps of `sequences` sequences: `base` seconds
