@@ -524,21 +524,21 @@ impl AdaptiveLength {
 mod tests {
     use super::*;
 
+    fn drafter_in(mode: DraftMode, max: u32) -> Drafter {
+        let config = DraftConfig {
+            mode,
+            max_tokens: max,
+        };
+        Drafter::new(config, &AcceptancePrior::default())
+    }
+
     fn drafter(max: u32) -> Drafter {
-        Drafter::new(
-            DraftConfig {
-                mode: DraftMode::Ngram,
-                max_tokens: max,
-            },
-            &AcceptancePrior::default(),
-        )
+        drafter_in(DraftMode::Ngram, max)
     }
 
     /// A drafter (drafts of up to 8) that has seen `tokens`.
     fn drafter_with(tokens: &[i32]) -> Drafter {
-        let mut drafter = drafter(8);
-        drafter.extend(tokens.iter().copied());
-        drafter
+        drafter_from(&AcceptancePrior::default(), tokens)
     }
 
     fn draft(drafter: &mut Drafter) -> Vec<i32> {
@@ -586,13 +586,7 @@ mod tests {
 
     #[test]
     fn off_and_zero_length_never_draft() {
-        let mut off = Drafter::new(
-            DraftConfig {
-                mode: DraftMode::Off,
-                max_tokens: 8,
-            },
-            &AcceptancePrior::default(),
-        );
+        let mut off = drafter_in(DraftMode::Off, 8);
         off.extend([1, 2, 3, 1, 2]);
         assert!(draft(&mut off).is_empty());
         let mut zero = drafter(0);
@@ -801,13 +795,7 @@ mod tests {
         assert_eq!(prior.chances[0], 0.1);
         assert_eq!(prior.chances[1], FIRST_CONTINUATION);
         // Off never drafts, so it never teaches.
-        let off = Drafter::new(
-            DraftConfig {
-                mode: DraftMode::Off,
-                max_tokens: 8,
-            },
-            &AcceptancePrior::default(),
-        );
+        let off = drafter_in(DraftMode::Off, 8);
         off.teach(&mut prior);
         assert_eq!(prior.chances[0], 0.1);
     }
