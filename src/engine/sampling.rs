@@ -165,14 +165,46 @@ pub(super) fn all_finite(logits: &[f32]) -> bool {
 /// (`llama_sampler_greedy_apply` replaces its pick only on a strictly
 /// larger one). `logits` are all finite and not empty (a vocabulary has a
 /// token); token ids fit in `i32` (llama.cpp's own type for them).
+///
+/// Two passes that vectorise (the largest value, then the first span that
+/// holds it) instead of one that follows the best index: gemma's 262,144
+/// logits took 0.3-0.4 ms a token, 35 µs now; a verified draft of 12 picks
+/// 13 times a step. Equal values compare equal (`-0.0 == 0.0`), as in the
+/// one-pass loop, so the first of them is picked.
 fn greedy_pick(logits: &[f32]) -> LlamaToken {
-    let mut best = 0;
-    for (index, &logit) in logits.iter().enumerate().skip(1) {
-        if logit > logits[best] {
-            best = index;
+    const SPAN: usize = 256;
+    let largest = largest_logit(logits);
+    let best = logits
+        .chunks(SPAN)
+        .enumerate()
+        .find(|(_, span)| {
+            span.iter()
+                .fold(false, |found, &logit| found | (logit == largest))
+        })
+        .and_then(|(number, span)| {
+            let within = span.iter().position(|&logit| logit == largest)?;
+            Some(number * SPAN + within)
+        })
+        .unwrap_or(0);
+    LlamaToken::new(i32::try_from(best).unwrap_or(i32::MAX))
+}
+
+/// The largest of finite `logits`, kept in lanes that vectorise.
+fn largest_logit(logits: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let chunks = logits.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    for chunk in chunks {
+        for (lane, &logit) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(logit);
         }
     }
-    LlamaToken::new(i32::try_from(best).unwrap_or(i32::MAX))
+    lanes
+        .iter()
+        .chain(rest)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// Every vocabulary entry with its logit, unsorted and unpicked.
@@ -387,6 +419,56 @@ mod tests {
         assert_eq!(greedy_pick(&[-1.0, 2.0, 2.0, 1.0]), LlamaToken::new(1));
         assert_eq!(greedy_pick(&[-0.0, 0.0]), LlamaToken::new(0));
         assert_eq!(greedy_pick(&[-5.0, -4.0, -4.5]), LlamaToken::new(1));
+    }
+
+    /// The one-pass loop the vectorised pick replaces.
+    fn first_of_the_largest(logits: &[f32]) -> i32 {
+        let mut best = 0;
+        for (index, &logit) in logits.iter().enumerate().skip(1) {
+            if logit > logits[best] {
+                best = index;
+            }
+        }
+        best as i32
+    }
+
+    #[test]
+    fn greedy_picks_as_the_one_pass_loop_at_every_place_and_length() {
+        // Lengths around the lanes (16) and spans (256), the largest value
+        // at the start, the end, across a boundary, in the remainder, tied.
+        for len in [1usize, 15, 16, 17, 255, 256, 257, 1000, 4099] {
+            let base: Vec<f32> = (0..len)
+                .map(|i| ((i * 7919) % 1013) as f32 / 97.0 - 5.0)
+                .collect();
+            for at in [
+                0,
+                len / 2,
+                len.saturating_sub(1),
+                255.min(len - 1),
+                256.min(len - 1),
+            ] {
+                let mut logits = base.clone();
+                logits[at] = 100.0;
+                assert_eq!(
+                    greedy_pick(&logits).0,
+                    first_of_the_largest(&logits),
+                    "{len} {at}"
+                );
+                if at + 1 < len {
+                    logits[len - 1] = 100.0;
+                    assert_eq!(greedy_pick(&logits).0, at as i32, "tie, {len} {at}");
+                }
+            }
+            assert_eq!(greedy_pick(&base).0, first_of_the_largest(&base), "{len}");
+            let mut zeros = vec![-1.0f32; len];
+            zeros[len - 1] = 0.0;
+            zeros[len / 2] = -0.0;
+            assert_eq!(
+                greedy_pick(&zeros).0,
+                first_of_the_largest(&zeros),
+                "zeros {len}"
+            );
+        }
     }
 
     #[test]
