@@ -217,6 +217,7 @@ pub const LLAMA_CPP_PATCHES: &[&str] = &[
     "0006-model-loads-without-string-lookups",
     "0007-few-columns-in-one-pass-over-the-weights",
     "0008-a-graph-kept-for-each-recent-batch-shape",
+    "0009-rows-unpacked-once-for-all-columns",
 ];
 
 /// How `--version` and `doctor` name the llama.cpp this build links.

@@ -21,7 +21,7 @@ use super::EngineError;
 pub const KV_STATE_FORMAT: &str = concat!(
     "llama-cpp-sys-2 ",
     "0.1.161",
-    "; patches 0001 0002 0003 0004 0005 0006 0007 0008",
+    "; patches 0001 0002 0003 0004 0005 0006 0007 0008 0009",
     "; kv f16; flash-attention auto; olm ",
     env!("CARGO_PKG_VERSION")
 );
