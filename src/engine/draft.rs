@@ -825,16 +825,17 @@ mod tests {
     }
 
     /// The answer's tokens over the time its decode steps take, in one-token
-    /// steps, when the drafter (starting from `prior`) drafts ahead of each
-    /// step and a drafted column costs `column_cost` of a step; and what the
-    /// answer taught.
+    /// steps, when the engine's default drafter (starting from `prior`)
+    /// drafts ahead of each step and a drafted column costs `column_cost`
+    /// of a step; and what the answer taught.
     fn simulated_speedup(
         prior: &AcceptancePrior,
         prompt: &[i32],
         text: &[i32],
         column_cost: f32,
     ) -> (f32, AcceptancePrior) {
-        let mut drafter = drafter_from(prior, prompt);
+        let mut drafter = Drafter::new(DraftConfig::default(), prior);
+        drafter.extend(prompt.iter().copied());
         let proposed = answer(&mut drafter, text, column_cost);
         let columns: usize = proposed.iter().sum();
         let mut taught = *prior;
